@@ -1,0 +1,36 @@
+# `make test` and `make demo` are all a fresh clone needs: both (re)build the
+# local virtualenv .venv from setup.py when setup.py changed or .venv is missing.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+PY := $(VENV)/bin/python
+
+.PHONY: venv test test-fast demo bench wheel clean
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The whole suite (slow end-to-end tests included).
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+# Everything but the tests marked `slow`.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+demo: $(STAMP)
+	$(PY) -m cnn_rnn_tf.demo --workdir=runs/demo
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run --out=benchmarks
+
+wheel: $(STAMP)
+	$(PY) -m pip wheel --no-deps -w dist .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
