@@ -1,0 +1,26 @@
+"""Small builders shared by the tests (tiny configs, tiny heads)."""
+
+import ml_collections
+import numpy as np
+
+from cnn_rnn_tf import model as model_lib
+
+
+def tiny_model_config(head="cnn_rnn", **overrides):
+  """The model section of a config at toy size (d=8, 16 units, no dropout, no decay)."""
+  config = ml_collections.ConfigDict(dict(
+      head=head, backbone="small_cnn", backbone_weights=None, image_size=32,
+      train_backbone=True, embedding_dim=8, lstm_units=16, joint_activation="relu",
+      dropout=0.0, weight_decay=0.0, max_labels=None))
+  config.update(overrides)
+  return config
+
+
+def tiny_head(num_labels=4, feature_dim=6, seed=0, scale=3.0, head="cnn_rnn"):
+  """A built head with random weights scaled up, so that probabilities are far from uniform."""
+  head = model_lib.build_head(tiny_model_config(head), feature_dim, num_labels)
+  rng = np.random.default_rng(seed)
+  head.set_weights([rng.normal(0, scale / np.sqrt(max(w.shape[0], 1)), w.shape).astype("float32")
+                    if w.ndim > 1 else rng.normal(0, 0.5, w.shape).astype("float32")
+                    for w in head.get_weights()])
+  return head
