@@ -242,6 +242,8 @@ def head_loss(head: keras.Model, features, multi_hot, *, training: bool, max_lab
   The CNN-RNN is trained with teacher forcing on the labels in training (frequency)
   order followed by END (`vocab.sequence_targets`).
   """
+  features = tf.convert_to_tensor(features)
+  multi_hot = tf.convert_to_tensor(multi_hot)
   if head_kind(head) == "bce":
     return bce_loss(head(features, training=training), multi_hot)
   num_labels = multi_hot.shape[-1]

@@ -1,0 +1,105 @@
+"""CNN-RNN and BCE heads (cnn_rnn_tf.model)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn_rnn_tf import backbones
+from cnn_rnn_tf import model as model_lib
+from cnn_rnn_tf import vocab as vocab_lib
+from helpers import tiny_head, tiny_model_config
+
+K = 5
+
+
+def test_cnn_rnn_head_shapes_and_tied_scores():
+  head = model_lib.build_head(tiny_model_config(), feature_dim=6, num_labels=K)
+  ids = np.array([[K + 1, 0, 3], [K + 1, 2, -1]], np.int32)
+  logits = head({"image_features": np.ones((2, 6), np.float32), "input_ids": ids})
+  assert logits.shape == (2, 3, K + 1)
+  emb = head.get_layer("label_embedding")
+  assert tuple(emb.embeddings.shape) == (K + 2, 8)
+  # The scores are the joint vector against the label embedding rows (tied weights).
+  joint = np.random.default_rng(0).normal(size=(3, 8)).astype("float32")
+  np.testing.assert_allclose(emb(joint, reverse=True),
+                             joint @ emb.embeddings.numpy()[:K + 1].T, rtol=1e-5)
+
+
+def test_sequence_logits_equal_step_by_step_decoding():
+  head = tiny_head(num_labels=K, seed=3)
+  feats = np.random.default_rng(1).normal(size=(2, 6)).astype("float32")
+  ids = np.array([[K + 1, 1, 4, 0], [K + 1, 3, 2, K]], np.int32)
+  logits = head({"image_features": feats, "input_ids": ids}, training=False)
+  step = model_lib.CNNRNNStep(head)
+  state = step.initial_state(feats)
+  for t in range(4):
+    log_probs, state = step(tf.constant(ids[:, t]), state)
+    np.testing.assert_allclose(log_probs, tf.nn.log_softmax(logits[:, t]), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_padding_does_not_change_earlier_steps_and_costs_no_loss():
+  head = tiny_head(num_labels=K, seed=1)
+  feats = np.ones((1, 6), np.float32)
+  multi_hot = np.array([[0, 1, 0, 1, 0]], np.float32)
+  targets = vocab_lib.sequence_targets(multi_hot)  # [1, 3]: 1, 3, END
+  np.testing.assert_array_equal(targets, [[1, 3, K]])
+  loss = model_lib.head_loss(head, feats, multi_hot, training=False)
+  # Same image inside a batch whose other member has more labels (so more padding).
+  both = np.concatenate([multi_hot, np.ones((1, K), np.float32)])
+  loss_both = model_lib.head_loss(head, np.concatenate([feats, feats]), both, training=False)
+  np.testing.assert_allclose(loss_both[0], loss[0], rtol=1e-5)
+  # The loss is the sum of -log P over the steps 1, 3, END.
+  step = model_lib.CNNRNNStep(head)
+  state, prev, want = step.initial_state(feats), K + 1, 0.0
+  for token in (1, 3, K):
+    log_probs, state = step(tf.constant([prev]), state)
+    want -= float(log_probs[0, token])
+    prev = token
+  np.testing.assert_allclose(loss[0], want, rtol=1e-4)
+
+
+def test_bce_head_and_loss():
+  head = model_lib.build_head(tiny_model_config("bce"), feature_dim=6, num_labels=K)
+  logits = head(np.zeros((3, 6), np.float32))
+  assert logits.shape == (3, K)
+  loss = model_lib.head_loss(head, np.zeros((3, 6), np.float32), np.zeros((3, K)),
+                             training=False)
+  assert loss.shape == (3,)
+
+
+def test_weight_decay_adds_regularization_losses():
+  head = model_lib.build_head(tiny_model_config(weight_decay=1e-4), 6, K)
+  head({"image_features": np.ones((1, 6), np.float32), "input_ids": np.zeros((1, 2), np.int32)})
+  assert len(head.losses) >= 5  # embedding, lstm kernel + recurrent, two projections
+
+
+def test_head_save_and_load_round_trip(tmp_path):
+  head = tiny_head(num_labels=K, seed=2)
+  path = tmp_path / "head.keras"
+  head.save(path)
+  loaded = keras.models.load_model(path)
+  inputs = {"image_features": np.ones((2, 6), np.float32),
+            "input_ids": np.array([[K + 1, 0], [K + 1, -1]], np.int32)}
+  np.testing.assert_allclose(head(inputs), loaded(inputs), rtol=1e-6)
+  assert model_lib.head_kind(loaded) == "cnn_rnn"
+  model_lib.CNNRNNStep(loaded)  # the decoding view finds its layers by name
+
+
+def test_attach_backbone_shares_weights():
+  backbone = backbones.build_backbone("small_cnn", image_size=32, trainable=True)
+  head = model_lib.build_head(tiny_model_config(), backbone.output_shape[-1], K)
+  full = model_lib.attach_backbone(backbone, head)
+  images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+  ids = np.array([[K + 1, 0], [K + 1, 2]], np.int32)
+  np.testing.assert_allclose(
+      full({"images": images, "input_ids": ids}),
+      head({"image_features": backbone(images), "input_ids": tf.constant(ids)}), rtol=1e-5)
+  assert len(full.trainable_weights) == len(backbone.trainable_weights) + len(
+      head.trainable_weights)
+
+
+def test_unknown_head_is_named():
+  with pytest.raises(ValueError, match="'resnet_head'"):
+    model_lib.build_head(tiny_model_config(head="resnet_head"), 6, K)
