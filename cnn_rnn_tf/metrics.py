@@ -1,0 +1,437 @@
+"""Multi-label metrics of the paper (section 4.1), in NumPy only.
+
+Inputs are per image and label: `y_true` bool [N, K] (ground truth), a prediction `y_pred`
+bool [N, K] (the labels the model outputs) and, for average precision, `scores` float [N, K]
+(any ranking score, higher = more likely).
+
+    top3 = path_mask(decoded_ids, num_labels, k=3)   # bool [N, K] from beam-search paths
+    prf(y_true, top3)            # {'CP': .., 'CR': .., 'CF1': .., 'OP': .., 'OR': .., 'OF1': ..}
+    ap = average_precision(y_true, scores, "voc07")  # float [K], NaN for a class with no positive
+    mean_ap(ap)                  # float
+    map_at_k(y_true, scores, k=10)                   # MAP@10 (NUS-WIDE)
+    report = compute_all(y_true, top3, path_mask(decoded_ids, num_labels), scores, vocab.names)
+    print(markdown_table(report, title="COCO val"))
+
+All values are fractions in [0, 1]; `markdown_table` shows them as percentages.
+
+Conventions (the paper leaves these open; each is tested in tests/test_metrics.py):
+
+- Per-class precision of a class that is never predicted is 0 (as in the paper's COCO
+  discussion: "zero prediction ... resulting in zero precision"); C-P averages over all K.
+- Per-class recall of a class with no ground truth is undefined (NaN) and C-R averages over
+  the classes that have ground truth. O-P, O-R, C-F1, O-F1 with a zero denominator are 0.
+- C-F1 is the harmonic mean of C-P and C-R (paper's definition), not the mean of per-class F1.
+- Average precision: tied scores form one threshold (all of them enter the ranking together,
+  as in scikit-learn), so the result does not depend on the order of the images.
+- Top-k of a score row (`top_k_mask`, `map_at_k`): ties are broken by the lower label id.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+AP_METHODS = ("voc07", "area", "noninterp")
+PRF_KEYS = ("CP", "CR", "CF1", "OP", "OR", "OF1")
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _as_bool_2d(name: str, x) -> np.ndarray:
+  """bool [N, K] from bool or 0/1 input; anything else (e.g. probabilities) is an error."""
+  x = np.asarray(x)
+  if x.ndim != 2:
+    raise ValueError(f"{name} must be 2-D [N, K], got shape {x.shape}.")
+  if x.shape[0] == 0:
+    raise ValueError("no images")
+  if x.shape[1] == 0:
+    raise ValueError(f"{name} has no labels (shape {x.shape}).")
+  if x.dtype != bool:
+    if not np.isin(x, (0, 1)).all():
+      bad = x[~np.isin(x, (0, 1))].flat[0]
+      raise ValueError(f"{name} must be bool or 0/1, got value {bad!r} (dtype {x.dtype}).")
+    x = x.astype(bool)
+  return x
+
+
+def _as_scores_2d(name: str, x) -> np.ndarray:
+  """float64 [N, K]; NaN is an error (it has no place in a ranking), +-inf is allowed."""
+  x = np.asarray(x, dtype=np.float64)
+  if x.ndim != 2:
+    raise ValueError(f"{name} must be 2-D [N, K], got shape {x.shape}.")
+  if x.shape[0] == 0:
+    raise ValueError("no images")
+  if np.isnan(x).any():
+    rows, cols = np.nonzero(np.isnan(x))
+    raise ValueError(f"{name} contains NaN, first at [image {rows[0]}, label {cols[0]}].")
+  return x
+
+
+def _check_same_shape(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:
+  if a.shape != b.shape:
+    raise ValueError(f"{name_a} has shape {a.shape} but {name_b} has shape {b.shape}; "
+                     "they must be equal [N, K].")
+
+
+def _ratio(num, den):
+  """num / den elementwise, 0 where den == 0 (works on scalars and arrays)."""
+  num = np.asarray(num, dtype=np.float64)
+  den = np.asarray(den, dtype=np.float64)
+  return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den != 0)
+
+
+def _f1(p: float, r: float) -> float:
+  return 2.0 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+# ----------------------------------------------------------------------------- P / R / F1
+
+
+def _counts(y_true, y_pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Validated (Nc, Np, Ng), each int [K]."""
+  y_true = _as_bool_2d("y_true", y_true)
+  y_pred = _as_bool_2d("y_pred", y_pred)
+  _check_same_shape("y_true", y_true, "y_pred", y_pred)
+  n_correct = (y_true & y_pred).sum(axis=0)  # Nc [K]
+  return n_correct, y_pred.sum(axis=0), y_true.sum(axis=0)
+
+
+def per_class_prf(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+  """Per-class precision Nc/Np and recall Nc/Ng.
+
+  Args:
+    y_true: bool [N, K] ground truth.
+    y_pred: bool [N, K] predicted labels.
+
+  Returns:
+    (precision float [K], recall float [K]). Precision of a never-predicted class (Np = 0)
+    is 0; recall of a class with no ground truth (Ng = 0) is NaN.
+  """
+  n_correct, n_pred, n_gt = _counts(y_true, y_pred)
+  precision = _ratio(n_correct, n_pred)
+  recall = np.where(n_gt > 0, _ratio(n_correct, n_gt), np.nan)
+  return precision, recall
+
+
+def prf(y_true, y_pred) -> dict[str, float]:
+  """Per-class (C-) and overall (O-) precision, recall and F1 of a label prediction.
+
+  Per class c: Nc = correct predictions of c, Np = predictions of c, Ng = ground truth of c.
+
+    CP = mean_c Nc/Np (over all K classes; 0 for a never-predicted class)
+    CR = mean_c Nc/Ng (over the classes with Ng > 0; 0 if there is none)
+    CF1 = 2 CP CR / (CP + CR)          (harmonic mean of CP and CR)
+    OP = sum Nc / sum Np,  OR = sum Nc / sum Ng,  OF1 = 2 OP OR / (OP + OR)
+
+  Args:
+    y_true: bool [N, K] ground truth.
+    y_pred: bool [N, K] predicted labels (e.g. the top-3 mask).
+
+  Returns:
+    {'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1'}: python floats in [0, 1].
+  """
+  n_correct, n_pred, n_gt = _counts(y_true, y_pred)
+  precision = _ratio(n_correct, n_pred)
+  has_gt = n_gt > 0
+  cp = float(precision.mean())
+  cr = float(_ratio(n_correct[has_gt], n_gt[has_gt]).mean()) if has_gt.any() else 0.0
+  op = float(_ratio(n_correct.sum(), n_pred.sum()))
+  o_r = float(_ratio(n_correct.sum(), n_gt.sum()))
+  return {"CP": cp, "CR": cr, "CF1": _f1(cp, cr), "OP": op, "OR": o_r, "OF1": _f1(op, o_r)}
+
+
+# ----------------------------------------------------------------------------- ranking
+
+
+def _pr_points(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Precision and recall at each distinct score threshold, highest score first.
+
+  positive: bool [N], with at least one True; score: float [N].
+  Returns (precision [T], recall [T]), T = number of distinct scores.
+  """
+  order = np.argsort(-score, kind="stable")
+  score, positive = score[order], positive[order]
+  tp = np.cumsum(positive)  # [N]
+  # A threshold sits after the last image of each group of equal scores.
+  last = np.r_[np.nonzero(score[1:] != score[:-1])[0], score.size - 1]  # [T]
+  tp = tp[last]
+  precision = tp / (last + 1.0)
+  recall = tp / tp[-1]
+  return precision, recall
+
+
+def _ap_voc07(precision: np.ndarray, recall: np.ndarray) -> float:
+  """VOC2007 devkit: mean over t = 0, 0.1, ..., 1 of max precision at recall >= t."""
+  total = 0.0
+  for t in np.arange(11) / 10.0:  # i / 10, not a float step: recall 3/10 must reach t = 0.3
+    reached = recall >= t
+    total += precision[reached].max() if reached.any() else 0.0
+  return total / 11.0
+
+
+def _ap_area(precision: np.ndarray, recall: np.ndarray) -> float:
+  """VOC2010+ devkit: area under the precision envelope (max precision at recall >= r)."""
+  mrec = np.r_[0.0, recall, 1.0]
+  mpre = np.r_[0.0, precision, 0.0]
+  mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+  i = np.nonzero(mrec[1:] != mrec[:-1])[0] + 1
+  return float(np.sum((mrec[i] - mrec[i - 1]) * mpre[i]))
+
+
+def _ap_noninterp(precision: np.ndarray, recall: np.ndarray) -> float:
+  """sum_t (R_t - R_t-1) P_t: without ties, the mean precision at each positive."""
+  return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+_AP_FNS = {"voc07": _ap_voc07, "area": _ap_area, "noninterp": _ap_noninterp}
+
+
+def average_precision(y_true, scores, method: str = "noninterp") -> np.ndarray:
+  """Per-class average precision of a ranking of the images by score.
+
+  Args:
+    y_true: bool [N, K] ground truth.
+    scores: float [N, K] ranking scores (higher = more confident).
+    method: 'voc07' (VOC2007 devkit, 11-point interpolated), 'area' (VOC2010+ devkit, area
+      under the monotone precision envelope) or 'noninterp' (mean of the precision at each
+      positive, = sklearn.metrics.average_precision_score).
+
+  Returns:
+    float [K]; NaN for a class with no positive image. Tied scores count as one threshold.
+    (VOC "difficult" objects are not handled here: drop or relabel them before.)
+  """
+  if method not in _AP_FNS:
+    raise ValueError(f"Unknown AP method {method!r}; expected one of {AP_METHODS}.")
+  y_true = _as_bool_2d("y_true", y_true)
+  scores = _as_scores_2d("scores", scores)
+  _check_same_shape("y_true", y_true, "scores", scores)
+  ap = np.full(y_true.shape[1], np.nan)
+  for c in range(y_true.shape[1]):
+    if y_true[:, c].any():
+      ap[c] = _AP_FNS[method](*_pr_points(y_true[:, c], scores[:, c]))
+  return ap
+
+
+def mean_ap(ap) -> float:
+  """Mean of per-class APs over the classes that have one (NaN ignored); NaN if none has."""
+  ap = np.asarray(ap, dtype=np.float64)
+  valid = ~np.isnan(ap)
+  return float(ap[valid].mean()) if valid.any() else math.nan
+
+
+def _rank_labels(scores: np.ndarray) -> np.ndarray:
+  """Label ids of each row, highest score first, ties by lower id: int [N, K]."""
+  return np.argsort(-scores, axis=1, kind="stable")
+
+
+def _check_k(k) -> int:
+  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    raise ValueError(f"k must be a positive integer, got {k!r}.")
+  return int(k)
+
+
+def top_k_mask(scores, k: int, threshold: float | None = None) -> np.ndarray:
+  """The k highest-scored labels of each image (the BCE baseline's top-k prediction).
+
+  Args:
+    scores: float [N, K].
+    k: labels per image (all K if k >= K). Ties are broken by the lower label id.
+    threshold: if given, a label must also have score >= threshold (so fewer than k
+      labels may be kept).
+
+  Returns:
+    bool [N, K].
+  """
+  k = _check_k(k)
+  scores = _as_scores_2d("scores", scores)
+  top = _rank_labels(scores)[:, :k]  # [N, min(k, K)]
+  mask = np.zeros(scores.shape, dtype=bool)
+  np.put_along_axis(mask, top, True, axis=1)
+  if threshold is not None:
+    mask &= scores >= threshold
+  return mask
+
+
+def map_at_k(y_true, scores, k: int = 10) -> float:
+  """MAP@k (MAP@10 of the paper's NUS-WIDE and COCO tables): a per-image ranking metric.
+
+  Each image ranks its K labels by score (ties by lower label id). With rel_i = 1 if the
+  label at rank i is in the ground truth, P@i the precision of the first i ranks and n_pos
+  the number of ground-truth labels of the image:
+
+    AP@k = 1 / min(k, n_pos) * sum_{i <= k} P@i * rel_i
+
+  MAP@k is the mean of AP@k over the images with at least one ground-truth label (NaN if
+  there is none).
+
+  Args:
+    y_true: bool [N, K].
+    scores: float [N, K].
+    k: ranks considered per image.
+
+  Returns:
+    float in [0, 1].
+  """
+  k = _check_k(k)
+  y_true = _as_bool_2d("y_true", y_true)
+  scores = _as_scores_2d("scores", scores)
+  _check_same_shape("y_true", y_true, "scores", scores)
+  top = _rank_labels(scores)[:, :k]  # [N, k']
+  rel = np.take_along_axis(y_true, top, axis=1).astype(np.float64)  # [N, k']
+  precision_at = np.cumsum(rel, axis=1) / np.arange(1, rel.shape[1] + 1)  # P@i [N, k']
+  n_pos = y_true.sum(axis=1)  # [N]
+  has_pos = n_pos > 0
+  if not has_pos.any():
+    return math.nan
+  ap = (precision_at * rel).sum(axis=1)[has_pos] / np.minimum(k, n_pos[has_pos])
+  return float(ap.mean())
+
+
+# ----------------------------------------------------------------------------- decoded paths
+
+
+def path_mask(label_ids, num_labels: int, k: int | None = None) -> np.ndarray:
+  """Labels of decoded label paths as a mask: the CNN-RNN head's "top-k" and "all" outputs.
+
+  A path is read like `LabelVocab.decode`: up to its first id outside [0, num_labels) (END =
+  num_labels, PAD = -1, or anything else); then its first k labels are kept.
+
+  Args:
+    label_ids: int [N, L], e.g. [[4, 0, END, -1], [2, END, -1, -1]].
+    num_labels: K.
+    k: labels kept per path; None keeps the whole path.
+
+  Returns:
+    bool [N, K].
+  """
+  label_ids = np.asarray(label_ids)
+  if label_ids.ndim != 2:
+    raise ValueError(f"label_ids must be 2-D [N, L], got shape {label_ids.shape}.")
+  if label_ids.shape[0] == 0:
+    raise ValueError("no images")
+  if not np.issubdtype(label_ids.dtype, np.integer):
+    raise ValueError(f"label_ids must be integers, got dtype {label_ids.dtype}.")
+  if num_labels < 1:
+    raise ValueError(f"num_labels must be >= 1, got {num_labels!r}.")
+  if k is not None:
+    label_ids = label_ids[:, :_check_k(k)]
+  valid = (label_ids >= 0) & (label_ids < num_labels)  # [N, L']
+  in_path = np.cumprod(valid, axis=1).astype(bool)  # False from the first invalid id on
+  rows = np.broadcast_to(np.arange(label_ids.shape[0])[:, None], label_ids.shape)
+  mask = np.zeros((label_ids.shape[0], num_labels), dtype=bool)
+  mask[rows[in_path], label_ids[in_path]] = True
+  return mask
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _json_float(x) -> float | None:
+  x = float(x)
+  return None if math.isnan(x) else x
+
+
+def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str]) -> dict:
+  """The evaluation report of one head on one split (JSON-serializable, NaN -> None).
+
+  Args:
+    y_true: bool [N, K] ground truth.
+    top3_pred: bool [N, K], the top-3 prediction (paper's k = 3 setting).
+    all_pred: bool [N, K], the full prediction (whole decoded path / thresholded scores).
+    scores: float [N, K] ranking scores for AP and MAP@10.
+    label_names: K names, in label id order.
+
+  Returns:
+    {'top3': prf dict, 'all': prf dict, 'mAP_voc07', 'mAP_area', 'mAP_noninterp', 'MAP@10',
+     'num_images', 'per_class': {name: {'AP' (noninterp), 'AP_voc07', 'AP_area',
+     'precision', 'recall' (of top3), 'num_gt'}}}.
+  """
+  y_true = _as_bool_2d("y_true", y_true)
+  top3_pred = _as_bool_2d("top3_pred", top3_pred)
+  all_pred = _as_bool_2d("all_pred", all_pred)
+  scores = _as_scores_2d("scores", scores)
+  for name, x in (("top3_pred", top3_pred), ("all_pred", all_pred), ("scores", scores)):
+    _check_same_shape("y_true", y_true, name, x)
+  label_names = [str(n) for n in label_names]
+  if len(label_names) != y_true.shape[1]:
+    raise ValueError(f"Got {len(label_names)} label names for y_true of shape {y_true.shape}.")
+  if len(set(label_names)) != len(label_names):
+    raise ValueError("label_names has duplicates.")
+
+  ap = {m: average_precision(y_true, scores, m) for m in AP_METHODS}
+  precision, recall = per_class_prf(y_true, top3_pred)
+  num_gt = y_true.sum(axis=0)
+  per_class = {}
+  for c, name in enumerate(label_names):
+    per_class[name] = {
+        "AP": _json_float(ap["noninterp"][c]),
+        "AP_voc07": _json_float(ap["voc07"][c]),
+        "AP_area": _json_float(ap["area"][c]),
+        "precision": _json_float(precision[c]),
+        "recall": _json_float(recall[c]),
+        "num_gt": int(num_gt[c]),
+    }
+  return {
+      "top3": prf(y_true, top3_pred),
+      "all": prf(y_true, all_pred),
+      "mAP_voc07": _json_float(mean_ap(ap["voc07"])),
+      "mAP_area": _json_float(mean_ap(ap["area"])),
+      "mAP_noninterp": _json_float(mean_ap(ap["noninterp"])),
+      "MAP@10": _json_float(map_at_k(y_true, scores, k=10)),
+      "num_images": int(y_true.shape[0]),
+      "per_class": per_class,
+  }
+
+
+_SETTINGS = (("top3", "top-3"), ("all", "all"))
+_PRF_HEADERS = ("C-P", "C-R", "C-F1", "O-P", "O-R", "O-F1")
+_MAP_KEYS = (("mAP_voc07", "mAP (VOC07 11-pt)"), ("mAP_area", "mAP (area)"),
+             ("mAP_noninterp", "mAP (non-interp)"), ("MAP@10", "MAP@10"))
+
+
+def _pct(x) -> str:
+  """0.6604 -> '66.0'; None / NaN / missing -> 'n/a'."""
+  if x is None or math.isnan(float(x)):
+    return "n/a"
+  return f"{100.0 * float(x):.1f}"
+
+
+def _row(cells) -> str:
+  return "| " + " | ".join(cells) + " |"
+
+
+def markdown_table(metrics: Mapping, title: str | None = None) -> str:
+  """Headline numbers of a `compute_all` report as Markdown (percentages, 1 decimal).
+
+  One row per setting (top-3, all) with C-P C-R C-F1 O-P O-R O-F1, then one row of
+  mAP (three conventions) and MAP@10. Settings or keys missing from `metrics` are skipped
+  or shown as n/a.
+  """
+  lines = [f"### {title}", ""] if title else []
+  lines += [_row(("setting",) + _PRF_HEADERS), _row(("---",) * 7)]
+  for key, label in _SETTINGS:
+    if key in metrics:
+      lines.append(_row([label] + [_pct(metrics[key].get(k)) for k in PRF_KEYS]))
+  lines += ["", _row([h for _, h in _MAP_KEYS] + ["images"]), _row(("---",) * 5)]
+  lines.append(_row([_pct(metrics.get(k)) for k, _ in _MAP_KEYS]
+                    + [str(metrics.get("num_images", "n/a"))]))
+  return "\n".join(lines) + "\n"
+
+
+def markdown_comparison(named_metrics: Mapping[str, Mapping]) -> str:
+  """Several heads side by side: one row per head and setting, mAPs repeated per head.
+
+    markdown_comparison({"CNN-RNN": report_rnn, "BCE": report_bce})
+  """
+  headers = ("head", "setting") + _PRF_HEADERS + tuple(h for _, h in _MAP_KEYS)
+  lines = [_row(headers), _row(("---",) * len(headers))]
+  for head, metrics in named_metrics.items():
+    maps = [_pct(metrics.get(k)) for k, _ in _MAP_KEYS]
+    for key, label in _SETTINGS:
+      if key in metrics:
+        lines.append(_row([str(head), label] + [_pct(metrics[key].get(k)) for k in PRF_KEYS]
+                          + maps))
+  return "\n".join(lines) + "\n"

@@ -1,0 +1,34 @@
+r"""Trains a CNN-RNN (or BCE baseline) head. Flags in, one library call out.
+
+  python -m cnn_rnn_tf.train --config=configs/demo.py --workdir=runs/demo \
+      [--config.train.num_steps=500] [--config.model.head=bce]
+
+Starting again with the same workdir resumes from its last checkpoint. Distributed: on one
+machine all local GPUs are used (MirroredStrategy); across machines set TF_CONFIG on each
+worker (MultiWorkerMirroredStrategy). `--cpu_devices=N` splits the CPU into N logical
+devices, to try distribution on a laptop.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and labels go.")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0,
+                                    "Split the CPU into this many logical devices (0: no split).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
+  runtime.configure(cpu_devices=_CPU_DEVICES.value)
+  from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
+  train_lib.train(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

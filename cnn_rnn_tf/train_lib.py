@@ -1,0 +1,272 @@
+"""The training loop: one custom `strategy.run` loop for every tf.distribute strategy.
+
+    from cnn_rnn_tf import train_lib
+    train_lib.train(config, workdir)          # config: an ml_collections ConfigDict
+
+The binary `python -m cnn_rnn_tf.train --config=configs/demo.py --workdir=DIR` only parses
+flags and calls `train`.
+
+Strategy: MultiWorkerMirroredStrategy when `TF_CONFIG` names a cluster of more than one task,
+MirroredStrategy over the local devices otherwise (all GPUs; else all logical CPUs). Keras'
+`model.fit` fails under MultiWorkerMirroredStrategy with Keras 3 (keras-team/keras#20585),
+so every strategy uses this loop. The loss of each replica is divided by the *global* batch
+size and gradients are summed across replicas, so any number of replicas takes the same step.
+
+Which start wins (first that exists):
+  1. a checkpoint in `<workdir>/checkpoints`     (resume: step, weights, optimizer, data position)
+  2. `config.train.init_checkpoint`              (weights only; step and optimizer start fresh)
+  3. the backbone's pretrained weights           (`config.model.backbone_weights`, e.g. imagenet)
+  4. random initialization.
+
+Two training modes, picked by the config:
+  * features: frozen backbone and `data.cache_features` (the paper's setting): the backbone
+    runs once over the split into the feature cache; the head trains on the cache.
+  * images: the backbone is inside the model (fine-tuning with `model.train_backbone`, or a
+    frozen backbone without a cache); the pipeline feeds images.
+
+Workdir layout (only the chief writes):
+  config.json          the resolved config
+  labels.txt           the label vocabulary in training order (id = line number)
+  checkpoints/         tf.train.CheckpointManager checkpoints (head, trained backbone, optimizer)
+  train/               TensorBoard summaries and `log.jsonl` (step, loss, examples/s, lr)
+  data_report.json     examples skipped as bad data (`data.skip_bad_examples`), by reason
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import logging
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from cnn_rnn_tf import backbones
+from cnn_rnn_tf import data as data_lib
+from cnn_rnn_tf import model as model_lib
+from cnn_rnn_tf import vocab as vocab_lib
+from cnn_rnn_tf.metric_writer import MetricWriter
+
+
+def make_strategy() -> tf.distribute.Strategy:
+  """MultiWorkerMirroredStrategy if TF_CONFIG names several tasks, else MirroredStrategy."""
+  cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+  if sum(len(tasks) for tasks in cluster.values()) > 1:
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  gpus = tf.config.list_logical_devices("GPU")
+  devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+  return tf.distribute.MirroredStrategy(devices)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return resolver.task_type == "chief" or (
+      not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def uses_feature_cache(config) -> bool:
+  """The paper's frozen setting: train the head on cached backbone features."""
+  return not config.model.train_backbone and config.data.cache_features
+
+
+def feature_cache_dir(config, workdir: str) -> str:
+  """`data.cache_dir`, or `feature_cache/` beside the workdir (shared by runs side by side)."""
+  if config.data.cache_dir:
+    return config.data.cache_dir
+  return os.path.join(os.path.dirname(os.path.abspath(workdir)), "feature_cache")
+
+
+def save_config(config, workdir: str) -> None:
+  tf.io.gfile.makedirs(workdir)
+  with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config a training run saved in its workdir."""
+  path = os.path.join(workdir, "config.json")
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"No config.json in workdir {workdir!r}: was it trained there?")
+  with tf.io.gfile.GFile(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_or_make_vocab(source, workdir: str, chief: bool) -> vocab_lib.LabelVocab:
+  """The workdir's labels.txt when resuming; else the training split's frequency order."""
+  path = os.path.join(workdir, "labels.txt")
+  if tf.io.gfile.exists(path):
+    return vocab_lib.LabelVocab.load(path)
+  vocab = vocab_lib.LabelVocab.from_label_sets(source.train_label_sets(),
+                                               all_names=source.label_names)
+  if chief:
+    vocab.save(path)
+  return vocab
+
+
+def build_models(config, num_labels: int):
+  """(backbone, head) as the config says; the backbone carries its pretrained weights."""
+  backbone = backbones.build_backbone(
+      config.model.backbone, weights=config.model.backbone_weights,
+      image_size=config.model.image_size, trainable=config.model.train_backbone)
+  head = model_lib.build_head(config.model, backbone.output_shape[-1], num_labels)
+  return backbone, head
+
+
+def make_checkpoint(config, backbone, head, optimizer=None, step=None) -> tf.train.Checkpoint:
+  """What a checkpoint holds. A frozen backbone is not saved: its weights come from config."""
+  items = {"head": head}
+  if config.model.train_backbone:
+    items["backbone"] = backbone
+  if optimizer is not None:
+    items["optimizer"] = optimizer
+  if step is not None:
+    items["step"] = step
+  return tf.train.Checkpoint(**items)
+
+
+def restore_weights(config, workdir: str, backbone, head) -> str:
+  """Loads the latest checkpoint's model weights (for evaluation and export)."""
+  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  if latest is None:
+    raise FileNotFoundError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')!r}.")
+  make_checkpoint(config, backbone, head).restore(latest).expect_partial()
+  return latest
+
+
+def _make_optimizer(config):
+  if config.train.optimizer == "rmsprop":
+    return keras.optimizers.RMSprop(config.train.learning_rate, momentum=config.train.momentum)
+  if config.train.optimizer == "adam":
+    return keras.optimizers.Adam(config.train.learning_rate)
+  raise ValueError(f"Unknown optimizer {config.train.optimizer!r}; expected rmsprop or adam.")
+
+
+def make_train_dataset(config, workdir, source, vocab, start_step: int) -> tf.data.Dataset:
+  """The repeated, shuffled training stream, positioned after `start_step` batches."""
+  batch = config.train.batch_size
+  if uses_feature_cache(config):
+    path = data_lib.feature_cache.build(
+        source, config.data.train_split, vocab, config.model.backbone,
+        config.model.backbone_weights, config.model.image_size,
+        precision=config.data.precision, cache_dir=feature_cache_dir(config, workdir),
+        batch_size=batch)
+    return data_lib.feature_dataset(path, batch_size=batch, training=True, seed=config.seed,
+                                    repeat=True, start_step=start_step, drop_remainder=True)
+  return data_lib.image_dataset(
+      source, config.data.train_split, vocab,
+      image_size=backbones.backbone_image_size(config.model.backbone, config.model.image_size),
+      batch_size=batch, training=True, seed=config.seed, augment=config.data.augment,
+      repeat=True, start_step=start_step, drop_remainder=True)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          strategy: tf.distribute.Strategy | None = None) -> dict:
+  """Trains until `config.train.num_steps`, resuming from the workdir. Returns a summary."""
+  strategy = strategy or make_strategy()
+  chief = is_chief(strategy)
+  keras.utils.set_random_seed(config.seed)
+  if chief:
+    save_config(config, workdir)
+  source = data_lib.get_source(config.data)
+  vocab = load_or_make_vocab(source, workdir, chief)
+  logging.info("%s: %d labels, %d replicas, mode %s", source.name, vocab.num_labels,
+               strategy.num_replicas_in_sync,
+               "features" if uses_feature_cache(config) else "images")
+
+  with strategy.scope():
+    backbone, head = build_models(config, vocab.num_labels)
+    optimizer = _make_optimizer(config)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    variables = list(head.trainable_variables)
+    if config.model.train_backbone:
+      variables += backbone.trainable_variables
+    optimizer.build(variables)
+  checkpoint = make_checkpoint(config, backbone, head, optimizer, step)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not chief:  # Every worker saves (collective ops), but only the chief's copy is kept.
+    ckpt_dir = os.path.join(workdir, ".tmp_worker", str(strategy.cluster_resolver.task_id))
+  manager = tf.train.CheckpointManager(checkpoint, ckpt_dir,
+                                       max_to_keep=config.train.max_checkpoints)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info("Resumed from %s at step %d.", manager.latest_checkpoint, int(step))
+  elif config.train.get("init_checkpoint"):
+    make_checkpoint(config, backbone, head).restore(
+        config.train.init_checkpoint).expect_partial()
+    logging.info("Initialized the model from %s.", config.train.init_checkpoint)
+  else:
+    logging.info("Starting from scratch (backbone weights: %s).", config.model.backbone_weights)
+  start_step = int(step)
+
+  dataset = make_train_dataset(config, workdir, source, vocab, start_step)
+  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+  global_batch = config.train.batch_size
+  images_mode = not uses_feature_cache(config)
+
+  def train_step(batch):
+    with tf.GradientTape() as tape:
+      if images_mode:
+        features = backbone(batch["image"], training=config.model.train_backbone)
+      else:
+        features = batch["features"]
+      per_example = model_lib.head_loss(head, features, batch["labels"], training=True,
+                                        max_labels=config.model.max_labels)  # [B]
+      loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+      model_losses = head.losses + (backbone.losses if config.model.train_backbone else [])
+      reg = tf.nn.scale_regularization_loss(tf.add_n(model_losses)) if model_losses else 0.0
+      total = loss + reg
+    grads = tape.gradient(total, variables)
+    optimizer.apply_gradients(zip(grads, variables))
+    return loss, reg
+
+  @tf.function
+  def distributed_step(iterator):
+    loss, reg = strategy.run(train_step, args=(next(iterator),))
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+    reg = strategy.reduce(tf.distribute.ReduceOp.SUM, reg, axis=None)
+    return total, reg
+
+  writer = MetricWriter(os.path.join(workdir, "train"), enabled=chief)
+  num_steps = config.train.num_steps
+  log_every = max(1, config.train.log_every)
+  t0, steps_since, last_loss = time.time(), 0, float("nan")
+  if start_step >= num_steps:
+    logging.info("Already at step %d >= num_steps %d: nothing to train.", start_step, num_steps)
+  while int(step) < num_steps:
+    loss, reg = distributed_step(iterator)
+    loss = float(loss)
+    if not np.isfinite(loss):
+      raise FloatingPointError(
+          f"Training loss is {loss} at step {int(step) + 1}; stopping. The last good "
+          f"checkpoint stays in {ckpt_dir!r} ({manager.latest_checkpoint}). Lower "
+          f"train.learning_rate or check the data.")
+    step.assign_add(1)
+    steps_since += 1
+    current = int(step)
+    last_loss = loss
+    if current % log_every == 0 or current == num_steps:
+      elapsed = time.time() - t0
+      writer.write(current, {
+          "loss": loss, "regularization": float(reg),
+          "examples_per_s": steps_since * global_batch / max(elapsed, 1e-9),
+          "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+      }, prefix=f"step {current}/{num_steps}")
+      t0, steps_since = time.time(), 0
+    if current % config.train.checkpoint_every == 0 or current == num_steps:
+      manager.save(checkpoint_number=current)
+  writer.close()
+  if not chief:
+    tf.io.gfile.rmtree(ckpt_dir)
+  skipped = dict(getattr(source, "skipped", {}) or {})
+  if chief:
+    with tf.io.gfile.GFile(os.path.join(workdir, "data_report.json"), "w") as f:
+      json.dump({"skipped": skipped}, f, indent=2)
+    if skipped:
+      logging.warning("Skipped bad examples: %s (data.skip_bad_examples=True).", skipped)
+  return {"step": int(step), "start_step": start_step, "loss": last_loss, "skipped": skipped}
