@@ -28,7 +28,7 @@ from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import inference
 from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import train_lib
-from cnn_rnn_tf import vocab as vocab_lib
+from cnn_rnn_tf import workdir as workdir_lib
 
 
 def eval_dataset(config, workdir, source, vocab, split, batch_size):
@@ -52,9 +52,9 @@ def predict_split(config, workdir: str, split: str, batch_size: int | None = Non
   """Decodes every image of `split`. Returns NumPy arrays keyed like `inference`'s outputs,
   plus 'y_true' bool [N, K] and 'keys' [N]."""
   source = data_lib.get_source(config.data)
-  vocab = vocab_lib.LabelVocab.load(os.path.join(workdir, "labels.txt"))
-  backbone, head = train_lib.build_models(config, vocab.num_labels)
-  checkpoint = train_lib.restore_weights(config, workdir, backbone, head)
+  vocab = workdir_lib.load_vocab(workdir)
+  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
+  checkpoint = workdir_lib.restore_weights(config, workdir, backbone, head)
   logging.info("Evaluating %s on split %r.", checkpoint, split)
   batch_size = batch_size or config.train.batch_size
   decode = config.decode
@@ -91,10 +91,10 @@ def prediction_masks(head: str, labels: np.ndarray, scores: np.ndarray, num_labe
 def evaluate(workdir: str, split: str | None = None, batch_size: int | None = None,
              beam_size: int | None = None) -> dict:
   """Evaluates the workdir's latest checkpoint on `split`; writes <workdir>/eval/*."""
-  config = train_lib.load_config(workdir)
+  config = workdir_lib.load_config(workdir)
   split = split or config.data.eval_split
   pred = predict_split(config, workdir, split, batch_size, beam_size)
-  vocab = vocab_lib.LabelVocab.load(os.path.join(workdir, "labels.txt"))
+  vocab = workdir_lib.load_vocab(workdir)
   top3, every = prediction_masks(config.model.head, pred["labels"], pred["label_scores"],
                                  vocab.num_labels)
   metrics = metrics_lib.compute_all(pred["y_true"], top3, every, pred["label_scores"],

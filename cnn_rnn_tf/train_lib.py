@@ -47,7 +47,7 @@ import tensorflow as tf
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import model as model_lib
-from cnn_rnn_tf import vocab as vocab_lib
+from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.metric_writer import MetricWriter
 
 
@@ -80,63 +80,6 @@ def feature_cache_dir(config, workdir: str) -> str:
   if config.data.cache_dir:
     return config.data.cache_dir
   return os.path.join(os.path.dirname(os.path.abspath(workdir)), "feature_cache")
-
-
-def save_config(config, workdir: str) -> None:
-  tf.io.gfile.makedirs(workdir)
-  with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config a training run saved in its workdir."""
-  path = os.path.join(workdir, "config.json")
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"No config.json in workdir {workdir!r}: was it trained there?")
-  with tf.io.gfile.GFile(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
-def load_or_make_vocab(source, workdir: str, chief: bool) -> vocab_lib.LabelVocab:
-  """The workdir's labels.txt when resuming; else the training split's frequency order."""
-  path = os.path.join(workdir, "labels.txt")
-  if tf.io.gfile.exists(path):
-    return vocab_lib.LabelVocab.load(path)
-  vocab = vocab_lib.LabelVocab.from_label_sets(source.train_label_sets(),
-                                               all_names=source.label_names)
-  if chief:
-    vocab.save(path)
-  return vocab
-
-
-def build_models(config, num_labels: int):
-  """(backbone, head) as the config says; the backbone carries its pretrained weights."""
-  backbone = backbones.build_backbone(
-      config.model.backbone, weights=config.model.backbone_weights,
-      image_size=config.model.image_size, trainable=config.model.train_backbone)
-  head = model_lib.build_head(config.model, backbone.output_shape[-1], num_labels)
-  return backbone, head
-
-
-def make_checkpoint(config, backbone, head, optimizer=None, step=None) -> tf.train.Checkpoint:
-  """What a checkpoint holds. A frozen backbone is not saved: its weights come from config."""
-  items = {"head": head}
-  if config.model.train_backbone:
-    items["backbone"] = backbone
-  if optimizer is not None:
-    items["optimizer"] = optimizer
-  if step is not None:
-    items["step"] = step
-  return tf.train.Checkpoint(**items)
-
-
-def restore_weights(config, workdir: str, backbone, head) -> str:
-  """Loads the latest checkpoint's model weights (for evaluation and export)."""
-  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-  if latest is None:
-    raise FileNotFoundError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')!r}.")
-  make_checkpoint(config, backbone, head).restore(latest).expect_partial()
-  return latest
 
 
 def _make_optimizer(config):
@@ -172,22 +115,22 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   chief = is_chief(strategy)
   keras.utils.set_random_seed(config.seed)
   if chief:
-    save_config(config, workdir)
+    workdir_lib.save_config(config, workdir)
   source = data_lib.get_source(config.data)
-  vocab = load_or_make_vocab(source, workdir, chief)
+  vocab = workdir_lib.load_or_make_vocab(source, workdir, chief)
   logging.info("%s: %d labels, %d replicas, mode %s", source.name, vocab.num_labels,
                strategy.num_replicas_in_sync,
                "features" if uses_feature_cache(config) else "images")
 
   with strategy.scope():
-    backbone, head = build_models(config, vocab.num_labels)
+    backbone, head = workdir_lib.build_models(config, vocab.num_labels)
     optimizer = _make_optimizer(config)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     variables = list(head.trainable_variables)
     if config.model.train_backbone:
       variables += backbone.trainable_variables
     optimizer.build(variables)
-  checkpoint = make_checkpoint(config, backbone, head, optimizer, step)
+  checkpoint = workdir_lib.make_checkpoint(config, backbone, head, optimizer, step)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not chief:  # Every worker saves (collective ops), but only the chief's copy is kept.
     ckpt_dir = os.path.join(workdir, ".tmp_worker", str(strategy.cluster_resolver.task_id))
@@ -197,7 +140,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     logging.info("Resumed from %s at step %d.", manager.latest_checkpoint, int(step))
   elif config.train.get("init_checkpoint"):
-    make_checkpoint(config, backbone, head).restore(
+    workdir_lib.make_checkpoint(config, backbone, head).restore(
         config.train.init_checkpoint).expect_partial()
     logging.info("Initialized the model from %s.", config.train.init_checkpoint)
   else:

@@ -8,11 +8,11 @@ annotation are skipped and counted (`data.coco_empty_images="skip"`); "keep" tra
 with an empty label set (the target sequence is just END).
 """
 
-from configs import default
+from cnn_rnn_tf import config_lib
 
 
 def get_config(arg=None):
-  config = default.get_config()
+  config = config_lib.default_config()
   config.data.source = "coco2014"
   config.data.train_split = "train"
   config.data.eval_split = "validation"

@@ -15,11 +15,11 @@ Defaults: frozen VGG16 fc7 + feature cache (the paper's recipe). Bad rows stop t
 the file and row named; `--config.data.skip_bad_examples=True` skips and counts them.
 """
 
-from configs import default
+from cnn_rnn_tf import config_lib
 
 
 def get_config(arg=None):
-  config = default.get_config()
+  config = config_lib.default_config()
   config.data.source = "csv"
   config.data.train_split = "train"
   config.data.eval_split = "eval"

@@ -7,11 +7,11 @@ r"""The demo: synthetic_scenes, the small CNN trained end to end with the head, 
 `get_config("runlocal")` shrinks it further for tests (tiny data, a few steps).
 """
 
-from configs import default
+from cnn_rnn_tf import config_lib
 
 
 def get_config(arg=None):
-  config = default.get_config()
+  config = config_lib.default_config()
   config.data.source = "synthetic_scenes"
   config.data.synthetic_config = "default"
   config.data.train_split = "train"

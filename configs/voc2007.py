@@ -10,11 +10,11 @@ kernels.h5) or `--config.model.backbone_weights=/path/to/file.h5`. The frozen ba
 runs once into the feature cache; the head then trains in minutes.
 """
 
-from configs import default
+from cnn_rnn_tf import config_lib
 
 
 def get_config(arg=None):
-  config = default.get_config()
+  config = config_lib.default_config()
   config.data.source = "voc2007"
   config.data.train_split = "trainval"
   config.data.eval_split = "test"
