@@ -123,3 +123,13 @@ def _small_cnn(images):
 def _check_name(name):
   if name not in BACKBONES:
     raise ValueError(f"Unknown backbone {name!r}; expected one of {BACKBONES}.")
+
+
+def resize_images(images, size: int):
+  """Any-size RGB images [B, H, W, 3] (or one [H, W, 3]) -> float32 [.., size, size, 3], 0..255.
+
+  The one resize both the data pipeline and the exported SavedModel use (bilinear,
+  aspect ratio not kept), so training and serving see the same pixels.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.image.resize(tf.cast(images, tf.float32), [size, size], method="bilinear")
