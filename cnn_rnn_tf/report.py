@@ -1,0 +1,125 @@
+"""Figures and the Markdown report of a run (matplotlib, no display needed).
+
+    report.plot_per_class({"cnn_rnn": metrics_a, "bce": metrics_b}, "per_class.png")
+    report.plot_curves({"cnn_rnn": log_a, "bce": log_b}, "curves.png")
+    report.plot_predictions(images, rows, "predictions.png")
+    report.summarize_seeds({"cnn_rnn": [m_seed0, m_seed1], "bce": [...]})   # mean / std
+
+`metrics_*` are the dicts `evaluate_lib.evaluate` returns; `log_*` the records of
+`<workdir>/train/log.jsonl`.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from cnn_rnn_tf import metrics as metrics_lib
+
+HEADLINE = [("top3", k) for k in metrics_lib.PRF_KEYS] + [("all", k) for k in
+                                                           metrics_lib.PRF_KEYS]
+MAP_KEYS = ("mAP_noninterp", "mAP_voc07", "MAP@10")
+
+
+def _value(metrics, setting, key=None):
+  v = metrics[setting] if key is None else metrics[setting][key]
+  return float("nan") if v is None else float(v)
+
+
+def summarize_seeds(by_head: dict[str, list[dict]]) -> dict:
+  """{head: {"top3/OF1": (mean, std, [per seed]), ...}} over the seeds' metrics dicts."""
+  out = {}
+  for head, runs in by_head.items():
+    row = {}
+    for setting, key in HEADLINE:
+      vals = [_value(m, setting, key) for m in runs]
+      row[f"{setting}/{key}"] = (float(np.mean(vals)), float(np.std(vals)), vals)
+    for key in MAP_KEYS:
+      vals = [_value(m, key) for m in runs]
+      row[key] = (float(np.mean(vals)), float(np.std(vals)), vals)
+    out[head] = row
+  return out
+
+
+def summary_table(summary: dict) -> str:
+  """Markdown: one row per head and setting, mean ± std (percent) over seeds."""
+  lines = ["| head | setting | C-P | C-R | C-F1 | O-P | O-R | O-F1 | mAP | MAP@10 |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  fmt = lambda t: f"{100 * t[0]:.1f} ± {100 * t[1]:.1f}"
+  for head, row in summary.items():
+    for setting in ("top3", "all"):
+      cells = [fmt(row[f"{setting}/{k}"]) for k in metrics_lib.PRF_KEYS]
+      lines.append(f"| {head} | {setting} | " + " | ".join(cells) +
+                   f" | {fmt(row['mAP_noninterp'])} | {fmt(row['MAP@10'])} |")
+  return "\n".join(lines)
+
+
+def compare_heads(summary: dict, a: str = "cnn_rnn", b: str = "bce") -> list[str]:
+  """Sentences: does head `a` beat head `b`, per headline metric, over the seeds."""
+  out = []
+  for name in ("top3/CP", "top3/CF1", "top3/OP", "top3/OF1", "all/CP", "all/CF1", "all/OP",
+               "all/OF1", "mAP_noninterp"):
+    va, vb = np.array(summary[a][name][2]), np.array(summary[b][name][2])
+    diff = 100 * (va - vb)
+    wins = int(np.sum(diff > 0))
+    verdict = "beats" if wins == len(diff) else ("loses to" if wins == 0 else "ties with")
+    out.append(f"{name}: {a} {verdict} {b} ({wins}/{len(diff)} seeds), "
+               f"difference {diff.mean():+.1f} ± {diff.std():.1f} points")
+  return out
+
+
+def plot_per_class(metrics_by_head: dict[str, dict], path: str) -> None:
+  """Per-class top-3 precision and recall bars, heads side by side (the paper's Fig. 7)."""
+  heads = list(metrics_by_head)
+  names = list(next(iter(metrics_by_head.values()))["per_class"])
+  x = np.arange(len(names))
+  width = 0.8 / len(heads)
+  fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.45 * len(names)), 6), sharex=True)
+  for ax, key in zip(axes, ("precision", "recall")):
+    for i, head in enumerate(heads):
+      vals = [metrics_by_head[head]["per_class"][n][key] or 0.0 for n in names]
+      ax.bar(x + (i - (len(heads) - 1) / 2) * width, vals, width, label=head)
+    ax.set_ylabel(f"top-3 {key}")
+    ax.set_ylim(0, 1)
+    ax.grid(axis="y", alpha=0.3)
+  axes[0].legend()
+  axes[1].set_xticks(x, names, rotation=60, ha="right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def plot_curves(logs_by_head: dict[str, list[dict]], path: str) -> None:
+  """Training loss against step, one line per head (and seed)."""
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for head, records in logs_by_head.items():
+    if records:
+      ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=head)
+  ax.set_xlabel("step")
+  ax.set_ylabel("training loss (per image)")
+  ax.set_yscale("log")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def plot_predictions(images: np.ndarray, rows: list[dict[str, str]], path: str,
+                     columns: int = 4) -> None:
+  """A grid of images with text under each: {"truth": ..., "cnn_rnn": ..., ...} (Fig. 6)."""
+  n = len(images)
+  nrows = (n + columns - 1) // columns
+  fig, axes = plt.subplots(nrows, columns, figsize=(3.2 * columns, 3.6 * nrows))
+  for i, ax in enumerate(np.atleast_1d(axes).flat):
+    ax.axis("off")
+    if i >= n:
+      continue
+    ax.imshow(images[i].astype(np.uint8), interpolation="nearest")
+    ax.set_title("\n".join(f"{k}: {v}" for k, v in rows[i].items()), fontsize=7, loc="left")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
