@@ -34,6 +34,7 @@ Workdir layout (only the chief writes):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -138,14 +139,14 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                                        max_to_keep=config.train.max_checkpoints)
   if manager.latest_checkpoint:
     checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info("Resumed from %s at step %d.", manager.latest_checkpoint, int(step))
+    logging.info("Resumed from %s at step %d.", manager.latest_checkpoint, int(step.numpy()))
   elif config.train.get("init_checkpoint"):
     workdir_lib.make_checkpoint(config, backbone, head).restore(
         config.train.init_checkpoint).expect_partial()
     logging.info("Initialized the model from %s.", config.train.init_checkpoint)
   else:
     logging.info("Starting from scratch (backbone weights: %s).", config.model.backbone_weights)
-  start_step = int(step)
+  start_step = int(step.numpy())
 
   dataset = make_train_dataset(config, workdir, source, vocab, start_step)
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
@@ -181,17 +182,17 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   t0, steps_since, last_loss = time.time(), 0, float("nan")
   if start_step >= num_steps:
     logging.info("Already at step %d >= num_steps %d: nothing to train.", start_step, num_steps)
-  while int(step) < num_steps:
+  while int(step.numpy()) < num_steps:
     loss, reg = distributed_step(iterator)
     loss = float(loss)
     if not np.isfinite(loss):
       raise FloatingPointError(
-          f"Training loss is {loss} at step {int(step) + 1}; stopping. The last good "
+          f"Training loss is {loss} at step {int(step.numpy()) + 1}; stopping. The last good "
           f"checkpoint stays in {ckpt_dir!r} ({manager.latest_checkpoint}). Lower "
           f"train.learning_rate or check the data.")
     step.assign_add(1)
     steps_since += 1
-    current = int(step)
+    current = int(step.numpy())
     last_loss = loss
     if current % log_every == 0 or current == num_steps:
       elapsed = time.time() - t0
@@ -202,6 +203,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       }, prefix=f"step {current}/{num_steps}")
       t0, steps_since = time.time(), 0
     if current % config.train.checkpoint_every == 0 or current == num_steps:
+      _check_finite(variables, current, manager.latest_checkpoint)
       manager.save(checkpoint_number=current)
   writer.close()
   if not chief:
@@ -212,4 +214,24 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       json.dump({"skipped": skipped}, f, indent=2)
     if skipped:
       logging.warning("Skipped bad examples: %s (data.skip_bad_examples=True).", skipped)
-  return {"step": int(step), "start_step": start_step, "loss": last_loss, "skipped": skipped}
+  fingerprint = weights_fingerprint(variables)
+  logging.info("Finished at step %d; weights fingerprint %s.", int(step.numpy()), fingerprint)
+  return {"step": int(step.numpy()), "start_step": start_step, "loss": last_loss, "skipped": skipped,
+          "fingerprint": fingerprint}
+
+
+def _check_finite(variables, step: int, last_checkpoint) -> None:
+  """Refuses to checkpoint NaN / Inf weights: the last good checkpoint must stay the last."""
+  for v in variables:
+    if not bool(tf.reduce_all(tf.math.is_finite(v))):
+      raise FloatingPointError(
+          f"Weight {v.path} holds NaN or Inf at step {step}; stopping without saving. The "
+          f"last good checkpoint is {last_checkpoint}.")
+
+
+def weights_fingerprint(variables) -> str:
+  """A SHA-256 of the weights' bytes: equal on every worker of a synchronous run."""
+  digest = hashlib.sha256()
+  for v in variables:
+    digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(v.value)).tobytes())
+  return digest.hexdigest()[:16]

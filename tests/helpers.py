@@ -24,3 +24,12 @@ def tiny_head(num_labels=4, feature_dim=6, seed=0, scale=3.0, head="cnn_rnn"):
                     if w.ndim > 1 else rng.normal(0, 0.5, w.shape).astype("float32")
                     for w in head.get_weights()])
   return head
+
+
+def load_config_file(path, arg=None):
+  """`get_config(arg)` of a config file, loaded by path (as config_flags does)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("config_under_test", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()

@@ -1,0 +1,173 @@
+"""The trainer (cnn_rnn_tf.train_lib and the train / evaluate binaries).
+
+Fast tests call the library on synthetic_scenes/small; the slow ones run the real binaries
+in subprocesses: resume after SIGKILL, 1 vs 2 logical devices, a 2-worker
+MultiWorkerMirroredStrategy run on localhost.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn_rnn_tf import evaluate_lib
+from cnn_rnn_tf import train_lib
+from cnn_rnn_tf import workdir as workdir_lib
+from helpers import load_config_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, "configs", "demo.py")
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _demo_config(tfds_dir, **train):
+  config = load_config_file(DEMO, "runlocal")
+  config.data.data_dir = tfds_dir
+  config.train.update(train)
+  return config
+
+
+@pytest.mark.parametrize("head", ["cnn_rnn", "bce"])
+def test_train_then_evaluate(tmp_path, tfds_dir, head):
+  config = _demo_config(tfds_dir, num_steps=4, checkpoint_every=2)
+  config.model.head = head
+  workdir = str(tmp_path / head)
+  result = train_lib.train(config, workdir)
+  assert result["step"] == 4 and result["start_step"] == 0
+  assert np.isfinite(result["loss"])
+  assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-4")
+  assert workdir_lib.load_config(workdir).model.head == head
+  vocab = workdir_lib.load_vocab(workdir)
+  log = [json.loads(l) for l in open(os.path.join(workdir, "train", "log.jsonl"))]
+  assert [r["step"] for r in log] == [2, 4]
+  metrics = evaluate_lib.evaluate(workdir)
+  assert metrics["head"] == head and metrics["num_images"] > 0
+  for setting in ("top3", "all"):
+    assert set(metrics[setting]) == {"CP", "CR", "CF1", "OP", "OR", "OF1"}
+  assert set(metrics["per_class"]) == set(vocab.names)
+  saved = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
+  assert saved["num_images"] == metrics["num_images"]
+  assert "| top3 |" in open(os.path.join(workdir, "eval", "metrics.md")).read() or \
+      "top3" in open(os.path.join(workdir, "eval", "metrics.md")).read()
+  # Training again with the same workdir and num_steps resumes and has nothing to do.
+  again = train_lib.train(config, workdir)
+  assert again["start_step"] == 4 and again["step"] == 4
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_checkpoint(tmp_path, tfds_dir):
+  config = _demo_config(tfds_dir, num_steps=3, checkpoint_every=1)
+  workdir = str(tmp_path / "nan")
+  train_lib.train(config, workdir)  # a good checkpoint at step 3
+  config.train.num_steps = 6
+  config.train.learning_rate = float("nan")
+  with pytest.raises(FloatingPointError, match="NaN|nan"):
+    train_lib.train(config, workdir)
+  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  assert latest.endswith("ckpt-3")
+  reader = tf.train.load_checkpoint(latest)
+  for name in reader.get_variable_to_shape_map():
+    value = reader.get_tensor(name)
+    if np.issubdtype(np.asarray(value).dtype, np.floating):
+      assert np.all(np.isfinite(value)), name
+
+
+def _run_train(workdir, tfds_dir, *flags, env=None, **kwargs):
+  cmd = [sys.executable, "-m", "cnn_rnn_tf.train", f"--config={DEMO}:runlocal",
+         f"--workdir={workdir}", f"--config.data.data_dir={tfds_dir}", *flags]
+  full_env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
+  return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def _checkpoint_weights(workdir):
+  reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
+  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+          if k.startswith(("head/", "backbone/")) and "OPTIMIZER" not in k}
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint(tmp_path, tfds_dir):
+  workdir = str(tmp_path / "resume")
+  flags = ["--config.train.num_steps=400", "--config.train.checkpoint_every=10",
+           "--config.train.log_every=10"]
+  first = _run_train(workdir, tfds_dir, *flags)
+  index = os.path.join(workdir, "checkpoints", "checkpoint")
+  deadline = time.time() + 240
+  while not os.path.exists(index) and first.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert first.poll() is None, "the first run ended before it could be killed:\n" + \
+      first.stdout.read()
+  first.send_signal(signal.SIGKILL)
+  first.wait()
+  killed_at = int(tf.train.latest_checkpoint(os.path.dirname(index)).rsplit("-", 1)[1])
+  assert 10 <= killed_at < 400
+  second = _run_train(workdir, tfds_dir, *flags)
+  out, _ = second.communicate(timeout=600)
+  assert second.returncode == 0, out
+  resumed = [l for l in out.splitlines() if "Resumed from" in l]
+  assert resumed, out
+  start = int(resumed[0].rsplit("at step ", 1)[1].rstrip("."))
+  assert start >= killed_at
+  assert tf.train.latest_checkpoint(os.path.dirname(index)).endswith("ckpt-400")
+  assert "Finished at step 400" in out
+  # The second run logged only steps after its start: it did not train from zero.
+  assert f"step {start + 10}/400" in out and "step 10/400" not in out.split(resumed[0])[1]
+
+
+_SAME_RUN = ["--config.train.num_steps=6", "--config.model.dropout=0.0",
+             "--config.data.deterministic=True", "--config.train.checkpoint_every=6"]
+
+
+@pytest.mark.slow
+def test_two_logical_devices_train_like_one(tmp_path, tfds_dir):
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  p1 = _run_train(one, tfds_dir, *_SAME_RUN)
+  out1, _ = p1.communicate(timeout=600)
+  assert p1.returncode == 0, out1
+  p2 = _run_train(two, tfds_dir, *_SAME_RUN, "--cpu_devices=2")
+  out2, _ = p2.communicate(timeout=600)
+  assert p2.returncode == 0, out2
+  assert "2 replicas" in out2 and "1 replicas" in out1
+  w1, w2 = _checkpoint_weights(one), _checkpoint_weights(two)
+  assert w1.keys() == w2.keys() and len(w1) > 10
+  for key in w1:
+    np.testing.assert_allclose(w1[key], w2[key], rtol=1e-3, atol=1e-4, err_msg=key)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_multi_worker_run_on_localhost(tmp_path, tfds_dir):
+  ports = [_free_port(), _free_port()]
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  procs = []
+  for index in range(2):
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+    procs.append(_run_train(str(tmp_path / "mw"), tfds_dir, *_SAME_RUN,
+                            env={"TF_CONFIG": tf_config}))
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out
+  prints = [[l for l in out.splitlines() if "weights fingerprint" in l] for out in outs]
+  assert all(prints), outs
+  fingerprints = [p[-1].rsplit("fingerprint ", 1)[1] for p in prints]
+  assert fingerprints[0] == fingerprints[1]
+  assert "2 replicas" in outs[0]
+  # Only the chief kept a checkpoint.
+  assert tf.train.latest_checkpoint(str(tmp_path / "mw" / "checkpoints")).endswith("ckpt-6")
+  assert not os.path.exists(tmp_path / "mw" / ".tmp_worker" / "1")
