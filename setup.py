@@ -22,6 +22,8 @@ setuptools.setup(
         "numpy>=1.26,<3",
         "absl-py>=2.1,<3",
         "ml-collections>=1.0,<2",
+        # TensorBoard summaries (tf.summary needs it; TF 2.21 no longer pulls it in).
+        "tensorboard>=2.19,<3",
         # The demo report's figures.
         "matplotlib>=3.8,<4",
     ],

@@ -37,6 +37,8 @@ def default_config() -> ml_collections.ConfigDict:
   data.labels_column = "tags"
   data.label_separator = " "
   data.skip_bad_examples = False  # True: skip and count bad rows/images instead of raising
+  data.csv_empty_labels = "error"  # csv: a row without labels is bad data; "keep": a valid example (target END)
+  data.check_images = "decode"  # csv: decode each image once per split (catches corrupt files); "header": fast
   data.shuffle_buffer = 2048
   data.deterministic = False  # True: fixed op order and seeds (reproducible, a bit slower)
   data.augment = False  # random flip + random crop; for fine-tuning the backbone
@@ -68,9 +70,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 64  # global, over all replicas
   train.num_steps = 20000
-  train.optimizer = "rmsprop"  # the paper's choice
+  train.optimizer = "rmsprop"  # rmsprop (the paper's choice) | adam | sgd
   train.learning_rate = 1e-4
-  train.momentum = 0.9  # RMSProp momentum, as the paper
+  train.momentum = 0.9  # RMSProp (and SGD) momentum, as the paper
   train.init_checkpoint = ml_collections.FieldReference(None, field_type=str)  # weights to start from (not resume)
   train.log_every = 100
   train.checkpoint_every = 1000

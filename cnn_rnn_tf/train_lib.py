@@ -88,7 +88,10 @@ def _make_optimizer(config):
     return keras.optimizers.RMSprop(config.train.learning_rate, momentum=config.train.momentum)
   if config.train.optimizer == "adam":
     return keras.optimizers.Adam(config.train.learning_rate)
-  raise ValueError(f"Unknown optimizer {config.train.optimizer!r}; expected rmsprop or adam.")
+  if config.train.optimizer == "sgd":
+    return keras.optimizers.SGD(config.train.learning_rate, momentum=config.train.momentum)
+  raise ValueError(f"Unknown optimizer {config.train.optimizer!r}; expected rmsprop, adam "
+                   "or sgd.")
 
 
 def make_train_dataset(config, workdir, source, vocab, start_step: int) -> tf.data.Dataset:
@@ -114,7 +117,6 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   """Trains until `config.train.num_steps`, resuming from the workdir. Returns a summary."""
   strategy = strategy or make_strategy()
   chief = is_chief(strategy)
-  keras.utils.set_random_seed(config.seed)
   if chief:
     workdir_lib.save_config(config, workdir)
   source = data_lib.get_source(config.data)
@@ -123,6 +125,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                strategy.num_replicas_in_sync,
                "features" if uses_feature_cache(config) else "images")
 
+  # Seeded right before the weights are made: data code above may draw random numbers.
+  keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     backbone, head = workdir_lib.build_models(config, vocab.num_labels)
     optimizer = _make_optimizer(config)
@@ -146,6 +150,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     logging.info("Initialized the model from %s.", config.train.init_checkpoint)
   else:
     logging.info("Starting from scratch (backbone weights: %s).", config.model.backbone_weights)
+  # The config's learning rate wins over the one saved with the optimizer's state.
+  optimizer.learning_rate = config.train.learning_rate
   start_step = int(step.numpy())
 
   dataset = make_train_dataset(config, workdir, source, vocab, start_step)

@@ -1,0 +1,292 @@
+r"""SavedModel export for TF Serving: images in, the beam-search label path out.
+
+    from cnn_rnn_tf import export_lib
+    path = export_lib.export("runs/demo", "export/models/cnn_rnn")   # -> ".../cnn_rnn/1"
+
+or `python -m cnn_rnn_tf.export --workdir=runs/demo --export_base=export/models/cnn_rnn`.
+
+The export reads the workdir only through `cnn_rnn_tf.workdir` (config, labels, models,
+latest checkpoint) and decodes with `inference.predict_from_features`, the function the
+evaluation uses, so served and evaluated predictions are the same computation. Images are
+resized with `backbones.resize_images`, the resize of the data pipeline.
+
+Signatures (one `tf.function` per input kind, explicit `TensorSpec`s; beam search is a
+`tf.while_loop` of plain TF ops: no PyFunc, no custom op, so the TF Serving binary runs it):
+
+  serving_default   image_bytes  string  [batch]          encoded JPEG/PNG/GIF/BMP, any size
+                                                          and channel count
+  predict_images    images       float32 [batch, H, W, 3] RGB in 0..255, any H and W
+  predict_features  features     float32 [batch, D]       backbone features (cached ones)
+
+  outputs of all three:
+    labels          int32   [batch, L]   label ids in path order, -1 padded
+    label_names     string  [batch, L]   their names, '' padded
+    num_labels      int32   [batch]      length of the path
+    path_log_prob   float32 [batch]      log-probability of the path (END included)
+    label_scores    float32 [batch, K]   per-label ranking score (see `inference`)
+
+with L = min(max_length, K). Beam size and lengths are fixed at export time. An element of
+`image_bytes` that is not an image fails the request with INVALID_ARGUMENT naming it.
+
+Layout of `<export_base>/<version>/`:
+
+  saved_model.pb, variables/        the model
+  assets/labels.txt                 the vocabulary (the `label_names` lookup table's file)
+  assets.extra/config.json          the resolved config, `decode` as exported
+  assets.extra/tf_serving_warmup_requests   PredictionLog records for serving_default
+
+The version folder appears atomically: everything is written to `<export_base>/tmp-<v>-<hex>`
+(not a number, so TF Serving ignores it), loaded back and checked against its warmup
+requests, then renamed to `<export_base>/<v>`. An existing version is never overwritten.
+On object stores without atomic directory rename (GCS, S3), export locally and copy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import uuid
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from cnn_rnn_tf import backbones
+from cnn_rnn_tf import decoding
+from cnn_rnn_tf import inference
+from cnn_rnn_tf import workdir as workdir_lib
+
+SIGNATURES = ("serving_default", "predict_images", "predict_features")
+INPUT_KEYS = {
+    "serving_default": "image_bytes",
+    "predict_images": "images",
+    "predict_features": "features",
+}
+OUTPUT_KEYS = ("labels", "label_names", "num_labels", "path_log_prob", "label_scores")
+LABELS_ASSET = "labels.txt"
+CONFIG_FILE = "config.json"
+WARMUP_FILE = "tf_serving_warmup_requests"
+TMP_PREFIX = "tmp-"
+# Leading bytes of the formats tf.io.decode_image reads: JPEG, PNG, GIF, BMP.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+
+
+def export(workdir: str, export_base: str, version: int | None = None, *,
+           beam_size: int | None = None, max_length: int | None = None,
+           min_length: int | None = None) -> str:
+  """Exports the workdir's latest checkpoint as `<export_base>/<version>`; returns that path.
+
+  Args:
+    workdir: a workdir written by `cnn_rnn_tf.train` (config.json, labels.txt, checkpoints/).
+    export_base: the model base path TF Serving polls; created if missing.
+    version: the version folder's number; None takes the next integer (1 for a new base).
+    beam_size, max_length, min_length: decoding settings baked into the export; None
+      takes `config.decode`'s.
+
+  Raises:
+    FileExistsError: `<export_base>/<version>` exists already.
+    ValueError: a bad version or decoding setting.
+  """
+  config = workdir_lib.load_config(workdir)
+  vocab = workdir_lib.load_vocab(workdir)
+  with config.unlocked():
+    for name, value in (("beam_size", beam_size), ("max_length", max_length),
+                        ("min_length", min_length)):
+      if value is not None:
+        config.decode[name] = int(value)
+  if config.decode.beam_size < 1:
+    raise ValueError(f"beam_size must be >= 1, got {config.decode.beam_size}.")
+  decoding.check_lengths(vocab.num_labels, config.decode.max_length, config.decode.min_length)
+
+  tf.io.gfile.makedirs(export_base)
+  version = next_version(export_base) if version is None else int(version)
+  if version < 0:
+    raise ValueError(f"version must be a non-negative integer, got {version}.")
+  final_dir = os.path.join(export_base, str(version))
+  if tf.io.gfile.exists(final_dir):
+    raise FileExistsError(f"Export version {final_dir!r} exists already; versions are never "
+                          "overwritten. Pass another --version or leave it out for the next.")
+  stale = [n for n in tf.io.gfile.listdir(export_base) if n.startswith(TMP_PREFIX)]
+  if stale:
+    logging.warning("Temp folders of other exports (interrupted, or still running) in %s; "
+                    "TF Serving ignores them: %s", export_base, ", ".join(sorted(stale)))
+
+  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
+  checkpoint = workdir_lib.restore_weights(config, workdir, backbone, head)
+
+  tmp_dir = os.path.join(export_base, f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
+  logging.info("Exporting %s (beam %d, lengths %d..%d) to %s via %s.", checkpoint,
+               config.decode.beam_size, config.decode.min_length, config.decode.max_length,
+               final_dir, tmp_dir)
+  try:
+    write_saved_model(tmp_dir, config, vocab.names, backbone, head)
+    validate(tmp_dir)
+    tf.io.gfile.rename(tmp_dir, final_dir, overwrite=False)
+  except BaseException:
+    if tf.io.gfile.exists(tmp_dir):
+      tf.io.gfile.rmtree(tmp_dir)
+    raise
+  logging.info("Exported version %d: %s", version, final_dir)
+  return final_dir
+
+
+def next_version(export_base: str) -> int:
+  """1 + the largest numeric folder name under `export_base` (1 when there is none)."""
+  if not tf.io.gfile.isdir(export_base):
+    return 1
+  versions = [int(n.rstrip("/")) for n in tf.io.gfile.listdir(export_base)
+              if re.fullmatch(r"\d+/?", n)]
+  return max(versions, default=0) + 1
+
+
+def write_saved_model(export_dir: str, config, label_names, backbone: keras.Model,
+                      head: keras.Model) -> None:
+  """Writes the SavedModel, its labels asset, config.json and the warmup requests."""
+  decode = config.decode
+  size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
+  feature_dim = backbone.output_shape[-1]
+  num_labels = len(label_names)
+
+  with tempfile.TemporaryDirectory() as labels_dir:
+    labels_path = os.path.join(labels_dir, LABELS_ASSET)
+    with tf.io.gfile.GFile(labels_path, "w") as f:
+      f.write("".join(f"{n}\n" for n in label_names))
+    # id -> name; ids outside 0..K-1 (the -1 padding) -> ''. The file becomes assets/labels.txt.
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(
+            labels_path, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+            tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, vocab_size=num_labels),
+        default_value="")
+
+    def from_features(features):  # [B, D] -> dict of outputs
+      out = inference.predict_from_features(
+          head, features, beam_size=decode.beam_size, max_length=decode.max_length,
+          min_length=decode.min_length)
+      out["label_names"] = table.lookup(tf.cast(out["labels"], tf.int64))  # [B, L]
+      return {k: out[k] for k in OUTPUT_KEYS}
+
+    def features_of(images):  # float32 [B, S, S, 3] -> [B, D]
+      # TF's CPU convolutions fail on an empty batch; an empty request gets empty outputs.
+      return tf.cond(tf.shape(images)[0] > 0,
+                     lambda: tf.cast(backbone(images, training=False), tf.float32),
+                     lambda: tf.zeros([0, feature_dim], tf.float32))
+
+    def from_images(images):  # float32 [B, H, W, 3] in 0..255
+      return from_features(features_of(backbones.resize_images(images, size)))
+
+    def from_image_bytes(image_bytes):  # string [B]
+      return from_features(features_of(decode_images(image_bytes, size)))
+
+    archive = keras.export.ExportArchive()
+    archive.track(backbone)
+    archive.track(head)
+    archive.track(table)
+    archive.add_endpoint("serving_default", from_image_bytes, input_signature=[
+        tf.TensorSpec([None], tf.string, name=INPUT_KEYS["serving_default"])])
+    archive.add_endpoint("predict_images", from_images, input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_KEYS["predict_images"])])
+    archive.add_endpoint("predict_features", from_features, input_signature=[
+        tf.TensorSpec([None, feature_dim], tf.float32, name=INPUT_KEYS["predict_features"])])
+    tf.io.gfile.makedirs(export_dir)
+    archive.write_out(export_dir, verbose=False)
+
+  extra = os.path.join(export_dir, "assets.extra")
+  tf.io.gfile.makedirs(extra)
+  with tf.io.gfile.GFile(os.path.join(extra, CONFIG_FILE), "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  write_warmup_requests(os.path.join(extra, WARMUP_FILE), size)
+
+
+def decode_images(image_bytes, size: int):
+  """Encoded images string [B] -> float32 [B, size, size, 3] RGB in 0..255.
+
+  Each image is decoded to RGB (grey and RGBA are converted, a GIF gives its first frame)
+  and resized on its own, so a batch may mix sizes and formats. An element that is not a
+  JPEG / PNG / GIF / BMP fails with InvalidArgumentError naming its index.
+  """
+  image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+
+  def decode_one(args):
+    index, data = args
+    header = tf.strings.substr(data, 0, 4)
+    known = tf.reduce_any(tf.stack([
+        tf.equal(tf.strings.substr(header, 0, len(magic)), magic) for magic in _MAGIC]))
+    check = tf.debugging.Assert(known, [tf.strings.format(
+        "image_bytes[{}] does not decode: not a JPEG, PNG, GIF or BMP image ({} bytes).",
+        (index, tf.strings.length(data)))])
+    with tf.control_dependencies([check]):
+      image = tf.io.decode_image(data, channels=3, expand_animations=False)  # [H, W, 3]
+    image.set_shape([None, None, 3])
+    return backbones.resize_images(image, size)  # [S, S, 3]
+
+  indices = tf.range(tf.shape(image_bytes)[0])
+  return tf.map_fn(decode_one, (indices, image_bytes),
+                   fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+
+
+def warmup_images(size: int) -> list[list[bytes]]:
+  """The warmup batches: 1, 2 and 3 images of different formats, sizes and channels."""
+  rng = np.random.default_rng(0)
+
+  def pixels(h, w, c):
+    return rng.integers(0, 256, size=(h, w, c), dtype=np.uint8)
+
+  png = lambda p: tf.io.encode_png(p).numpy()
+  jpeg = lambda p: tf.io.encode_jpeg(p, quality=90).numpy()
+  return [
+      [jpeg(pixels(size, size, 3))],
+      [png(pixels(2 * size, size + 3, 3)), jpeg(pixels(7, 5, 1))],
+      [png(pixels(1, 1, 4)), jpeg(pixels(size // 2 + 1, 3 * size, 3)), png(pixels(9, 9, 1))],
+  ]
+
+
+def write_warmup_requests(path: str, size: int) -> int:
+  """Writes PredictionLog records of serving_default requests; returns how many."""
+  batches = warmup_images(size)
+  with tf.io.TFRecordWriter(path) as writer:
+    for batch in batches:
+      request = predict_pb2.PredictRequest()
+      request.model_spec.signature_name = "serving_default"
+      request.inputs["image_bytes"].CopyFrom(
+          tf.make_tensor_proto(batch, dtype=tf.string, shape=[len(batch)]))
+      log = prediction_log_pb2.PredictionLog(
+          predict_log=prediction_log_pb2.PredictLog(request=request))
+      writer.write(log.SerializeToString())
+  return len(batches)
+
+
+def read_warmup_requests(export_dir: str) -> list:
+  """The PredictRequests of `assets.extra/tf_serving_warmup_requests`."""
+  path = os.path.join(export_dir, "assets.extra", WARMUP_FILE)
+  requests = []
+  for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+    log = prediction_log_pb2.PredictionLog.FromString(record)
+    if log.WhichOneof("log_type") != "predict_log":
+      raise ValueError(f"Warmup record {len(requests)} in {path!r} is a "
+                       f"{log.WhichOneof('log_type')}, expected a predict_log.")
+    requests.append(log.predict_log.request)
+  return requests
+
+
+def validate(export_dir: str) -> None:
+  """Loads the export back and runs its warmup requests; raises if anything is off."""
+  labels = os.path.join(export_dir, "assets", LABELS_ASSET)
+  if not tf.io.gfile.exists(labels):
+    raise FileNotFoundError(f"The export {export_dir!r} lacks its vocabulary {labels!r}.")
+  loaded = tf.saved_model.load(export_dir)
+  missing = [s for s in SIGNATURES if s not in loaded.signatures]
+  if missing:
+    raise ValueError(f"The export {export_dir!r} lacks signatures {missing}; "
+                     f"it has {sorted(loaded.signatures)}.")
+  for i, request in enumerate(read_warmup_requests(export_dir)):
+    fn = loaded.signatures[request.model_spec.signature_name or "serving_default"]
+    inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+    out = fn(**inputs)
+    batch = int(next(iter(inputs.values())).shape[0])
+    if sorted(out) != sorted(OUTPUT_KEYS) or out["num_labels"].shape != (batch,):
+      raise ValueError(f"Warmup request {i} of {export_dir!r} gave outputs "
+                       f"{ {k: v.shape for k, v in out.items()} } for a batch of {batch}.")

@@ -1,0 +1,391 @@
+"""SavedModel export for TF Serving (cnn_rnn_tf.export_lib, cnn_rnn_tf.export, cnn_rnn_tf.predict).
+
+The export is compared with the in-memory model: inference.predict_from_features on
+backbone(resize_images(decoded image)), the computation evaluation runs.
+"""
+
+import ast
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
+
+from cnn_rnn_tf import backbones
+from cnn_rnn_tf import export_lib
+from cnn_rnn_tf import inference
+from cnn_rnn_tf import predict
+from cnn_rnn_tf import workdir as workdir_lib
+import export_fixtures
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PY_FUNC_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  return export_fixtures.make_workdir(tmp_path_factory.mktemp("run") / "cnn_rnn")
+
+
+@pytest.fixture(scope="module")
+def export_dir(workdir, tmp_path_factory):
+  return export_lib.export(workdir, str(tmp_path_factory.mktemp("models") / "cnn_rnn"))
+
+
+@pytest.fixture(scope="module")
+def loaded(export_dir):
+  return tf.saved_model.load(export_dir)
+
+
+def in_memory(workdir):
+  """(features_fn, decode_fn): the in-memory model's path from images to outputs."""
+  config = workdir_lib.load_config(workdir)
+  vocab = workdir_lib.load_vocab(workdir)
+  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
+  workdir_lib.restore_weights(config, workdir, backbone, head)
+  size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
+
+  def from_features(features):
+    out = inference.predict_from_features(
+        head, features, beam_size=config.decode.beam_size,
+        max_length=config.decode.max_length, min_length=config.decode.min_length)
+    out = {k: v.numpy() for k, v in out.items()}
+    out["label_names"] = np.array([[vocab.names[i] if i >= 0 else "" for i in row]
+                                   for row in out["labels"]], dtype=object)
+    return out
+
+  def features_of(images):  # list of [H, W, 3] arrays, any sizes
+    resized = tf.concat([backbones.resize_images(np.asarray(im)[None], size)
+                         for im in images], axis=0)
+    return backbone(resized, training=False).numpy()
+
+  return from_features, features_of
+
+
+def decoded(image_bytes):
+  return [tf.io.decode_image(b, channels=3, expand_animations=False).numpy()
+          for b in image_bytes]
+
+
+def assert_same(got, want):
+  np.testing.assert_array_equal(got["labels"], want["labels"])
+  np.testing.assert_array_equal(got["num_labels"], want["num_labels"])
+  np.testing.assert_array_equal(np.asarray(got["label_names"]).astype(str),
+                                np.asarray(want["label_names"]).astype(str))
+  np.testing.assert_allclose(got["path_log_prob"], want["path_log_prob"], rtol=1e-4,
+                             atol=1e-5)
+  np.testing.assert_allclose(got["label_scores"], want["label_scores"], rtol=1e-4, atol=1e-6)
+
+
+def numpy_outputs(out):
+  return {k: v.numpy() for k, v in out.items()}
+
+
+def test_layout_assets_and_config(export_dir, workdir):
+  base = pathlib.Path(export_dir).parent
+  assert pathlib.Path(export_dir).name == "1"
+  assert sorted(p.name for p in base.iterdir()) == ["1"]  # no temp folder left
+  root = pathlib.Path(export_dir)
+  assert (root / "saved_model.pb").is_file()
+  assert (root / "variables" / "variables.index").is_file()
+  assert (root / "assets" / "labels.txt").read_text().split() == list(export_fixtures.LABELS)
+  config = json.loads((root / "assets.extra" / "config.json").read_text())
+  assert config == json.loads((pathlib.Path(workdir) / "config.json").read_text())
+  assert (root / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0
+
+
+def test_three_signatures_match_the_in_memory_model(loaded, workdir):
+  from_features, features_of = in_memory(workdir)
+  images = list(export_fixtures.encoded_images().values())
+
+  got = numpy_outputs(loaded.signatures["serving_default"](image_bytes=tf.constant(images)))
+  want = from_features(features_of(decoded(images)))
+  assert_same(got, want)
+  assert got["labels"].dtype == np.int32 and got["labels"].shape == (len(images), 6)
+  assert got["label_scores"].shape == (len(images), len(export_fixtures.LABELS))
+  assert got["num_labels"].max() >= 2, "fixture weights should give multi-label paths"
+  assert len({tuple(r) for r in got["labels"]}) >= 2, "paths should differ between images"
+
+  pixels = np.random.default_rng(0).uniform(0, 255, (3, 45, 29, 3)).astype(np.float32)
+  got = numpy_outputs(loaded.signatures["predict_images"](images=tf.constant(pixels)))
+  assert_same(got, from_features(features_of(list(pixels))))
+
+  features = features_of(decoded(images))
+  got = numpy_outputs(loaded.signatures["predict_features"](features=tf.constant(features)))
+  assert_same(got, from_features(features))
+
+
+def test_predict_functions_and_text(export_dir, loaded, tmp_path):
+  images = export_fixtures.encoded_images()
+  paths = export_fixtures.write_images(tmp_path, images)
+  out = predict.predict(loaded, list(images.values()))
+  text = predict.predict_files(export_dir, paths)
+  lines = text.splitlines()
+  assert len(lines) == len(paths)
+  first = [n.decode() for n in out["label_names"][0][:out["num_labels"][0]]]
+  assert lines[0].startswith(f"{paths[0]}: {first[0]} ")
+  records = json.loads(predict.predict_files(export_dir, paths, as_json=True))
+  assert [r["labels"] for r in records] == [
+      [n.decode() for n in row[:k]] for row, k in zip(out["label_names"], out["num_labels"])]
+  # predict_images decodes here and sends pixels: the same labels.
+  by_pixels = predict.predict(loaded, list(images.values()), signature="predict_images")
+  np.testing.assert_array_equal(by_pixels["labels"], out["labels"])
+  with pytest.raises(ValueError, match="no signature 'nope'"):
+    predict.predict(loaded, list(images.values()), signature="nope")
+
+
+def test_empty_batch_gives_empty_outputs(loaded):
+  inputs = {"serving_default": {"image_bytes": tf.constant([], tf.string)},
+            "predict_images": {"images": tf.zeros([0, 7, 9, 3])},
+            "predict_features": {"features": tf.zeros([0, 256])}}
+  for name, kwargs in inputs.items():
+    out = loaded.signatures[name](**kwargs)
+    assert out["labels"].shape == (0, 6), name
+    assert out["label_names"].shape == (0, 6), name
+    assert out["num_labels"].shape == (0,) and out["path_log_prob"].shape == (0,), name
+    assert out["label_scores"].shape == (0, 6), name
+
+
+@pytest.mark.parametrize("bad, message", [
+    (b"not an image at all", r"image_bytes\[1\] does not decode"),
+    (b"", r"image_bytes\[1\] does not decode"),
+    ("truncated_png", "Invalid PNG data"),
+])
+def test_undecodable_image_fails_the_request(loaded, bad, message):
+  good = export_fixtures.encoded_images()["rgb.png"]
+  if bad == "truncated_png":
+    bad = good[:60]
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    loaded.signatures["serving_default"](image_bytes=tf.constant([good, bad]))
+  # The model still answers afterwards.
+  out = loaded.signatures["serving_default"](image_bytes=tf.constant([good]))
+  assert out["labels"].shape == (1, 6)
+
+
+def test_one_pixel_and_very_large_images(loaded, workdir):
+  from_features, features_of = in_memory(workdir)
+  tiny = export_fixtures.encode(export_fixtures.random_pixels(1, 1, 3), "png")
+  large = export_fixtures.large_image(2400, 3200)
+  images = [tiny, large]
+  got = numpy_outputs(loaded.signatures["serving_default"](image_bytes=tf.constant(images)))
+  assert_same(got, from_features(features_of(decoded(images))))
+
+
+def test_warmup_records_parse_and_succeed(export_dir, loaded):
+  requests = export_lib.read_warmup_requests(export_dir)
+  assert len(requests) >= 2
+  for request in requests:
+    assert request.model_spec.signature_name == "serving_default"
+    images = tf.make_ndarray(request.inputs["image_bytes"])
+    out = loaded.signatures["serving_default"](image_bytes=tf.constant(images))
+    assert out["num_labels"].shape == (len(images),)
+
+
+def test_graph_has_only_registered_ops_and_no_py_func(export_dir):
+  model = saved_model_pb2.SavedModel.FromString(
+      pathlib.Path(export_dir, "saved_model.pb").read_bytes())
+  ops = set()
+  for meta_graph in model.meta_graphs:
+    library = meta_graph.graph_def.library
+    functions = {f.signature.name for f in library.function}
+    nodes = list(meta_graph.graph_def.node)
+    nodes += [n for f in library.function for n in f.node_def]
+    ops |= {n.op for n in nodes if n.op not in functions}
+  assert "While" in ops or "StatelessWhile" in ops  # the beam search is in the graph
+  assert "LookupTableFindV2" in ops  # label_names
+  assert not ops & PY_FUNC_OPS
+  unregistered = sorted(op for op in ops if op_def_registry.get(op) is None)
+  assert not unregistered, f"ops not in TF's registered op set: {unregistered}"
+
+
+def test_versions_increase_and_are_never_overwritten(workdir, tmp_path):
+  base = str(tmp_path / "models")
+  assert export_lib.next_version(base) == 1
+  first = export_lib.export(workdir, base, beam_size=1, max_length=2, min_length=1)
+  assert first == os.path.join(base, "1")
+  config = json.loads(pathlib.Path(first, "assets.extra", "config.json").read_text())
+  assert config["decode"] == {"beam_size": 1, "max_length": 2, "min_length": 1}
+  out = tf.saved_model.load(first).signatures["serving_default"](
+      image_bytes=tf.constant(list(export_fixtures.encoded_images().values())))
+  assert out["labels"].shape[1] == 2 and min(out["num_labels"].numpy()) >= 1
+  with pytest.raises(ValueError, match="min_length"):
+    export_lib.export(workdir, base, min_length=7)  # more than the 6 labels
+  assert sorted(os.listdir(base)) == ["1"]
+  os.makedirs(os.path.join(base, "7"))
+  with pytest.raises(FileExistsError, match="7"):
+    export_lib.export(workdir, base, version=7)
+  assert export_lib.next_version(base) == 8
+
+
+def test_failure_while_writing_leaves_no_version(workdir, tmp_path, monkeypatch):
+  base = tmp_path / "models"
+
+  def broken(export_dir):
+    assert pathlib.Path(export_dir).name.startswith(export_lib.TMP_PREFIX)
+    raise RuntimeError("disk full (simulated)")
+
+  monkeypatch.setattr(export_lib, "validate", broken)
+  with pytest.raises(RuntimeError, match="simulated"):
+    export_lib.export(workdir, str(base))
+  assert list(base.iterdir()) == []  # no version, and the temp folder is cleaned up
+
+
+def test_bce_head_exports_and_matches(tmp_path):
+  workdir = export_fixtures.make_workdir(tmp_path / "bce", head="bce")
+  path = export_lib.export(workdir, str(tmp_path / "models"))
+  loaded = tf.saved_model.load(path)
+  from_features, features_of = in_memory(workdir)
+  images = list(export_fixtures.encoded_images().values())
+  got = numpy_outputs(loaded.signatures["serving_default"](image_bytes=tf.constant(images)))
+  assert_same(got, from_features(features_of(decoded(images))))
+
+
+def test_export_and_serving_do_not_import_the_trainer():
+  """Export knows the model, not the trainer (nor the data pipeline)."""
+  forbidden = ("cnn_rnn_tf.train_lib", "cnn_rnn_tf.evaluate_lib", "cnn_rnn_tf.data")
+  files = ["cnn_rnn_tf/export_lib.py", "cnn_rnn_tf/export.py", "cnn_rnn_tf/predict.py",
+           *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cnn_rnn_tf/serving").glob("*.py"))]
+  for name in files:
+    tree = ast.parse((ROOT / name).read_text())
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        modules = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom):
+        modules = [f"{node.module}.{a.name}" for a in node.names]
+      else:
+        continue
+      for module in modules:
+        assert not module.startswith(forbidden), f"{name} imports {module}"
+
+
+# ---- Slow: subprocesses. ----
+
+_FRESH_PROCESS = textwrap.dedent("""
+    import os, sys
+    sys.modules["cnn_rnn_tf"] = None  # the export must not need the project's code
+    try:
+      import cnn_rnn_tf
+      raise SystemExit("cnn_rnn_tf is importable; the test would prove nothing")
+    except ImportError:
+      pass
+    import numpy as np
+    import tensorflow as tf
+    export_dir, inputs_dir, out_path = sys.argv[1:4]
+    model = tf.saved_model.load(export_dir)
+    names = sorted(os.listdir(os.path.join(inputs_dir, "images")))
+    images = [open(os.path.join(inputs_dir, "images", n), "rb").read() for n in names]
+    arrays = np.load(os.path.join(inputs_dir, "arrays.npz"))
+    results = {}
+    calls = {"serving_default": {"image_bytes": tf.constant(images)},
+             "predict_images": {"images": tf.constant(arrays["images"])},
+             "predict_features": {"features": tf.constant(arrays["features"])}}
+    for signature, kwargs in calls.items():
+      for key, value in model.signatures[signature](**kwargs).items():
+        value = value.numpy()
+        results[f"{signature}/{key}"] = value.astype(str) if value.dtype == object else value
+    np.savez(out_path, **results)
+    print("modules:", sorted(m for m in sys.modules if m.startswith("cnn_rnn_tf")))
+""")
+
+
+@pytest.mark.slow
+def test_loads_in_a_process_that_cannot_import_cnn_rnn_tf(export_dir, workdir, tmp_path):
+  from_features, features_of = in_memory(workdir)
+  images = export_fixtures.encoded_images()
+  names = sorted(images)
+  export_fixtures.write_images(tmp_path / "inputs" / "images", images)
+  pixels = np.random.default_rng(1).uniform(0, 255, (2, 64, 48, 3)).astype(np.float32)
+  features = features_of(decoded([images[n] for n in names]))
+  np.savez(tmp_path / "inputs" / "arrays.npz", images=pixels, features=features)
+  script = tmp_path / "fresh.py"
+  script.write_text(_FRESH_PROCESS)
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  result = subprocess.run(
+      [sys.executable, str(script), export_dir, str(tmp_path / "inputs"),
+       str(tmp_path / "out.npz")], cwd=cwd, env=env, capture_output=True, text=True,
+      timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "modules: ['cnn_rnn_tf']" in result.stdout  # only the None placeholder
+  out = np.load(tmp_path / "out.npz")
+  want = {"serving_default": from_features(features),
+          "predict_images": from_features(features_of(list(pixels))),
+          "predict_features": from_features(features)}
+  for signature, expected in want.items():
+    got = {k.split("/")[1]: out[k] for k in out.files if k.startswith(signature + "/")}
+    assert_same(got, expected)
+
+
+@pytest.mark.slow
+def test_saved_model_cli_lists_the_signatures(export_dir):
+  cli = pathlib.Path(sys.executable).parent / "saved_model_cli"
+  result = subprocess.run([str(cli), "show", "--dir", export_dir, "--all"],
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  shown = result.stdout
+  blocks = {}
+  for block in shown.split("signature_def[")[1:]:
+    name = block[1:block.index("']")]
+    blocks[name] = block
+  for signature, input_key, dtype, shape in [
+      ("serving_default", "image_bytes", "DT_STRING", "(-1)"),
+      ("predict_images", "images", "DT_FLOAT", "(-1, -1, -1, 3)"),
+      ("predict_features", "features", "DT_FLOAT", "(-1, 256)")]:
+    block = blocks[signature]
+    inputs, outputs = block.split("contains the following output(s):")
+    assert f"inputs['{input_key}']" in inputs
+    assert f"dtype: {dtype}" in inputs and f"shape: {shape}" in inputs
+    for key, out_dtype, out_shape in [("labels", "DT_INT32", "(-1, 6)"),
+                                      ("label_names", "DT_STRING", "(-1, 6)"),
+                                      ("num_labels", "DT_INT32", "(-1)"),
+                                      ("path_log_prob", "DT_FLOAT", "(-1)"),
+                                      ("label_scores", "DT_FLOAT", "(-1, 6)")]:
+      part = outputs.split(f"outputs['{key}']")[1].split("name:")[0]
+      assert out_dtype in part and out_shape in part, (signature, key, part)
+
+
+def _numeric(base):
+  return sorted(p.name for p in pathlib.Path(base).iterdir() if p.name.isdigit())
+
+
+@pytest.mark.slow
+def test_killed_export_leaves_no_version_and_the_next_gets_the_next_number(
+    workdir, export_dir, tmp_path):
+  base = tmp_path / "models"
+  shutil.copytree(export_dir, base / "1")
+  command = [sys.executable, "-m", "cnn_rnn_tf.export", f"--workdir={workdir}",
+             f"--export_base={base}"]
+  process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+  try:
+    # Kill as soon as the temp folder has content: the SavedModel is being written.
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and process.poll() is None:
+      tmp = [p for p in base.iterdir() if p.name.startswith(export_lib.TMP_PREFIX)]
+      if tmp and any(tmp[0].iterdir()):
+        break
+      time.sleep(0.005)
+    assert process.poll() is None, "the export finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  assert process.returncode == -signal.SIGKILL
+  assert _numeric(base) == ["1"]  # the killed one published nothing
+  assert [p.name for p in base.iterdir() if p.name.startswith(export_lib.TMP_PREFIX)]
+
+  assert export_lib.export(workdir, str(base)) == str(base / "2")
+  assert _numeric(base) == ["1", "2"]
+  assert tf.saved_model.load(str(base / "2")).signatures["serving_default"] is not None
