@@ -22,6 +22,8 @@ setuptools.setup(
         "numpy>=1.26,<3",
         "absl-py>=2.1,<3",
         "ml-collections>=1.0,<2",
+        # tensorflow-datasets needs it for every builder's code_path (not declared by tfds).
+        "importlib_resources>=6,<7",
         # TensorBoard summaries (tf.summary needs it; TF 2.21 no longer pulls it in).
         "tensorboard>=2.19,<3",
         # The demo report's figures.

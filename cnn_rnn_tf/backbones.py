@@ -16,8 +16,9 @@ Backbones:
              weights: "imagenet" (Keras' cache `~/.keras/models/
              vgg16_weights_tf_dim_ordering_tf_kernels.h5`, downloaded only if missing),
              None (random init), or a path to a local weights file (.h5 or .weights.h5).
-  small_cnn  four conv blocks + global average pooling + a 256-d dense layer; trains from
-             scratch at low resolution (the demo's default, 64x64).
+  small_cnn  three conv + batch-norm + pool blocks, a conv, global average pooling and a
+             256-d dense layer; trains from scratch at low resolution (the demo, 64x64).
+             weights: None or a file a previous run wrote (`backbone.weights.h5`).
 
 `LAST_CONV_LAYER[name]` names the last convolutional layer, for Grad-CAM.
 """
@@ -76,7 +77,9 @@ def build_backbone(name: str, *, weights: str | None = None, image_size: int | N
 
   Args:
     name: "vgg16" or "small_cnn".
-    weights: vgg16 only: "imagenet", None, or a local weights file path.
+    weights: vgg16: "imagenet", None, or a local VGG16 weights file (Keras' .h5);
+      small_cnn: None (random) or a weights file of this backbone model, such as the
+      `backbone.weights.h5` a run that trained the backbone writes into its workdir.
     image_size: input size S; vgg16 requires 224 (the default), small_cnn defaults to 64.
     trainable: False freezes the backbone (the paper's setting).
     policy: Keras dtype policy for the backbone, e.g. "mixed_bfloat16"; features are
@@ -89,11 +92,15 @@ def build_backbone(name: str, *, weights: str | None = None, image_size: int | N
     if name == "vgg16":
       features = _vgg16_fc7(images, weights)
     else:
-      if weights not in (None, "none"):
-        raise ValueError(f"small_cnn trains from scratch; weights must be None, got {weights!r}.")
       features = _small_cnn(images)
     features = layers.Activation("linear", dtype="float32", name="features")(features)
   model = keras.Model(images, features, name=f"{name}_backbone")
+  if name == "small_cnn" and weights not in (None, "none"):
+    if not os.path.exists(weights):
+      raise FileNotFoundError(
+          f"small_cnn weights file {weights!r} does not exist (a run that trained the backbone "
+          "writes <workdir>/backbone.weights.h5).")
+    model.load_weights(weights)
   model.trainable = trainable
   return model
 
@@ -111,10 +118,13 @@ def _vgg16_fc7(images, weights):
 
 
 def _small_cnn(images):
+  """[B, S, S, 3] -> [B, 256]: (conv 3x3, batch norm, ReLU, max pool) x 3, conv, GAP, dense."""
   x = layers.Rescaling(1.0 / 255, name="rescale")(images)
   for i, filters in enumerate((32, 64, 128)):
-    x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i + 1}")(x)
-    x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
+    x = layers.BatchNormalization(name=f"bn{i + 1}")(x)
+    x = layers.ReLU(name=f"relu{i + 1}")(x)
+    x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)  # S/2, S/4, S/8
   x = layers.Conv2D(128, 3, padding="same", activation="relu", name="last_conv")(x)
   x = layers.GlobalAveragePooling2D(name="gap")(x)  # [B, 128]
   return layers.Dense(FEATURE_DIM["small_cnn"], activation="relu", name="fc")(x)  # [B, 256]

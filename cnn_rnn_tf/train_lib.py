@@ -30,6 +30,8 @@ Workdir layout (only the chief writes):
   checkpoints/         tf.train.CheckpointManager checkpoints (head, trained backbone, optimizer)
   train/               TensorBoard summaries and `log.jsonl` (step, loss, examples/s, lr)
   data_report.json     examples skipped as bad data (`data.skip_bad_examples`), by reason
+  backbone.weights.h5  the trained backbone (when `model.train_backbone`), reusable as frozen
+                       `model.backbone_weights` by later runs (the demo does this)
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.metric_writer import MetricWriter
+
+
+BACKBONE_WEIGHTS = "backbone.weights.h5"
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -127,8 +132,12 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 
   # Seeded right before the weights are made: data code above may draw random numbers.
   keras.utils.set_random_seed(config.seed)
+  policy = None
+  if not uses_feature_cache(config) and data_lib.feature_cache.resolve_precision(
+      config.data.precision) == "bfloat16":
+    policy = "mixed_bfloat16"  # the backbone computes in bfloat16; weights stay float32
   with strategy.scope():
-    backbone, head = workdir_lib.build_models(config, vocab.num_labels)
+    backbone, head = workdir_lib.build_models(config, vocab.num_labels, policy=policy)
     optimizer = _make_optimizer(config)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     variables = list(head.trainable_variables)
@@ -215,6 +224,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   if not chief:
     tf.io.gfile.rmtree(ckpt_dir)
   skipped = dict(getattr(source, "skipped", {}) or {})
+  if chief and config.model.train_backbone:
+    # Reusable as a frozen backbone: --config.model.backbone_weights=<workdir>/backbone.weights.h5
+    backbone.save_weights(os.path.join(workdir, BACKBONE_WEIGHTS))
   if chief:
     with tf.io.gfile.GFile(os.path.join(workdir, "data_report.json"), "w") as f:
       json.dump({"skipped": skipped}, f, indent=2)

@@ -57,11 +57,15 @@ def load_or_make_vocab(source, workdir: str, chief: bool) -> vocab_lib.LabelVoca
   return vocab
 
 
-def build_models(config, num_labels: int):
-  """(backbone, head) as the config says; the backbone carries its pretrained weights."""
+def build_models(config, num_labels: int, policy: str | None = None):
+  """(backbone, head) as the config says; the backbone carries its pretrained weights.
+
+  `policy` (e.g. "mixed_bfloat16") applies to the backbone only; the head stays float32.
+  """
   backbone = backbones.build_backbone(
       config.model.backbone, weights=config.model.backbone_weights,
-      image_size=config.model.image_size, trainable=config.model.train_backbone)
+      image_size=config.model.image_size, trainable=config.model.train_backbone,
+      policy=policy)
   head = model_lib.build_head(config.model, backbone.output_shape[-1], num_labels)
   return backbone, head
 
