@@ -74,6 +74,7 @@ def default_config() -> ml_collections.ConfigDict:
   train.learning_rate = 1e-4
   train.momentum = 0.9  # RMSProp (and SGD) momentum, as the paper
   train.init_checkpoint = ml_collections.FieldReference(None, field_type=str)  # weights to start from (not resume)
+  train.steps_per_loop = 1  # steps per tf.function call; >1 saves Python overhead on small heads
   train.log_every = 100
   train.checkpoint_every = 1000
   train.max_checkpoints = 3

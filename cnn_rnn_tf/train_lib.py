@@ -114,12 +114,24 @@ def make_train_dataset(config, workdir, source, vocab, start_step: int) -> tf.da
       source, config.data.train_split, vocab,
       image_size=backbones.backbone_image_size(config.model.backbone, config.model.image_size),
       batch_size=batch, training=True, seed=config.seed, augment=config.data.augment,
-      repeat=True, start_step=start_step, drop_remainder=True)
+      repeat=True, start_step=start_step, drop_remainder=True,
+      shuffle_buffer=config.data.shuffle_buffer, deterministic=config.data.deterministic)
+
+
+def check_config(config) -> None:
+  """Refuses settings that would train something evaluation or export cannot rebuild."""
+  if not config.model.train_backbone and config.model.backbone_weights in (None, "none", ""):
+    raise ValueError(
+        "A frozen backbone with random weights (model.train_backbone=False, "
+        "model.backbone_weights=None) is not saved, so evaluation and export could not rebuild "
+        "it. Set model.backbone_weights (e.g. 'imagenet' or a backbone.weights.h5 file) or "
+        "model.train_backbone=True.")
 
 
 def train(config: ml_collections.ConfigDict, workdir: str,
           strategy: tf.distribute.Strategy | None = None) -> dict:
   """Trains until `config.train.num_steps`, resuming from the workdir. Returns a summary."""
+  check_config(config)
   strategy = strategy or make_strategy()
   chief = is_chief(strategy)
   if chief:
@@ -185,29 +197,37 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     return loss, reg
 
   @tf.function
-  def distributed_step(iterator):
-    loss, reg = strategy.run(train_step, args=(next(iterator),))
-    total = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
-    reg = strategy.reduce(tf.distribute.ReduceOp.SUM, reg, axis=None)
+  def distributed_steps(iterator, num):
+    """`num` training steps in one call (fewer Python round trips); the last step's losses."""
+    total, reg = tf.constant(0.0), tf.constant(0.0)
+    for _ in tf.range(num):
+      loss, reg_loss = strategy.run(train_step, args=(next(iterator),))
+      total = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+      reg = strategy.reduce(tf.distribute.ReduceOp.SUM, reg_loss, axis=None)
     return total, reg
 
   writer = MetricWriter(os.path.join(workdir, "train"), enabled=chief)
   num_steps = config.train.num_steps
   log_every = max(1, config.train.log_every)
+  every = (log_every, config.train.checkpoint_every)
   t0, steps_since, last_loss = time.time(), 0, float("nan")
   if start_step >= num_steps:
     logging.info("Already at step %d >= num_steps %d: nothing to train.", start_step, num_steps)
   while int(step.numpy()) < num_steps:
-    loss, reg = distributed_step(iterator)
+    current = int(step.numpy())
+    # Run up to the next log / checkpoint / end, at most steps_per_loop steps at a time.
+    num = min([config.train.steps_per_loop, num_steps - current] +
+              [e - current % e for e in every])
+    loss, reg = distributed_steps(iterator, tf.constant(num))
     loss = float(loss)
     if not np.isfinite(loss):
       raise FloatingPointError(
-          f"Training loss is {loss} at step {int(step.numpy()) + 1}; stopping. The last good "
+          f"Training loss is {loss} at step {current + num}; stopping. The last good "
           f"checkpoint stays in {ckpt_dir!r} ({manager.latest_checkpoint}). Lower "
           f"train.learning_rate or check the data.")
-    step.assign_add(1)
-    steps_since += 1
-    current = int(step.numpy())
+    step.assign_add(num)
+    steps_since += num
+    current += num
     last_loss = loss
     if current % log_every == 0 or current == num_steps:
       elapsed = time.time() - t0

@@ -1,0 +1,341 @@
+"""Feature cache: the frozen backbone's features of a split, extracted once, then read back.
+
+The paper keeps the CNN frozen; its features are then a function of the image alone, so one
+pass of the backbone over a split serves every later epoch and run:
+
+    path = feature_cache.build(source, "trainval", vocab, "vgg16", "imagenet", 224,
+                               precision="auto", cache_dir="/data/feature_cache")
+    ds = feature_dataset(path, batch_size=64, training=True, seed=0, start_step=0)
+    # {'features': float32 [B, D], 'labels': float32 [B, K], 'key': string [B]}
+
+`feature_dataset` shuffles, repeats and skips exactly like `pipeline.image_dataset`
+(`pipeline.training_stream`): start_step=N drops the first N * batch_size examples.
+
+Layout: `<cache_dir>/<source>-<split>-<backbone>-<hash>/`, holding
+  key.json                  the cache key (below); `hash` is the SHA-256 of it, canonical JSON
+  shard-00000.tfrecord ...  tf.train.Example records: 'features' (float32 [D] as raw
+                            little-endian bytes), 'labels' (float32 [K] multi-hot), 'key'
+  meta.json                 counts, shapes, shard names, skipped examples, timing
+The key covers everything the features and targets depend on: the source and its config
+(`source.cache_key(split)`: TFDS name, version and split, voc_labels, coco_empty_images,
+skip_bad_examples; for CSV the file's absolute path, size and mtime and the column
+settings), the split, the backbone, its weights ("imagenet", "random", or a file's path, size
+and mtime), the input resolution, the precision actually used, the image preprocessing
+(`pipeline.PREPROCESSING`) and the vocabulary (names in id order). Change any of them and a
+new folder is built; nothing is ever overwritten. Not covered: the contents of image files
+(a CSV's images edited in place; delete the folder), and random weights (weights=None: two
+random networks get the same key; pass the same `backbone` for all splits of a run).
+
+Atomic: the folder is written as `<folder>.tmp-<host>-<pid>-<random>` and renamed when
+complete, so a reader either sees a complete cache or none. A failed write removes its
+temporary folder; one left by a killed process is removed by the next build on the same
+host once that process is gone.
+
+Precision (`data.precision`): "on" extracts under Keras' mixed_bfloat16 policy, "off" in
+float32, "auto" picks bfloat16 where it is fast: a GPU, or a CPU with AMX or AVX-512 BF16
+(flags `amx_bf16` / `avx512_bf16` in /proc/cpuinfo), float32 otherwise. Features are stored
+as float32 either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from typing import Any, Callable
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cnn_rnn_tf import backbones
+from cnn_rnn_tf import vocab as vocab_lib
+from cnn_rnn_tf.data import pipeline
+from cnn_rnn_tf.data import sources as sources_lib
+
+FORMAT_VERSION = 1
+KEY_FILE = "key.json"
+META_FILE = "meta.json"  # written last: its presence marks a complete cache
+PRECISIONS = ("auto", "on", "off")
+_TMP = ".tmp-"
+
+
+def cpu_has_fast_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+  """Whether the CPU has AMX-BF16 or AVX-512 BF16 (fast mixed bfloat16 matmuls/convs)."""
+  try:
+    with open(cpuinfo_path) as f:
+      for line in f:
+        if line.startswith("flags"):
+          flags = set(line.split(":", 1)[1].split())
+          return bool(flags & {"amx_bf16", "avx512_bf16"})
+  except OSError:
+    pass
+  return False
+
+
+def resolve_precision(precision: str | bool | None, cpuinfo_path: str = "/proc/cpuinfo") -> str:
+  """data.precision ("auto" | "on" | "off") -> "bfloat16" or "float32"."""
+  p = {True: "on", False: "off", None: "auto"}.get(precision, precision)
+  p = str(p).lower()
+  if p == "on":
+    return "bfloat16"
+  if p == "off":
+    return "float32"
+  if p == "auto":
+    fast = bool(tf.config.list_physical_devices("GPU")) or cpu_has_fast_bf16(cpuinfo_path)
+    return "bfloat16" if fast else "float32"
+  raise ValueError(f"data.precision must be one of {PRECISIONS}, got {precision!r}.")
+
+
+def describe_weights(weights: str | None) -> Any:
+  """The weights part of the cache key: "imagenet", "random" or the file's identity."""
+  if weights in (None, "none", "None", ""):
+    return "random"
+  if weights == "imagenet":
+    return "imagenet"
+  path = os.path.abspath(os.fspath(weights))
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"Backbone weights file {weights!r} does not exist.")
+  stat = os.stat(path)
+  return {"path": path, "size": stat.st_size, "mtime": stat.st_mtime}
+
+
+def cache_key(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
+              backbone_name: str, backbone_weights: str | None, image_size: int | None,
+              precision: str) -> dict[str, Any]:
+  """Everything the cached features and targets depend on (see the module docstring)."""
+  return {
+      "format": FORMAT_VERSION,
+      "source": source.cache_key(split),
+      "split": split,
+      "backbone": backbone_name,
+      "weights": describe_weights(backbone_weights),
+      "image_size": backbones.backbone_image_size(backbone_name, image_size),
+      "precision": resolve_precision(precision),
+      "preprocessing": pipeline.PREPROCESSING,
+      "vocab": list(vocab.names),
+  }
+
+
+def cache_path(cache_dir: str, key: dict[str, Any]) -> str:
+  """The folder of a key: <cache_dir>/<source>-<split>-<backbone>-<hash16>."""
+  digest = hashlib.sha256(_canonical(key).encode("utf-8")).hexdigest()[:16]
+  name = f"{key['source']['name']}-{key['split']}-{key['backbone']}-{digest}"
+  return os.path.join(os.fspath(cache_dir), name.replace(os.sep, "_"))
+
+
+def is_complete(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, META_FILE))
+
+
+def read_meta(path: str) -> dict[str, Any]:
+  """meta.json of a complete cache."""
+  if not is_complete(path):
+    raise FileNotFoundError(f"{path!r} is not a complete feature cache (no {META_FILE}).")
+  with open(os.path.join(path, META_FILE)) as f:
+    return json.load(f)
+
+
+def build(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
+          backbone_name: str, backbone_weights: str | None, image_size: int | None, *,
+          cache_dir: str, precision: str = "auto", batch_size: int = 64,
+          backbone: Callable | None = None, examples_per_shard: int = 1024,
+          deterministic: bool = True, verbose: int = 1) -> str:
+  """Extracts the features of a split into a cache folder, or finds the complete one.
+
+  Args:
+    source, split, vocab: what to extract (see `pipeline.image_dataset`).
+    backbone_name, backbone_weights, image_size: the backbone (`backbones.build_backbone`).
+    cache_dir: parent folder of the cache folders.
+    precision: "auto" | "on" | "off" (see the module docstring).
+    batch_size: images per backbone call.
+    backbone: optional, an already built backbone matching the three arguments above (and
+      the precision), called as `backbone(images, training=False)`; a `keras.Model` is
+      compiled with tf.function, any other callable is called as is. Built only if needed.
+    examples_per_shard: records per TFRecord file.
+    deterministic: passed to the image pipeline.
+    verbose: 1 shows a progress bar.
+
+  Returns:
+    The cache folder.
+  """
+  key = cache_key(source, split, vocab, backbone_name, backbone_weights, image_size,
+                  precision)
+  path = cache_path(cache_dir, key)
+  if is_complete(path):
+    meta = read_meta(path)
+    for reason, count in meta.get("skipped", {}).items():
+      source.set_skipped(split, reason, count)
+    logging.info("Feature cache: reusing %s (%d examples).", path, meta["num_examples"])
+    return path
+
+  os.makedirs(os.fspath(cache_dir), exist_ok=True)
+  _remove_stale_temporaries(path)
+  tmp = f"{path}{_TMP}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+  os.makedirs(tmp)
+  try:
+    meta = _extract(source, split, vocab, key, tmp, backbone, backbone_name, backbone_weights,
+                    batch_size, examples_per_shard, deterministic, verbose)
+    with open(os.path.join(tmp, KEY_FILE), "w") as f:
+      f.write(_canonical(key, indent=1))
+    with open(os.path.join(tmp, META_FILE), "w") as f:
+      json.dump(meta, f, indent=1, sort_keys=True)
+    try:
+      os.rename(tmp, path)
+    except OSError:
+      if not is_complete(path):  # Not a concurrent writer's finished copy: a real error.
+        raise
+      shutil.rmtree(tmp, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  logging.info("Feature cache: wrote %s (%d examples, %.1f images/s).", path,
+               meta["num_examples"], meta["images_per_second"])
+  return path
+
+
+def _extract(source, split, vocab, key, folder, backbone, backbone_name, backbone_weights,
+             batch_size, examples_per_shard, deterministic, verbose) -> dict[str, Any]:
+  size = key["image_size"]
+  num_examples = source.num_examples(split)
+  ds = pipeline.image_dataset(source, split, vocab, image_size=size, batch_size=batch_size,
+                              training=False, deterministic=deterministic)
+  if backbone is None:
+    policy = "mixed_bfloat16" if key["precision"] == "bfloat16" else None
+    backbone = backbones.build_backbone(backbone_name, weights=backbone_weights,
+                                        image_size=size, policy=policy)
+  if isinstance(backbone, keras.Model):
+    model = backbone
+    call = tf.function(lambda images: model(images, training=False),
+                       input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+  else:
+    call = lambda images: backbone(images, training=False)
+
+  progbar = keras.utils.Progbar(-(-num_examples // batch_size), verbose=verbose,
+                                unit_name="batch") if verbose else None
+  shards, writer, in_shard, written, dim = [], None, 0, 0, None
+  start = time.time()
+  try:
+    for step, batch in enumerate(ds):
+      features = np.asarray(call(batch["image"]), dtype="<f4")  # [b, D]
+      if features.ndim != 2 or features.shape[0] != batch["image"].shape[0]:
+        raise ValueError(f"The backbone returned features of shape {features.shape} for "
+                         f"images of shape {batch['image'].shape}; expected [batch, D].")
+      dim = dim or features.shape[1]
+      labels = batch["labels"].numpy()  # [b, K]
+      for feature, label, k in zip(features, labels, batch["key"].numpy()):
+        if writer is None or in_shard == examples_per_shard:
+          if writer is not None:
+            writer.close()
+          shards.append(f"shard-{len(shards):05d}.tfrecord")
+          writer = tf.io.TFRecordWriter(os.path.join(folder, shards[-1]))
+          in_shard = 0
+        writer.write(_example(feature, label, k))
+        in_shard += 1
+        written += 1
+      if progbar:
+        progbar.update(step + 1)
+  finally:
+    if writer is not None:
+      writer.close()
+  seconds = time.time() - start
+  if written != num_examples:
+    raise RuntimeError(f"Feature cache {folder}: wrote {written} examples, the source "
+                       f"announced {num_examples} for split {split!r}.")
+  return {
+      "num_examples": written,
+      "feature_dim": int(dim),
+      "num_labels": vocab.num_labels,
+      "label_names": list(vocab.names),
+      "shards": shards,
+      "skipped": source.skipped_in(split),
+      "precision": key["precision"],
+      "seconds": round(seconds, 3),
+      "images_per_second": round(written / max(seconds, 1e-9), 3),
+      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+  }
+
+
+def _example(feature: np.ndarray, label: np.ndarray, key: bytes) -> bytes:
+  return tf.train.Example(features=tf.train.Features(feature={
+      "features": tf.train.Feature(bytes_list=tf.train.BytesList(value=[feature.tobytes()])),
+      "labels": tf.train.Feature(float_list=tf.train.FloatList(value=label)),
+      "key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[key])),
+  })).SerializeToString()
+
+
+def feature_dataset(path: str, *, batch_size: int, training: bool, seed: int | None = 0,
+                    repeat: bool | None = None, start_step: int = 0,
+                    drop_remainder: bool | None = None, shuffle_buffer: int | None = None,
+                    deterministic: bool = True) -> tf.data.Dataset:
+  """Batches of cached features; shuffling, repeating and skipping as in image_dataset.
+
+  Args:
+    path: a folder returned by `build`.
+    batch_size, training, seed, repeat, start_step, drop_remainder, deterministic: as in
+      `pipeline.image_dataset`.
+    shuffle_buffer: default: the whole split, up to 512 MiB of features.
+
+  Returns:
+    {'features': float32 [B, D], 'labels': float32 [B, K], 'key': string [B]}.
+  """
+  meta = read_meta(path)
+  dim, k, n = meta["feature_dim"], meta["num_labels"], meta["num_examples"]
+  repeat = training if repeat is None else repeat
+  drop_remainder = training if drop_remainder is None else drop_remainder
+  spec = {"features": tf.io.FixedLenFeature([], tf.string),
+          "labels": tf.io.FixedLenFeature([k], tf.float32),
+          "key": tf.io.FixedLenFeature([], tf.string)}
+
+  def parse(record):
+    example = tf.io.parse_single_example(record, spec)
+    features = tf.reshape(tf.io.decode_raw(example["features"], tf.float32), [dim])  # [D]
+    return {"features": features, "labels": example["labels"], "key": example["key"]}
+
+  files = [os.path.join(path, s) for s in meta["shards"]]
+  ds = tf.data.TFRecordDataset(files)  # files in order, one after the other: deterministic
+  skip = int(start_step) * batch_size
+  if training:
+    if shuffle_buffer is None:
+      shuffle_buffer = max(1, min(n, (512 << 20) // (4 * dim)))
+    ds = pipeline.training_stream(ds, num_examples=n, seed=seed, shuffle_buffer=shuffle_buffer,
+                                  repeat=repeat, skip=skip)
+  else:
+    ds = ds.repeat() if repeat else ds
+    ds = ds.skip(skip) if skip else ds
+  return pipeline.batch_and_finish(ds, batch_size, drop_remainder, deterministic, map_fn=parse)
+
+
+def _canonical(obj, indent=None) -> str:
+  return json.dumps(obj, sort_keys=True, indent=indent, default=str)
+
+
+def _remove_stale_temporaries(path: str) -> None:
+  """Removes temporary folders of `path` left by dead processes of this host."""
+  parent, name = os.path.split(path)
+  host = socket.gethostname()
+  for entry in os.listdir(parent or "."):
+    if not entry.startswith(name + _TMP):
+      continue
+    parts = entry[len(name + _TMP):].rsplit("-", 2)  # host (may hold "-"), pid, random
+    if len(parts) != 3:
+      continue
+    owner_host, pid, _ = parts
+    if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+      logging.info("Feature cache: removing %s, left by a process that is gone.", entry)
+      shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True

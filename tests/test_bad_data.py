@@ -1,0 +1,173 @@
+"""Bad data, each kind in both modes: an error naming the file and line, or a counted skip."""
+
+import io
+import logging
+import os
+
+import ml_collections
+import numpy as np
+from PIL import Image
+import pytest
+
+from cnn_rnn_tf import data as data_lib
+from cnn_rnn_tf import vocab as vocab_lib
+from cnn_rnn_tf.data import sources
+
+
+def jpeg_bytes(value=120, shape=(16, 16, 3)):
+  buf = io.BytesIO()
+  Image.fromarray(np.full(shape, value, np.uint8)).save(buf, format="JPEG")
+  return buf.getvalue()
+
+
+@pytest.fixture
+def folder(tmp_path):
+  """Three good images; the tests add the bad rows."""
+  os.makedirs(tmp_path / "img")
+  for i in range(3):
+    (tmp_path / f"img/{i}.jpg").write_bytes(jpeg_bytes(40 * i))
+  return tmp_path
+
+
+GOOD_ROWS = ["img/0.jpg,cat dog", "img/1.jpg,dog", "img/2.jpg,person"]
+
+
+def write(folder, name, rows, header="image_name,tags"):
+  path = folder / name
+  path.write_text("\n".join([header] + rows) + "\n")
+  return str(path)
+
+
+def source_for(train, evaluation=None, **fields):
+  config = ml_collections.ConfigDict({
+      "source": "csv", "train_csv": train, "eval_csv": evaluation or train,
+      "skip_bad_examples": False, "csv_empty_labels": "error", "check_images": "decode"})
+  config.update(fields)
+  return data_lib.get_source(config)
+
+
+# (name, bad row, reason). The bad row is line 3 of train.csv: after the header and one good row.
+BAD_TRAIN_ROWS = [
+    ("malformed_row", "img/1.jpg,dog,extra", sources.MALFORMED_ROW, "3 fields, expected 2"),
+    ("empty_image_field", ",dog", sources.MALFORMED_ROW, "empty image path"),
+    ("missing_file", "img/nope.jpg,dog", sources.MISSING_FILE, "'img/nope.jpg' does not exist"),
+    ("undecodable", "img/garbage.jpg,dog", sources.UNDECODABLE_IMAGE, "cannot be decoded"),
+    ("truncated_jpeg", "img/truncated.jpg,dog", sources.UNDECODABLE_IMAGE, "cannot be decoded"),
+    ("empty_labels", "img/1.jpg,", sources.EMPTY_LABELS, "has no labels in column 'tags'"),
+    ("blank_labels", "img/1.jpg,   ", sources.EMPTY_LABELS, "has no labels"),
+]
+
+
+def add_broken_files(folder):
+  (folder / "img/garbage.jpg").write_bytes(b"this is not a JPEG at all")
+  (folder / "img/truncated.jpg").write_bytes(jpeg_bytes(shape=(64, 64, 3))[:300])
+
+
+@pytest.mark.parametrize("name,row,reason,message", BAD_TRAIN_ROWS,
+                         ids=[r[0] for r in BAD_TRAIN_ROWS])
+def test_bad_train_row_raises_naming_file_and_line(folder, name, row, reason, message):
+  del name
+  add_broken_files(folder)
+  train = write(folder, "train.csv", [GOOD_ROWS[0], row] + GOOD_ROWS[1:])
+  source = source_for(train)
+  with pytest.raises(sources.BadDataError) as e:
+    source.train_label_sets()
+  text = str(e.value)
+  assert f"{train} line 3" in text and message in text and f"[{reason}]" in text
+  assert "skip_bad_examples=True" in text
+  assert [p.reason for p in e.value.problems] == [reason]
+
+
+@pytest.mark.parametrize("name,row,reason,message", BAD_TRAIN_ROWS,
+                         ids=[r[0] for r in BAD_TRAIN_ROWS])
+def test_bad_train_row_is_skipped_counted_and_logged(folder, caplog, name, row, reason,
+                                                     message):
+  del name, message
+  add_broken_files(folder)
+  train = write(folder, "train.csv", [GOOD_ROWS[0], row] + GOOD_ROWS[1:])
+  source = source_for(train, skip_bad_examples=True)
+  with caplog.at_level(logging.WARNING):
+    sets = source.train_label_sets()
+  assert sets == [{"cat", "dog"}, {"dog"}, {"person"}]
+  assert source.num_examples("train") == 3
+  assert source.skipped == {reason: 1} and source.skipped_in("train") == {reason: 1}
+  assert f"{reason}=1" in caplog.text and f"{train} line 3" in caplog.text
+  vocab = vocab_lib.LabelVocab.from_label_sets(sets, all_names=source.label_names)
+  ds = data_lib.image_dataset(source, "train", vocab, image_size=8, batch_size=8,
+                              training=False)
+  assert next(iter(ds))["key"].numpy().tolist() == [b"img/0.jpg", b"img/1.jpg", b"img/2.jpg"]
+
+
+def test_unknown_label_in_eval_csv(folder, caplog):
+  train = write(folder, "train.csv", GOOD_ROWS)
+  evaluation = write(folder, "eval.csv", ["img/0.jpg,dog", "img/1.jpg,dog zebra"])
+  with pytest.raises(sources.BadDataError, match=r"eval.csv line 3: .*'img/1.jpg'.*'zebra'"):
+    source_for(train, evaluation).num_examples("test")
+  source = source_for(train, evaluation, skip_bad_examples=True)
+  with caplog.at_level(logging.WARNING):
+    assert source.num_examples("test") == 1
+  assert source.skipped == {"unknown_label": 1}
+  assert "unknown_label=1" in caplog.text
+
+
+def test_empty_labels_can_be_kept(folder):
+  train = write(folder, "train.csv", GOOD_ROWS + ["img/1.jpg,"])
+  source = source_for(train, csv_empty_labels="keep")
+  sets = source.train_label_sets()
+  assert sets[-1] == set() and source.skipped == {}
+  vocab = vocab_lib.LabelVocab.from_label_sets(sets, all_names=source.label_names)
+  batch = next(iter(data_lib.image_dataset(source, "train", vocab, image_size=8, batch_size=8,
+                                           training=False)))
+  assert batch["labels"].numpy()[-1].sum() == 0
+  assert vocab_lib.sequence_targets(batch["labels"]).numpy()[-1, 0] == vocab.end_id
+
+
+def test_several_problems_are_listed_with_their_total(folder):
+  rows = [f"img/missing{i}.jpg,dog" for i in range(12)]
+  train = write(folder, "train.csv", GOOD_ROWS + rows)
+  with pytest.raises(sources.BadDataError) as e:
+    source_for(train).num_examples("train")
+  text = str(e.value)
+  assert "12 bad example(s)" in text and "... and 2 more." in text
+  assert f"{train} line 5" in text and len(e.value.problems) == 12
+
+
+def test_header_without_the_columns_is_always_an_error(folder):
+  train = write(folder, "train.csv", GOOD_ROWS, header="path,labels")
+  for skip in (False, True):
+    with pytest.raises(sources.BadDataError,
+                       match=r"train.csv line 1: no column 'image_name' .*\['path', 'labels'\]"):
+      source_for(train, skip_bad_examples=skip).label_names
+
+
+def test_header_check_mode(folder):
+  add_broken_files(folder)
+  train = write(folder, "train.csv", GOOD_ROWS + ["img/garbage.jpg,dog",
+                                                  "img/truncated.jpg,cat"])
+  source = source_for(train, check_images="header", skip_bad_examples=True)
+  assert source.num_examples("train") == 4  # the truncated JPEG has a valid header
+  assert source.skipped == {"undecodable_image": 1}
+  with pytest.raises(ValueError, match="check_images.*'full'"):
+    source_for(train, check_images="full")
+
+
+def test_label_not_in_vocab_both_modes(folder, caplog):
+  train = write(folder, "train.csv", GOOD_ROWS)
+  old_vocab = vocab_lib.LabelVocab(["dog", "cat"])  # e.g. from another run: no "person"
+  source = source_for(train)
+  with pytest.raises(sources.BadDataError,
+                     match=r"train.csv line 4 \(image 'img/2.jpg'\): label\(s\) \['person'\]"):
+    data_lib.image_dataset(source, "train", old_vocab, image_size=8, batch_size=2,
+                           training=False)
+  source = source_for(train, skip_bad_examples=True)
+  with caplog.at_level(logging.WARNING):
+    ds = data_lib.image_dataset(source, "train", old_vocab, image_size=8, batch_size=8,
+                                training=False)
+  assert next(iter(ds))["key"].numpy().tolist() == [b"img/0.jpg", b"img/1.jpg"]
+  assert source.skipped == {"label_not_in_vocab": 1}
+  assert "label_not_in_vocab" in caplog.text
+  # The training stream's count is right too: every epoch is 2 examples.
+  train_ds = data_lib.image_dataset(source, "train", old_vocab, image_size=8, batch_size=2,
+                                    training=True, seed=0)
+  for batch in train_ds.take(3):
+    assert sorted(batch["key"].numpy().tolist()) == [b"img/0.jpg", b"img/1.jpg"]
