@@ -122,7 +122,9 @@ def _small_cnn(images):
   x = layers.Rescaling(1.0 / 255, name="rescale")(images)
   for i, filters in enumerate((32, 64, 128)):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
-    x = layers.BatchNormalization(name=f"bn{i + 1}")(x)
+    # Synchronized: with several replicas the statistics cover the global batch, so
+    # training does not depend on how the batch is split.
+    x = layers.BatchNormalization(synchronized=True, name=f"bn{i + 1}")(x)
     x = layers.ReLU(name=f"relu{i + 1}")(x)
     x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)  # S/2, S/4, S/8
   x = layers.Conv2D(128, 3, padding="same", activation="relu", name="last_conv")(x)

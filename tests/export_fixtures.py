@@ -40,12 +40,15 @@ def demo_config(head: str = "cnn_rnn"):
 def scale_weights(model, seed: int, scale: float) -> None:
   """Random normal weights with std scale / sqrt(fan_in): peaked softmaxes, varied paths."""
   rng = np.random.default_rng(seed)
-  weights = []
-  for w in model.get_weights():
-    fan_in = int(np.prod(w.shape[:-1])) if w.ndim > 1 else 1
-    std = scale / np.sqrt(max(fan_in, 1)) if w.ndim > 1 else 0.3
-    weights.append(rng.normal(0.0, std, w.shape).astype(w.dtype))
-  model.set_weights(weights)
+  for v in model.weights:
+    w = v.numpy()
+    if "moving_variance" in v.path:  # batch norm statistics must stay positive
+      new = rng.uniform(0.5, 1.5, w.shape)
+    else:
+      fan_in = int(np.prod(w.shape[:-1])) if w.ndim > 1 else 1
+      std = scale / np.sqrt(max(fan_in, 1)) if w.ndim > 1 else 0.3
+      new = rng.normal(0.0, std, w.shape)
+    v.assign(new.astype(w.dtype))
 
 
 def make_workdir(path, head: str = "cnn_rnn", labels=LABELS, seed: int = 0,

@@ -177,3 +177,35 @@ def test_multi_worker_run_on_localhost(tmp_path, tfds_dir):
   # Only the chief kept a checkpoint.
   assert tf.train.latest_checkpoint(str(tmp_path / "mw" / "checkpoints")).endswith("ckpt-6")
   assert not os.path.exists(tmp_path / "mw" / ".tmp_worker" / "1")
+
+
+def test_train_and_evaluate_on_mock_voc2007(tmp_path):
+  """The voc2007 config's path end to end on tfds.testing.mock_data (no archives needed)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  config = load_config_file(os.path.join(ROOT, "configs", "voc2007.py"), "runlocal")
+  # The small CNN instead of VGG16 (no ImageNet weights here), trained with the head.
+  config.model.backbone = "small_cnn"
+  config.model.backbone_weights = None
+  config.model.image_size = 32
+  config.model.train_backbone = True
+  config.model.lstm_units = 16
+  config.train.num_steps = 3
+  config.train.batch_size = 4
+  workdir = str(tmp_path / "voc")
+  with tfds.testing.mock_data(num_examples=8):
+    result = train_lib.train(config, workdir)
+    metrics = evaluate_lib.evaluate(workdir)
+  assert result["step"] == 3
+  assert metrics["source"] == "voc2007" and metrics["split"] == "test"
+  assert metrics["num_images"] == 8
+  assert len(workdir_lib.load_vocab(workdir).names) == 20
+  assert set(metrics["per_class"]) == set(workdir_lib.load_vocab(workdir).names)
+  for key in ("mAP_voc07", "mAP_area", "mAP_noninterp", "MAP@10"):
+    assert key in metrics
+
+
+def test_frozen_random_backbone_is_refused(tmp_path, tfds_dir):
+  config = _demo_config(tfds_dir)
+  config.model.train_backbone = False
+  with pytest.raises(ValueError, match="backbone_weights"):
+    train_lib.train(config, str(tmp_path / "x"))
