@@ -13,6 +13,11 @@ knows the model, not the trainer):
   train_lib     the distributed custom training loop (binary: cnn_rnn_tf.train)
   evaluate_lib  decoding + metrics over a split (binary: cnn_rnn_tf.evaluate)
   export_lib    SavedModel export for TF Serving (binary: cnn_rnn_tf.export)
+  predict       local predictions through tf.saved_model.load (binary)
+  serving/      gRPC PredictionService client; a test stand-in server
+  visualize     label / joint-space neighbours, per-step attention maps (binary)
+  demo_lib      the demo (binary: cnn_rnn_tf.demo) and `report`, its figures
+  config_lib    the default config; workdir: a workdir's files -> models; inference: decoding
 """
 
 __version__ = "0.1.0"

@@ -12,7 +12,6 @@ far from uniform and beam search returns paths of several lengths.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import pathlib
@@ -22,17 +21,15 @@ import tensorflow as tf
 
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf import workdir as workdir_lib
+from helpers import load_config_file
 
 LABELS = ("person", "dog", "car", "tree", "boat", "bird")
 _DEMO_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "demo.py"
 
 
 def demo_config(head: str = "cnn_rnn"):
-  """configs/demo.py's get_config("runlocal"), loaded by file path, with `head` set."""
-  spec = importlib.util.spec_from_file_location("demo_config", _DEMO_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("runlocal")
+  """configs/demo.py's get_config("runlocal"), with `head` set."""
+  config = load_config_file(_DEMO_CONFIG, "runlocal")
   config.model.head = head
   return config
 

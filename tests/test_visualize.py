@@ -8,7 +8,6 @@ returns paths of 1-4 labels and the attention has something to find. No training
 no data pipeline.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -24,6 +23,7 @@ from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import visualize
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf import workdir as workdir_lib
+from helpers import load_config_file
 
 TOY_LABELS = ("sun", "car", "tree", "person")
 TOY_COLOURS = ((255, 215, 0), (160, 40, 200), (30, 140, 40), (50, 70, 170))
@@ -32,12 +32,9 @@ NUM_STEPS = 300
 _DEMO_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "demo.py"
 
 
-def demo_config(head="cnn_rnn"):
-  """configs/demo.py's get_config("runlocal"), loaded by file path."""
-  spec = importlib.util.spec_from_file_location("demo_config", _DEMO_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("runlocal")
+def demo_config(head: str = "cnn_rnn"):
+  """configs/demo.py's get_config("runlocal"), with `head` set."""
+  config = load_config_file(_DEMO_CONFIG, "runlocal")
   config.model.head = head
   return config
 
