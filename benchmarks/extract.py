@@ -1,7 +1,7 @@
 r"""Feature extraction throughput: JPEG files on disk -> cached VGG16 fc7 features.
 
     python -m benchmarks.extract [--num_images=192] [--rounds=3] [--batch_size=32] \
-        [--out=/tmp/extract_benchmark.json]
+        [--warmup_batches=1] [--out=/tmp/extract_benchmark.json]
 
 Writes `num_images` random JPEGs of 500x375 (VOC-sized; smooth noise, so that they compress
 and decode like photos) and a CSV to a temporary folder, then measures, in images/s:
@@ -50,6 +50,9 @@ _BACKBONE_BATCHES = flags.DEFINE_integer(
     "backbone_batches", 2, "Timed in-memory batches per bf16 backbone-only run (2 per round).")
 _FLOAT32_BATCHES = flags.DEFINE_integer("float32_batches", 1,
                                         "Timed float32 batches per round.")
+_WARMUP_BATCHES = flags.DEFINE_integer(
+    "warmup_batches", 1, "Untimed batches before each backbone-only run; 0: only one per "
+    "backbone, before the first round (it traces).")
 _OUT = flags.DEFINE_string("out", "/tmp/extract_benchmark.json", "Where the JSON goes.")
 
 _LABELS = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow")
@@ -92,11 +95,13 @@ class Timer:
     self.cpu = time.process_time() - self.cpu
 
 
-def backbone_only(call, batch_size: int, num_batches: int) -> tuple[float, float]:
+def backbone_only(call, batch_size: int, num_batches: int,
+                  warmup: int = 1) -> tuple[float, float]:
   """(images per second, images per CPU second) of the compiled backbone on in-memory
-  batches, after one warm-up batch."""
+  batches, after `warmup` warm-up batches."""
   images = tf.random.uniform([batch_size, 224, 224, 3], 0, 255, seed=0)
-  call(images).numpy()
+  for _ in range(warmup):
+    call(images).numpy()
   with Timer() as t:
     for _ in range(num_batches):
       call(images).numpy()
@@ -104,7 +109,7 @@ def backbone_only(call, batch_size: int, num_batches: int) -> tuple[float, float
 
 
 def run(num_images: int, batch_size: int, rounds: int, backbone_batches: int,
-        float32_batches: int, workdir: str) -> dict:
+        float32_batches: int, workdir: str, warmup_batches: int = 1) -> dict:
   """Measures everything; returns the figures (see the module docstring)."""
   load_before = os.getloadavg()
   per_round = num_images // rounds
@@ -130,16 +135,19 @@ def run(num_images: int, batch_size: int, rounds: int, backbone_batches: int,
 
   bf16 = compiled(backbones.build_backbone("vgg16", weights=None, policy="mixed_bfloat16"))
   f32 = compiled(backbones.build_backbone("vgg16", weights=None))
+  if warmup_batches < 1:  # one warm-up batch each before the first round: the tracing
+    for call in (bf16, f32):
+      call(tf.zeros([batch_size, 224, 224, 3])).numpy()
   per_round_figures = []
   for r, source in enumerate(sources):
-    before, before_cpu = backbone_only(bf16, batch_size, backbone_batches)
+    before, before_cpu = backbone_only(bf16, batch_size, backbone_batches, warmup_batches)
     with Timer() as t:  # the pipeline, with the same (already traced) backbone function
       feature_cache.build(source, "train", vocab, "vgg16", None, 224, precision="on",
                           cache_dir=os.path.join(workdir, "cache"), batch_size=batch_size,
                           backbone=lambda images, training=False: bf16(images), verbose=0)
     pipeline, pipeline_cpu = per_round / t.wall, per_round / t.cpu
-    after, after_cpu = backbone_only(bf16, batch_size, backbone_batches)
-    float32, float32_cpu = backbone_only(f32, batch_size, float32_batches)
+    after, after_cpu = backbone_only(bf16, batch_size, backbone_batches, warmup_batches)
+    float32, float32_cpu = backbone_only(f32, batch_size, float32_batches, warmup_batches)
     backbone, backbone_cpu = (before + after) / 2, (before_cpu + after_cpu) / 2
     per_round_figures.append({
         "round": r, "backbone_bf16_before": before, "backbone_bf16_after": after,
@@ -170,6 +178,7 @@ def run(num_images: int, batch_size: int, rounds: int, backbone_batches: int,
       "num_images": n,
       "rounds": rounds,
       "batch_size": batch_size,
+      "warmup_batches": warmup_batches,
       "image_size_on_disk": [500, 375],
       "jpeg_bytes_mean": int(np.mean(sizes)),
       "images_per_second": {  # medians over the rounds
@@ -203,7 +212,8 @@ def main(argv):
   del argv
   with tempfile.TemporaryDirectory() as workdir:
     result = run(_NUM_IMAGES.value, _BATCH_SIZE.value, _ROUNDS.value,
-                 _BACKBONE_BATCHES.value, _FLOAT32_BATCHES.value, workdir)
+                 _BACKBONE_BATCHES.value, _FLOAT32_BATCHES.value, workdir,
+                 _WARMUP_BATCHES.value)
   ips, ratios = result["images_per_second"], result["ratios"]
   print(f"images/s (medians of {result['rounds']} rounds)  backbone bf16 "
         f"{ips['backbone_bf16']:.2f}, backbone float32 {ips['backbone_float32']:.2f}, "

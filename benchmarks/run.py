@@ -1,0 +1,249 @@
+r"""Runs the benchmarks and writes one table: each figure with the command that measured it.
+
+    python -m benchmarks.run --out=benchmarks [--only=extract,serving,train] \
+        [--extract_images=192] [--serving_batch_calls=5] [--train_steps=300] \
+        [--train_repeats=2]
+
+(`make bench` is the first line.) Each benchmark runs as its own subprocess, with the command
+the table shows (less its `--out`, which only says where its JSON goes), so that every
+figure of a row comes from one run of that command, and each benchmark starts with a fresh
+TensorFlow runtime and its own memory:
+
+  extract   benchmarks/extract.py           VGG16 fc7 from JPEG files: bfloat16 vs float32,
+                                            the feature-cache pipeline vs the backbone alone
+  serving   benchmarks/serving.py           the exported SavedModel: batch-1 latency, batch-32
+                                            throughput, beam search's share; as exported and
+                                            in the other precision
+  train     benchmarks/train_throughput.py  the trainer on cached features: 1 vs 2 replicas
+
+Writes `<out>/results.json` (the rows, and each benchmark's command, seconds and full JSON)
+and `<out>/results.md` (the table). The defaults take 4 to 6 minutes on 2 cores (more when
+the machine is busy); the size flags above (and each benchmark's own flags, run alone) scale
+them up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+_OUT = flags.DEFINE_string("out", "benchmarks", "Folder of results.json and results.md.")
+_ONLY = flags.DEFINE_list("only", ["extract", "serving", "train"], "Benchmarks to run.")
+_EXTRACT_IMAGES = flags.DEFINE_integer("extract_images", 192,
+                                       "JPEGs the extraction benchmark extracts (3 rounds).")
+_SERVING_BATCH_CALLS = flags.DEFINE_integer("serving_batch_calls", 5,
+                                            "Timed batch-32 serving_default calls per model.")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 300, "Training steps per run (intervals "
+                                    "of 100; the first is left out).")
+_TRAIN_REPEATS = flags.DEFINE_integer("train_repeats", 2, "Runs per replica count (order "
+                                      "1, 2, 2, 1).")
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def commands() -> dict[str, list[str]]:
+  """Benchmark name -> its argv after `python -m` (without --out)."""
+  return {
+      "extract": ["benchmarks.extract", f"--num_images={_EXTRACT_IMAGES.value}", "--rounds=3",
+                  "--batch_size=32", "--backbone_batches=1", "--float32_batches=1",
+                  "--warmup_batches=0"],
+      "serving": ["benchmarks.serving", "--batch_size=32",
+                  f"--batch_calls={_SERVING_BATCH_CALLS.value}", "--latency_calls=7",
+                  "--beam_calls=3", "--num_labels=20"],
+      "train": ["benchmarks.train_throughput", "--replicas=1,2",
+                f"--repeats={_TRAIN_REPEATS.value}", f"--num_steps={_TRAIN_STEPS.value}",
+                "--log_every=100", "--steps_per_loop=50", "--batch_size=64",
+                "--lstm_units=512"],
+  }
+
+
+def run_one(name: str, argv: list[str], folder: str) -> dict:
+  """Runs one benchmark; returns {command, seconds, result | error}."""
+  out = os.path.join(folder, f"{name}.json")
+  log = os.path.join(folder, f"{name}.log")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+  record = {"command": "python -m " + shlex.join(argv),
+            "load_average_before": [round(x, 2) for x in os.getloadavg()]}
+  print(f"== {name}: {record['command']}", flush=True)
+  t = time.perf_counter()
+  with open(log, "w") as stderr:  # stdout (each benchmark's summary) goes to ours
+    proc = subprocess.run([sys.executable, "-m", *argv, f"--out={out}"], cwd=_ROOT, env=env,
+                          stderr=stderr, check=False)
+  record["seconds"] = round(time.perf_counter() - t, 1)
+  record["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+  if proc.returncode == 0 and os.path.exists(out):
+    with open(out) as f:
+      record["result"] = json.load(f)
+  else:
+    with open(log) as f:
+      tail = f.read()[-3000:]
+    record["error"] = f"exit status {proc.returncode}; stderr ends with:\n{tail}"
+    print(record["error"], file=sys.stderr, flush=True)
+  print(f"== {name}: {record['seconds']:.0f} s", flush=True)
+  return record
+
+
+def _row(what: str, figure: float, unit: str, command: str, digits: int = 2) -> dict:
+  return {"what": what, "figure": round(float(figure), digits), "unit": unit,
+          "command": command}
+
+
+def extract_rows(r: dict, command: str) -> list[dict]:
+  ips, ratios = r["images_per_second"], r["ratios"]
+  n = f"{r['num_images']} JPEGs 500x375, batch {r['batch_size']}"
+  return [
+      _row(f"VGG16 fc7 224x224, backbone alone, mixed bfloat16 ({n})", ips["backbone_bf16"],
+           "images/s", command),
+      _row("VGG16 fc7 224x224, backbone alone, float32", ips["backbone_float32"], "images/s",
+           command),
+      _row("Extraction pipeline JPEG -> feature cache, mixed bfloat16",
+           ips["pipeline_bf16"], "images/s", command),
+      _row("Pipeline / backbone alone, bfloat16 (goal >= 0.9)",
+           ratios["pipeline_over_backbone_bf16"], "ratio", command, 3),
+      _row("Pipeline / backbone alone, bfloat16, per CPU second of the process",
+           ratios["cpu_pipeline_over_backbone_bf16"], "ratio", command, 3),
+      _row("Backbone alone, bfloat16 / float32 (goal >= 5 needs AMX)",
+           ratios["bf16_over_float32"], "ratio", command, 3),
+      _row("Backbone alone, bfloat16 / float32, per CPU second of the process",
+           ratios["cpu_bf16_over_float32"], "ratio", command, 3),
+  ]
+
+
+def serving_rows(r: dict, command: str) -> list[dict]:
+  rows = []
+  batch = r["batch_size"]
+  m = r["model"]
+  for name, v in r["variants"].items():
+    label = (f"export as is ({v['precision']})" if name == "export"
+             else f"{v['precision']} backbone")
+    rows += [
+        _row(f"serving_default latency, 1 JPEG 500x375, {label}", v["latency_ms_batch1"],
+             "ms", command, 1),
+        _row(f"serving_default throughput, batch {batch}, {label}", v["images_per_second"],
+             "images/s", command),
+        _row(f"Beam search share of serving_default, batch {batch}, {label} (beam "
+             f"{m['beam_size']}, {m['num_labels']} labels, mean path length "
+             f"{v[f'batch{batch}']['mean_path_length']:g}; goal <= 5%)",
+             100 * v["beam_share_batch"], "%", command, 2),
+        _row(f"Beam search share of serving_default, batch 1, {label}",
+             100 * v["beam_share_batch1"], "%", command, 2),
+    ]
+  full = r.get("full_length")
+  if full:
+    rows.append(_row(
+        f"Beam search share, worst case (every path {m['max_length']} labels), batch {batch}, "
+        f"export as is ({r['export_precision']})", 100 * full["beam_share_batch"], "%",
+        command, 2))
+  if "bf16_over_float32_images_per_second" in r:
+    rows.append(_row(f"serving_default throughput, batch {batch}, bfloat16 / float32",
+                     r["bf16_over_float32_images_per_second"], "ratio", command, 3))
+    rows.append(_row(f"serving_default throughput, batch {batch}, bfloat16 / float32, per CPU "
+                     "second of the process", r["bf16_over_float32_images_per_cpu_second"],
+                     "ratio", command, 3))
+  return rows
+
+
+def train_rows(r: dict, command: str) -> list[dict]:
+  rows = []
+  runs = {k: len(s["runs"]) for k, s in r["settings"].items()}
+  for replicas, s in r["settings"].items():
+    rows.append(_row(
+        f"CNN-RNN head training on cached {s['feature_dim']}-d features, {replicas} "
+        f"replica{'s' if replicas != '1' else ''} (batch {r['config']['batch_size']}, "
+        f"{s['num_labels']} labels, {r['config']['lstm_units']} units; median of "
+        f"{runs[replicas]} runs' intervals)", s["sequences_per_second"], "sequences/s",
+        command, 1))
+  if "ratio" in r:
+    rows.append(_row(f"Training throughput, {r['ratio']['what']} (the replicas share the "
+                     "CPU's cores)", r["ratio"]["value"], "ratio", command, 3))
+  return rows
+
+
+ROWS = {"extract": extract_rows, "serving": serving_rows, "train": train_rows}
+
+
+def markdown(results: dict) -> str:
+  m = results["machine"]
+  lines = [
+      "# Benchmarks",
+      "",
+      f"`python -m benchmarks.run` on {results['created']}: {m['cpu_count']} CPU cores "
+      f"({', '.join(m['cpu_flags']) or 'no AVX-512'}), {m['gpus']} GPUs, TensorFlow "
+      f"{results['tensorflow']}; {results['seconds']:.0f} s in all. Load average (1 min) "
+      f"before each benchmark: " + ", ".join(
+          f"{k} {b['load_average_before'][0]:.1f}" for k, b in results["benchmarks"].items())
+      + ". Each figure comes from one run of its command (run from the repository root); "
+      "the full figures are in results.json.",
+      "",
+      "| What | Figure | Unit | Command |",
+      "|---|---:|---|---|",
+  ]
+  for row in results["rows"]:
+    lines.append(f"| {row['what']} | {row['figure']:g} | {row['unit']} | "
+                 f"`{row['command']}` |")
+  errors = {k: b["error"] for k, b in results["benchmarks"].items() if "error" in b}
+  for name, error in errors.items():
+    lines += ["", f"**{name} failed**: {error.splitlines()[0]}"]
+  return "\n".join(lines) + "\n"
+
+
+def cpu_flags() -> list[str]:
+  try:
+    with open("/proc/cpuinfo") as f:
+      line = next((l for l in f if l.startswith("flags")), "")
+  except OSError:
+    line = ""
+  return sorted(set(line.split()) & {"amx_bf16", "amx_tile", "avx512_bf16", "avx512f",
+                                     "avx512_vnni"})
+
+
+def main(argv):
+  del argv
+  unknown = set(_ONLY.value) - set(ROWS)
+  if unknown:
+    raise app.UsageError(f"Unknown benchmark(s) {sorted(unknown)}; expected {sorted(ROWS)}.")
+  t = time.perf_counter()
+  benchmarks, rows = {}, []
+  with tempfile.TemporaryDirectory() as folder:
+    for name, argv_ in commands().items():
+      if name not in _ONLY.value:
+        continue
+      benchmarks[name] = record = run_one(name, argv_, folder)
+      if "result" in record:
+        rows += ROWS[name](record["result"], record["command"])
+  tf_version = next((b["result"].get("tensorflow") for b in benchmarks.values()
+                     if "result" in b and "tensorflow" in b["result"]), None)
+  gpus = benchmarks.get("extract", {}).get("result", {}).get("machine", {}).get("gpus", 0)
+  results = {
+      "created": time.strftime("%Y-%m-%d %H:%M %Z"),
+      "seconds": round(time.perf_counter() - t, 1),
+      "machine": {"cpu_count": os.cpu_count(), "cpu_flags": cpu_flags(), "gpus": gpus,
+                  "processor": platform.processor() or platform.machine()},
+      "tensorflow": tf_version,
+      "rows": rows,
+      "benchmarks": benchmarks,
+  }
+  table = markdown(results)
+  os.makedirs(_OUT.value, exist_ok=True)
+  with open(os.path.join(_OUT.value, "results.json"), "w") as f:
+    json.dump(results, f, indent=1)
+  with open(os.path.join(_OUT.value, "results.md"), "w") as f:
+    f.write(table)
+  print(table)
+  print(f"wrote {os.path.join(_OUT.value, 'results.json')} and results.md")
+  failed = [k for k, b in benchmarks.items() if "error" in b]
+  if failed:
+    raise SystemExit(f"Benchmark(s) failed: {', '.join(failed)} (see results.json).")
+
+
+if __name__ == "__main__":
+  app.run(main)
