@@ -25,7 +25,6 @@ other processes disturb much less than wall-clock time.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -37,6 +36,8 @@ import ml_collections
 import numpy as np
 from PIL import Image
 import tensorflow as tf
+
+import benchmarks
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import data as data_lib
@@ -224,10 +225,7 @@ def main(argv):
   print(f"bf16 / float32 (backbone):  {ratios['bf16_over_float32']:.2f} wall-clock, "
         f"{ratios['cpu_bf16_over_float32']:.2f} per CPU second  (goal >= 5)")
   print(f"machine: {result['machine']}")
-  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-  with open(_OUT.value, "w") as f:
-    json.dump(result, f, indent=1)
-  print(f"wrote {_OUT.value}")
+  benchmarks.write_json(_OUT.value, result)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ and both sides of a share alike; each share is also given per CPU second of this
 from __future__ import annotations
 
 import io
-import json
 import os
 import tempfile
 import time
@@ -46,6 +45,8 @@ import numpy as np
 from PIL import Image
 from tensorflow.core.protobuf import saved_model_pb2
 import tensorflow as tf
+
+import benchmarks
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
@@ -331,10 +332,7 @@ def main(argv):
     result = run(folder, _BATCH_SIZE.value, _BATCH_CALLS.value, _LATENCY_CALLS.value,
                  _BEAM_CALLS.value, _NUM_LABELS.value, _HEAD_SCALE.value, _COMPARE.value,
                  _FULL_LENGTH.value)
-  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-  with open(_OUT.value, "w") as f:
-    json.dump(result, f, indent=1)
-  print(f"wrote {_OUT.value}")
+  benchmarks.write_json(_OUT.value, result)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
+import benchmarks
+
 _REPLICAS = flags.DEFINE_list("replicas", ["1", "2"], "Replica counts, each in a subprocess.")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Runs of each setting, in ABBA order.")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 400, "Training steps per setting.")
@@ -204,10 +206,7 @@ def main(argv):
                    config_args, data_dir)
     if "ratio" in result:
       print(f"{result['ratio']['what']}: {result['ratio']['value']:.3f}")
-  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-  with open(_OUT.value, "w") as f:
-    json.dump(result, f, indent=1)
-  print(f"wrote {_OUT.value}")
+  benchmarks.write_json(_OUT.value, result)
 
 
 if __name__ == "__main__":
