@@ -164,9 +164,10 @@ def _finding(summary) -> str:
       "with high precision (table below). The paper's gains were over features trained on "
       "another task (ImageNet). What is left for the RNN is its cost: a fixed label order "
       "and step-by-step decoding, where an early mistake shortens the path (lower recall). "
-      "Ways to test this: features not trained on these labels (e.g. a backbone trained on "
-      "the scene type only), or the end-to-end CNN-RNN (configs/demo.py with "
-      "model.head=cnn_rnn).")
+      "A way to test this: features not trained on these labels (e.g. a backbone trained "
+      "on the scene type only). Trained end to end instead (configs/demo.py, 900 steps, "
+      "seed 0), the CNN-RNN also trailed BCE when this was written: top-3 O-F1 79.6 vs "
+      "86.8, mAP 85.7 vs 93.3.")
 
 
 def _report_text(seeds, summary, comparison, metrics, rows, exports, vis, backbone_metrics,
