@@ -27,17 +27,16 @@ from cnn_rnn_tf import backbones
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import inference
 from cnn_rnn_tf import metrics as metrics_lib
-from cnn_rnn_tf import train_lib
 from cnn_rnn_tf import workdir as workdir_lib
 
 
 def eval_dataset(config, workdir, source, vocab, split, batch_size):
   """Batches of {'features' or 'image', 'labels', 'key'} over a split, once, in order."""
-  if train_lib.uses_feature_cache(config):
+  if workdir_lib.uses_feature_cache(config):
     path = data_lib.feature_cache.build(
         source, split, vocab, config.model.backbone, config.model.backbone_weights,
         config.model.image_size, precision=config.data.precision,
-        cache_dir=train_lib.feature_cache_dir(config, workdir), batch_size=batch_size)
+        cache_dir=workdir_lib.feature_cache_dir(config, workdir), batch_size=batch_size)
     return data_lib.feature_dataset(path, batch_size=batch_size, training=False, seed=0,
                                     repeat=False, start_step=0, drop_remainder=False)
   return data_lib.image_dataset(
@@ -58,7 +57,7 @@ def predict_split(config, workdir: str, split: str, batch_size: int | None = Non
   logging.info("Evaluating %s on split %r.", checkpoint, split)
   batch_size = batch_size or config.train.batch_size
   decode = config.decode
-  use_cache = train_lib.uses_feature_cache(config)
+  use_cache = workdir_lib.uses_feature_cache(config)
 
   @tf.function
   def predict(batch):

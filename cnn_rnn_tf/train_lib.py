@@ -76,18 +76,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
       not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
 
 
-def uses_feature_cache(config) -> bool:
-  """The paper's frozen setting: train the head on cached backbone features."""
-  return not config.model.train_backbone and config.data.cache_features
-
-
-def feature_cache_dir(config, workdir: str) -> str:
-  """`data.cache_dir`, or `feature_cache/` beside the workdir (shared by runs side by side)."""
-  if config.data.cache_dir:
-    return config.data.cache_dir
-  return os.path.join(os.path.dirname(os.path.abspath(workdir)), "feature_cache")
-
-
 def _make_optimizer(config):
   if config.train.optimizer == "rmsprop":
     return keras.optimizers.RMSprop(config.train.learning_rate, momentum=config.train.momentum)
@@ -102,11 +90,12 @@ def _make_optimizer(config):
 def make_train_dataset(config, workdir, source, vocab, start_step: int) -> tf.data.Dataset:
   """The repeated, shuffled training stream, positioned after `start_step` batches."""
   batch = config.train.batch_size
-  if uses_feature_cache(config):
+  if workdir_lib.uses_feature_cache(config):
     path = data_lib.feature_cache.build(
         source, config.data.train_split, vocab, config.model.backbone,
         config.model.backbone_weights, config.model.image_size,
-        precision=config.data.precision, cache_dir=feature_cache_dir(config, workdir),
+        precision=config.data.precision,
+        cache_dir=workdir_lib.feature_cache_dir(config, workdir),
         batch_size=batch)
     return data_lib.feature_dataset(path, batch_size=batch, training=True, seed=config.seed,
                                     repeat=True, start_step=start_step, drop_remainder=True)
@@ -140,12 +129,12 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   vocab = workdir_lib.load_or_make_vocab(source, workdir, chief)
   logging.info("%s: %d labels, %d replicas, mode %s", source.name, vocab.num_labels,
                strategy.num_replicas_in_sync,
-               "features" if uses_feature_cache(config) else "images")
+               "features" if workdir_lib.uses_feature_cache(config) else "images")
 
   # Seeded right before the weights are made: data code above may draw random numbers.
   keras.utils.set_random_seed(config.seed)
   policy = None
-  if not uses_feature_cache(config) and data_lib.feature_cache.resolve_precision(
+  if not workdir_lib.uses_feature_cache(config) and data_lib.feature_cache.resolve_precision(
       config.data.precision) == "bfloat16":
     policy = "mixed_bfloat16"  # the backbone computes in bfloat16; weights stay float32
   with strategy.scope():
@@ -181,7 +170,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       max(config.train.num_steps - start_step, 0))
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
   global_batch = config.train.batch_size
-  images_mode = not uses_feature_cache(config)
+  images_mode = not workdir_lib.uses_feature_cache(config)
 
   def train_step(batch):
     with tf.GradientTape() as tape:

@@ -89,3 +89,15 @@ def restore_weights(config, workdir: str, backbone, head) -> str:
     raise FileNotFoundError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')!r}.")
   make_checkpoint(config, backbone, head).restore(latest).expect_partial()
   return latest
+
+
+def uses_feature_cache(config) -> bool:
+  """The paper's frozen setting: train the head on cached backbone features."""
+  return not config.model.train_backbone and config.data.cache_features
+
+
+def feature_cache_dir(config, workdir: str) -> str:
+  """`data.cache_dir`, or `feature_cache/` beside the workdir (shared by runs side by side)."""
+  if config.data.cache_dir:
+    return config.data.cache_dir
+  return os.path.join(os.path.dirname(os.path.abspath(workdir)), "feature_cache")
