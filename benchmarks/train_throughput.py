@@ -13,7 +13,7 @@ as in the demo. (A frozen VGG16 would need weights on disk, which this offline m
 the head's cost hardly depends on the feature size: the image projection is one matmul.)
 
 Each replica count runs in its own subprocess, because the logical CPU devices
-(`runtime.configure(cpu_devices=N)`) must be set before TensorFlow runs an op; the trainer
+(`runtime.setup(cpu_devices=N)`) must be set before TensorFlow runs an op; the trainer
 then picks a MirroredStrategy over them. The figure is sequences (= images: one label
 sequence per image) per second, read from the trainer's own `train/log.jsonl`: the median of
 its `examples_per_s` over the log intervals after the first (which holds the tracing), over
@@ -121,7 +121,7 @@ def prepare(data_dir: str, num_examples: int, config_args: dict) -> dict:
 def measure(replicas: int, data_dir: str, config_args: dict) -> dict:
   """One setting, in this process: train from scratch, read examples/s off the log."""
   from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
-  runtime.configure(cpu_devices=replicas)  # before any TensorFlow op runs
+  runtime.setup(cpu_devices=replicas)  # before any TensorFlow op runs
   from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
   from cnn_rnn_tf.data import feature_cache  # pylint: disable=g-import-not-at-top
   from cnn_rnn_tf.metric_writer import read_jsonl  # pylint: disable=g-import-not-at-top

@@ -1,14 +1,93 @@
-"""Process set-up shared by the binaries: logical CPU devices and logging.
+"""Process set-up shared by the binaries: a quiet start, logical CPU devices, progress mode.
 
-    runtime.configure(cpu_devices=2)   # before any TensorFlow op runs
+    def main(argv):
+      runtime.setup(cpu_devices=_CPU_DEVICES.value, progress=_PROGRESS.value)
+      from cnn_rnn_tf import train_lib   # TensorFlow is imported by setup(), quietly
+      ...
+
+Quiet by default: TensorFlow prints about a dozen C++ start-up lines on import (oneDNN
+notices, "Could not find cuda drivers", a cuInit error on machines without a GPU) and its
+dependencies print Python deprecation warnings. `setup()` imports TensorFlow with the
+process's stderr (file descriptor 2) sent to a temporary file, sets TF_CPP_MIN_LOG_LEVEL=2
+(C++ INFO and WARNING hidden afterwards; errors still shown) and ignores DeprecationWarning
+and FutureWarning raised outside this package. The captured start-up text is printed again
+if the import fails. Everything is shown as before with `--verbosity=1` (absl's flag, every
+binary has it) or the environment variable CNN_RNN_TF_VERBOSE=1. Our own absl log lines
+(INFO and up) always stay.
+
+This module must not import TensorFlow at module level: the point is to control how it is
+imported.
 """
 
-import tensorflow as tf
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import warnings
+
+from absl import logging
+
+from cnn_rnn_tf import progress as progress_lib
+
+VERBOSE_ENV = "CNN_RNN_TF_VERBOSE"
 
 
-def configure(cpu_devices: int = 0) -> None:
-  """Splits the CPU into `cpu_devices` logical devices (0 or 1: leave it whole)."""
+def verbose() -> bool:
+  """True when the user asked for TensorFlow's own start-up and warning output."""
+  return logging.get_verbosity() >= 1 or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def _stderr_to_file():
+  """Sends file descriptor 2 (C++ and Python stderr) to a temporary file; yields the file."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile(mode="w+b") as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield captured
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+
+
+def quiet_tensorflow() -> None:
+  """Imports TensorFlow (and initializes its devices) without its start-up noise."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
+    warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("default", category=category, module=r"cnn_rnn_tf(\.|$)")
+  if "tensorflow" in sys.modules:
+    return  # imported already (a test, a notebook): its start-up lines are printed
+  with _stderr_to_file() as captured:
+    try:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      tf.config.list_physical_devices()  # the cuInit error is printed here, not on import
+    except BaseException:
+      captured.seek(0)
+      sys.__stderr__.write(captured.read().decode("utf-8", "replace"))
+      raise
+
+
+def setup(cpu_devices: int = 0, progress: str = "auto") -> None:
+  """Start of every binary's main(): quiet TensorFlow import, logging, devices, bars.
+
+  Args:
+    cpu_devices: split the CPU into this many logical devices (0 or 1: leave it whole);
+      must run before any TensorFlow op.
+    progress: "auto" (bars only on a terminal, never under CI), "on" or "off".
+  """
+  progress_lib.set_mode(progress)
+  if logging.get_verbosity() < logging.INFO:
+    logging.set_verbosity(logging.INFO)  # our progress lines are INFO
+  if not verbose():
+    quiet_tensorflow()
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if cpu_devices and cpu_devices > 1:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+

@@ -25,7 +25,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
-  runtime.configure(cpu_devices=_CPU_DEVICES.value)
+  runtime.setup(cpu_devices=_CPU_DEVICES.value)
   from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
   train_lib.train(_CONFIG.value, _WORKDIR.value)
 
