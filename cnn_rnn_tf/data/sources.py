@@ -146,9 +146,10 @@ import codecs
 import collections
 import csv
 import dataclasses
+import fcntl
 import importlib
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
 import tensorflow as tf
@@ -313,6 +314,38 @@ class Source:
 # ---------------------------------------------------------------------------------------------
 
 
+def prepare_tfds(make_builder: Callable[[], Any], download_config=None, *, builder=None):
+  """A prepared TFDS builder; preparation serialized by a lock file in the data_dir.
+
+  Several processes (the workers of a multi-machine run, on a shared data_dir) may find the
+  dataset missing at once; without a lock they all generate it and the later ones fail with
+  FileExistsError. Here the first one prepares while holding `fcntl.flock` on
+  `<data_dir>/.<name>-<config>-<version>.prepare.lock`; the others wait, then build a fresh
+  builder that finds the prepared data. `make_builder()` makes a new builder; `builder`, if
+  given, is one made already (used as is when its data is prepared).
+  """
+  builder = builder if builder is not None else make_builder()
+  if builder.is_prepared():
+    return builder
+  root = os.fspath(builder.data_dir_root)
+  os.makedirs(root, exist_ok=True)
+  config = builder.builder_config.name if builder.builder_config else "default"
+  lock_path = os.path.join(root, f".{builder.name}-{config}-{builder.version}.prepare.lock")
+  with open(lock_path, "a") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logging.info("Waiting for another process to prepare %s/%s in %s (lock %s).",
+                   builder.name, config, root, lock_path)
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      builder = make_builder()  # sees what another process may have prepared meanwhile
+      builder.download_and_prepare(download_config=download_config)
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+  return builder
+
+
 class TfdsSource(Source):
   """A TFDS dataset; subclasses name it and say where its labels and keys are."""
 
@@ -324,8 +357,8 @@ class TfdsSource(Source):
 
   def __init__(self, config):
     super().__init__(config)
-    self.data_dir = config.data_dir
-    self.manual_dir = config.manual_dir
+    self.data_dir = config.data_dir or None
+    self.manual_dir = config.manual_dir or None
     self._builder = tfds.builder(self.tfds_name, data_dir=self.data_dir)
     self._prepare()
 
@@ -333,7 +366,9 @@ class TfdsSource(Source):
     download_config = tfds.download.DownloadConfig(
         manual_dir=self.manual_dir or None, try_download_gcs=False)
     try:
-      self._builder.download_and_prepare(download_config=download_config)
+      self._builder = prepare_tfds(
+          lambda: tfds.builder(self.tfds_name, data_dir=self.data_dir), download_config,
+          builder=self._builder)
     except Exception as e:  # Network, missing or wrong archives: add what to do offline.
       manual_dir = self.manual_dir or os.path.join(
           os.fspath(self._builder.data_dir_root), "downloads", "manual")
@@ -500,8 +535,9 @@ class SyntheticScenesSource(TfdsSource):
 
   def _prepare(self):
     # Generated locally: nothing to download, so no manual_dir advice on failure.
-    self._builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    self._builder = prepare_tfds(
+        lambda: tfds.builder(self.tfds_name, data_dir=self.data_dir),
+        tfds.download.DownloadConfig(try_download_gcs=False), builder=self._builder)
 
   def _label_feature(self):
     return self._builder.info.features["labels"].feature
