@@ -146,10 +146,9 @@ import codecs
 import collections
 import csv
 import dataclasses
-import fcntl
 import importlib
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import logging
 import tensorflow as tf
@@ -157,6 +156,7 @@ import tensorflow_datasets as tfds
 
 from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import vocab as vocab_lib
+from cnn_rnn_tf.data import tfds_prepare
 
 # Reasons an example is skipped; the keys of `Source.skipped`.
 MALFORMED_ROW = "malformed_row"
@@ -314,38 +314,6 @@ class Source:
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare_tfds(make_builder: Callable[[], Any], download_config=None, *, builder=None):
-  """A prepared TFDS builder; preparation serialized by a lock file in the data_dir.
-
-  Several processes (the workers of a multi-machine run, on a shared data_dir) may find the
-  dataset missing at once; without a lock they all generate it and the later ones fail with
-  FileExistsError. Here the first one prepares while holding `fcntl.flock` on
-  `<data_dir>/.<name>-<config>-<version>.prepare.lock`; the others wait, then build a fresh
-  builder that finds the prepared data. `make_builder()` makes a new builder; `builder`, if
-  given, is one made already (used as is when its data is prepared).
-  """
-  builder = builder if builder is not None else make_builder()
-  if builder.is_prepared():
-    return builder
-  root = os.fspath(builder.data_dir_root)
-  os.makedirs(root, exist_ok=True)
-  config = builder.builder_config.name if builder.builder_config else "default"
-  lock_path = os.path.join(root, f".{builder.name}-{config}-{builder.version}.prepare.lock")
-  with open(lock_path, "a") as lock:
-    try:
-      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      logging.info("Waiting for another process to prepare %s/%s in %s (lock %s).",
-                   builder.name, config, root, lock_path)
-      fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-      builder = make_builder()  # sees what another process may have prepared meanwhile
-      builder.download_and_prepare(download_config=download_config)
-    finally:
-      fcntl.flock(lock, fcntl.LOCK_UN)
-  return builder
-
-
 class TfdsSource(Source):
   """A TFDS dataset; subclasses name it and say where its labels and keys are."""
 
@@ -366,7 +334,7 @@ class TfdsSource(Source):
     download_config = tfds.download.DownloadConfig(
         manual_dir=self.manual_dir or None, try_download_gcs=False)
     try:
-      self._builder = prepare_tfds(
+      self._builder = tfds_prepare.prepare(
           lambda: tfds.builder(self.tfds_name, data_dir=self.data_dir), download_config,
           builder=self._builder)
     except Exception as e:  # Network, missing or wrong archives: add what to do offline.
@@ -535,7 +503,7 @@ class SyntheticScenesSource(TfdsSource):
 
   def _prepare(self):
     # Generated locally: nothing to download, so no manual_dir advice on failure.
-    self._builder = prepare_tfds(
+    self._builder = tfds_prepare.prepare(
         lambda: tfds.builder(self.tfds_name, data_dir=self.data_dir),
         tfds.download.DownloadConfig(try_download_gcs=False), builder=self._builder)
 
