@@ -3,6 +3,9 @@
 import io
 import logging
 import os
+import struct
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -12,6 +15,8 @@ from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import sources
+from helpers import big_gray_png
+from helpers import png_chunk
 
 
 def jpeg_bytes(value=120, shape=(16, 16, 3)):
@@ -224,3 +229,54 @@ def test_label_not_in_vocab_both_modes(folder, caplog):
                                     training=True, seed=0)
   for batch in train_ds.take(3):
     assert sorted(batch["key"].numpy().tolist()) == [b"img/0.jpg", b"img/1.jpg"]
+
+
+def huge_png_header(width=20000, height=20000):
+  """Only a PNG signature and IHDR claiming width x height: a decode would fail otherwise."""
+  return b"\x89PNG\r\n\x1a\n" + png_chunk(
+      b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+
+
+@pytest.mark.parametrize("check_images", ["decode", "header"])
+def test_image_over_the_pixel_limit_is_refused_or_skipped_before_decoding(folder, check_images):
+  (folder / "img/huge.png").write_bytes(huge_png_header())
+  train = write(folder, "train.csv", GOOD_ROWS + ["img/huge.png,dog"])
+  with pytest.raises(sources.BadDataError,
+                     match=r"line 5: image 'img/huge.png' .* image of 20000x20000 = 400000000 "
+                           r"pixels .*over the limit of 40000000 pixels .*refused before "
+                           r"decoding \[undecodable_image\]"):
+    source_for(train, check_images=check_images).num_examples("train")
+  source = source_for(train, check_images=check_images, skip_bad_examples=True)
+  assert source.num_examples("train") == 3
+  assert source.skipped == {"undecodable_image": 1}
+  # data.max_image_pixels sets the limit (inclusive); the good images are 16x16 = 256.
+  at_limit = source_for(train, check_images=check_images, skip_bad_examples=True,
+                        max_image_pixels=256)
+  assert at_limit.num_examples("train") == 3
+  with pytest.raises(sources.BadDataError, match=r"no usable example.*undecodable_image': 4"):
+    source_for(train, check_images=check_images, skip_bad_examples=True,
+               max_image_pixels=255).num_examples("train")
+
+
+_HUGE_CSV_SCRIPT = """
+import resource, sys
+from cnn_rnn_tf import config_lib, data
+config = config_lib.default_config().data
+config.update(dict(source="csv", train_csv=sys.argv[1], skip_bad_examples=True))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+source = data.get_source(config)
+print("examples", source.num_examples("train"), "skipped", source.skipped)
+print("peak_growth_mb", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+@pytest.mark.slow
+def test_real_20000_square_png_in_a_csv_costs_no_memory(folder):
+  # A valid 1 MB PNG of 20000x20000 (1.2 GB decoded): refused from its header.
+  (folder / "img/huge.png").write_bytes(big_gray_png(20000, 20000))
+  train = write(folder, "train.csv", GOOD_ROWS + ["img/huge.png,dog"])
+  out = subprocess.run([sys.executable, "-c", _HUGE_CSV_SCRIPT, train], capture_output=True,
+                       text=True, check=True).stdout
+  assert "examples 3 skipped {'undecodable_image': 1}" in out
+  growth = float(out.split("peak_growth_mb")[1])
+  assert growth < 1024, out

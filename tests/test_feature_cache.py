@@ -224,3 +224,20 @@ def test_killed_writer_leaves_nothing_a_later_run_uses(tmp_path):
   assert counting.calls == 10  # extracted anew, not read from the killed run
   assert folders(cache) == [os.path.basename(path)]  # the dead writer's folder is removed
   assert feature_cache.read_meta(path)["num_examples"] == 40
+
+
+def test_extraction_draws_a_progress_bar_only_when_asked(tmp_path, capsys):
+  from cnn_rnn_tf import progress  # pylint: disable=g-import-not-at-top
+  source, vocab = make_source(make_csv(str(tmp_path)))
+  model = backbones.build_backbone("small_cnn", image_size=16)
+  try:
+    progress.set_mode("on")
+    build(source, vocab, tmp_path / "on", model, verbose=1)
+    err = capsys.readouterr().err
+    assert "features csv/train" in err and f"{source.num_examples('train')}/" in err
+    assert "img/s" in err
+    progress.set_mode("off")
+    build(source, vocab, tmp_path / "off", model, verbose=1)
+    assert "features" not in capsys.readouterr().err
+  finally:
+    progress.set_mode("auto")

@@ -55,7 +55,7 @@ surrounding separators are ignored):
 Config: `data.train_csv`, `data.eval_csv`, `data.image_column` ("image_name"),
 `data.labels_column` ("tags"), `data.label_separator` (" "). `label_names` are the labels of
 the train CSV's well-formed rows, sorted (the eval CSV's when no train CSV is set). JPEG, PNG,
-GIF, BMP and WebP are read; grayscale and RGBA become RGB. The key of an example is its path
+GIF, BMP and still WebP are read (`images.py`); grayscale, RGBA and palette become RGB. The key of an example is its path
 as written in the CSV.
 
 Bad data (each kind is found when a split is first used, before any training step):
