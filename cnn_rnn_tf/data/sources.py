@@ -55,8 +55,8 @@ surrounding separators are ignored):
 Config: `data.train_csv`, `data.eval_csv`, `data.image_column` ("image_name"),
 `data.labels_column` ("tags"), `data.label_separator` (" "). `label_names` are the labels of
 the train CSV's well-formed rows, sorted (the eval CSV's when no train CSV is set). JPEG, PNG,
-GIF, BMP and still WebP are read (`images.py`); grayscale, RGBA and palette become RGB. The key of an example is its path
-as written in the CSV.
+GIF, BMP and still WebP are read (`images.py`); grayscale, RGBA and palette become RGB. The
+key of an example is its path as written in the CSV.
 
 Bad data (each kind is found when a split is first used, before any training step):
   malformed_row      wrong number of fields, an empty image field, a quoting fault (each
