@@ -81,7 +81,8 @@ def default_config() -> ml_collections.ConfigDict:
   data.skip_bad_examples = False  # True: skip and count bad rows/images instead of raising
   data.csv_empty_labels = "error"  # csv: a row without labels is bad data; "keep": a valid example (target END)
   data.check_images = "decode"  # csv: decode each image once per split (catches corrupt files); "header": fast
-  data.max_image_pixels = 40_000_000  # refuse images larger than this (width x height) before decoding
+  data.csv_encoding = "utf-8"  # csv: text encoding of the CSV files (a BOM is skipped); bad bytes name file and line
+  data.max_image_pixels = 40_000_000  # = images.DEFAULT_MAX_PIXELS; larger images (by header) are refused before decoding
   data.shuffle_buffer = 2048
   data.deterministic = False  # True: fixed op order and seeds (reproducible, a bit slower)
   data.augment = False  # random flip + random crop; for fine-tuning the backbone
@@ -263,6 +264,15 @@ def _checkpoint_path(value):
   return "is neither a checkpoint prefix (<path>.index) nor a folder of checkpoints"
 
 
+def _encoding(value):
+  import codecs  # pylint: disable=g-import-not-at-top
+  try:
+    codecs.lookup(value)
+  except LookupError:
+    return "is not a text encoding Python knows (e.g. 'utf-8', 'latin-1')"
+  return None
+
+
 def _activation(value):
   if value in ("relu", "linear", "tanh", "sigmoid", "elu", "gelu", "swish", "softplus"):
     return None
@@ -302,6 +312,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.csv_empty_labels": _one_of("error", "keep"),
     "data.check_images": _one_of("decode", "header"),
     "data.max_image_pixels": _int_range(1),
+    "data.csv_encoding": _encoding,
     "data.shuffle_buffer": _int_range(1),
     "data.precision": _one_of(*PRECISIONS),
     "data.manual_dir": _existing_path,
