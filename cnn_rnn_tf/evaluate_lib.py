@@ -79,14 +79,6 @@ def predict_split(config, workdir: str, split: str, batch_size: int | None = Non
   return result
 
 
-def prediction_masks(head: str, labels: np.ndarray, scores: np.ndarray, num_labels: int):
-  """(top3, all) bool [N, K] per the definitions in the module docstring."""
-  if head == "cnn_rnn":
-    return (metrics_lib.path_mask(labels, num_labels, k=3),
-            metrics_lib.path_mask(labels, num_labels))
-  return metrics_lib.top_k_mask(scores, 3, threshold=0.5), scores >= 0.5
-
-
 def evaluate(workdir: str, split: str | None = None, batch_size: int | None = None,
              beam_size: int | None = None) -> dict:
   """Evaluates the workdir's latest checkpoint on `split`; writes <workdir>/eval/*."""
@@ -94,8 +86,8 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
   split = split or config.data.eval_split
   pred = predict_split(config, workdir, split, batch_size, beam_size)
   vocab = workdir_lib.load_vocab(workdir)
-  top3, every = prediction_masks(config.model.head, pred["labels"], pred["label_scores"],
-                                 vocab.num_labels)
+  top3, every = inference.prediction_masks(config.model.head, pred["labels"],
+                                           pred["label_scores"], vocab.num_labels)
   metrics = metrics_lib.compute_all(pred["y_true"], top3, every, pred["label_scores"],
                                     vocab.names)
   metrics.update(head=config.model.head, split=split, source=config.data.source,
