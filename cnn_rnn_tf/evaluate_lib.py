@@ -17,7 +17,9 @@ What counts as a prediction (the issue's definitions):
   * cnn_rnn: "top3" = the first 3 labels of the beam-search path; "all" = the whole path.
   * bce:     "top3" = the 3 highest probabilities among those >= 0.5; "all" = every label
              with probability >= 0.5.
-Ranking scores for AP and MAP@10: `inference.predict_from_features`'s `label_scores`.
+(`inference.prediction_masks`, from each head's entry in model.py's head registry; also
+importable here as `evaluate_lib.prediction_masks`.) Ranking scores for AP and MAP@10:
+`inference.predict_from_features`'s `label_scores`.
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
   result = {k: np.concatenate(v) for k, v in outputs.items()}
   result["skipped"] = dict(getattr(source, "skipped", {}) or {})
   return result
+
+
+# (top3, all) bool [N, K] of a head's predictions; defined with the head (model.py's registry).
+prediction_masks = inference.prediction_masks
 
 
 def metrics_of(config, vocab, pred: dict, split: str) -> dict:
