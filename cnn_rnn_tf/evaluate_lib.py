@@ -100,10 +100,14 @@ def metrics_of(config, vocab, pred: dict, split: str) -> dict:
 
 
 def evaluate_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
-                    batch_size: int | None = None) -> dict:
-  """Metrics of in-memory models on `split` (same keys as `evaluate`); writes no files."""
+                    batch_size: int | None = None, source=None) -> dict:
+  """Metrics of in-memory models on `split` (same keys as `evaluate`); writes no files.
+
+  `source`: the data source when the caller has one (the trainer), so that it is not built
+  (and its CSV checked) again at every evaluation; default `data.get_source(config.data)`.
+  """
   pred = predict_models(config, vocab, backbone, head, split, cache_dir=cache_dir,
-                        batch_size=batch_size)
+                        batch_size=batch_size, source=source)
   return metrics_of(config, vocab, pred, split)
 
 
