@@ -220,3 +220,14 @@ def test_train_binary_with_backbone_weights_none_trains(tmp_path):
                 "--config.train.checkpoint_every=2", timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert os.path.exists(workdir / "checkpoints" / "ckpt-2.index")
+
+
+@pytest.mark.parametrize("config_arg, expected", [
+    ("configs/nope.py", "No such file or directory: 'configs/nope.py"),
+    ("configs/demo.py:bogus", "Unknown demo config argument(s) ['bogus']"),
+])
+def test_bad_config_file_is_one_line(tmp_path, config_arg, expected):
+  result = _run("cnn_rnn_tf.train", f"--config={config_arg}", f"--workdir={tmp_path}")
+  assert result.returncode == 2
+  assert result.stderr.startswith("FATAL ") and expected in result.stderr, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
