@@ -161,9 +161,19 @@ def build_models(config, num_labels: int, strategy) -> Models:
 
 
 def rng_state(*models) -> dict:
-  """{variable path: state} of every SeedGenerator (dropout, augmentation) in `models`."""
-  return {v.path.replace("/", "."): v for m in models for v in m.non_trainable_variables
-          if v.name == "seed_generator_state"}
+  """{"<model>.<layer>": state} of every layer's SeedGenerator (dropout, augmentation).
+
+  Keyed by layer names (stable across builds), not by variable paths (a global counter).
+  """
+  states = {}
+  pending = [(m.name, m) for m in models]
+  while pending:
+    prefix, layer = pending.pop()
+    generator = getattr(layer, "seed_generator", None)
+    if generator is not None:
+      states[prefix] = generator.state
+    pending += [(f"{prefix}.{sub.name}", sub) for sub in getattr(layer, "layers", [])]
+  return states
 
 
 def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager) -> int:
