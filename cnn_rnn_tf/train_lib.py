@@ -49,11 +49,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import evaluate_lib
-from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import periodic
 from cnn_rnn_tf import progress
@@ -61,7 +59,7 @@ from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.metric_writer import MetricWriter
 
 
-BACKBONE_WEIGHTS = "backbone.weights.h5"
+BACKBONE_WEIGHTS = "backbone.weights.h5"  # = os.path.basename(workdir.backbone_weights_path(w))
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -94,26 +92,6 @@ def _make_optimizer(config):
                    "or sgd.")
 
 
-def make_train_dataset(config, workdir, source, vocab, start_step: int) -> tf.data.Dataset:
-  """The repeated, shuffled training stream, positioned after `start_step` batches."""
-  batch = config.train.batch_size
-  if workdir_lib.uses_feature_cache(config):
-    path = data_lib.feature_cache.build(
-        source, config.data.train_split, vocab, config.model.backbone,
-        config.model.backbone_weights, config.model.image_size,
-        precision=config.data.precision,
-        cache_dir=workdir_lib.feature_cache_dir(config, workdir),
-        batch_size=batch)
-    return data_lib.feature_dataset(path, batch_size=batch, training=True, seed=config.seed,
-                                    repeat=True, start_step=start_step, drop_remainder=True)
-  return data_lib.image_dataset(
-      source, config.data.train_split, vocab,
-      image_size=backbones.backbone_image_size(config.model.backbone, config.model.image_size),
-      batch_size=batch, training=True, seed=config.seed, augment=config.data.augment,
-      repeat=True, start_step=start_step, drop_remainder=True,
-      shuffle_buffer=config.data.shuffle_buffer, deterministic=config.data.deterministic)
-
-
 def check_config(config) -> None:
   """Refuses settings that would train something evaluation or export cannot rebuild."""
   if not config.model.train_backbone and config.model.backbone_weights in (None, "none", ""):
@@ -144,7 +122,7 @@ def build_models(config, num_labels: int, strategy) -> Models:
   """
   keras.utils.set_random_seed(config.seed)
   policy = None
-  if not workdir_lib.uses_feature_cache(config) and data_lib.feature_cache.resolve_precision(
+  if not data_lib.uses_feature_cache(config) and data_lib.feature_cache.resolve_precision(
       config.data.precision) == "bfloat16":
     policy = "mixed_bfloat16"  # the backbone computes in bfloat16; weights stay float32
   with strategy.scope():
@@ -211,7 +189,7 @@ def make_train_step(config, models: Models):
   """The per-replica step: loss / global batch, gradients, update. Returns (loss, reg)."""
   backbone, head, optimizer, variables = (models.backbone, models.head, models.optimizer,
                                           models.variables)
-  images_mode = not workdir_lib.uses_feature_cache(config)
+  images_mode = not data_lib.uses_feature_cache(config)
   train_backbone = config.model.train_backbone
   global_batch = config.train.batch_size
 
@@ -294,38 +272,8 @@ def drain(iterator) -> int:
 def make_evaluate_fn(config, workdir: str, vocab, models: Models):
   """A no-argument function: the eval split's metrics for the weights as they are now."""
   cache_dir = workdir_lib.feature_cache_dir(config, workdir)
-  split = config.data.eval_split
-  if hasattr(evaluate_lib, "evaluate_models"):
-    return lambda: evaluate_lib.evaluate_models(config, vocab, models.backbone, models.head,
-                                                split, cache_dir=cache_dir)
-  return lambda: _evaluate_models(config, workdir, vocab, models.backbone, models.head, split)
-
-
-def _evaluate_models(config, workdir, vocab, backbone, head, split) -> dict:
-  """Stand-in for evaluate_lib.evaluate_models (same metrics, nothing written)."""
-  from cnn_rnn_tf import inference  # pylint: disable=g-import-not-at-top
-  source = data_lib.get_source(config.data)
-  use_cache = workdir_lib.uses_feature_cache(config)
-
-  @tf.function
-  def predict(batch):
-    features = batch["features"] if use_cache else backbone(batch["image"], training=False)
-    return inference.predict_from_features(
-        head, features, beam_size=config.decode.beam_size,
-        max_length=config.decode.max_length, min_length=config.decode.min_length)
-
-  labels, scores, y_true = [], [], []
-  dataset = evaluate_lib.eval_dataset(config, workdir, source, vocab, split,
-                                      config.train.batch_size)
-  for batch in dataset:
-    out = predict(batch)
-    labels.append(out["labels"].numpy())
-    scores.append(out["label_scores"].numpy())
-    y_true.append(batch["labels"].numpy() > 0)
-  labels, scores = np.concatenate(labels), np.concatenate(scores)
-  top3, every = evaluate_lib.prediction_masks(config.model.head, labels, scores,
-                                              vocab.num_labels)
-  return metrics_lib.compute_all(np.concatenate(y_true), top3, every, scores, vocab.names)
+  return lambda: evaluate_lib.evaluate_models(config, vocab, models.backbone, models.head,
+                                              config.data.eval_split, cache_dir=cache_dir)
 
 
 def make_actions(config, workdir: str, chief: bool, worker_dir: str | None, vocab,
@@ -343,7 +291,7 @@ def make_actions(config, workdir: str, chief: bool, worker_dir: str | None, voca
   if eval_every is not None and eval_every >= 0:
     best = None
     if train.get("keep_best"):
-      best_dir = _best_dir(workdir) if chief else os.path.join(worker_dir, "best")
+      best_dir = workdir_lib.best_dir(workdir) if chief else os.path.join(worker_dir, "best")
       best = periodic.BestCheckpoint(train.keep_best, models.checkpoint, best_dir,
                                      enabled=chief)
     actions.append(periodic.Evaluate(eval_every, make_evaluate_fn(config, workdir, vocab,
@@ -351,16 +299,10 @@ def make_actions(config, workdir: str, chief: bool, worker_dir: str | None, voca
   return actions
 
 
-def _best_dir(workdir: str) -> str:
-  if hasattr(workdir_lib, "best_dir"):
-    return workdir_lib.best_dir(workdir)
-  return os.path.join(workdir, "best")
-
-
 @contextlib.contextmanager
 def _workdir_lock(workdir: str, chief: bool):
   """workdir.lock(workdir) on the chief (the workers of one run share the workdir)."""
-  if chief and hasattr(workdir_lib, "lock"):
+  if chief:
     with workdir_lib.lock(workdir):
       yield
   else:
@@ -369,11 +311,9 @@ def _workdir_lock(workdir: str, chief: bool):
 
 def check_before_writing(config, workdir: str) -> None:
   """Every check that can refuse the run, before a single file is written."""
-  if hasattr(config_lib, "validate"):
-    config_lib.validate(config)
+  config_lib.validate(config)
   check_config(config)
-  if hasattr(workdir_lib, "check_resume"):
-    workdir_lib.check_resume(config, workdir)
+  workdir_lib.check_resume(config, workdir)
 
 
 def finish(config, workdir: str, chief: bool, source, models: Models) -> dict:
@@ -383,8 +323,8 @@ def finish(config, workdir: str, chief: bool, source, models: Models) -> dict:
     return skipped
   if config.model.train_backbone:
     # Reusable as a frozen backbone: --config.model.backbone_weights=<workdir>/backbone.weights.h5
-    models.backbone.save_weights(os.path.join(workdir, BACKBONE_WEIGHTS))
-  with tf.io.gfile.GFile(os.path.join(workdir, "data_report.json"), "w") as f:
+    models.backbone.save_weights(workdir_lib.backbone_weights_path(workdir))
+  with tf.io.gfile.GFile(workdir_lib.data_report_path(workdir), "w") as f:
     json.dump({"skipped": skipped}, f, indent=2)
   if skipped:
     logging.warning("Skipped bad examples: %s (data.skip_bad_examples=True).", skipped)
@@ -407,13 +347,14 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   vocab = workdir_lib.load_or_make_vocab(source, workdir, chief)
   logging.info("%s: %d labels, %d replicas, mode %s", source.name, vocab.num_labels,
                strategy.num_replicas_in_sync,
-               "features" if workdir_lib.uses_feature_cache(config) else "images")
+               "features" if data_lib.uses_feature_cache(config) else "images")
   models = build_models(config, vocab.num_labels, strategy)
   # Every worker saves (collective ops), but only the chief's copy is kept.
   worker_dir = None if chief else os.path.join(workdir, ".tmp_worker",
                                                str(strategy.cluster_resolver.task_id))
   manager = tf.train.CheckpointManager(
-      models.checkpoint, os.path.join(worker_dir or workdir, "checkpoints"),
+      models.checkpoint,
+      os.path.join(worker_dir, "checkpoints") if worker_dir else workdir_lib.checkpoint_dir(workdir),
       max_to_keep=config.train.max_checkpoints)
   start_step = restore_or_init(config, models, manager)
   if chief:  # only now: a run that cannot restore leaves config.json as it was
@@ -423,11 +364,12 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   num_steps = config.train.num_steps
   if start_step >= num_steps:
     logging.info("Already at step %d >= num_steps %d: nothing to train.", start_step, num_steps)
-  dataset = make_train_dataset(config, workdir, source, vocab, start_step).take(
-      max(num_steps - start_step, 0))
+  dataset = data_lib.dataset_for(
+      config, config.data.train_split, vocab, training=True, source=source,
+      cache_dir=workdir_lib.feature_cache_dir(config, workdir), start_step=start_step).take(
+          max(num_steps - start_step, 0))
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
-  writer = MetricWriter(workdir_lib.train_dir(workdir) if hasattr(workdir_lib, "train_dir")
-                        else os.path.join(workdir, "train"), enabled=chief)
+  writer = MetricWriter(workdir_lib.train_dir(workdir), enabled=chief)
   actions = make_actions(config, workdir, chief, worker_dir, vocab, models, manager, writer)
   multi_step = make_multi_step(strategy, make_train_step(config, models))
   try:

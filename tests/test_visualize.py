@@ -247,7 +247,7 @@ def test_step_log_probs_follow_the_prefix(trained, method):
   inputs = visualize._model_inputs(backbone, images)
   _, log_probs = visualize._attention(act, head, inputs, paths, method)
   # pylint: enable=protected-access
-  step = model_lib.CNNRNNStep(head)
+  step = model_lib.head_step(head)
   state = step.initial_state(backbone(inputs))
   prev = tf.fill([2], step.start_id)
   for t in range(3):
