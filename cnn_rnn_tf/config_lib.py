@@ -122,8 +122,9 @@ def default_config() -> ml_collections.ConfigDict:
   train.log_every = 100
   train.checkpoint_every = 1000
   train.max_checkpoints = 3
-  train.eval_every = 0  # evaluate the eval split every this many steps (0: only at the end)
-  train.keep_best = ""  # a metric key ("top3.OF1", "mAP_noninterp"): keep its best checkpoint in best/
+  train.eval_every = 0  # evaluate on data.eval_split every N steps; 0: only at the end; -1: never
+  train.keep_best = ""  # "" off; else a metric key ("top3.OF1", "mAP_noninterp"): best/ keeps its best checkpoint
+  train.fallback_on_corrupt_checkpoint = True  # a corrupt latest checkpoint: warn, resume from the previous one
   return config
 
 
@@ -340,7 +341,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "train.log_every": _int_range(1),
     "train.checkpoint_every": _int_range(1),
     "train.max_checkpoints": _int_range(1),
-    "train.eval_every": _int_range(0),
+    "train.eval_every": _int_range(-1),  # -1: never
     "train.keep_best": _keep_best,
 }
 
