@@ -51,6 +51,7 @@ import benchmarks
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import export_lib
+from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf import workdir as workdir_lib
 
@@ -152,7 +153,7 @@ def export_features(loaded, precision: str, image_bytes) -> tf.Tensor:
   policy = "mixed_bfloat16" if precision == "bfloat16" else None
   backbone = backbones.build_backbone("vgg16", weights=None, policy=policy)
   copy_backbone_weights(loaded, backbone)
-  images = export_lib.decode_images(image_bytes, 224)
+  images = images_lib.decode_batch(image_bytes, 224)
   return tf.cast(backbone(images, training=False), tf.float32)
 
 

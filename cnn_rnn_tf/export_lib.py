@@ -5,16 +5,17 @@ r"""SavedModel export for TF Serving: images in, the beam-search label path out.
 
 or `python -m cnn_rnn_tf.export --workdir=runs/demo --export_base=export/models/cnn_rnn`.
 
-The export reads the workdir only through `cnn_rnn_tf.workdir` (config, labels, models,
-latest checkpoint) and decodes with `inference.predict_from_features`, the function the
-evaluation uses, so served and evaluated predictions are the same computation. Images are
-resized with `backbones.resize_images`, the resize of the data pipeline.
+The export reads the workdir only through `cnn_rnn_tf.workdir` (`load_trained`: config,
+labels, models, and the checkpoint by the rule evaluate uses, `--checkpoint=auto|latest|best|
+<path>`) and decodes with `inference.predict_from_features`, the function the evaluation
+uses, so served and evaluated predictions are the same computation. Images are decoded and
+resized with `images.decode_batch` / `images.resize`, the functions of the data pipeline.
 
 Signatures (one `tf.function` per input kind, explicit `TensorSpec`s; beam search is a
 `tf.while_loop` of plain TF ops: no PyFunc, no custom op, so the TF Serving binary runs it):
 
-  serving_default   image_bytes  string  [batch]          encoded JPEG/PNG/GIF/BMP, any size
-                                                          and channel count
+  serving_default   image_bytes  string  [batch]          encoded JPEG/PNG/GIF/BMP/WebP, any
+                                                          size up to max_pixels, any channels
   predict_images    images       float32 [batch, H, W, 3] RGB in 0..255, any H and W
   predict_features  features     float32 [batch, D]       backbone features (cached ones)
 
@@ -69,7 +70,9 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from cnn_rnn_tf import backbones
+from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import decoding
+from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import inference
 from cnn_rnn_tf import workdir as workdir_lib
 
@@ -85,18 +88,17 @@ LABELS_ASSET = "labels.txt"
 CONFIG_FILE = "config.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 TMP_PREFIX = "tmp-"
-DEFAULT_MAX_PIXELS = 40_000_000
-# Leading bytes of the formats tf.io.decode_image reads: JPEG, PNG, GIF, BMP.
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
 def export(workdir: str, export_base: str, version: int | None = None, *,
            beam_size: int | None = None, max_length: int | None = None,
-           min_length: int | None = None) -> str:
-  """Exports the workdir's latest checkpoint as `<export_base>/<version>`; returns that path.
+           min_length: int | None = None, checkpoint: str = "auto") -> str:
+  """Exports a checkpoint of the workdir as `<export_base>/<version>`; returns that path.
 
   Args:
     workdir: a workdir written by `cnn_rnn_tf.train` (config.json, labels.txt, checkpoints/).
+    checkpoint: "auto" | "latest" | "best" | a checkpoint path: the rule evaluate uses
+      (`workdir.load_trained`): auto = best/ when the run kept one, else the latest.
     export_base: the model base path TF Serving polls; created if missing.
     version: the version folder's number; None takes the next integer (1 for a new base).
     beam_size, max_length, min_length: decoding settings baked into the export; None
@@ -115,6 +117,7 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
         config.decode[name] = int(value)
   if config.decode.beam_size < 1:
     raise ValueError(f"beam_size must be >= 1, got {config.decode.beam_size}.")
+  config_lib.validate(config)  # one line per problem, before anything is written
   decoding.check_lengths(vocab.num_labels, config.decode.max_length, config.decode.min_length)
 
   tf.io.gfile.makedirs(export_base)
@@ -130,9 +133,8 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
     logging.warning("Temp folders of other exports (interrupted, or still running) in %s; "
                     "TF Serving ignores them: %s", export_base, ", ".join(sorted(stale)))
 
-  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
-  checkpoint = workdir_lib.restore_weights(config, workdir, backbone, head)
-
+  trained = workdir_lib.load_trained(workdir, checkpoint)
+  backbone, head, checkpoint = trained.backbone, trained.head, trained.checkpoint_path
   tmp_dir = os.path.join(export_base, f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
   logging.info("Exporting %s (beam %d, lengths %d..%d) to %s via %s.", checkpoint,
                config.decode.beam_size, config.decode.min_length, config.decode.max_length,
@@ -176,7 +178,7 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
                       head: keras.Model) -> None:
   """Writes the SavedModel, its labels asset, config.json and the warmup requests."""
   decode = config.decode
-  max_pixels = int(config.data.get("max_image_pixels", None) or DEFAULT_MAX_PIXELS)
+  max_pixels = int(config.data.get("max_image_pixels", None) or images_lib.DEFAULT_MAX_PIXELS)
   size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
   feature_dim = backbone.output_shape[-1]
   num_labels = len(label_names)
@@ -215,10 +217,11 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
       checks = [assert_finite(images, "images"), assert_pixels(images, max_pixels)]
       with tf.control_dependencies(checks):
         images = tf.identity(images)
-      return decode_features(features_of(backbones.resize_images(images, size)))
+      return decode_features(features_of(images_lib.resize(images, size)))
 
     def from_image_bytes(image_bytes):  # string [B]
-      return decode_features(features_of(decode_images(image_bytes, size, max_pixels)))
+      return decode_features(features_of(
+          images_lib.decode_batch(image_bytes, size, max_pixels=max_pixels)))
 
     archive = keras.export.ExportArchive()
     archive.track(backbone)
@@ -259,33 +262,6 @@ def assert_pixels(images, max_pixels: int):
   return tf.debugging.Assert(pixels <= max_pixels, [tf.strings.format(
       "images: {}x{} = {} pixels > {} per image (the export's max_pixels; resize first).",
       (shape[2], shape[1], pixels, max_pixels))])
-
-
-def decode_images(image_bytes, size: int, max_pixels: int = 40_000_000):
-  """Encoded images string [B] -> float32 [B, size, size, 3] RGB in 0..255.
-
-  Each image is decoded to RGB (grey and RGBA are converted, a GIF gives its first frame)
-  and resized on its own, so a batch may mix sizes and formats. An element that is not a
-  JPEG / PNG / GIF / BMP fails with InvalidArgumentError naming its index.
-  """
-  image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
-
-  def decode_one(args):
-    index, data = args
-    header = tf.strings.substr(data, 0, 4)
-    known = tf.reduce_any(tf.stack([
-        tf.equal(tf.strings.substr(header, 0, len(magic)), magic) for magic in _MAGIC]))
-    check = tf.debugging.Assert(known, [tf.strings.format(
-        "image_bytes[{}] does not decode: not a JPEG, PNG, GIF or BMP image ({} bytes).",
-        (index, tf.strings.length(data)))])
-    with tf.control_dependencies([check]):
-      image = tf.io.decode_image(data, channels=3, expand_animations=False)  # [H, W, 3]
-    image.set_shape([None, None, 3])
-    return backbones.resize_images(image, size)  # [S, S, 3]
-
-  indices = tf.range(tf.shape(image_bytes)[0])
-  return tf.map_fn(decode_one, (indices, image_bytes),
-                   fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
 
 
 def warmup_images(size: int) -> list[list[bytes]]:

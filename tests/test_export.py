@@ -23,6 +23,7 @@ from tensorflow.python.framework import op_def_registry
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import export_lib
+from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import inference
 from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.serving import local
@@ -49,10 +50,7 @@ def loaded(export_dir):
 
 def in_memory(workdir):
   """(features_fn, decode_fn): the in-memory model's path from images to outputs."""
-  config = workdir_lib.load_config(workdir)
-  vocab = workdir_lib.load_vocab(workdir)
-  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
-  workdir_lib.restore_weights(config, workdir, backbone, head)
+  config, vocab, backbone, head, _ = workdir_lib.load_trained(workdir)
   size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
 
   def from_features(features):
@@ -65,7 +63,7 @@ def in_memory(workdir):
     return out
 
   def features_of(images):  # list of [H, W, 3] arrays, any sizes
-    resized = tf.concat([backbones.resize_images(np.asarray(im)[None], size)
+    resized = tf.concat([images_lib.resize(np.asarray(im)[None], size)
                          for im in images], axis=0)
     return backbone(resized, training=False).numpy()
 
@@ -192,8 +190,8 @@ def test_empty_batch_gives_empty_outputs(loaded):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (b"not an image at all", r"image_bytes\[1\] does not decode"),
-    (b"", r"image_bytes\[1\] does not decode"),
+    (b"not an image at all", r"image_bytes\[1\]: not a JPEG, PNG, GIF, BMP or still WebP"),
+    (b"", r"image_bytes\[1\]: "),
     ("truncated_png", "Invalid PNG data"),
 ])
 def test_undecodable_image_fails_the_request(loaded, bad, message):
@@ -342,6 +340,56 @@ def test_libraries_import_no_binary():
           "cnn_rnn_tf.serving.server_lib; assert set(flags.FLAGS) == before, "
           "set(flags.FLAGS) - before")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
+
+
+def test_image_limit_is_built_into_the_export(loaded):
+  """A header over max_pixels (40 M) is refused naming the index and the size, before any
+  decode; predict_images refuses such arrays too."""
+  good = export_fixtures.encoded_images()["rgb.png"]
+  huge = export_fixtures.huge_png(20000, 20000, header_only=True)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"image_bytes\[2\]: image of 20000x20000 = 400000000 pixels .*"
+                           r"over the limit of 40000000"):
+    loaded.signatures["serving_default"](image_bytes=tf.constant([good, good, huge]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="40000001 pixels > 40000000"):
+    loaded.signatures["predict_images"](images=tf.zeros([0, 1, 40_000_001, 3]))
+
+
+_MEMORY_PROBE = textwrap.dedent("""
+    import resource, sys
+    import tensorflow as tf
+    export_dir, good_path, huge_path = sys.argv[1:4]
+    model = tf.saved_model.load(export_dir)
+    fn = model.signatures["serving_default"]
+    good, huge = open(good_path, "rb").read(), open(huge_path, "rb").read()
+    fn(image_bytes=tf.constant([good]))  # warm: graphs built, weights in memory
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    try:
+      fn(image_bytes=tf.constant([good, huge, huge]))
+      print("ANSWERED")
+    except tf.errors.InvalidArgumentError as e:
+      print("REFUSED", e.message.splitlines()[-1][:300])
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print("GROWTH_KB", after - before)
+""")
+
+
+@pytest.mark.slow
+def test_huge_png_costs_under_1gb_of_peak_memory(export_dir, tmp_path):
+  """Issue 13: a 20000x20000 PNG (1.2 GB decoded) through serving_default, peak RSS growth
+  measured in a fresh process (resource.getrusage ru_maxrss), not timed."""
+  good = tmp_path / "good.png"
+  good.write_bytes(export_fixtures.encoded_images()["rgb.png"])
+  huge = tmp_path / "huge.png"
+  huge.write_bytes(export_fixtures.huge_png(20000, 20000))
+  result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, export_dir, str(good),
+                           str(huge)], capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+  assert "REFUSED" in lines and "20000x20000" in lines["REFUSED"], result.stdout
+  growth_mb = int(lines["GROWTH_KB"]) / 1024
+  print(f"peak RSS growth: {growth_mb:.1f} MB")
+  assert growth_mb < 1024, f"peak RSS grew by {growth_mb:.0f} MB"
 
 
 # ---- Slow: subprocesses. ----

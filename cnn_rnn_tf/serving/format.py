@@ -44,11 +44,12 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
+from cnn_rnn_tf import images
 from cnn_rnn_tf import progress
 
 OUTPUT_KEYS = ("labels", "label_names", "num_labels", "path_log_prob", "label_scores")
 NBEST_KEYS = ("paths", "paths_log_prob", "paths_label_names")  # exports since the n-best
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+IMAGE_EXTENSIONS = images.EXTENSIONS  # the formats `images` reads
 OUTPUT_FORMATS = (".csv", ".jsonl")
 _DIGITS = 6  # JSON floats: enough to compare, stable across float32 -> float64 printing
 
@@ -107,12 +108,6 @@ def expand_paths(args: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]
   return paths, failures
 
 
-def read_file(path: str) -> bytes:
-  """The bytes of one file; OSError names the path."""
-  with open(path, "rb") as f:
-    return f.read()
-
-
 def check_batch(images_bytes) -> list[bytes]:
   """A batch of encoded images as a list of bytes; a scalar or a rank-2 array is refused
   with a hint (the signatures take image_bytes string [batch])."""
@@ -143,12 +138,12 @@ def request_inputs(signature: str, images_bytes: Sequence[bytes]) -> list[dict]:
 
 
 def decode_rgb(data: bytes, index: int = 0) -> np.ndarray:
-  """Encoded image -> float32 [H, W, 3] RGB in 0..255, as the export decodes it."""
+  """Encoded image -> float32 [H, W, 3] RGB in 0..255, as the export decodes it
+  (`images.decode_rgb`: format and size limit checked first)."""
   try:
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image = images.decode_rgb(tf.constant(data), name=f"Image {index}")
   except (tf.errors.InvalidArgumentError, ValueError) as e:
-    raise BadInputError(f"Image {index} does not decode as JPEG / PNG / GIF / BMP: "
-                        f"{getattr(e, 'message', e)}") from None
+    raise BadInputError(f"Image {index} does not decode: {images.error_message(e)}") from None
   return image.numpy().astype(np.float32)
 
 
@@ -175,10 +170,10 @@ def predict_paths(predict_fn: Callable[[list], dict], paths: Sequence[str], *,
       names, datas = [], []
       for path in paths[start:start + batch_size]:
         try:
-          datas.append(read_file(path))
+          datas.append(images.read_file(path))
           names.append(path)
-        except OSError as e:
-          failed.append((path, f"cannot read: {e.strerror or e}"))
+        except images.ImageError as e:
+          failed.append((path, str(e)))
       for group in _predict_group(predict_fn, names, datas, failed):
         records.extend(group)
       bar.update(len(paths[start:start + batch_size]))
