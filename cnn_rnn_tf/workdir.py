@@ -55,7 +55,6 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
-from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import vocab as vocab_lib
 
@@ -111,11 +110,6 @@ def feature_cache_dir(config, workdir: str) -> str:
   if cache_dir:
     return cache_dir
   return os.path.join(os.path.dirname(os.path.abspath(workdir)), "feature_cache")
-
-
-def uses_feature_cache(config) -> bool:
-  """Moved to `data.uses_feature_cache`; this name stays until the trainer calls that."""
-  return data_lib.uses_feature_cache(config)
 
 
 # ---------------------------------------------------------------------------------------------
