@@ -41,7 +41,7 @@ def test_default_config_is_valid():
     ({"train__checkpoint_every": 0}, "train.checkpoint_every"),
     ({"train__log_every": 0}, "train.log_every"),
     ({"train__steps_per_loop": 0}, "train.steps_per_loop"),
-    ({"train__eval_every": -1}, "train.eval_every"),
+    ({"train__eval_every": -2}, "train.eval_every"),  # -1 means never
     ({"train__optimizer": "adamw"}, "train.optimizer"),
     ({"train__keep_best": "top3.OF2"}, "train.keep_best"),
     ({"train__momentum": 1.5}, "train.momentum"),
