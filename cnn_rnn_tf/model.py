@@ -4,7 +4,7 @@ Both heads read backbone features I [B, D] (see `backbones.py`); the backbone is
 so that the paper's frozen setting trains on cached features, and `attach_backbone` puts it
 in front of the head when it is fine-tuned or exported.
 
-CNN-RNN (paper section 3.2, NOTES.md):
+CNN-RNN (paper section 3.2, docs/method.md "Model"):
 
     w_t   = U_l[input_ids]                               # [B, T, d]   label embedding
     o(t)  = ReLULSTM(w)                                  # [B, T, 512]
