@@ -38,7 +38,7 @@ from cnn_rnn_tf import export_lib
 from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import report
 from cnn_rnn_tf import train_lib
-from cnn_rnn_tf import visualize
+from cnn_rnn_tf.analysis import output as analysis_output
 from cnn_rnn_tf.data import synthetic_scenes  # pylint: disable=unused-import
 from cnn_rnn_tf.metric_writer import read_jsonl
 
@@ -131,8 +131,9 @@ def run_demo(run_dir: str, seeds=(0, 1, 2), size: str = "full",
                                                                           "per_class.png"))
   report.plot_curves(logs, os.path.join(run_dir, "curves.png"))
   report.plot_predictions(images, rows, os.path.join(run_dir, "predictions.png"))
-  vis = visualize.write_visualizations(first["cnn_rnn"], os.path.join(run_dir, "visualize"),
-                                       images=images[:4])
+  vis = analysis_output.write_visualizations(first["cnn_rnn"],
+                                            os.path.join(run_dir, "visualize"),
+                                            images=images[:4])
   with tf.io.gfile.GFile(os.path.join(run_dir, "summary.json"), "w") as f:
     json.dump({"seeds": list(seeds), "metrics": metrics, "comparison": comparison,
                "exports": exports, "predictions": rows}, f, indent=2)
