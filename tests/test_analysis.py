@@ -11,7 +11,6 @@ binary, no data pipeline.
 
 import json
 import os
-import pathlib
 import re
 
 import keras
@@ -20,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from cnn_rnn_tf import backbones
+from cnn_rnn_tf import demo_config as demo_config_lib
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf import workdir as workdir_lib
@@ -27,19 +27,17 @@ from cnn_rnn_tf.analysis import attention
 from cnn_rnn_tf.analysis import hit_rate
 from cnn_rnn_tf.analysis import neighbours as neighbours_lib
 from cnn_rnn_tf.analysis import output
-from helpers import load_config_file
 
 TOY_LABELS = ("sun", "car", "tree", "person")
 TOY_COLOURS = ((255, 215, 0), (160, 40, 200), (30, 140, 40), (50, 70, 170))
 SIZE = 32
 FAST_STEPS = 100
 SLOW_STEPS = 300
-_DEMO_CONFIG = pathlib.Path(__file__).resolve().parent.parent / "configs" / "demo.py"
 
 
 def demo_config(head: str = "cnn_rnn"):
-  """configs/demo.py's get_config("runlocal"), with `head` set."""
-  config = load_config_file(_DEMO_CONFIG, "runlocal")
+  """The demo config's get_config("runlocal"), with `head` set."""
+  config = demo_config_lib.get_config("runlocal")
   config.model.head = head
   return config
 
