@@ -9,9 +9,13 @@ worker (MultiWorkerMirroredStrategy). `--cpu_devices=N` splits the CPU into N lo
 devices, to try distribution on a laptop.
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from cnn_rnn_tf import config_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)
@@ -26,9 +30,14 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
   runtime.setup(cpu_devices=_CPU_DEVICES.value)
+  try:
+    config_lib.validate(_CONFIG.value)  # before any work or write
+  except config_lib.ConfigError as e:
+    sys.stderr.write(f"FATAL {e}\n")
+    sys.exit(2)
   from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
   train_lib.train(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=config_lib.flags_parser)
