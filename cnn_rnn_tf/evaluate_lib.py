@@ -109,22 +109,10 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
   return result
 
 
-def prediction_masks(head: str, labels: np.ndarray, scores: np.ndarray, num_labels: int):
-  """(top3, all) bool [N, K] per the definitions in the module docstring.
-
-  labels: int [N, L] decoded label ids (cnn_rnn; padded with ids >= num_labels);
-  scores: float [N, K] label scores (bce: probabilities).
-  """
-  if head == "cnn_rnn":
-    return (metrics_lib.path_mask(labels, num_labels, k=3),
-            metrics_lib.path_mask(labels, num_labels))
-  return metrics_lib.top_k_mask(scores, 3, threshold=0.5), scores >= 0.5
-
-
 def metrics_of(config, vocab, pred: dict, split: str) -> dict:
   """The metrics dict of `predict_models`' output (the keys `evaluate` returns)."""
-  top3, every = prediction_masks(config.model.head, pred["labels"], pred["label_scores"],
-                                 vocab.num_labels)
+  top3, every = inference.prediction_masks(config.model.head, pred["labels"],
+                                           pred["label_scores"], vocab.num_labels)
   metrics = metrics_lib.compute_all(pred["y_true"], top3, every, pred["label_scores"],
                                     vocab.names)
   metrics.update(head=config.model.head, split=split, source=config.data.source,

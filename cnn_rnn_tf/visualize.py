@@ -35,6 +35,9 @@ _HIT_RATE_IMAGES = flags.DEFINE_integer(
     "--split (synthetic_scenes workdirs only).")
 _SPLIT = flags.DEFINE_string("split", None, "Split for the images and the hit rate (default: "
                              "the config's data.eval_split).")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", "auto", "auto (the best checkpoint if the run kept one, else the latest) | "
+    "latest | best | a checkpoint path.")
 _PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
                               "Progress bars: auto = on a terminal only.")
 flags.mark_flag_as_required("workdir")
@@ -49,7 +52,8 @@ def main(argv):
       _WORKDIR.value, image_patterns=list(_IMAGES.value or []) + list(argv[1:]),
       out_dir=_OUT_DIR.value, num_neighbours=_NUM_NEIGHBOURS.value, metric=_METRIC.value,
       method=_METHOD.value, num_images=_NUM_IMAGES.value,
-      hit_rate_images=_HIT_RATE_IMAGES.value, split=_SPLIT.value)
+      hit_rate_images=_HIT_RATE_IMAGES.value, split=_SPLIT.value,
+      checkpoint=_CHECKPOINT.value)
   print(f"Wrote {out['markdown']}")
   if out["hit_rate"] is not None:
     r = out["hit_rate"]

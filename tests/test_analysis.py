@@ -114,7 +114,7 @@ def train_toy(workdir: str, num_steps: int):
   for layer in norms:
     layer.momentum = momentum
   checkpoint = workdir_lib.make_checkpoint(config, backbone, head)
-  manager = tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"), 1)
+  manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(workdir), 1)
   manager.save(checkpoint_number=num_steps)
   return workdir, config, vocab, backbone, head
 
@@ -139,7 +139,7 @@ def _cosine(a, b):
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_label_neighbours_sorted_and_exact(trained, metric):
   _, _, vocab, _, head = trained
-  table = model_lib.CNNRNNStep(head).label_embedding.embeddings.numpy()  # [K + 2, d]
+  table = model_lib.head_step(head).label_embedding.embeddings.numpy()  # [K + 2, d]
   out = neighbours_lib.label_neighbours(head, vocab, k=2, metric=metric)
   assert list(out) == list(vocab.names)
   for name, neighbours in out.items():
@@ -173,9 +173,9 @@ def test_joint_neighbours_are_image_projection_vs_label_rows(trained):
   images = np.stack([e["image"] for e in toy_examples(3, seed=5)])
   out = neighbours_lib.joint_neighbours(backbone, head, vocab, images, k=4)
   assert len(out) == 3
-  table = model_lib.CNNRNNStep(head).label_embedding.embeddings.numpy()[:vocab.num_labels]
+  table = model_lib.head_step(head).label_embedding.embeddings.numpy()[:vocab.num_labels]
   features = backbone(backbones.resize_images(images, 32), training=False)
-  embedded = model_lib.CNNRNNStep(head).image_projection(features).numpy()  # [3, d]
+  embedded = model_lib.head_step(head).image_projection(features).numpy()  # [3, d]
   for row, v in zip(out, embedded):
     assert len(row) == 4 and [d for _, d in row] == sorted(d for _, d in row)
     for name, dist in row:
@@ -257,7 +257,7 @@ def test_step_log_probs_follow_the_prefix(trained, method):
   act = attention.activation_model(backbone)
   inputs = attention.model_inputs(backbone, images)
   _, log_probs = attention.attention_and_log_probs(act, head, inputs, paths, method)
-  step = model_lib.CNNRNNStep(head)
+  step = model_lib.head_step(head)
   state = step.initial_state(backbone(inputs))
   prev = tf.fill([2], step.start_id)
   for t in range(3):

@@ -4,8 +4,9 @@
     rows = common.label_rows(head)                     # float32 [K, d], U_l without END/START
     paths = common.predict_paths(head, features, **common.decode_args(config))
 
-The head's layers are reached only through its step function (`model.CNNRNNStep`), never
-looked up by name here.
+The head's layers are reached only through its step function (`model.head_step`), never
+looked up by name here; the workdir is restored by `workdir.load_trained` (its checkpoint
+rule: "auto" = the best checkpoint when the run kept one, else the latest).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def check_vocab(vocab: vocab_lib.LabelVocab, num_rows: int) -> None:
 def step_of(head: keras.Model) -> model_lib.CNNRNNStep:
   """The head's step function (its layers: label embedding, image projection, ...)."""
   check_cnn_rnn(head)
-  return model_lib.CNNRNNStep(head)
+  return model_lib.head_step(head)
 
 
 def num_labels(head: keras.Model) -> int:
@@ -58,16 +59,17 @@ def image_embeddings(head: keras.Model, features) -> np.ndarray:
   return keras.ops.convert_to_numpy(out).astype(np.float32)
 
 
-def load_cnn_rnn(workdir: str):
-  """(config, vocab, backbone, head) of a trained CNN-RNN workdir, weights restored."""
-  config = workdir_lib.load_config(workdir)
-  vocab = workdir_lib.load_vocab(workdir)
-  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
-  if model_lib.head_kind(head) != "cnn_rnn":
-    raise ValueError(f"Workdir {workdir!r} has a {model_lib.head_kind(head)!r} head; "
+def load_cnn_rnn(workdir: str, checkpoint: str = "auto"):
+  """(config, vocab, backbone, head) of a trained CNN-RNN workdir, weights restored.
+
+  `checkpoint`: "auto" | "latest" | "best" | a path (`workdir.load_trained`'s rule).
+  """
+  head_kind = workdir_lib.load_config(workdir).model.head
+  if head_kind != "cnn_rnn":
+    raise ValueError(f"Workdir {workdir!r} has a {head_kind!r} head; "
                      "visualize needs a cnn_rnn head (label embedding, RNN steps).")
-  workdir_lib.restore_weights(config, workdir, backbone, head)
-  return config, vocab, backbone, head
+  trained = workdir_lib.load_trained(workdir, checkpoint)
+  return trained.config, trained.vocab, trained.backbone, trained.head
 
 
 def decode_args(config) -> dict[str, int]:

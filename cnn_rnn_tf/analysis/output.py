@@ -156,7 +156,7 @@ def _write_text(path: str, text: str) -> None:
 def write_visualizations(workdir: str, out_dir: str, images=None,
                          image_paths: Sequence[str] | None = None, num_neighbours: int = 3,
                          metric: str = "cosine", markdown_dir: str | None = None,
-                         method: str = "grad_cam") -> str:
+                         method: str = "grad_cam", checkpoint: str = "auto") -> str:
   """Writes the label neighbours and, per image, neighbours, path and attention PNGs.
 
   Args:
@@ -169,6 +169,7 @@ def write_visualizations(workdir: str, out_dir: str, images=None,
     markdown_dir: the folder the returned Markdown will live in; its links are relative to
       it. Default: the parent of out_dir (the demo's report.md sits beside `visualize/`).
     method: the attention method, one of attention.METHODS (default "grad_cam").
+    checkpoint: "auto" | "latest" | "best" | a path (`workdir.load_trained`'s rule).
 
   Returns:
     A Markdown snippet (### sections, a table, image links). out_dir/visualize.md holds the
@@ -176,7 +177,7 @@ def write_visualizations(workdir: str, out_dir: str, images=None,
   """
   neighbours.check_metric(metric)
   attention.check_method(method)
-  config, vocab, backbone, head = common.load_cnn_rnn(workdir)
+  config, vocab, backbone, head = common.load_cnn_rnn(workdir, checkpoint)
   all_images, sources = _gather_images(images, image_paths)
   tf.io.gfile.makedirs(out_dir)
 
@@ -216,7 +217,8 @@ def write_visualizations(workdir: str, out_dir: str, images=None,
 def visualize_workdir(workdir: str, *, image_patterns: Sequence[str] = (),
                       out_dir: str | None = None, num_neighbours: int = 3,
                       metric: str = "cosine", method: str = "grad_cam", num_images: int = 4,
-                      hit_rate_images: int = 0, split: str | None = None) -> dict[str, Any]:
+                      hit_rate_images: int = 0, split: str | None = None,
+                      checkpoint: str = "auto") -> dict[str, Any]:
   """What `python -m cnn_rnn_tf.visualize` does (its flags are these arguments).
 
   Image files (`image_patterns`: paths or globs) or, without them, the first `num_images`
@@ -239,11 +241,12 @@ def visualize_workdir(workdir: str, *, image_patterns: Sequence[str] = (),
     images = np.stack([e["image"] for e in examples])
   write_visualizations(workdir, out_dir, images=images, image_paths=image_paths,
                        num_neighbours=num_neighbours, metric=metric, markdown_dir=out_dir,
-                       method=method)
+                       method=method, checkpoint=checkpoint)
   out = {"markdown": os.path.join(out_dir, "visualize.md"), "hit_rate": None,
          "hit_rate_file": None}
   if hit_rate_images > 0:
-    out["hit_rate"] = hit_rate.attention_box_hit_rate(workdir, split, hit_rate_images, method)
+    out["hit_rate"] = hit_rate.attention_box_hit_rate(workdir, split, hit_rate_images, method,
+                                                     checkpoint)
     out["hit_rate_file"] = os.path.join(out_dir, "hit_rate.json")
     _write_text(out["hit_rate_file"], json.dumps(out["hit_rate"], indent=2))
   return out
