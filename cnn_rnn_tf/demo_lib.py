@@ -37,6 +37,7 @@ from cnn_rnn_tf import demo_config
 from cnn_rnn_tf import evaluate_lib
 from cnn_rnn_tf import export_lib
 from cnn_rnn_tf import metrics as metrics_lib
+from cnn_rnn_tf import progress
 from cnn_rnn_tf import report
 from cnn_rnn_tf import train_lib
 from cnn_rnn_tf.analysis import output as analysis_output
@@ -133,6 +134,8 @@ def run_demo(run_dir: str, seeds=(0, 1, 2), size: str = "full",
              export_base: str = "export/models", num_grid: int = 8) -> str:
   """Runs the whole demo (four stages, a header printed for each); returns report.md's path."""
   t_start = time.time()
+  if not progress.enabled():
+    tfds.disable_progress_bar()  # TFDS draws its own bars (data generation) otherwise
   tf.io.gfile.makedirs(run_dir)
   backbone_weights, backbone_metrics = _train_backbone(run_dir, size)
   metrics, logs, config = _train_heads(run_dir, seeds, size, backbone_weights, t_start)
