@@ -138,10 +138,6 @@ def _check_name(name):
 
 
 def resize_images(images, size: int):
-  """Any-size RGB images [B, H, W, 3] (or one [H, W, 3]) -> float32 [.., size, size, 3], 0..255.
-
-  The one resize both the data pipeline and the exported SavedModel use (bilinear,
-  aspect ratio not kept), so training and serving see the same pixels.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.image.resize(tf.cast(images, tf.float32), [size, size], method="bilinear")
+  """Kept only until export and visualize switch to `images.resize` (then deleted)."""
+  from cnn_rnn_tf import images as images_lib  # pylint: disable=g-import-not-at-top
+  return images_lib.resize(images, size)

@@ -81,7 +81,8 @@ def default_config() -> ml_collections.ConfigDict:
   data.skip_bad_examples = False  # True: skip and count bad rows/images instead of raising
   data.csv_empty_labels = "error"  # csv: a row without labels is bad data; "keep": a valid example (target END)
   data.check_images = "decode"  # csv: decode each image once per split (catches corrupt files); "header": fast
-  data.max_image_pixels = 40_000_000  # refuse images larger than this (width x height) before decoding
+  data.csv_encoding = "utf-8"  # csv: text encoding of the CSV files (a BOM is skipped); bad bytes name file and line
+  data.max_image_pixels = 40_000_000  # = images.DEFAULT_MAX_PIXELS; larger images (by header) are refused before decoding
   data.shuffle_buffer = 2048
   data.deterministic = False  # True: fixed op order and seeds (reproducible, a bit slower)
   data.augment = False  # random flip + random crop; for fine-tuning the backbone

@@ -4,11 +4,11 @@ import io
 import logging
 import os
 
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
 
+from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import sources
@@ -39,9 +39,8 @@ def write(folder, name, rows, header="image_name,tags"):
 
 
 def source_for(train, evaluation=None, **fields):
-  config = ml_collections.ConfigDict({
-      "source": "csv", "train_csv": train, "eval_csv": evaluation or train,
-      "skip_bad_examples": False, "csv_empty_labels": "error", "check_images": "decode"})
+  config = config_lib.default_config().data
+  config.update(dict(source="csv", train_csv=train, eval_csv=evaluation or train))
   config.update(fields)
   return data_lib.get_source(config)
 
@@ -58,9 +57,17 @@ BAD_TRAIN_ROWS = [
 ]
 
 
+def noise_jpeg(shape=(64, 64, 3)):
+  buf = io.BytesIO()
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, shape, np.uint8)).save(buf, "JPEG")
+  return buf.getvalue()
+
+
 def add_broken_files(folder):
   (folder / "img/garbage.jpg").write_bytes(b"this is not a JPEG at all")
-  (folder / "img/truncated.jpg").write_bytes(jpeg_bytes(shape=(64, 64, 3))[:300])
+  data = noise_jpeg()
+  (folder / "img/truncated.jpg").write_bytes(data[:len(data) // 2])  # cut in the scan data
+  (folder / "img/cut_header.jpg").write_bytes(data[:300])  # cut before the end of its header
 
 
 @pytest.mark.parametrize("name,row,reason,message", BAD_TRAIN_ROWS,
@@ -143,10 +150,11 @@ def test_header_without_the_columns_is_always_an_error(folder):
 def test_header_check_mode(folder):
   add_broken_files(folder)
   train = write(folder, "train.csv", GOOD_ROWS + ["img/garbage.jpg,dog",
-                                                  "img/truncated.jpg,cat"])
+                                                  "img/truncated.jpg,cat",
+                                                  "img/cut_header.jpg,cat"])
   source = source_for(train, check_images="header", skip_bad_examples=True)
   assert source.num_examples("train") == 4  # the truncated JPEG has a valid header
-  assert source.skipped == {"undecodable_image": 1}
+  assert source.skipped == {"undecodable_image": 2}  # no JPEG magic; cut inside the header
   with pytest.raises(ValueError, match="check_images.*'full'"):
     source_for(train, check_images="full")
 

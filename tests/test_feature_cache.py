@@ -8,13 +8,13 @@ import sys
 import textwrap
 import time
 
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
 
 from cnn_rnn_tf import backbones
+from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import feature_cache
@@ -38,9 +38,8 @@ def make_csv(folder, num=len(LABELS)):
 
 
 def make_source(csv_path, **fields):
-  config = ml_collections.ConfigDict({
-      "source": "csv", "train_csv": csv_path, "eval_csv": csv_path, "train_split": "train",
-      "skip_bad_examples": False})
+  config = config_lib.default_config().data
+  config.update(dict(source="csv", train_csv=csv_path, eval_csv=csv_path))
   config.update(fields)
   source = data_lib.get_source(config)
   vocab = vocab_lib.LabelVocab.from_label_sets(source.train_label_sets(),
@@ -201,10 +200,10 @@ def test_killed_writer_leaves_nothing_a_later_run_uses(tmp_path):
   script = textwrap.dedent(f"""
       import os, time
       os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-      import ml_collections
-      from cnn_rnn_tf import backbones, data, vocab as vocab_lib
+      from cnn_rnn_tf import backbones, config_lib, data, vocab as vocab_lib
       from cnn_rnn_tf.data import feature_cache
-      config = ml_collections.ConfigDict(dict(source="csv", train_csv={csv_path!r}))
+      config = config_lib.default_config().data
+      config.update(dict(source="csv", train_csv={csv_path!r}))
       source = data.get_source(config)
       vocab = vocab_lib.LabelVocab.from_label_sets(source.train_label_sets())
       model = backbones.build_backbone("small_cnn", image_size=16)

@@ -7,6 +7,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import pipeline
@@ -26,7 +27,7 @@ class InMemorySource(sources.Source):
   split_names = {"train": "all examples", "test": "all examples"}
 
   def __init__(self, label_sets, images=None, names=("a", "b", "c")):
-    super().__init__({"skip_bad_examples": False})
+    super().__init__(config_lib.default_config().data)
     self._names = list(names)
     self._sets = [tuple(sorted(self._names.index(n) for n in s)) for s in label_sets]
     self._images = images or [png(10 * i) for i in range(len(label_sets))]
@@ -157,15 +158,23 @@ def test_augmentation_is_seeded_by_stream_position():
   assert any(not np.allclose(x, y) for x, y in zip(a, plain))
 
 
-def test_decode_formats():
+def test_images_are_decoded_by_the_images_module_and_errors_name_the_key():
   gray = png(90, shape=(5, 5))
   rgba = png(0, shape=(5, 5, 4))
   buf = io.BytesIO()
   Image.fromarray(np.full((5, 5, 3), 128, np.uint8)).save(buf, format="JPEG")
-  for encoded, value in ((gray, 90), (rgba, 0), (buf.getvalue(), 128)):
-    image = pipeline.decode_and_resize(tf.constant(encoded), 3)
-    assert image.shape == (3, 3, 3) and image.dtype == tf.float32
-    np.testing.assert_allclose(image.numpy(), value, atol=3)
+  source, vocab = make(label_sets=[{"a"}] * 3, images=[gray, rgba, buf.getvalue()])
+  ds = data_lib.image_dataset(source, "train", vocab, image_size=3, batch_size=3,
+                              training=False)
+  image = next(iter(ds))["image"].numpy()
+  assert image.shape == (3, 3, 3, 3)
+  for got, value in zip(image, (90, 0, 128)):
+    np.testing.assert_allclose(got, value, atol=3)
+  # Over the pixel limit: refused from the header, naming the example's key.
+  ds = data_lib.image_dataset(source, "train", vocab, image_size=3, batch_size=3,
+                              training=False, max_pixels=24)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"k0: image of 5x5 = 25 pixels"):
+    next(iter(ds))
 
 
 def test_auto_shard_policy_and_distribution():

@@ -3,13 +3,13 @@
 import contextlib
 import os
 
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import sources
@@ -20,12 +20,9 @@ VOC_LABELS = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "c
 
 
 def data_config(**fields):
-  config = ml_collections.ConfigDict({
-      "source": "csv", "data_dir": None, "manual_dir": None, "train_split": "train",
-      "eval_split": "test", "voc_labels": "labels", "coco_empty_images": "skip",
-      "synthetic_config": "small", "train_csv": "", "eval_csv": "", "image_column": "image_name",
-      "labels_column": "tags", "label_separator": " ", "skip_bad_examples": False,
-      "csv_empty_labels": "error", "check_images": "decode"})
+  """config_lib.default_config().data (every field the sources read) with `fields` set."""
+  config = config_lib.default_config().data
+  config.update(dict(source="csv", synthetic_config="small"))
   config.update(fields)
   return config
 

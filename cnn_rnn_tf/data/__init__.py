@@ -2,6 +2,8 @@
 the feature cache of the frozen backbone.
 
     from cnn_rnn_tf import data as data_lib
+    ds = data_lib.dataset_for(config, "train", vocab, training=True, cache_dir=cache_dir,
+                              start_step=0)      # the one builder: images or cached features
     source = data_lib.get_source(config.data)
     vocab = LabelVocab.from_label_sets(source.train_label_sets(), all_names=source.label_names)
     ds = data_lib.image_dataset(source, "trainval", vocab, image_size=224, batch_size=32,
@@ -10,14 +12,17 @@ the feature cache of the frozen backbone.
                                         cache_dir="/data/feature_cache")
     ds = data_lib.feature_dataset(path, batch_size=64, training=True, seed=0)
 
-See sources.py (splits, label conventions, bad data, offline TFDS), pipeline.py (order of
+See inputs.py (dataset_for, uses_feature_cache), sources.py (splits, label conventions, bad data, offline TFDS), pipeline.py (order of
 operations, resuming, distribution) and feature_cache.py (key, layout, precision).
 """
 
 from cnn_rnn_tf.data import feature_cache
+from cnn_rnn_tf.data import inputs
 from cnn_rnn_tf.data import pipeline
 from cnn_rnn_tf.data import sources
 from cnn_rnn_tf.data.feature_cache import feature_dataset
+from cnn_rnn_tf.data.inputs import dataset_for
+from cnn_rnn_tf.data.inputs import uses_feature_cache
 from cnn_rnn_tf.data.pipeline import image_dataset
 from cnn_rnn_tf.data.sources import BadDataError
 from cnn_rnn_tf.data.sources import get_source

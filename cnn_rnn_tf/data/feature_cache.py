@@ -54,6 +54,8 @@ import numpy as np
 import tensorflow as tf
 
 from cnn_rnn_tf import backbones
+from cnn_rnn_tf import images as images_lib
+from cnn_rnn_tf import progress
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import pipeline
 from cnn_rnn_tf.data import sources as sources_lib
@@ -145,7 +147,8 @@ def build(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
           backbone_name: str, backbone_weights: str | None, image_size: int | None, *,
           cache_dir: str, precision: str = "auto", batch_size: int = 64,
           backbone: Callable | None = None, examples_per_shard: int = 1024,
-          deterministic: bool = True, verbose: int = 1) -> str:
+          deterministic: bool = True, verbose: int = 1,
+          max_pixels: int | None = images_lib.DEFAULT_MAX_PIXELS) -> str:
   """Extracts the features of a split into a cache folder, or finds the complete one.
 
   Args:
@@ -159,7 +162,8 @@ def build(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
       compiled with tf.function, any other callable is called as is. Built only if needed.
     examples_per_shard: records per TFRecord file.
     deterministic: passed to the image pipeline.
-    verbose: 1 shows a progress bar.
+    verbose: 1 shows a progress bar (`progress.bar`: terminals only).
+    max_pixels: the image limit (data.max_image_pixels), see `images.decode_rgb`.
 
   Returns:
     The cache folder.
@@ -180,7 +184,7 @@ def build(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
   os.makedirs(tmp)
   try:
     meta = _extract(source, split, vocab, key, tmp, backbone, backbone_name, backbone_weights,
-                    batch_size, examples_per_shard, deterministic, verbose)
+                    batch_size, examples_per_shard, deterministic, verbose, max_pixels)
     with open(os.path.join(tmp, KEY_FILE), "w") as f:
       f.write(_canonical(key, indent=1))
     with open(os.path.join(tmp, META_FILE), "w") as f:
@@ -200,11 +204,13 @@ def build(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
 
 
 def _extract(source, split, vocab, key, folder, backbone, backbone_name, backbone_weights,
-             batch_size, examples_per_shard, deterministic, verbose) -> dict[str, Any]:
+             batch_size, examples_per_shard, deterministic, verbose,
+             max_pixels) -> dict[str, Any]:
   size = key["image_size"]
   num_examples = source.num_examples(split)
   ds = pipeline.image_dataset(source, split, vocab, image_size=size, batch_size=batch_size,
-                              training=False, deterministic=deterministic)
+                              training=False, deterministic=deterministic,
+                              max_pixels=max_pixels)
   if backbone is None:
     policy = "mixed_bfloat16" if key["precision"] == "bfloat16" else None
     backbone = backbones.build_backbone(backbone_name, weights=backbone_weights,
@@ -216,12 +222,12 @@ def _extract(source, split, vocab, key, folder, backbone, backbone_name, backbon
   else:
     call = lambda images: backbone(images, training=False)
 
-  progbar = keras.utils.Progbar(-(-num_examples // batch_size), verbose=verbose,
-                                unit_name="batch") if verbose else None
+  bar = (progress.bar(total=num_examples, desc=f"features {source.name}/{split}", unit="img")
+         if verbose else None)
   shards, writer, in_shard, written, dim = [], None, 0, 0, None
   start = time.time()
   try:
-    for step, batch in enumerate(ds):
+    for batch in ds:
       features = np.asarray(call(batch["image"]), dtype="<f4")  # [b, D]
       if features.ndim != 2 or features.shape[0] != batch["image"].shape[0]:
         raise ValueError(f"The backbone returned features of shape {features.shape} for "
@@ -238,9 +244,11 @@ def _extract(source, split, vocab, key, folder, backbone, backbone_name, backbon
         writer.write(_example(feature, label, k))
         in_shard += 1
         written += 1
-      if progbar:
-        progbar.update(step + 1)
+      if bar is not None:
+        bar.update(len(labels))
   finally:
+    if bar is not None:
+      bar.close()
     if writer is not None:
       writer.close()
   seconds = time.time() - start

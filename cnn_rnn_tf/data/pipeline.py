@@ -5,10 +5,11 @@
     # {'image': float32 [B, S, S, 3] RGB in 0..255, 'labels': float32 [B, K], 'key': string [B]}
 
 The backbone model does its own preprocessing (see cnn_rnn_tf/backbones.py); this pipeline
-only decodes (JPEG, PNG, GIF, BMP, WebP; grayscale and RGBA become RGB), resizes to S x S
-with `backbones.resize_images` (bilinear, aspect ratio not kept: the resize the exported
-model uses too, so training and serving see the same pixels) and, with `augment`, flips and
-crops.
+only decodes and resizes with `images.decode_rgb` and `images.resize` (JPEG, PNG, GIF, BMP,
+still WebP; grayscale, RGBA and palette become RGB; at most `max_pixels` pixels, checked on
+the header before decoding; bilinear to S x S, aspect ratio not kept: the functions the
+exported model uses too, so training and serving see the same pixels) and, with `augment`,
+flips and crops. An image that fails names its example key in the error.
 
 Order of the operations, and why:
 
@@ -45,11 +46,13 @@ from typing import Callable
 from absl import logging
 import tensorflow as tf
 
-from cnn_rnn_tf import backbones
+from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import sources as sources_lib
 
 # Changes to how images become pixels change the features: the feature cache key has this.
+# (images.decode_rgb + images.resize give the same pixels as the v1 decode_image + float
+# resize did, tests/test_images.py; hence the same identifier and still-valid caches.)
 PREPROCESSING = "decode_image-rgb/backbones.resize_images/v1"
 # Graph-level seed of the per-epoch shuffles (see training_stream).
 _GRAPH_SEED = 20160627
@@ -61,7 +64,8 @@ def image_dataset(source: sources_lib.Source, split: str, vocab: vocab_lib.Label
                   image_size: int, batch_size: int, training: bool, seed: int | None = 0,
                   augment: bool = False, repeat: bool | None = None, start_step: int = 0,
                   drop_remainder: bool | None = None, shuffle_buffer: int = 2048,
-                  deterministic: bool = True) -> tf.data.Dataset:
+                  deterministic: bool = True,
+                  max_pixels: int | None = images_lib.DEFAULT_MAX_PIXELS) -> tf.data.Dataset:
   """Batches of decoded images of one split (see the module docstring).
 
   Args:
@@ -78,6 +82,8 @@ def image_dataset(source: sources_lib.Source, split: str, vocab: vocab_lib.Label
     drop_remainder: drop the last partial batch; default: `training`.
     shuffle_buffer: size of the shuffle buffer (of undecoded images).
     deterministic: False lets parallel decoding reorder elements a little (faster).
+    max_pixels: an image whose header gives more pixels fails before decoding, naming its
+      key (config data.max_image_pixels; the CSV check finds such files up front).
 
   Returns:
     {'image': float32 [B, S, S, 3] in 0..255, 'labels': float32 [B, K], 'key': string [B]}.
@@ -102,10 +108,11 @@ def image_dataset(source: sources_lib.Source, split: str, vocab: vocab_lib.Label
 
   def decode(i, example):
     encoded = source.read_image(example["image"])
+    image = images_lib.decode_rgb(encoded, max_pixels=max_pixels, name=example["key"])
     if augment:
-      image = decode_and_augment(encoded, image_size, tf.stack([tf.cast(seed, tf.int64), i]))
+      image = augment_image(image, image_size, tf.stack([tf.cast(seed, tf.int64), i]))
     else:
-      image = decode_and_resize(encoded, image_size)
+      image = images_lib.resize(image, image_size)
     return {"image": image, "labels": example["labels"], "key": example["key"]}
 
   ds = ds.enumerate(start=skip)  # the element's position in the stream: augmentation seed
@@ -191,24 +198,13 @@ def training_stream(ds: tf.data.Dataset, *, num_examples: int, seed: int | None,
   return epochs.flat_map(one_epoch).skip(offset)
 
 
-def decode_image(encoded: tf.Tensor) -> tf.Tensor:
-  """Encoded JPEG/PNG/GIF/BMP/WebP -> uint8 [H, W, 3] (grayscale and RGBA become RGB)."""
-  image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
-  return tf.ensure_shape(image, [None, None, 3])
-
-
-def decode_and_resize(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
-  """Encoded image -> float32 [S, S, 3] RGB in 0..255 (`backbones.resize_images`)."""
-  return backbones.resize_images(decode_image(encoded), image_size)
-
-
-def decode_and_augment(encoded: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
-  """Encoded image -> float32 [S, S, 3]: resize to S * 8/7, random S x S crop, random flip.
+def augment_image(image: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
+  """uint8 [H, W, 3] -> float32 [S, S, 3]: resize to S * 8/7, random S x S crop, random flip.
 
   `seed` is an int64 [2] tensor; the same seed gives the same crop and flip.
   """
   big = int(round(image_size * _AUGMENT_RESIZE))
-  image = backbones.resize_images(decode_image(encoded), big)  # [S', S', 3]
+  image = images_lib.resize(image, big)  # [S', S', 3]
   seeds = tf.random.experimental.stateless_split(seed, 2)  # [2, 2]
   image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=seeds[0])
   return tf.image.stateless_random_flip_left_right(image, seed=seeds[1])

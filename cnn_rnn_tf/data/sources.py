@@ -72,12 +72,13 @@ rows are left out, counted per reason in `source.skipped` and logged (absl, warn
 the first few of them. A header without the configured columns is always an error.
 
 Image check (`data.check_images`): "decode" (default) decodes every image of the split once,
-in parallel in tf.data (the same `tf.io.decode_image` the pipeline uses), so that a corrupt
-or truncated file is caught before training, not in the middle of it: about 1.5 ms per
-VOC-sized JPEG per core (5000 images: ~4 s on 2 cores). "header" only checks that the file
-exists and starts like a JPEG/PNG/GIF/BMP/WebP (microseconds per file); a file that is
-corrupt after its first bytes then stops training with TensorFlow's decode error, which does
-not name the file. Image files that change after the check are not re-checked.
+in parallel in tf.data (`images.decode_rgb`, the function the pipeline uses), so that a
+corrupt or truncated file is caught before training, not in the middle of it: about 1.5 ms
+per VOC-sized JPEG per core (5000 images: ~4 s on 2 cores). "header" only checks the format
+(magic bytes) and the size in the header (`images.header_shape`; no decode); a file that is
+corrupt after its header then stops training with an error naming its key (the CSV path).
+Both refuse an image over `data.max_image_pixels` (by its header, before decoding) as
+undecodable_image. Image files that change after the check are not re-checked.
 
 ### NUS-WIDE (81 concepts) as a CSV
 
@@ -147,6 +148,8 @@ from absl import logging
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cnn_rnn_tf import images as images_lib
+
 # Reasons an example is skipped; the keys of `Source.skipped`.
 MALFORMED_ROW = "malformed_row"
 EMPTY_LABELS = "empty_labels"
@@ -157,8 +160,6 @@ UNDECODABLE_IMAGE = "undecodable_image"
 LABEL_NOT_IN_VOCAB = "label_not_in_vocab"
 
 _MAX_LISTED_PROBLEMS = 10
-# File signatures that tf.io.decode_image reads (the "header" image check).
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
 
 class BadDataError(ValueError):
@@ -216,7 +217,7 @@ class Source:
 
   def __init__(self, config):
     self.config = config
-    self.skip_bad_examples = bool(_get(config, "skip_bad_examples", False))
+    self.skip_bad_examples = bool(config.skip_bad_examples)
     self._indexes: dict[str, SplitIndex] = {}
     self._skipped: dict[str, dict[str, int]] = {}  # split -> reason -> count
 
@@ -228,7 +229,7 @@ class Source:
 
   @property
   def train_split(self) -> str:
-    return str(_get(self.config, "train_split", "train"))
+    return str(self.config.train_split)
 
   def train_label_sets(self) -> list[set[str]]:
     """One set of label names per example of the training split (`data.train_split`)."""
@@ -299,15 +300,6 @@ class Source:
         + ", ".join(f"{r}={c}" for r, c in sorted(counts.items()))))
 
 
-def _get(config, name: str, default=None):
-  """config.name, or `default` when the field is absent (older configs)."""
-  try:
-    value = config.get(name, default) if hasattr(config, "get") else getattr(config, name)
-  except AttributeError:
-    return default
-  return default if value is None and default is not None else value
-
-
 # ---------------------------------------------------------------------------------------------
 # TFDS sources.
 # ---------------------------------------------------------------------------------------------
@@ -324,8 +316,8 @@ class TfdsSource(Source):
 
   def __init__(self, config):
     super().__init__(config)
-    self.data_dir = _get(config, "data_dir", None)
-    self.manual_dir = _get(config, "manual_dir", None)
+    self.data_dir = config.data_dir
+    self.manual_dir = config.manual_dir
     self._builder = tfds.builder(self.tfds_name, data_dir=self.data_dir)
     self._prepare()
 
@@ -439,7 +431,7 @@ class Voc2007Source(TfdsSource):
   LABEL_FIELDS = ("labels", "labels_no_difficult")
 
   def __init__(self, config):
-    self.label_field = str(_get(config, "voc_labels", "labels"))
+    self.label_field = str(config.voc_labels)
     if self.label_field not in self.LABEL_FIELDS:
       raise ValueError(f"data.voc_labels must be one of {self.LABEL_FIELDS}, "
                        f"got {self.label_field!r}.")
@@ -470,7 +462,7 @@ class Coco2014Source(TfdsSource):
   EMPTY_IMAGES = ("skip", "keep")
 
   def __init__(self, config):
-    self.empty_images = str(_get(config, "coco_empty_images", "skip"))
+    self.empty_images = str(config.coco_empty_images)
     if self.empty_images not in self.EMPTY_IMAGES:
       raise ValueError(f"data.coco_empty_images must be one of {self.EMPTY_IMAGES}, "
                        f"got {self.empty_images!r}.")
@@ -494,7 +486,7 @@ class SyntheticScenesSource(TfdsSource):
 
   def __init__(self, config):
     importlib.import_module("cnn_rnn_tf.data.synthetic_scenes")  # registers the builder
-    self.builder_config = str(_get(config, "synthetic_config", "default"))
+    self.builder_config = str(config.synthetic_config)
     self.tfds_name = f"synthetic_scenes/{self.builder_config}"
     super().__init__(config)
 
@@ -537,13 +529,14 @@ class CsvSource(Source):
 
   def __init__(self, config):
     super().__init__(config)
-    self.train_csv = str(_get(config, "train_csv", "") or "")
-    self.eval_csv = str(_get(config, "eval_csv", "") or "")
-    self.image_column = str(_get(config, "image_column", "image_name"))
-    self.labels_column = str(_get(config, "labels_column", "tags"))
-    self.label_separator = str(_get(config, "label_separator", " "))
-    self.empty_labels = str(_get(config, "csv_empty_labels", "error"))
-    self.check_images = str(_get(config, "check_images", "decode"))
+    self.train_csv = str(config.train_csv or "")
+    self.eval_csv = str(config.eval_csv or "")
+    self.image_column = str(config.image_column)
+    self.labels_column = str(config.labels_column)
+    self.label_separator = str(config.label_separator)
+    self.empty_labels = str(config.csv_empty_labels)
+    self.check_images = str(config.check_images)
+    self.max_pixels = config.max_image_pixels
     if not self.label_separator:
       raise ValueError("data.label_separator must not be empty.")
     if self.empty_labels not in self.EMPTY_LABELS:
@@ -648,7 +641,7 @@ class CsvSource(Source):
     if problems and not self.skip_bad_examples:
       # Fail fast: the image check below can take a while, and these errors stand anyway.
       self._handle_problems(split, problems, f"{path}")
-    undecodable = _check_images([r.path for r in good], self.check_images)
+    undecodable = _check_images([r.path for r in good], self.check_images, self.max_pixels)
     kept = []
     for i, row in enumerate(good):
       if i in undecodable:
@@ -689,27 +682,28 @@ class CsvSource(Source):
             "check_images": self.check_images}
 
 
-def _check_images(paths: Sequence[str], mode: str) -> dict[int, str]:
-  """Index -> error message for each file that is not a decodable image."""
+def _check_images(paths: Sequence[str], mode: str,
+                  max_pixels: int | None) -> dict[int, str]:
+  """Index -> error message for each file that is not a usable image (`images` module).
+
+  "decode": `images.decode_rgb` of every file, in parallel in tf.data; "header": the
+  format and size check only (`images.header_shape`). Either refuses a file over
+  `max_pixels` from its header, without decoding it.
+  """
   if not paths:
     return {}
-  if mode == "header":
-    bad = {}
-    for i, p in enumerate(paths):
-      with open(p, "rb") as f:
-        head = f.read(16)
-      if not (head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")):
-        bad[i] = f"not a JPEG/PNG/GIF/BMP/WebP file (starts with {head[:8]!r})"
-    return bad
 
-  # Full decode in parallel; a failing element is dropped by ignore_errors, so the missing
-  # indices are the bad files. Their messages come from one eager decode each.
-  def decode(i, path):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    return i, tf.shape(image)[0]
+  def check(i, path):
+    data = tf.io.read_file(path)
+    if mode == "header":
+      _, hw = images_lib.header_shape(data, max_pixels=max_pixels, name=path)
+      return i, hw[0]
+    return i, tf.shape(images_lib.decode_rgb(data, max_pixels=max_pixels, name=path))[0]
 
+  # A failing element is dropped by ignore_errors, so the missing indices are the bad files.
+  # Their messages come from one eager check each (the header check runs first: cheap).
   ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(list(paths))))
-  ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+  ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
   ds = ds.ignore_errors().batch(1024)
   ok = set()
   for ids, _ in ds.as_numpy_iterator():
@@ -718,10 +712,11 @@ def _check_images(paths: Sequence[str], mode: str) -> dict[int, str]:
   for i, p in enumerate(paths):
     if i not in ok:
       try:
-        tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False)
-        bad[i] = "decode failed in the parallel check"
+        check(tf.constant(i), tf.constant(p))
+        bad[i] = "the check failed in tf.data but not when repeated"
       except (tf.errors.OpError, ValueError) as e:
-        bad[i] = getattr(e, "message", str(e)).split("[Op:")[0].split("}}")[-1].strip()
+        message = images_lib.error_message(e)
+        bad[i] = message[len(p) + 2:] if message.startswith(p + ": ") else message
   return bad
 
 
@@ -735,7 +730,7 @@ SOURCES = {
 
 def get_source(config) -> Source:
   """The source that `config.source` names, configured by the rest of `config` (config.data)."""
-  name = str(_get(config, "source", ""))
+  name = str(config.source)
   if name not in SOURCES:
     raise ValueError(f"Unknown data.source {name!r}; expected one of {sorted(SOURCES)}.")
   return SOURCES[name](config)

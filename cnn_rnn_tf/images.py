@@ -1,0 +1,304 @@
+"""Images: the one place that reads image files, checks their format and size, decodes and resizes.
+
+    from cnn_rnn_tf import images
+    image = images.decode_rgb(image_bytes, name="image_bytes[3]")   # uint8 [H, W, 3]
+    batch = images.resize(image, 224)                 # float32 [224, 224, 3] in 0..255
+    batch = images.decode_batch(image_bytes, 224)     # string [B] -> float32 [B, 224, 224, 3]
+    array = images.load_rgb("photos/cat.jpg")         # np.uint8 [H, W, 3] (Python side)
+    info = images.read_header(data)                   # ImageHeader(format, height, width)
+
+Used by the data pipeline and the CSV checks (cnn_rnn_tf/data), the export's
+`serving_default`, the serving format, predict and visualize: training and serving see the
+same pixels because they run the same two functions, `decode_rgb` then `resize`.
+
+Formats (one table, `FORMATS`, checked by magic bytes before anything is decoded): JPEG, PNG,
+GIF (first frame), BMP and still WebP (lossy `VP8 `, lossless `VP8L`, extended `VP8X`).
+Animated WebP is refused: TensorFlow 2.21's WebP decoder corrupts the heap on it (a `double
+free` abort seen here), so it is refused by its header flag, before any decode. Grayscale,
+gray+alpha, RGBA and palette images become RGB (alpha dropped, not composited).
+
+Size limit: `max_pixels` (config `data.max_image_pixels`, default `DEFAULT_MAX_PIXELS` = 40
+megapixels) is checked on the width and height read from the header, BEFORE the full decode:
+JPEG with `tf.image.extract_jpeg_shape` (parses the markers up to SOF), the other formats from
+the fixed header fields of `SIZE_FIELDS` (the first 32 bytes: `tf.strings.substr` +
+`tf.io.decode_raw`). A 20000x20000 PNG (1 MB on disk, 1.2 GB decoded) is thus refused in
+microseconds. The decoded uint8 image is resized straight to the target size
+(`tf.image.resize` on uint8 gives float32 at the target size): no full-size float copy.
+Memory per image is bounded by max_pixels * 3 bytes (120 MB at the default), plus GIF frames
+(TensorFlow decodes every frame of a GIF; the header does not say how many).
+
+Errors: TF ops raise `tf.errors.InvalidArgumentError` whose message starts with `name` (e.g.
+"image_bytes[3]" or a file path) and says what was expected or the size found; the Python
+functions raise `ImageError` (a ValueError) naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+# name -> alternatives; an alternative matches when every (offset, bytes) part matches.
+# The ONE magic-byte table of the package (data checks, pipeline, export, serving).
+FORMATS: dict[str, tuple[tuple[tuple[int, bytes], ...], ...]] = {
+    "jpeg": (((0, b"\xff\xd8\xff"),),),
+    "png": (((0, b"\x89PNG\r\n\x1a\n"),),),
+    "gif": (((0, b"GIF87a"),), ((0, b"GIF89a"),)),
+    "bmp": (((0, b"BM"),),),
+    "webp_vp8": (((0, b"RIFF"), (8, b"WEBPVP8 ")),),
+    "webp_vp8l": (((0, b"RIFF"), (8, b"WEBPVP8L")),),
+    "webp_vp8x": (((0, b"RIFF"), (8, b"WEBPVP8X")),),
+}
+FORMAT_NAMES = tuple(FORMATS)
+EXPECTED = "a JPEG, PNG, GIF, BMP or still WebP image"
+# Extensions of the formats above (folders of images: predict, CSV builders).
+EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp")
+
+# Width and height in the header: (offset, num_bytes, byteorder, shift, mask, add, signed).
+# value = ((int at offset) >> shift & mask) + add; signed: negative values taken absolute
+# (a BMP stored top-down has a negative height). JPEG has no fixed place: extract_jpeg_shape.
+_Field = tuple[int, int, str, int, int, int, bool]
+SIZE_FIELDS: dict[str, tuple[_Field, _Field] | None] = {  # (width, height)
+    "jpeg": None,
+    "png": ((16, 4, "big", 0, 0xFFFFFFFF, 0, False), (20, 4, "big", 0, 0xFFFFFFFF, 0, False)),
+    "gif": ((6, 2, "little", 0, 0xFFFF, 0, False), (8, 2, "little", 0, 0xFFFF, 0, False)),
+    "bmp": ((18, 4, "little", 0, 0xFFFFFFFF, 0, True), (22, 4, "little", 0, 0xFFFFFFFF, 0, True)),
+    "webp_vp8": ((26, 2, "little", 0, 0x3FFF, 0, False), (28, 2, "little", 0, 0x3FFF, 0, False)),
+    "webp_vp8l": ((21, 4, "little", 0, 0x3FFF, 1, False), (21, 4, "little", 14, 0x3FFF, 1, False)),
+    "webp_vp8x": ((24, 3, "little", 0, 0xFFFFFF, 1, False), (27, 3, "little", 0, 0xFFFFFF, 1, False)),
+}
+# VP8X flags byte and its animation bit: animated WebP is refused (see the module docstring).
+_WEBP_FLAGS_OFFSET, _WEBP_ANIMATION_BIT = 20, 0x02
+HEADER_BYTES = 32
+
+
+class ImageError(ValueError):
+  """An image file that cannot be used; the message names the file and what was expected."""
+
+
+class ImageHeader(NamedTuple):
+  format: str  # a key of FORMATS
+  height: int
+  width: int
+
+
+# ---------------------------------------------------------------------------------------------
+# TF ops (tf.data, tf.function, SavedModel).
+# ---------------------------------------------------------------------------------------------
+
+
+def _head_bytes(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """The first HEADER_BYTES bytes, zero padded: (string [], int64 [HEADER_BYTES])."""
+  head = tf.strings.substr(image_bytes, 0, HEADER_BYTES)
+  head = tf.strings.substr(tf.strings.join([head, b"\0" * HEADER_BYTES]), 0, HEADER_BYTES)
+  return head, tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)  # [HEADER_BYTES]
+
+
+def _format_index(head: tf.Tensor) -> tf.Tensor:
+  """int32 []: the index into FORMAT_NAMES of the format `head` starts like, or -1."""
+  matches = []
+  for alternatives in FORMATS.values():
+    alt = [tf.reduce_all(tf.stack([tf.equal(tf.strings.substr(head, off, len(magic)), magic)
+                                   for off, magic in parts]))
+           for parts in alternatives]
+    matches.append(tf.reduce_any(tf.stack(alt)))
+  found = tf.where(tf.stack(matches))[:, 0]  # [<= 1]
+  return tf.cast(tf.concat([found, [-1]], axis=0)[0], tf.int32)
+
+
+def _field_value(raw: tf.Tensor, field: _Field) -> tf.Tensor:
+  offset, size, order, shift, mask, add, signed = field
+  value = tf.constant(0, tf.int64)
+  for i in range(size):
+    byte = raw[offset + (size - 1 - i if order == "big" else i)]
+    value += byte * (1 << (8 * i))
+  if signed:
+    value = tf.where(value >= (1 << (8 * size - 1)), (1 << (8 * size)) - value, value)
+  return tf.bitwise.bitwise_and(tf.bitwise.right_shift(value, shift), mask) + add
+
+
+def _as_name(name) -> tf.Tensor:
+  return tf.convert_to_tensor(name, tf.string)
+
+
+def _check(condition: tf.Tensor, message: tf.Tensor) -> tf.Operation | None:
+  """InvalidArgumentError(message) unless `condition`: raised now (eager) or by the op (graph)."""
+  if tf.executing_eagerly():
+    if not bool(condition):
+      raise tf.errors.InvalidArgumentError(None, None, message.numpy().decode("utf-8", "replace"))
+    return None
+  return tf.debugging.Assert(condition, [message], summarize=1)
+
+
+def header_shape(image_bytes: tf.Tensor, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 name="image") -> tuple[tf.Tensor, tf.Tensor]:
+  """Checks format and header size of one encoded image, without decoding it.
+
+  Args:
+    image_bytes: string [] (an encoded image).
+    max_pixels: the most height * width allowed; None: no limit.
+    name: str or string [] that errors start with (an index like "image_bytes[3]", a path).
+
+  Returns:
+    (format index into FORMAT_NAMES int32 [], [height, width] int64 [2]).
+
+  Raises:
+    tf.errors.InvalidArgumentError: unknown format, animated WebP, or too many pixels.
+  """
+  image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+  name = _as_name(name)
+  head, raw = _head_bytes(image_bytes)
+  fmt = _format_index(head)
+  first = tf.strings.reduce_join(tf.strings.as_string(raw[:8]), separator=" ")
+  checks = [_check(fmt >= 0, tf.strings.join([
+      name, ": not ", EXPECTED, " (unknown magic bytes; first bytes: ", first, ")"]))]
+  webp_x = FORMAT_NAMES.index("webp_vp8x")
+  animated = tf.logical_and(
+      tf.equal(fmt, webp_x),
+      tf.not_equal(tf.bitwise.bitwise_and(raw[_WEBP_FLAGS_OFFSET], _WEBP_ANIMATION_BIT), 0))
+  checks.append(_check(tf.logical_not(animated), tf.strings.join([
+      name, ": animated WebP is not supported; expected ", EXPECTED])))
+
+  def fixed(fields):
+    return lambda: tf.stack([_field_value(raw, fields[1]), _field_value(raw, fields[0])])
+
+  branches = [(lambda: tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64))
+              if SIZE_FIELDS[f] is None else fixed(SIZE_FIELDS[f]) for f in FORMAT_NAMES]
+  branches.append(lambda: tf.zeros([2], tf.int64))  # unknown format (already refused)
+  with tf.control_dependencies([c for c in checks if c is not None]):
+    index = tf.where(fmt < 0, len(FORMAT_NAMES), fmt)
+    hw = tf.switch_case(index, branches)  # [2]: height, width
+  if max_pixels is not None:
+    pixels = hw[0] * hw[1]
+    size = tf.strings.join([tf.strings.as_string(hw[1]), "x", tf.strings.as_string(hw[0])])
+    checks = [
+        _check(tf.reduce_all(hw > 0), tf.strings.join([
+            name, ": header says ", size, " pixels (width x height); expected a positive "
+            "size"])),
+        _check(pixels <= int(max_pixels), tf.strings.join([
+            name, ": image of ", size, " = ", tf.strings.as_string(pixels),
+            f" pixels (width x height, from its header) is over the limit of {int(max_pixels)}"
+            " pixels (data.max_image_pixels); refused before decoding"]))]
+    with tf.control_dependencies([c for c in checks if c is not None]):
+      hw = tf.identity(hw)
+  return fmt, hw
+
+
+def decode_rgb(image_bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               name="image") -> tf.Tensor:
+  """One encoded image -> uint8 [H, W, 3] RGB; format and header size checked first.
+
+  Args:
+    image_bytes: string [] (JPEG, PNG, GIF, BMP or still WebP bytes).
+    max_pixels: the most height * width allowed (None: no limit), checked on the header.
+    name: str or string [] naming the image in errors ("image_bytes[3]", a file path).
+
+  Raises:
+    tf.errors.InvalidArgumentError starting with `name`: unknown format, animated WebP,
+    too many pixels; a corrupt body fails in the decoder (TensorFlow's message).
+  """
+  _, hw = header_shape(image_bytes, max_pixels=max_pixels, name=name)
+  with tf.control_dependencies([hw]):
+    image = tf.io.decode_image(image_bytes, channels=0, expand_animations=False,
+                               dtype=tf.uint8)  # [H, W, C], C in 1..4
+  channels = tf.shape(image)[-1]
+  image = tf.cond(channels >= 3, lambda: image[..., :3],
+                  lambda: tf.tile(image[..., :1], [1, 1, 3]))  # [H, W, 3]
+  return tf.ensure_shape(image, [None, None, 3])
+
+
+def resize(images, size: int) -> tf.Tensor:
+  """RGB [..., H, W, 3] (uint8 or float) -> float32 [..., size, size, 3] in 0..255.
+
+  Bilinear, aspect ratio not kept: the one resize of training, extraction and serving. On
+  uint8 input the result is float32 at the target size (no full-size float copy) and equal
+  to resizing the float32 image.
+  """
+  out = tf.image.resize(images, [size, size], method="bilinear")
+  return tf.cast(out, tf.float32) if out.dtype != tf.float32 else out
+
+
+def decode_batch(image_bytes, size: int, *,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+  """string [B] of encoded images -> float32 [B, size, size, 3] in 0..255.
+
+  Errors name the element: "image_bytes[i]: ...". At most max_pixels * 3 bytes of decoded
+  image per element in flight (tf.map_fn, a few in parallel).
+  """
+  image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+  if image_bytes.shape.rank is not None and image_bytes.shape.rank != 1:
+    raise ValueError(f"image_bytes must be a 1-D string tensor [batch] of encoded images, "
+                     f"got shape {image_bytes.shape}.")
+  index = tf.range(tf.shape(image_bytes)[0])
+
+  def one(args):
+    data, i = args
+    name = tf.strings.join(["image_bytes[", tf.strings.as_string(i), "]"])
+    return resize(decode_rgb(data, max_pixels=max_pixels, name=name), size)
+
+  return tf.map_fn(one, (image_bytes, index),
+                   fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Python side (predict, visualize, CSV checks): errors name the file.
+# ---------------------------------------------------------------------------------------------
+
+
+def read_file(path) -> bytes:
+  """The bytes of a file (local or any tf.io.gfile path); ImageError naming it if unreadable."""
+  path = os.fspath(path)
+  try:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      return f.read()
+  except (tf.errors.OpError, OSError) as e:
+    raise ImageError(f"{path}: cannot read the file ({error_message(e)}).") from e
+
+
+def sniff_format(data: bytes) -> str | None:
+  """The FORMATS key `data` starts like, or None."""
+  for fmt, alternatives in FORMATS.items():
+    if any(all(data[off:off + len(magic)] == magic for off, magic in parts)
+           for parts in alternatives):
+      return fmt
+  return None
+
+
+def read_header(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                name: str = "image") -> ImageHeader:
+  """Format and size of encoded image bytes from the header (no decode); ImageError if bad."""
+  try:
+    fmt, hw = header_shape(tf.constant(data), max_pixels=max_pixels, name=name)
+  except tf.errors.OpError as e:
+    raise ImageError(error_message(e)) from e
+  return ImageHeader(FORMAT_NAMES[int(fmt)], int(hw[0]), int(hw[1]))
+
+
+def load_rgb(path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+  """An image file -> np.uint8 [H, W, 3]; ImageError naming the file if it cannot be used."""
+  path = os.fspath(path)
+  data = read_file(path)
+  try:
+    return decode_rgb(tf.constant(data), max_pixels=max_pixels, name=path).numpy()
+  except tf.errors.OpError as e:
+    message = error_message(e)
+    if not message.startswith(path):
+      message = f"{path}: cannot decode ({message}); expected {EXPECTED}"
+    raise ImageError(message) from e
+
+
+def error_message(error: Exception) -> str:
+  """The useful part of a TF error message (no op names, no graph noise): names the image."""
+  text = getattr(error, "message", None) or str(error)
+  text = text.split("[Op:")[0]
+  text = text.split("}}")[-1].strip()
+  if "assertion failed:" in text:
+    text = text.split("assertion failed:", 1)[1].strip()
+    if text.startswith("[") and text.endswith("]"):
+      text = text[1:-1]
+  text = text.split("\n\t [[")[0].split("\n")[0].strip()
+  return text

@@ -1,0 +1,172 @@
+"""cnn_rnn_tf.images: format table, header sizes, the pixel limit before decoding, RGB, resize."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from cnn_rnn_tf import images
+
+
+def encode(array, fmt, **kwargs):
+  buf = io.BytesIO()
+  Image.fromarray(array).save(buf, fmt, **kwargs)
+  return buf.getvalue()
+
+
+def rgb(h=9, w=13, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def png_chunk(kind, payload):
+  return (struct.pack(">I", len(payload)) + kind + payload
+          + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+
+
+def big_gray_png(width, height):
+  """A valid grayscale PNG of width x height, all zero: a small file (zlib), a huge image."""
+  compressor = zlib.compressobj(9)
+  row = b"\0" * (width + 1)  # filter byte + pixels
+  data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+  return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", data)
+          + png_chunk(b"IEND", b""))
+
+
+LOSSLESS = [("PNG", {}), ("BMP", {}), ("WEBP", {"lossless": True})]
+
+
+@pytest.mark.parametrize("fmt,kwargs", LOSSLESS)
+def test_lossless_formats_decode_exactly(fmt, kwargs):
+  array = rgb()
+  out = images.decode_rgb(encode(array, fmt, **kwargs)).numpy()
+  np.testing.assert_array_equal(out, array)
+
+
+@pytest.mark.parametrize("fmt,kwargs,expected", [
+    ("JPEG", {}, "jpeg"), ("PNG", {}, "png"), ("GIF", {}, "gif"), ("BMP", {}, "bmp"),
+    ("WEBP", {}, "webp_vp8"), ("WEBP", {"lossless": True}, "webp_vp8l")])
+def test_header_gives_format_and_size_without_decoding(fmt, kwargs, expected):
+  data = encode(rgb(h=21, w=34), fmt, **kwargs)
+  assert images.read_header(data) == images.ImageHeader(expected, 21, 34)
+  assert images.sniff_format(data) == expected
+
+
+def test_webp_with_alpha_is_vp8x_and_decodes_to_rgb():
+  rgba = np.random.default_rng(1).integers(0, 256, (6, 10, 4), dtype=np.uint8)
+  data = encode(rgba, "WEBP", quality=100)
+  assert images.read_header(data) == images.ImageHeader("webp_vp8x", 6, 10)
+  out = images.decode_rgb(data).numpy()
+  assert out.shape == (6, 10, 3)
+  expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))[..., :3]  # libwebp via PIL
+  assert np.abs(out.astype(int) - expected).max() <= 2
+
+
+def test_grayscale_rgba_palette_become_rgb():
+  gray = rgb()[..., 0]
+  out = images.decode_rgb(encode(gray, "PNG")).numpy()
+  np.testing.assert_array_equal(out, np.stack([gray] * 3, -1))
+  rgba = np.concatenate([rgb(), np.full((9, 13, 1), 7, np.uint8)], -1)
+  np.testing.assert_array_equal(images.decode_rgb(encode(rgba, "PNG")).numpy(), rgba[..., :3])
+  palette = Image.fromarray(rgb()).convert("P", palette=Image.ADAPTIVE, colors=8)
+  buf = io.BytesIO()
+  palette.save(buf, "PNG")
+  out = images.decode_rgb(buf.getvalue()).numpy()
+  np.testing.assert_array_equal(out, np.asarray(palette.convert("RGB")))
+  la = np.stack([gray, np.full_like(gray, 200)], -1)
+  np.testing.assert_array_equal(images.decode_rgb(encode(la, "PNG")).numpy(),
+                                np.stack([gray] * 3, -1))
+
+
+def test_unknown_format_is_refused_naming_the_image():
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"photo\.txt: not a JPEG, PNG"):
+    images.decode_rgb(b"hello, this is text", name="photo.txt")
+  with pytest.raises(tf.errors.InvalidArgumentError, match="img: not a JPEG"):
+    images.decode_rgb(b"", name="img")
+
+
+def test_animated_webp_is_refused_before_decode():
+  frames = [Image.fromarray(rgb(seed=s)) for s in range(3)]
+  buf = io.BytesIO()
+  frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:])
+  with pytest.raises(images.ImageError, match="anim.webp: animated WebP is not supported"):
+    images.read_header(buf.getvalue(), name="anim.webp")
+
+
+def test_header_only_huge_png_is_refused_before_decode():
+  # Only a header (no image data at all): a decode would fail differently.
+  data = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2,
+                                                               0, 0, 0))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"image_bytes\[0\]: image of 20000x20000 = 400000000 pixels.*"
+                           r"over the limit of 40000000"):
+    images.decode_rgb(data, name="image_bytes[0]")
+  with pytest.raises(tf.errors.InvalidArgumentError, match="limit of 1000 pixels"):
+    images.decode_rgb(encode(rgb(h=40, w=30), "JPEG"), max_pixels=1000)
+  assert images.decode_rgb(encode(rgb(h=40, w=25), "JPEG"), max_pixels=1000).shape == (40, 25, 3)
+
+
+def test_real_20000_square_png_is_refused_without_decoding(tmp_path):
+  data = big_gray_png(20000, 20000)
+  assert len(data) < 2_000_000  # a small file ...
+  path = tmp_path / "huge.png"
+  path.write_bytes(data)
+  assert images.read_header(data, max_pixels=None) == images.ImageHeader("png", 20000, 20000)
+  with pytest.raises(images.ImageError, match=r"huge\.png: image of 20000x20000.*over the limit"):
+    images.load_rgb(path)  # ... refused in the header check: no 1.2 GB decode
+
+
+def test_bmp_top_down_negative_height():
+  data = bytearray(encode(rgb(h=5, w=6), "BMP"))
+  height = struct.unpack_from("<i", data, 22)[0]
+  struct.pack_into("<i", data, 22, -height)
+  assert images.read_header(bytes(data)) == images.ImageHeader("bmp", 5, 6)
+
+
+def test_decode_in_a_graph_and_in_tf_data():
+  good, bad = encode(rgb(), "PNG"), b"GIF89a-truncated"
+  ds = tf.data.Dataset.from_tensor_slices(([good, bad], ["a.png", "b.gif"]))
+  ds = ds.map(lambda b, n: tf.shape(images.decode_rgb(b, name=n)))
+  it = iter(ds)
+  assert list(next(it).numpy()) == [9, 13, 3]
+  with pytest.raises(tf.errors.InvalidArgumentError, match="b.gif"):
+    next(it)
+
+
+def test_resize_uint8_equals_float_resize():
+  array = rgb(h=37, w=53)[None]
+  out = images.resize(array, 16)
+  assert out.dtype == tf.float32 and out.shape == (1, 16, 16, 3)
+  np.testing.assert_array_equal(out.numpy(),
+                                tf.image.resize(tf.cast(array, tf.float32), [16, 16]).numpy())
+  assert images.resize(array[0], 8).shape == (8, 8, 3)
+
+
+def test_decode_batch_names_the_bad_index():
+  good = encode(rgb(), "JPEG")
+  out = images.decode_batch([good, encode(rgb(h=3, w=4), "PNG")], 8)
+  assert out.shape == (2, 8, 8, 3) and out.dtype == tf.float32
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\]: not a JPEG"):
+    images.decode_batch([good, b"nonsense bytes"], 8)
+  fn = tf.function(lambda b: images.decode_batch(b, 8, max_pixels=100),
+                   input_signature=[tf.TensorSpec([None], tf.string)])
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\]: image of 13x9"):
+    fn(tf.constant([encode(rgb(h=3, w=4), "PNG"), good]))
+  with pytest.raises(ValueError, match="1-D string tensor"):
+    images.decode_batch(tf.constant(good), 8)
+
+
+def test_load_rgb_names_missing_and_corrupt_files(tmp_path):
+  with pytest.raises(images.ImageError, match="nope.jpg: cannot read"):
+    images.load_rgb(tmp_path / "nope.jpg")
+  path = tmp_path / "cut.jpg"
+  path.write_bytes(encode(rgb(h=64, w=64), "JPEG")[:200])
+  with pytest.raises(images.ImageError, match="cut.jpg"):
+    images.load_rgb(path)
+  path = tmp_path / "ok.png"
+  path.write_bytes(encode(rgb(), "PNG"))
+  np.testing.assert_array_equal(images.load_rgb(path), rgb())
