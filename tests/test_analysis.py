@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import demo_config as demo_config_lib
+from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf import workdir as workdir_lib
@@ -174,7 +175,7 @@ def test_joint_neighbours_are_image_projection_vs_label_rows(trained):
   out = neighbours_lib.joint_neighbours(backbone, head, vocab, images, k=4)
   assert len(out) == 3
   table = model_lib.head_step(head).label_embedding.embeddings.numpy()[:vocab.num_labels]
-  features = backbone(backbones.resize_images(images, 32), training=False)
+  features = backbone(images_lib.resize(images, 32), training=False)
   embedded = model_lib.head_step(head).image_projection(features).numpy()  # [3, d]
   for row, v in zip(out, embedded):
     assert len(row) == 4 and [d for _, d in row] == sorted(d for _, d in row)
@@ -187,7 +188,7 @@ def test_joint_neighbours_are_image_projection_vs_label_rows(trained):
 
 def test_activation_model_small_cnn(trained):
   _, _, _, backbone, _ = trained
-  x = backbones.resize_images(np.stack([e["image"] for e in toy_examples(2, seed=3)]), 32)
+  x = images_lib.resize(np.stack([e["image"] for e in toy_examples(2, seed=3)]), 32)
   conv, features = attention.activation_model(backbone)(x)
   assert conv.shape == (2, 4, 4, 128)  # 32 / 2^3
   np.testing.assert_allclose(features.numpy(), backbone(x).numpy(), rtol=1e-5, atol=1e-5)
@@ -384,5 +385,5 @@ def test_visualize_workdir_globs_files_and_returns_paths(trained, tmp_path):
   records = json.loads(open(os.path.join(workdir, "visualize", "images.json")).read())["images"]
   assert [r["source"] for r in records] == ["photo0.png", "photo1.png"]
   assert all(len(r["joint_neighbours"]) == 1 for r in records)
-  with pytest.raises(FileNotFoundError, match="missing.png"):
+  with pytest.raises(images_lib.ImageError, match="missing.png"):
     output.visualize_workdir(workdir, image_patterns=[str(tmp_path / "missing.png")])

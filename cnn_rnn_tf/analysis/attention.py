@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnn_rnn_tf import backbones
+from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.analysis import common
 
@@ -99,11 +100,11 @@ def model_inputs(backbone: keras.Model, images) -> tf.Tensor:
         raise ValueError(f"Image {i} must be [H, W, 3] RGB, got shape {np.shape(image)}.")
     if not images:
       return tf.zeros([0, size, size, 3], tf.float32)
-    return tf.concat([backbones.resize_images(np.asarray(im)[None], size) for im in images], 0)
+    return tf.concat([images_lib.resize(np.asarray(im)[None], size) for im in images], 0)
   images = np.asarray(images)
   if images.ndim != 4 or images.shape[-1] != 3:
     raise ValueError(f"images must be [N, H, W, 3] RGB, got shape {images.shape}.")
-  return backbones.resize_images(images, size)  # [N, S, S, 3]
+  return images_lib.resize(images, size)  # [N, S, S, 3]
 
 
 def conv_and_features(act_model: keras.Model, inputs: tf.Tensor):

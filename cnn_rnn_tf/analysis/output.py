@@ -24,22 +24,12 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 import tensorflow as tf
 
+from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.analysis import attention
 from cnn_rnn_tf.analysis import common
 from cnn_rnn_tf.analysis import hit_rate
 from cnn_rnn_tf.analysis import neighbours
-
-
-def read_image(path: str) -> np.ndarray:
-  """An image file (PNG, JPEG, GIF, BMP) -> uint8 [H, W, 3] RGB; errors name the file."""
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"Image file {path!r} does not exist.")
-  try:
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-  except tf.errors.InvalidArgumentError as e:
-    raise ValueError(f"Could not decode image file {path!r}: {e.message}") from None
-  return image.numpy()
 
 
 def _slug(name: str) -> str:
@@ -118,7 +108,7 @@ def _gather_images(images, image_paths) -> tuple[list[np.ndarray], list[str]]:
     all_images += [np.asarray(im) for im in images]
     sources += [f"images[{i}]" for i in range(len(images))]
   for path in image_paths or ():
-    all_images.append(read_image(path))
+    all_images.append(images_lib.load_rgb(path))  # errors name the file
     sources.append(os.path.basename(path))
   return all_images, sources
 
