@@ -122,8 +122,9 @@ def default_config() -> ml_collections.ConfigDict:
   train.log_every = 100
   train.checkpoint_every = 1000
   train.max_checkpoints = 3
-  train.eval_every = 0  # evaluate the eval split every this many steps (0: only at the end)
-  train.keep_best = ""  # a metric key ("top3.OF1", "mAP_noninterp"): keep its best checkpoint in best/
+  train.eval_every = 0  # evaluate on data.eval_split every N steps; 0: only at the end; -1: never
+  train.keep_best = ""  # "" off; else a metric key ("top3.OF1", "mAP_noninterp"): best/ keeps its best checkpoint
+  train.fallback_on_corrupt_checkpoint = True  # a corrupt latest checkpoint: warn, resume from the previous one
   return config
 
 
@@ -264,6 +265,15 @@ def _checkpoint_path(value):
   return "is neither a checkpoint prefix (<path>.index) nor a folder of checkpoints"
 
 
+def _encoding(value):
+  import codecs  # pylint: disable=g-import-not-at-top
+  try:
+    codecs.lookup(value)
+  except LookupError:
+    return "is not a text encoding Python knows (e.g. 'utf-8', 'latin-1')"
+  return None
+
+
 def _activation(value):
   if value in ("relu", "linear", "tanh", "sigmoid", "elu", "gelu", "swish", "softplus"):
     return None
@@ -303,6 +313,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.csv_empty_labels": _one_of("error", "keep"),
     "data.check_images": _one_of("decode", "header"),
     "data.max_image_pixels": _int_range(1),
+    "data.csv_encoding": _encoding,
     "data.shuffle_buffer": _int_range(1),
     "data.precision": _one_of(*PRECISIONS),
     "data.manual_dir": _existing_path,
@@ -330,7 +341,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "train.log_every": _int_range(1),
     "train.checkpoint_every": _int_range(1),
     "train.max_checkpoints": _int_range(1),
-    "train.eval_every": _int_range(0),
+    "train.eval_every": _int_range(-1),  # -1: never
     "train.keep_best": _keep_best,
 }
 

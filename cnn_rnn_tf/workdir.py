@@ -55,6 +55,7 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
+from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import vocab as vocab_lib
 
@@ -119,11 +120,8 @@ def feature_cache_dir(config, workdir: str) -> str:
 
 
 def uses_feature_cache(config) -> bool:
-  """The paper's frozen setting: train the head on cached backbone features.
-
-  Kept for callers not yet on `data.uses_feature_cache` (its new home).
-  """
-  return not config.model.train_backbone and config.data.cache_features
+  """Moved to `data.uses_feature_cache`; this name stays until the trainer calls that."""
+  return data_lib.uses_feature_cache(config)
 
 
 # ---------------------------------------------------------------------------------------------
