@@ -17,7 +17,8 @@ knows the model, not the trainer):
   serving/      gRPC PredictionService client; a test stand-in server
   analysis/     label / joint-space neighbours, per-step attention maps, box hit rate
                 (binary: cnn_rnn_tf.visualize)
-  demo_lib      the demo (binary: cnn_rnn_tf.demo) and `report`, its figures
+  demo_lib      the demo (binary: cnn_rnn_tf.demo), `demo_config` its config, `report` its
+                figures
   config_lib    the default config; workdir: a workdir's files -> models; inference: decoding
 """
 
