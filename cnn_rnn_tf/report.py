@@ -96,9 +96,11 @@ def plot_per_class(metrics_by_head: dict[str, dict], path: str) -> None:
 
 
 def plot_curves(logs_by_head: dict[str, list[dict]], path: str) -> None:
-  """Training loss against step, one line per head (and seed)."""
+  """Training loss against step, one line per head (and seed); records without a "loss"
+  (the evaluation points of `train.eval_every`) are skipped."""
   fig, ax = plt.subplots(figsize=(7, 4))
   for head, records in logs_by_head.items():
+    records = [r for r in records if "loss" in r]  # log.jsonl also holds evaluation points
     if records:
       ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=head)
   ax.set_xlabel("step")

@@ -77,7 +77,7 @@ def test_plots_write_png_files(tmp_path):
   report.plot_per_class({"cnn_rnn": fake_metrics(0.5), "bce": fake_metrics(0.7)},
                         str(tmp_path / "per_class.png"))
   logs = {"cnn_rnn seed 0": [{"step": s, "loss": 10.0 / s} for s in (1, 2, 3)],
-          "bce seed 0": []}
+          "bce seed 0": [{"step": 3, "eval/top3/OF1": 0.5}]}  # an evaluation point only
   report.plot_curves(logs, str(tmp_path / "curves.png"))
   images = np.random.default_rng(0).integers(0, 255, [5, 16, 16, 3]).astype(np.uint8)
   rows = [{"truth": "a b", "cnn_rnn": "a", "bce": "(none)"}] * 5
