@@ -51,6 +51,7 @@ import benchmarks
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import export_lib
+from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf import workdir as workdir_lib
 
@@ -81,7 +82,7 @@ def make_workdir(path: str, num_labels: int, head_scale: float, seed: int = 0):
   config.model.backbone_weights = None  # random: same speed, nothing to download
   vocab = vocab_lib.LabelVocab([f"label_{i:02d}" for i in range(num_labels)])
   workdir_lib.save_config(config, path)
-  vocab.save(os.path.join(path, "labels.txt"))
+  vocab.save(workdir_lib.labels_path(path))
   _, head = workdir_lib.build_models(config, num_labels)
   if head_scale:
     rng = np.random.default_rng(seed)
@@ -91,7 +92,7 @@ def make_workdir(path: str, num_labels: int, head_scale: float, seed: int = 0):
       weights.append(rng.normal(0, std, w.shape).astype(w.dtype))
     head.set_weights(weights)
   checkpoint = workdir_lib.make_checkpoint(config, None, head)  # frozen: head only
-  tf.train.CheckpointManager(checkpoint, os.path.join(path, "checkpoints"),
+  tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(path),
                              max_to_keep=1).save(checkpoint_number=1)
   return config, vocab
 
@@ -139,13 +140,10 @@ def write_variant(variant_dir: str, workdir: str, export_dir: str, precision: st
   """The exported model again, its backbone computing in `precision`: the workdir's head and
   config (decode.min_length replaced if given), the export's (random) backbone weights,
   written by `export_lib.write_saved_model`."""
-  config = workdir_lib.load_config(workdir)
-  vocab = workdir_lib.load_vocab(workdir)
+  policy = "mixed_bfloat16" if precision == "bfloat16" else None
+  config, vocab, backbone, head, _ = workdir_lib.load_trained(workdir, "latest", policy=policy)
   if min_length is not None:
     config.decode.min_length = min_length
-  policy = "mixed_bfloat16" if precision == "bfloat16" else None
-  backbone, head = workdir_lib.build_models(config, vocab.num_labels, policy=policy)
-  workdir_lib.restore_weights(config, workdir, backbone, head)
   copy_backbone_weights(tf.saved_model.load(export_dir), backbone)
   export_lib.write_saved_model(variant_dir, config, vocab.names, backbone, head)
 
@@ -155,7 +153,7 @@ def export_features(loaded, precision: str, image_bytes) -> tf.Tensor:
   policy = "mixed_bfloat16" if precision == "bfloat16" else None
   backbone = backbones.build_backbone("vgg16", weights=None, policy=policy)
   copy_backbone_weights(loaded, backbone)
-  images = export_lib.decode_images(image_bytes, 224)
+  images = images_lib.decode_batch(image_bytes, 224)
   return tf.cast(backbone(images, training=False), tf.float32)
 
 

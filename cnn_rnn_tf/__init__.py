@@ -15,8 +15,10 @@ knows the model, not the trainer):
   export_lib    SavedModel export for TF Serving (binary: cnn_rnn_tf.export)
   predict       local predictions through tf.saved_model.load (binary)
   serving/      gRPC PredictionService client; a test stand-in server
-  visualize     label / joint-space neighbours, per-step attention maps (binary)
-  demo_lib      the demo (binary: cnn_rnn_tf.demo) and `report`, its figures
+  analysis/     label / joint-space neighbours, per-step attention maps, box hit rate
+                (binary: cnn_rnn_tf.visualize)
+  demo_lib      the demo (binary: cnn_rnn_tf.demo), `demo_config` its config, `report` its
+                figures
   config_lib    the default config; workdir: a workdir's files -> models; inference: decoding
 """
 

@@ -1,25 +1,67 @@
-"""The default configuration, in the package so that any config file can start from it.
+"""The default configuration, its checks, and the config flag of the binaries.
 
-Config files (`configs/*.py`, or your own anywhere) do:
+Config files (`configs/*.py`, or your own anywhere) start from the defaults and change only
+what differs, each with a one-line why:
 
     from cnn_rnn_tf import config_lib
 
     def get_config(arg=None):
       config = config_lib.default_config()
-      config.data.source = "csv"
+      config.data.source = "csv"  # your own images
       return config
 
 and are loaded by the binaries with `--config=path/to/file.py`, overridden with
-`--config.a.b=value`. The resolved config is saved into every workdir and export.
+`--config.a.b=value`. Every binary checks the config before any work:
+
+    config_lib.validate(config)     # raises ConfigError, one line per problem
+
+Optional paths (`PATH_FIELDS`): None, "None", "none" and "" all mean "not set";
+`validate` (and `canonical`) turn them into None, so `--config.model.backbone_weights=None`
+works as documented. `resolve_paths` makes the set ones absolute: a workdir's config.json
+holds absolute paths, so evaluate and export work from any folder.
+
+An unknown `--config.x` field or a bad value on the command line gives one line, not a
+traceback, when the binary runs `app.run(main, flags_parser=config_lib.flags_parser)`.
 """
 
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import sys
+from typing import Any, Callable
+
 import ml_collections
+
+# Choices of the enum fields. Each is the library's own list (tests/test_config_lib.py checks
+# they agree); repeated here so that checking a config does not import TensorFlow.
+SOURCES = ("voc2007", "coco2014", "csv", "synthetic_scenes")
+HEADS = ("cnn_rnn", "bce")
+BACKBONES = ("vgg16", "small_cnn")
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+PRECISIONS = ("auto", "on", "off")
+
+# Optional path fields: None / "None" / "none" / "" all mean not set.
+PATH_FIELDS = ("data.data_dir", "data.manual_dir", "data.cache_dir", "data.train_csv",
+               "data.eval_csv", "train.init_checkpoint", "model.backbone_weights")
+# Values of model.backbone_weights that are not files.
+NAMED_WEIGHTS = ("imagenet",)
+_NONE_STRINGS = ("", "none", "None", "NONE", "null")
+
+
+class ConfigError(ValueError):
+  """A config that must not be run; the message has one line per problem."""
+
+  def __init__(self, problems):
+    self.problems = list(problems)
+    super().__init__("Invalid config:\n" + "\n".join(f"  {p}" for p in self.problems))
 
 
 def default_config() -> ml_collections.ConfigDict:
   """Every field the library reads, with its default and a one-line why."""
   config = ml_collections.ConfigDict()
-  config.seed = 0
+  config.seed = 0  # weights, dropout and the training data order
 
   # ---- Data: cnn_rnn_tf.data ----
   config.data = data = ml_collections.ConfigDict()
@@ -30,12 +72,12 @@ def default_config() -> ml_collections.ConfigDict:
   data.eval_split = "test"
   data.voc_labels = "labels"  # voc2007: "labels" (any instance) or "labels_no_difficult"
   data.coco_empty_images = "skip"  # coco2014: images without objects: "skip" (counted) or "keep" (empty label set)
-  data.synthetic_config = "default"  # synthetic_scenes builder config
-  data.train_csv = ""
-  data.eval_csv = ""
-  data.image_column = "image_name"
-  data.labels_column = "tags"
-  data.label_separator = " "
+  data.synthetic_config = "default"  # synthetic_scenes builder config: "default" (64x64) | "small" (32x32)
+  data.train_csv = ml_collections.FieldReference(None, field_type=str)  # csv: the training CSV
+  data.eval_csv = ml_collections.FieldReference(None, field_type=str)  # csv: the evaluation CSV
+  data.image_column = "image_name"  # csv: header of the image path column (Planet style)
+  data.labels_column = "tags"  # csv: header of the labels column
+  data.label_separator = " "  # csv: between the labels of one row
   data.skip_bad_examples = False  # True: skip and count bad rows/images instead of raising
   data.csv_empty_labels = "error"  # csv: a row without labels is bad data; "keep": a valid example (target END)
   data.check_images = "decode"  # csv: decode each image once per split (catches corrupt files); "header": fast
@@ -53,7 +95,7 @@ def default_config() -> ml_collections.ConfigDict:
   model.head = "cnn_rnn"  # cnn_rnn | bce (the paper's binary cross-entropy baseline)
   model.backbone = "vgg16"  # vgg16 | small_cnn
   model.backbone_weights = ml_collections.FieldReference("imagenet", field_type=str)  # imagenet | None | path
-  model.image_size = 224
+  model.image_size = 224  # vgg16's fc layers fix 224
   model.train_backbone = False  # the paper keeps the CNN frozen; True fine-tunes it
   model.embedding_dim = 64  # d, the joint space (paper: 64)
   model.lstm_units = 512  # ReLU-LSTM units (paper: 512)
@@ -64,7 +106,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   # ---- Decoding: cnn_rnn_tf.decoding ----
   config.decode = decode = ml_collections.ConfigDict()
-  decode.beam_size = 3
+  decode.beam_size = 3  # the paper's beam
   decode.max_length = 10  # at most this many labels per image
   decode.min_length = 0  # END is masked until this many labels (paper: k on NUS-WIDE, 0 on COCO)
 
@@ -80,4 +122,464 @@ def default_config() -> ml_collections.ConfigDict:
   train.log_every = 100
   train.checkpoint_every = 1000
   train.max_checkpoints = 3
+  train.eval_every = 0  # evaluate on data.eval_split every N steps; 0: only at the end; -1: never
+  train.keep_best = ""  # "" off; else a metric key ("top3.OF1", "mAP_noninterp"): best/ keeps its best checkpoint
+  train.fallback_on_corrupt_checkpoint = True  # a corrupt latest checkpoint: warn, resume from the previous one
   return config
+
+
+def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a config for a laptop or a test: the small CNN trained end to end, a few steps.
+
+  No pretrained weights are needed (the small CNN trains from scratch with the head, so
+  nothing frozen and unsaved has to be rebuilt later); the data source stays the variant's.
+  """
+  config.model.backbone = "small_cnn"  # no ImageNet weights to fetch
+  config.model.backbone_weights = None
+  config.model.train_backbone = True  # a random frozen CNN could not be rebuilt: train it
+  config.model.image_size = 32
+  config.model.embedding_dim = 16
+  config.model.lstm_units = 32
+  config.data.cache_features = False  # the backbone changes every step
+  config.data.synthetic_config = "small"
+  config.train.batch_size = 8
+  config.train.num_steps = 4
+  config.train.log_every = 2
+  config.train.checkpoint_every = 2
+  return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional paths.
+# ---------------------------------------------------------------------------------------------
+
+
+def optional_path(value: Any) -> str | None:
+  """None for an unset optional path (None, "None", "none", ""), else the string."""
+  if value is None:
+    return None
+  value = str(value).strip()
+  return None if value in _NONE_STRINGS else value
+
+
+def _get(config, dotted: str, default=None):
+  node = config
+  for part in dotted.split("."):
+    if not hasattr(node, "keys") or part not in node.keys():
+      return default
+    node = node[part]
+  return node
+
+
+def _set(config, dotted: str, value) -> None:
+  *parents, last = dotted.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  node[last] = value
+
+
+def canonical(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Sets every unset optional path field (None, "None", "none", "") to None, in place."""
+  for field in PATH_FIELDS:
+    if _get(config, field, _MISSING) is _MISSING:
+      continue
+    value = optional_path(_get(config, field))
+    if value != _get(config, field):
+      _set(config, field, value)
+  return config
+
+
+def _is_local(path: str) -> bool:
+  return "://" not in path
+
+
+def resolve_paths(config: ml_collections.ConfigDict,
+                  base: str | None = None) -> ml_collections.ConfigDict:
+  """A copy with unset paths as None and set local paths absolute (against `base` or cwd)."""
+  config = canonical(ml_collections.ConfigDict(config.to_dict()))
+  base = os.path.abspath(base or os.getcwd())
+  for field in PATH_FIELDS:
+    value = _get(config, field)
+    if value is None or not _is_local(value):
+      continue
+    if field == "model.backbone_weights" and value in NAMED_WEIGHTS:
+      continue
+    _set(config, field, os.path.normpath(os.path.join(base, os.path.expanduser(value))))
+  return config
+
+
+# ---------------------------------------------------------------------------------------------
+# validate.
+# ---------------------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _int_range(lo=None, hi=None):
+  def check(value):
+    if lo is not None and value < lo:
+      return f"must be >= {lo}"
+    if hi is not None and value > hi:
+      return f"must be <= {hi}"
+    return None
+  return check
+
+
+def _positive_finite(value):
+  if not math.isfinite(value) or value <= 0:
+    return "must be a positive finite number"
+  return None
+
+
+def _fraction(value):  # 0 <= value < 1
+  if not 0 <= value < 1:
+    return "must be in [0, 1)"
+  return None
+
+
+def _one_of(*choices):
+  def check(value):
+    if value not in choices:
+      return f"must be one of {choices}"
+    return None
+  return check
+
+
+def _nonempty(value):
+  return None if value else "must not be empty"
+
+
+def _existing_path(value):
+  if value is not None and _is_local(value) and not os.path.exists(os.path.expanduser(value)):
+    return "does not exist"
+  return None
+
+
+def _checkpoint_path(value):
+  if value is None or not _is_local(value):
+    return None
+  path = os.path.expanduser(value)
+  if os.path.isdir(path) or os.path.exists(path + ".index"):
+    return None
+  return "is neither a checkpoint prefix (<path>.index) nor a folder of checkpoints"
+
+
+def _encoding(value):
+  import codecs  # pylint: disable=g-import-not-at-top
+  try:
+    codecs.lookup(value)
+  except LookupError:
+    return "is not a text encoding Python knows (e.g. 'utf-8', 'latin-1')"
+  return None
+
+
+def _activation(value):
+  if value in ("relu", "linear", "tanh", "sigmoid", "elu", "gelu", "swish", "softplus"):
+    return None
+  import keras  # pylint: disable=g-import-not-at-top
+  try:
+    keras.activations.get(value)
+  except (ValueError, TypeError):
+    return "is not a Keras activation name"
+  return None
+
+
+def _keep_best(value):
+  if not value:
+    return None
+  settings = ("top3", "all")
+  prf = ("CP", "CR", "CF1", "OP", "OR", "OF1")
+  known = [f"{s}.{k}" for s in settings for k in prf] + [
+      "mAP_voc07", "mAP_area", "mAP_noninterp", "MAP@10"]
+  if value not in known:
+    close = difflib.get_close_matches(value, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"must be '' or a metric key such as 'top3.OF1' or 'mAP_noninterp'{hint}"
+  return None
+
+
+# Field -> check(value) -> None or what is wrong. Types are checked against default_config().
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "data.source": _one_of(*SOURCES),
+    "data.train_split": _nonempty,
+    "data.eval_split": _nonempty,
+    "data.voc_labels": _one_of("labels", "labels_no_difficult"),
+    "data.coco_empty_images": _one_of("skip", "keep"),
+    "data.synthetic_config": _one_of("default", "small"),
+    "data.image_column": _nonempty,
+    "data.labels_column": _nonempty,
+    "data.label_separator": _nonempty,
+    "data.csv_empty_labels": _one_of("error", "keep"),
+    "data.check_images": _one_of("decode", "header"),
+    "data.max_image_pixels": _int_range(1),
+    "data.csv_encoding": _encoding,
+    "data.shuffle_buffer": _int_range(1),
+    "data.precision": _one_of(*PRECISIONS),
+    "data.manual_dir": _existing_path,
+    "data.train_csv": _existing_path,
+    "data.eval_csv": _existing_path,
+    "model.head": _one_of(*HEADS),
+    "model.backbone": _one_of(*BACKBONES),
+    "model.image_size": _int_range(8),
+    "model.embedding_dim": _int_range(1),
+    "model.lstm_units": _int_range(1),
+    "model.joint_activation": _activation,
+    "model.dropout": _fraction,
+    "model.weight_decay": _int_range(0),
+    "model.max_labels": _int_range(1),
+    "decode.beam_size": _int_range(1),
+    "decode.max_length": _int_range(1),
+    "decode.min_length": _int_range(0),
+    "train.batch_size": _int_range(1),
+    "train.num_steps": _int_range(1),
+    "train.optimizer": _one_of(*OPTIMIZERS),
+    "train.learning_rate": _positive_finite,
+    "train.momentum": _fraction,
+    "train.init_checkpoint": _checkpoint_path,
+    "train.steps_per_loop": _int_range(1),
+    "train.log_every": _int_range(1),
+    "train.checkpoint_every": _int_range(1),
+    "train.max_checkpoints": _int_range(1),
+    "train.eval_every": _int_range(-1),  # -1: never
+    "train.keep_best": _keep_best,
+}
+
+
+def _flatten(config, prefix="") -> dict[str, Any]:
+  out = {}
+  for key in config.keys():
+    value = config[key]
+    name = f"{prefix}{key}"
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      out.update(_flatten(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
+def field_names(config=None) -> list[str]:
+  """Every leaf field of `config` (default: default_config()) as "section.name"."""
+  return sorted(_flatten(config if config is not None else default_config()))
+
+
+def _field_types(defaults: ml_collections.ConfigDict) -> dict[str, type]:
+  """The type each field must have: its default's, or the FieldReference's for None."""
+  types = {}
+  for name in field_names(defaults):
+    *parents, last = name.split(".")
+    node = defaults
+    for part in parents:
+      node = node[part]
+    types[name] = node.get_type(last)
+  return types
+
+
+def _type_problem(value, expected: type) -> str | None:
+  if value is None:
+    return None  # None fields are checked by their own rule (optional or not)
+  if expected is bool:
+    ok = isinstance(value, bool)
+  elif expected is int:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+  elif expected is float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+  else:
+    ok = isinstance(value, expected)
+  return None if ok else f"must be of type {expected.__name__}"
+
+
+def closest_field(name: str, known) -> str | None:
+  close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+  return close[0] if close else None
+
+
+def problems(config: ml_collections.ConfigDict) -> list[str]:
+  """What is wrong with `config`, one line each ("field = value: what is expected")."""
+  defaults = default_config()
+  types = _field_types(defaults)
+  values = _flatten(config)
+  found = []
+  for name in sorted(set(values) - set(types)):
+    close = closest_field(name, types)
+    found.append(f"{name}: unknown field" + (f" (did you mean {close}?)" if close else ""))
+  for name in sorted(set(types) - set(values)):
+    found.append(f"{name}: missing (default_config has it)")
+  for name, expected in types.items():
+    if name not in values:
+      continue
+    value = values[name]
+    if name in PATH_FIELDS:
+      value = optional_path(value)
+    optional = name in PATH_FIELDS or name == "model.max_labels"
+    if value is None and not optional:
+      found.append(f"{name} = None: must be set")
+      continue
+    problem = _type_problem(value, expected)
+    if problem is None and value is not None and name in _CHECKS:
+      problem = _CHECKS[name](value)
+    if problem:
+      found.append(f"{name} = {value!r}: {problem}")
+  found += _cross_problems(values)
+  return found
+
+
+def _cross_problems(values: dict[str, Any]) -> list[str]:
+  """Checks between fields (each only when the fields themselves are sound)."""
+  found = []
+  get = values.get
+  min_length, max_length = get("decode.min_length"), get("decode.max_length")
+  if isinstance(min_length, int) and isinstance(max_length, int) and min_length > max_length:
+    found.append(f"decode.min_length = {min_length}: must be <= decode.max_length "
+                 f"({max_length})")
+  backbone = get("model.backbone")
+  weights = optional_path(get("model.backbone_weights"))
+  if backbone == "vgg16" and get("model.image_size") != 224:
+    found.append(f"model.image_size = {get('model.image_size')!r}: vgg16 takes 224 "
+                 "(its fc layers fix the input size)")
+  if weights is not None and weights not in NAMED_WEIGHTS and _is_local(weights):
+    if not os.path.exists(os.path.expanduser(weights)):
+      found.append(f"model.backbone_weights = {weights!r}: file does not exist (use "
+                   "'imagenet' for vgg16, None, or a weights file such as "
+                   "<workdir>/backbone.weights.h5)")
+  elif weights in NAMED_WEIGHTS and backbone == "small_cnn":
+    found.append(f"model.backbone_weights = {weights!r}: small_cnn has no {weights} "
+                 "weights; use None or a backbone.weights.h5 file")
+  if get("model.train_backbone") is False and weights is None:
+    found.append("model.backbone_weights = None with model.train_backbone = False: a frozen "
+                 "random backbone is not saved, so evaluation and export could not rebuild it; "
+                 "set model.backbone_weights ('imagenet' or a backbone.weights.h5) or "
+                 "model.train_backbone = True")
+  if get("data.source") == "csv":
+    if optional_path(get("data.train_csv")) is None and optional_path(get("data.eval_csv")) is None:
+      found.append("data.train_csv = None and data.eval_csv = None: the csv source needs at "
+                   "least one CSV file")
+  return found
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError (one line per problem) unless every field is sound.
+
+  Checks every field's type against `default_config()`, ranges (beam_size >= 1,
+  0 <= min_length <= max_length, positive learning rate, batch size and intervals), enum
+  values, and that the files named exist. Unset optional paths ("None", "none", "") are made
+  None in place first (`canonical`), so the library never sees the string "None".
+  """
+  canonical(config)
+  found = problems(config)
+  if found:
+    raise ConfigError(found)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+# ---------------------------------------------------------------------------------------------
+
+
+def _config_flags(argv, flag_values) -> dict[str, ml_collections.ConfigDict]:
+  """The config flags (`--config`, ...) used in `argv`: name -> their config (loaded anew:
+  a failed parse leaves the flag without a value)."""
+  found = {}
+  for name in {a[2:].split(".", 1)[0] for a in argv[1:] if a.startswith("--") and "." in
+               a.split("=", 1)[0]}:
+    if name not in flag_values:
+      continue
+    flag = flag_values[name]
+    config = flag.value if isinstance(flag.value, ml_collections.ConfigDict) else flag.default
+    if not isinstance(config, ml_collections.ConfigDict):
+      given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{name}=")]
+      try:
+        config = flag.parser.parse(given[-1]) if given else None
+      except Exception:  # pylint: disable=broad-except
+        config = None
+    if isinstance(config, ml_collections.ConfigDict):
+      found[name] = config
+  return found
+
+
+def _unknown_override(argv, configs: dict[str, ml_collections.ConfigDict],
+                      hint: str = "") -> str | None:
+  """One line naming the first `--<config flag>.a.b` override whose field does not exist."""
+  for name, config in configs.items():
+    known = field_names(config)
+    prefixes = {n.rsplit(".", i)[0] for n in known for i in range(n.count(".") + 1)}
+    for arg in argv[1:]:
+      if not arg.startswith(f"--{name}."):
+        continue
+      field = arg[len(name) + 3:].split("=", 1)[0]
+      if field in prefixes:
+        continue
+      close = closest_field(field, known)
+      line = f"Unknown config field --{name}.{field}"
+      if close:
+        line += f"; did you mean --{name}.{close}?"
+      return line + (f" ({hint})" if hint else "")
+  return None
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().strip("'\"")
+  return text.splitlines()[0] if text else ""
+
+
+def _short(error: BaseException) -> str:
+  """A flag error in one line: config_flags embeds the config file's whole traceback."""
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  if len(lines) > 1 and any(l.startswith("Traceback") for l in lines):
+    return f"{lines[0]} {lines[-1]}"
+  return " ".join(lines)
+
+
+def define_overrides_flag(name: str, config: ml_collections.ConfigDict, help_string: str,
+                          hint: str = ""):
+  """`config_flags.DEFINE_config_dict` whose bad overrides exit with one line.
+
+  DEFINE_config_dict applies the `--<name>.a.b=value` overrides of sys.argv when it is
+  defined (at import of the binary), so their errors cannot wait for `flags_parser`.
+  `hint` is added to the unknown-field line (e.g. which fields may be set).
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  try:
+    return config_flags.DEFINE_config_dict(name, config, help_string, lock_config=True)
+  except flags.Error as e:
+    line = f"Flags parsing error: {_short(e)}"
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    line = _unknown_override(sys.argv, {name: config}, hint) or (
+        f"Bad --{name} override: {type(e).__name__}: {_first_line(e)}")
+  sys.stderr.write(f"FATAL {line}\n")
+  sys.exit(2)
+
+
+def _check_loaded(flag_values) -> None:
+  """Raises OSError for a config file flag whose file failed to load (config_flags defers
+  that error to the first use of the config)."""
+  for name in flag_values:
+    value = flag_values[name].value
+    if type(value).__name__ == "_ErrorConfig":
+      try:
+        value.keys()
+      except Exception as e:  # pylint: disable=broad-except
+        raise OSError(f"--{name}: {_short(e)}") from e
+
+
+def flags_parser(argv):
+  """absl flag parsing with one-line errors: `app.run(main, flags_parser=...)`.
+
+  An unknown `--config.a.b` field names the field and the closest known one; a bad flag
+  value names the flag. Exits with status 2 (usage error) instead of a traceback.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    remaining = flags.FLAGS(argv)
+    _check_loaded(flags.FLAGS)
+    return remaining
+  except flags.Error as e:
+    sys.stderr.write(f"FATAL Flags parsing error: {_short(e)}\n"
+                     "Pass --helpshort or --helpfull to see help on flags.\n")
+  except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+    line = _unknown_override(argv, _config_flags(argv, flags.FLAGS))
+    if line is None:  # e.g. a config file that is missing or refuses its argument
+      line = f"Flags parsing error: {type(e).__name__}: {_first_line(e)}"
+    sys.stderr.write(f"FATAL {line}\n")
+  sys.exit(2)

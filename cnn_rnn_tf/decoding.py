@@ -4,19 +4,21 @@ Both run as one `tf.while_loop` batched over images x beams (no Python loop over
 run time, no py_function), so they work inside a `tf.function` with an input signature and
 inside an exported SavedModel that TF Serving runs.
 
-    step = model.CNNRNNStep(head)
+    step = model.head_step(head)
     result = beam_search(step, step.initial_state(features), num_labels=K,
                          beam_size=3, max_length=10, min_length=0)
-    result.labels          # int32 [B, max_length], label ids, -1 padded
+    result.labels          # int32 [B, L], label ids, -1 padded   (L = min(max_length, K))
     result.num_labels      # int32 [B]
     result.path_log_prob   # float32 [B]
     result.label_scores    # float32 [B, K]
+    result.paths           # int32 [B, N, L]: the N best finished paths, best first, -1 padded
+    result.paths_log_prob  # float32 [B, N]: their log-probabilities, descending; -inf = none
 
 `step_fn(prev_ids [M], state) -> (log_probs [M, K + 1], state)` scores the K labels and END
-(id K) given the previous label (START = K + 1 at the first step); `state` is any nest of
-tensors with a leading batch dimension M.
+given the previous label (START at the first step; ids from `vocab`: END = K, START = K + 1);
+`state` is any nest of tensors with a leading batch dimension M.
 
-The search (paper 3.3):
+The search (paper 3.3; docs/method.md):
   * keep the N best intermediate paths; extend each by its N most probable next tokens
     (N x N paths). An extension by END moves the path to the candidate set C (the N best
     candidates are kept); of the other extensions the N best stay intermediate.
@@ -24,7 +26,8 @@ The search (paper 3.3):
     `max_length` labels only END is allowed (so every path ends).
   * stop when the best intermediate path is less probable than the best candidate: every
     extension only lowers a path's probability, so none can beat it any more.
-  * the answer is the best path in C. With beam_size=1 this is exactly greedy decoding.
+  * the answer is the best path in C; `paths` is all of C, best first. With beam_size=1 this
+    is exactly greedy decoding.
 Path probability: the product of the model's softmax probabilities of the path's labels and
 END (no renormalisation after masking).
 
@@ -32,6 +35,10 @@ Ranking score (for AP and MAP@10, which need a score for every label): `label_sc
 the highest probability label k gets at any step of the returned path (its END step
 included), i.e. max_t P(k | I, l_1..l_{t-1}) along the best path. A label of the path scores
 at least its own step's probability; labels the path never took still get a ranking.
+
+The loop state is a `BeamState`; the beam helpers follow flax's examples/wmt/decode.py:
+`add_beam_dim` [B, ...] -> [B, N, ...], `flatten_beam_dim` [B, N, ...] -> [B * N, ...],
+`unflatten_beam_dim` back, `gather_beams` picks beams by index.
 """
 
 from __future__ import annotations
@@ -40,15 +47,74 @@ from typing import Any, Callable, NamedTuple
 
 import tensorflow as tf
 
+from cnn_rnn_tf import vocab as vocab_lib
+
 NEG = -1.0e30  # log-probability of an impossible path (finite: avoids inf - inf = NaN)
 _DEAD = NEG / 2
 
 
 class DecodeResult(NamedTuple):
-  labels: tf.Tensor  # int32 [B, L], -1 padded
-  num_labels: tf.Tensor  # int32 [B]
-  path_log_prob: tf.Tensor  # float32 [B]
-  label_scores: tf.Tensor  # float32 [B, K]
+  labels: tf.Tensor  # int32: [batch, L], -1 padded
+  num_labels: tf.Tensor  # int32: [batch]
+  path_log_prob: tf.Tensor  # float32: [batch]
+  label_scores: tf.Tensor  # float32: [batch, K]
+  paths: tf.Tensor  # int32: [batch, N, L], the N best paths, best first, -1 padded
+  paths_log_prob: tf.Tensor  # float32: [batch, N], descending, -inf for an empty slot
+
+
+class BeamState(NamedTuple):
+  """The beam search's loop state: the alive (intermediate) beams and the finished set C."""
+  step: tf.Tensor  # int32: [], labels decoded so far (t)
+  last_ids: tf.Tensor  # int32: [batch, beam], the token each beam read last (START at t = 0)
+  alive_seq: tf.Tensor  # int32: [batch, beam, L], labels so far, -1 padded
+  alive_log_prob: tf.Tensor  # float32: [batch, beam], NEG for an empty beam
+  alive_used: tf.Tensor  # bool: [batch, beam, K], labels already in the path
+  alive_scores: tf.Tensor  # float32: [batch, beam, K], max probability per label so far
+  cache: Any  # nest of [batch * beam, ...]: the step function's state per beam
+  finished_seq: tf.Tensor  # int32: [batch, beam, L]
+  finished_log_prob: tf.Tensor  # float32: [batch, beam], NEG for an empty slot
+  finished_scores: tf.Tensor  # float32: [batch, beam, K]
+  finished_len: tf.Tensor  # int32: [batch, beam]
+
+
+# Beam helpers (flax examples/wmt/decode.py).
+
+def add_beam_dim(x: tf.Tensor, beam_size: int) -> tf.Tensor:
+  """[batch, ...] -> [batch, beam, ...], the element repeated on every beam."""
+  return tf.repeat(x[:, tf.newaxis], beam_size, axis=1)
+
+
+def flatten_beam_dim(x: tf.Tensor) -> tf.Tensor:
+  """[batch, beam, ...] -> [batch * beam, ...]."""
+  shape = tf.shape(x)
+  return tf.reshape(x, tf.concat([[shape[0] * shape[1]], shape[2:]], 0))
+
+
+def unflatten_beam_dim(x: tf.Tensor, batch_size, beam_size: int) -> tf.Tensor:
+  """[batch * beam, ...] -> [batch, beam, ...]."""
+  return tf.reshape(x, tf.concat([[batch_size, beam_size], tf.shape(x)[1:]], 0))
+
+
+def gather_beams(x: tf.Tensor, beam_indices: tf.Tensor) -> tf.Tensor:
+  """x [batch, beam, ...], beam_indices int32 [batch, M] -> [batch, M, ...]."""
+  return tf.gather(x, beam_indices, batch_dims=1)
+
+
+def pad_paths(paths: tf.Tensor, log_probs: tf.Tensor, size: int):
+  """paths int32 [B, M, L], log_probs [B, M] -> padded to [B, size, L] and [B, size].
+
+  New slots hold -1 labels and a -inf log-probability (M <= size).
+  """
+  extra = size - paths.shape[1]
+  if extra <= 0:
+    return paths, log_probs
+  batch = tf.shape(paths)[0]
+  paths = tf.concat([paths, tf.fill([batch, extra, tf.shape(paths)[2]],
+                                    tf.constant(vocab_lib.PAD_ID, paths.dtype))], axis=1)
+  log_probs = tf.concat([log_probs, tf.fill([batch, extra],
+                                            tf.constant(-float("inf"), log_probs.dtype))],
+                        axis=1)
+  return paths, log_probs
 
 
 def check_lengths(num_labels: int, max_length: int, min_length: int) -> int:
@@ -64,8 +130,8 @@ def check_lengths(num_labels: int, max_length: int, min_length: int) -> int:
   return length
 
 
-def _token_mask(used, t, num_labels, min_length, max_length):
-  """True where a token is forbidden. used: bool [..., K] -> [..., K + 1]."""
+def _token_mask(used, t, min_length, max_length):
+  """True where a token is forbidden. used: bool [..., K] -> [..., K + 1] (labels, END)."""
   too_long = t >= max_length
   labels_off = tf.logical_or(used, too_long)  # [..., K]
   end_off = tf.fill(tf.shape(used[..., :1]), t < min_length)  # [..., 1]
@@ -74,17 +140,19 @@ def _token_mask(used, t, num_labels, min_length, max_length):
 
 def greedy_search(step_fn: Callable, init_state: Any, *, num_labels: int, max_length: int,
                   min_length: int = 0) -> DecodeResult:
-  """The most probable next token at every step until END. Same outputs as `beam_search`."""
+  """The most probable next token at every step until END. Same outputs as `beam_search`
+  (with N = 1: `paths` is `labels[:, None]`)."""
   length = check_lengths(num_labels, max_length, min_length)
   k = num_labels
+  end_id, start_id = vocab_lib.end_id_of(k), vocab_lib.start_id_of(k)
   batch = tf.shape(tf.nest.flatten(init_state)[0])[0]
 
   def body(t, last, done, seq, logp, used, scores, state):
     log_probs, new_state = step_fn(last, state)  # [B, K + 1]
     log_probs = tf.cast(log_probs, tf.float32)
-    masked = tf.where(_token_mask(used, t, k, min_length, length), NEG, log_probs)
+    masked = tf.where(_token_mask(used, t, min_length, length), NEG, log_probs)
     tok = tf.argmax(masked, axis=-1, output_type=tf.int32)  # [B]
-    is_end = tf.equal(tok, k)
+    is_end = tf.equal(tok, end_id)
     active = tf.logical_not(done)
     step_lp = tf.reduce_max(masked, axis=-1)
     logp = tf.where(active, logp + step_lp, logp)
@@ -96,20 +164,17 @@ def greedy_search(step_fn: Callable, init_state: Any, *, num_labels: int, max_le
     return t + 1, tok, done, seq, logp, used, scores, new_state
 
   loop_vars = (
-      tf.constant(0), tf.fill([batch], tf.constant(k + 1, tf.int32)), tf.zeros([batch], tf.bool),
-      tf.fill([batch, length], tf.constant(-1, tf.int32)), tf.zeros([batch], tf.float32),
+      tf.constant(0), tf.fill([batch], tf.constant(start_id, tf.int32)),
+      tf.zeros([batch], tf.bool),
+      tf.fill([batch, length], tf.constant(vocab_lib.PAD_ID, tf.int32)),
+      tf.zeros([batch], tf.float32),
       tf.zeros([batch, k], tf.bool), tf.zeros([batch, k], tf.float32), init_state)
   _, _, _, seq, logp, _, scores, _ = tf.while_loop(
       lambda t, last, done, *_: tf.logical_and(t <= length,
                                                tf.logical_not(tf.reduce_all(done))),
       body, loop_vars, maximum_iterations=length + 1)
   num = tf.reduce_sum(tf.cast(seq >= 0, tf.int32), axis=1)
-  return DecodeResult(seq, num, logp, scores)
-
-
-def _gather_beams(x, idx):
-  """x [B, N, ...], idx int32 [B, M] -> [B, M, ...]."""
-  return tf.gather(x, idx, batch_dims=1)
+  return DecodeResult(seq, num, logp, scores, seq[:, tf.newaxis], logp[:, tf.newaxis])
 
 
 def beam_search(step_fn: Callable, init_state: Any, *, num_labels: int, beam_size: int,
@@ -119,7 +184,7 @@ def beam_search(step_fn: Callable, init_state: Any, *, num_labels: int, beam_siz
   Args:
     step_fn: (prev_ids int32 [M], state) -> (log_probs [M, K + 1], state).
     init_state: nest of [B, ...] tensors, the state before the first step.
-    num_labels: K. END = K, START = K + 1.
+    num_labels: K. END and START ids come from `vocab` (K and K + 1).
     beam_size: N >= 1.
     max_length: at most this many labels per path (capped at K).
     min_length: END is not allowed before this many labels.
@@ -128,77 +193,82 @@ def beam_search(step_fn: Callable, init_state: Any, *, num_labels: int, beam_siz
     raise ValueError(f"beam_size must be >= 1, got {beam_size}.")
   length = check_lengths(num_labels, max_length, min_length)
   k_lab, n = num_labels, beam_size
+  end_id, start_id = vocab_lib.end_id_of(k_lab), vocab_lib.start_id_of(k_lab)
   ext = min(n, k_lab + 1)  # extensions per beam
   batch = tf.shape(tf.nest.flatten(init_state)[0])[0]
 
-  def tile(x):  # [B, ...] -> [B * N, ...]
-    x = tf.repeat(x[:, None], n, axis=1)
-    return tf.reshape(x, tf.concat([[batch * n], tf.shape(x)[2:]], 0))
-
-  def gather_state(x, parent):  # [B * N, ...] by parent [B, N]
-    shape = tf.shape(x)
-    x = tf.reshape(x, tf.concat([[batch, n], shape[1:]], 0))
-    return tf.reshape(_gather_beams(x, parent), shape)
-
-  def body(t, last, a_seq, a_logp, a_used, a_scores, state, f_seq, f_logp, f_scores, f_len):
-    log_probs, new_state = step_fn(tf.reshape(last, [-1]), state)
-    log_probs = tf.reshape(tf.cast(log_probs, tf.float32), [batch, n, k_lab + 1])
-    masked = tf.where(_token_mask(a_used, t, k_lab, min_length, length), NEG, log_probs)
+  def body(s: BeamState) -> BeamState:
+    log_probs, new_cache = step_fn(flatten_beam_dim(s.last_ids), s.cache)  # [B * N, K + 1]
+    log_probs = unflatten_beam_dim(tf.cast(log_probs, tf.float32), batch, n)  # [B, N, K + 1]
+    masked = tf.where(_token_mask(s.alive_used, s.step, min_length, length), NEG, log_probs)
     top_lp, top_ids = tf.math.top_k(masked, ext)  # [B, N, E]
-    total = a_logp[..., None] + top_lp  # [B, N, E]
-    is_end = tf.equal(top_ids, k_lab)
-    scores = tf.maximum(a_scores, tf.exp(log_probs[..., :k_lab]))  # [B, N, K]
+    total = s.alive_log_prob[..., None] + top_lp  # [B, N, E]
+    is_end = tf.equal(top_ids, end_id)  # [B, N, E]
+    scores = tf.maximum(s.alive_scores, tf.exp(log_probs[..., :k_lab]))  # [B, N, K]
 
-    # Paths ending here join the candidate set C; keep its N best.
-    end_logp = tf.reshape(tf.where(is_end, total, NEG), [batch, n * ext])
+    # Paths ending here join the candidate set C; keep its N best (sorted, best first).
+    end_logp = tf.reshape(tf.where(is_end, total, NEG), [batch, n * ext])  # [B, N*E]
     src = tf.repeat(tf.range(n), ext)[None, :] + tf.zeros([batch, 1], tf.int32)  # [B, N*E]
-    c_logp = tf.concat([f_logp, end_logp], axis=1)  # [B, N + N*E]
-    c_seq = tf.concat([f_seq, _gather_beams(a_seq, src)], axis=1)
-    c_scores = tf.concat([f_scores, _gather_beams(scores, src)], axis=1)
-    c_len = tf.concat([f_len, tf.fill([batch, n * ext], t)], axis=1)
+    c_logp = tf.concat([s.finished_log_prob, end_logp], axis=1)  # [B, N + N*E]
+    c_seq = tf.concat([s.finished_seq, gather_beams(s.alive_seq, src)], axis=1)
+    c_scores = tf.concat([s.finished_scores, gather_beams(scores, src)], axis=1)
+    c_len = tf.concat([s.finished_len, tf.fill([batch, n * ext], s.step)], axis=1)
     f_logp, keep = tf.math.top_k(c_logp, n)  # [B, N]
-    f_seq, f_scores, f_len = (_gather_beams(x, keep) for x in (c_seq, c_scores, c_len))
 
     # The N best other extensions stay intermediate.
-    alive_logp = tf.reshape(tf.where(is_end, NEG, total), [batch, n * ext])
+    alive_logp = tf.reshape(tf.where(is_end, NEG, total), [batch, n * ext])  # [B, N*E]
     a_logp, flat = tf.math.top_k(alive_logp, n)  # [B, N]
-    parent = flat // ext
-    tok = _gather_beams(tf.reshape(top_ids, [batch, n * ext]), flat)  # [B, N]
-    write = tf.equal(tf.range(length), t)[None, None, :]  # [1, 1, L]
-    a_seq = tf.where(write, tok[..., None], _gather_beams(a_seq, parent))
-    a_used = tf.logical_or(_gather_beams(a_used, parent), tf.one_hot(tok, k_lab) > 0)
-    a_scores = _gather_beams(scores, parent)
-    state = tf.nest.map_structure(lambda x: gather_state(x, parent), new_state)
-    return t + 1, tok, a_seq, a_logp, a_used, a_scores, state, f_seq, f_logp, f_scores, f_len
+    parent = flat // ext  # [B, N]
+    tok = gather_beams(tf.reshape(top_ids, [batch, n * ext]), flat)  # [B, N]
+    write = tf.equal(tf.range(length), s.step)[None, None, :]  # [1, 1, L]
+    return BeamState(
+        step=s.step + 1,
+        last_ids=tok,
+        alive_seq=tf.where(write, tok[..., None], gather_beams(s.alive_seq, parent)),
+        alive_log_prob=a_logp,
+        alive_used=tf.logical_or(gather_beams(s.alive_used, parent),
+                                 tf.one_hot(tok, k_lab) > 0),
+        alive_scores=gather_beams(scores, parent),
+        cache=tf.nest.map_structure(
+            lambda x: flatten_beam_dim(gather_beams(unflatten_beam_dim(x, batch, n), parent)),
+            new_cache),
+        finished_seq=gather_beams(c_seq, keep),
+        finished_log_prob=f_logp,
+        finished_scores=gather_beams(c_scores, keep),
+        finished_len=gather_beams(c_len, keep))
 
-  def cond(t, last, a_seq, a_logp, *rest):
-    f_logp = rest[-3]
-    best_alive = tf.reduce_max(a_logp, axis=1)  # [B]
-    done = tf.logical_or(best_alive < _DEAD, best_alive < tf.reduce_max(f_logp, axis=1))
-    return tf.logical_and(t <= length, tf.logical_not(tf.reduce_all(done)))
+  def cond(s: BeamState):
+    best_alive = tf.reduce_max(s.alive_log_prob, axis=1)  # [B]
+    done = tf.logical_or(best_alive < _DEAD,
+                         best_alive < tf.reduce_max(s.finished_log_prob, axis=1))
+    return tf.logical_and(s.step <= length, tf.logical_not(tf.reduce_all(done)))
 
-  first = tf.concat([tf.zeros([batch, 1]), tf.fill([batch, n - 1], NEG)], axis=1)  # one live beam
-  loop_vars = (
-      tf.constant(0),
-      tf.fill([batch, n], tf.constant(k_lab + 1, tf.int32)),  # START
-      tf.fill([batch, n, length], tf.constant(-1, tf.int32)),
-      first,
-      tf.zeros([batch, n, k_lab], tf.bool),
-      tf.zeros([batch, n, k_lab], tf.float32),
-      tf.nest.map_structure(tile, init_state),
-      tf.fill([batch, n, length], tf.constant(-1, tf.int32)),
-      tf.fill([batch, n], tf.constant(NEG, tf.float32)),
-      tf.zeros([batch, n, k_lab], tf.float32),
-      tf.zeros([batch, n], tf.int32),
-  )
-  out = tf.while_loop(cond, body, loop_vars, maximum_iterations=length + 1)
-  f_seq, f_logp, f_scores, f_len = out[-4:]
-  best = tf.argmax(f_logp, axis=1, output_type=tf.int32)[:, None]  # [B, 1]
+  pad = tf.constant(vocab_lib.PAD_ID, tf.int32)
+  init = BeamState(
+      step=tf.constant(0),
+      last_ids=tf.fill([batch, n], tf.constant(start_id, tf.int32)),
+      alive_seq=tf.fill([batch, n, length], pad),
+      # One live beam at the start: the others are empty (NEG) until the first step.
+      alive_log_prob=tf.concat([tf.zeros([batch, 1]), tf.fill([batch, n - 1], NEG)], axis=1),
+      alive_used=tf.zeros([batch, n, k_lab], tf.bool),
+      alive_scores=tf.zeros([batch, n, k_lab], tf.float32),
+      cache=tf.nest.map_structure(lambda x: flatten_beam_dim(add_beam_dim(x, n)), init_state),
+      finished_seq=tf.fill([batch, n, length], pad),
+      finished_log_prob=tf.fill([batch, n], tf.constant(NEG, tf.float32)),
+      finished_scores=tf.zeros([batch, n, k_lab], tf.float32),
+      finished_len=tf.zeros([batch, n], tf.int32))
+  (out,) = tf.while_loop(cond, lambda s: (body(s),), (init,), maximum_iterations=length + 1)
+  # finished_* are sorted best first (top_k), so slot 0 is the answer.
+  empty = out.finished_log_prob < _DEAD  # [B, N], slots no path reached
+  paths = tf.where(empty[..., None], pad, out.finished_seq)  # [B, N, L]
+  paths_log_prob = tf.where(empty, -float("inf"), out.finished_log_prob)  # [B, N]
   return DecodeResult(
-      labels=_gather_beams(f_seq, best)[:, 0],
-      num_labels=_gather_beams(f_len, best)[:, 0],
-      path_log_prob=_gather_beams(f_logp, best)[:, 0],
-      label_scores=_gather_beams(f_scores, best)[:, 0])
+      labels=out.finished_seq[:, 0],
+      num_labels=out.finished_len[:, 0],
+      path_log_prob=out.finished_log_prob[:, 0],
+      label_scores=out.finished_scores[:, 0],
+      paths=paths,
+      paths_log_prob=paths_log_prob)
 
 
 def decode(step_fn: Callable, init_state: Any, *, num_labels: int, beam_size: int,

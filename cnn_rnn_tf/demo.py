@@ -2,14 +2,14 @@ r"""The demo: train CNN-RNN and BCE on the built-in synthetic_scenes, compare, e
 
   python -m cnn_rnn_tf.demo --workdir=runs/demo [--seeds=0,1,2] [--size=full|runlocal]
 
-(`make demo` runs exactly the first line.) Prints the two heads side by side and the path of
-the report (Markdown + PNG in the workdir). Running it again resumes: trained seeds are
-re-evaluated, not retrained, and the export gets the next version.
+(`make demo` runs exactly the first line.) Prints a header per stage ("== [1/4] ..."), the two
+heads side by side and the path of the report (Markdown + PNG in the workdir). Running it
+again resumes: trained seeds are re-evaluated, not retrained, and the export gets the next
+version. Flags in, one library call out (`demo_lib.run_demo`).
 """
 
 from absl import app
 from absl import flags
-from absl import logging
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Run folder for all seeds and heads.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each trains both heads.")
@@ -17,15 +17,23 @@ _SIZE = flags.DEFINE_enum("size", "full", ["full", "runlocal"],
                           "runlocal: tiny data and a few steps (a smoke test).")
 _EXPORT_BASE = flags.DEFINE_string("export_base", "export/models",
                                    "Exports go to <export_base>/<head>/<version>.")
+_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
+                              "Progress bars: auto = on a terminal only (never under CI).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
+  try:
+    seeds = tuple(int(s) for s in _SEEDS.value)
+  except ValueError:
+    raise app.UsageError(f"--seeds must be integers separated by commas, got "
+                         f"{','.join(_SEEDS.value)!r}.") from None
+  from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
+  runtime.setup(progress=_PROGRESS.value)
   from cnn_rnn_tf import demo_lib  # pylint: disable=g-import-not-at-top
-  demo_lib.run_demo(_WORKDIR.value, seeds=tuple(int(s) for s in _SEEDS.value),
-                    size=_SIZE.value, export_base=_EXPORT_BASE.value)
+  demo_lib.run_demo(_WORKDIR.value, seeds=seeds, size=_SIZE.value,
+                    export_base=_EXPORT_BASE.value)
 
 
 if __name__ == "__main__":

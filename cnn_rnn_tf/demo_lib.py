@@ -7,9 +7,9 @@
 `make demo` runs `python -m cnn_rnn_tf.demo --workdir=runs/demo`. Two stages, the paper's
 protocol on a CPU budget:
   1. backbone: the small CNN trains from scratch, end to end with a BCE head
-     (configs/demo.py), as VGG16 was trained on ImageNet before the paper froze it;
+     (`demo_config`, also configs/demo.py), as VGG16 was trained on ImageNet before the paper froze it;
   2. heads: for each seed, the CNN-RNN and the BCE baseline train on the same frozen, cached
-     features of that backbone (configs/demo.py:heads), so the comparison isolates the head.
+     features of that backbone (`demo_config.get_config("heads")`), so the comparison isolates the head.
 Everything is resumable: a second run finds the checkpoints, re-evaluates, and exports the
 next version.
 
@@ -33,29 +33,18 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cnn_rnn_tf import demo_config
 from cnn_rnn_tf import evaluate_lib
 from cnn_rnn_tf import export_lib
 from cnn_rnn_tf import metrics as metrics_lib
+from cnn_rnn_tf import progress
 from cnn_rnn_tf import report
 from cnn_rnn_tf import train_lib
-from cnn_rnn_tf import visualize
+from cnn_rnn_tf.analysis import output as analysis_output
 from cnn_rnn_tf.data import synthetic_scenes  # pylint: disable=unused-import
 from cnn_rnn_tf.metric_writer import read_jsonl
 
 HEADS = ("cnn_rnn", "bce")
-
-
-def demo_config(arg: str | None = None):
-  """configs/demo.py's `get_config(arg)` (read from the repository's configs/)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      "demo.py")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"The demo reads {path}; run it from a clone of the repository.")
-  spec = importlib.util.spec_from_file_location("demo_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 def _with_size(arg: str, size: str) -> str | None:
@@ -71,52 +60,66 @@ def _predict_through_export(export_dir: str, images: np.ndarray) -> list[list[st
   return [[n.decode() for n in row if n] for row in names]
 
 
-def run_demo(run_dir: str, seeds=(0, 1, 2), size: str = "full",
-             export_base: str = "export/models", num_grid: int = 8) -> str:
-  """Runs the whole demo; returns the path of report.md."""
-  t_start = time.time()
-  tf.io.gfile.makedirs(run_dir)
-  tfds_dir = os.path.join(run_dir, "tfds")
+STAGES = 4
+HEADER = "== "  # every stage header starts so: "== [1/4] training the backbone ..."
 
-  # Stage 1: the backbone, trained end to end with a BCE head.
-  config = demo_config(_with_size("", size))
+
+def stage_header(index: int, text: str) -> None:
+  """Prints one stage header on stdout: `== [index/4] text`."""
+  print(f"{HEADER}[{index}/{STAGES}] {text}", flush=True)
+
+
+def _train_backbone(run_dir: str, size: str) -> tuple[str, dict]:
+  """Stage 1: the small CNN end to end with a BCE head -> (weights file, its test metrics)."""
+  config = demo_config.get_config(_with_size("", size))
   config.model.head = "bce"
-  config.data.data_dir = tfds_dir
+  config.data.data_dir = os.path.join(run_dir, "tfds")
   backbone_dir = os.path.join(run_dir, "backbone")
-  logging.info("=== stage 1: the small CNN, end to end (%d steps) in %s",
-               config.train.num_steps, backbone_dir)
+  stage_header(1, f"training the backbone end to end ({config.train.num_steps} steps) in "
+               f"{backbone_dir}")
   train_lib.train(config, backbone_dir)
-  backbone_metrics = evaluate_lib.evaluate(backbone_dir)
-  backbone_weights = os.path.join(backbone_dir, train_lib.BACKBONE_WEIGHTS)
+  return (os.path.join(backbone_dir, train_lib.BACKBONE_WEIGHTS),
+          evaluate_lib.evaluate(backbone_dir))
 
-  # Stage 2: both heads on the frozen backbone's cached features, for every seed.
+
+def _train_heads(run_dir: str, seeds, size: str, backbone_weights: str, t_start: float):
+  """Stage 2: both heads on the frozen backbone's cached features, for every seed.
+
+  Returns ({head: [metrics per seed]}, {"<head> seed <s>": log.jsonl records}, last config).
+  """
   metrics = {h: [] for h in HEADS}
   logs = {}
   for seed in seeds:
     for head in HEADS:
       workdir = os.path.join(run_dir, f"seed{seed}", head)
-      config = demo_config(_with_size("heads", size))
+      config = demo_config.get_config(_with_size("heads", size))
       config.model.head = head
       config.model.backbone_weights = backbone_weights
-      config.data.data_dir = tfds_dir
+      config.data.data_dir = os.path.join(run_dir, "tfds")
       config.data.cache_dir = os.path.join(run_dir, "feature_cache")
       config.seed = seed
-      logging.info("=== stage 2: seed %d, head %s (%d steps) in %s", seed, head,
-                   config.train.num_steps, workdir)
+      stage_header(2, f"training the {head} head on the frozen features, seed {seed} "
+                   f"({config.train.num_steps} steps) in {workdir}")
       train_lib.train(config, workdir)
       metrics[head].append(evaluate_lib.evaluate(workdir))
       logs[f"{head} seed {seed}"] = read_jsonl(os.path.join(workdir, "train", "log.jsonl"))
       logging.info("seed %d %s: top3 O-F1 %.3f, mAP %.3f (%.0f s so far)", seed, head,
                    metrics[head][-1]["top3"]["OF1"], metrics[head][-1]["mAP_noninterp"] or 0,
                    time.time() - t_start)
+  return metrics, logs, config
 
-  first = {h: os.path.join(run_dir, f"seed{seeds[0]}", h) for h in HEADS}
+
+def _export_and_predict(run_dir, first, export_base, synthetic_config, num_grid):
+  """Stage 3: exports seed 0's heads; a few test images through the SavedModels.
+
+  Returns (exports {head: dir}, images uint8 [num_grid, H, W, 3], rows for the figure).
+  """
+  stage_header(3, f"exporting both heads to {export_base} and predicting {num_grid} test "
+               "images through the SavedModels")
   exports = {h: export_lib.export(first[h], os.path.join(export_base, h)) for h in HEADS}
   logging.info("Exported: %s", exports)
-
-  # A few test images through the exported SavedModels.
-  builder = tfds.builder(f"synthetic_scenes/{config.data.synthetic_config}",
-                         data_dir=tfds_dir)
+  builder = tfds.builder(f"synthetic_scenes/{synthetic_config}",
+                         data_dir=os.path.join(run_dir, "tfds"))
   examples = list(tfds.as_numpy(builder.as_dataset(split=f"test[:{num_grid}]")))
   images = np.stack([e["image"] for e in examples])
   label_names = builder.info.features["labels"].feature.names
@@ -124,26 +127,43 @@ def run_demo(run_dir: str, seeds=(0, 1, 2), size: str = "full",
   rows = [{"truth": " ".join(sorted(label_names[i] for i in e["labels"])),
            **{h: " ".join(predicted[h][j]) or "(none)" for h in HEADS}}
           for j, e in enumerate(examples)]
+  return exports, images, rows
 
+
+def run_demo(run_dir: str, seeds=(0, 1, 2), size: str = "full",
+             export_base: str = "export/models", num_grid: int = 8) -> str:
+  """Runs the whole demo (four stages, a header printed for each); returns report.md's path."""
+  t_start = time.time()
+  if not progress.enabled():
+    tfds.disable_progress_bar()  # TFDS draws its own bars (data generation) otherwise
+  tf.io.gfile.makedirs(run_dir)
+  backbone_weights, backbone_metrics = _train_backbone(run_dir, size)
+  metrics, logs, config = _train_heads(run_dir, seeds, size, backbone_weights, t_start)
+  first = {h: os.path.join(run_dir, f"seed{seeds[0]}", h) for h in HEADS}
+  exports, images, rows = _export_and_predict(run_dir, first, export_base,
+                                              config.data.synthetic_config, num_grid)
+
+  path = os.path.join(run_dir, "report.md")
+  stage_header(4, f"writing the report {path} (figures, attention maps)")
   summary = report.summarize_seeds(metrics)
   comparison = report.compare_heads(summary)
   report.plot_per_class({h: metrics[h][0] for h in HEADS}, os.path.join(run_dir,
                                                                           "per_class.png"))
   report.plot_curves(logs, os.path.join(run_dir, "curves.png"))
   report.plot_predictions(images, rows, os.path.join(run_dir, "predictions.png"))
-  vis = visualize.write_visualizations(first["cnn_rnn"], os.path.join(run_dir, "visualize"),
-                                       images=images[:4])
+  vis = analysis_output.write_visualizations(first["cnn_rnn"],
+                                            os.path.join(run_dir, "visualize"),
+                                            images=images[:4])
   with tf.io.gfile.GFile(os.path.join(run_dir, "summary.json"), "w") as f:
     json.dump({"seeds": list(seeds), "metrics": metrics, "comparison": comparison,
                "exports": exports, "predictions": rows}, f, indent=2)
   text = _report_text(seeds, summary, comparison, metrics, rows, exports, vis,
                       backbone_metrics, time.time() - t_start)
-  path = os.path.join(run_dir, "report.md")
   with tf.io.gfile.GFile(path, "w") as f:
     f.write(text)
   print("\n" + report.summary_table(summary))
   print("\n" + "\n".join(comparison))
-  print(f"\nReport: {path}")
+  print(f"\nReport: {path}", flush=True)
   return path
 
 

@@ -4,74 +4,79 @@
     metrics = evaluate_lib.evaluate("runs/demo")            # the config's eval split
     metrics["top3"]["OF1"], metrics["mAP_noninterp"]
 
-Writes into `<workdir>/eval/`: `metrics.json`, `metrics.md` (a Markdown table) and
-`predictions.npz` (keys, y_true, decoded label ids, label scores) for reports.
+    # In memory, no files (the trainer's train.eval_every):
+    metrics = evaluate_lib.evaluate_models(config, vocab, backbone, head, "test",
+                                           cache_dir=workdir.feature_cache_dir(config, w))
+
+`evaluate` takes the checkpoint `workdir.resolve_checkpoint` names (auto: the best one when
+the run kept it, else the latest) and writes into `<workdir>/eval/`: `metrics.json`,
+`metrics.md` (a Markdown table) and `predictions.npz` (keys, y_true, decoded label ids,
+label scores) for reports. Decoding settings (`decode.*`) may be overridden; nothing else.
 
 What counts as a prediction (the issue's definitions):
   * cnn_rnn: "top3" = the first 3 labels of the beam-search path; "all" = the whole path.
   * bce:     "top3" = the 3 highest probabilities among those >= 0.5; "all" = every label
              with probability >= 0.5.
-Ranking scores for AP and MAP@10: `inference.predict_from_features`'s `label_scores`.
+(`inference.prediction_masks`, from each head's entry in model.py's head registry; also
+importable here as `evaluate_lib.prediction_masks`.) Ranking scores for AP and MAP@10:
+`inference.predict_from_features`'s `label_scores`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
+import re
 
 from absl import logging
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from cnn_rnn_tf import backbones
+from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import inference
 from cnn_rnn_tf import metrics as metrics_lib
+from cnn_rnn_tf import progress
 from cnn_rnn_tf import workdir as workdir_lib
 
 
-def eval_dataset(config, workdir, source, vocab, split, batch_size):
-  """Batches of {'features' or 'image', 'labels', 'key'} over a split, once, in order."""
-  if workdir_lib.uses_feature_cache(config):
-    path = data_lib.feature_cache.build(
-        source, split, vocab, config.model.backbone, config.model.backbone_weights,
-        config.model.image_size, precision=config.data.precision,
-        cache_dir=workdir_lib.feature_cache_dir(config, workdir), batch_size=batch_size)
-    return data_lib.feature_dataset(path, batch_size=batch_size, training=False, seed=0,
-                                    repeat=False, start_step=0, drop_remainder=False)
-  return data_lib.image_dataset(
-      source, split, vocab,
-      image_size=backbones.backbone_image_size(config.model.backbone, config.model.image_size),
-      batch_size=batch_size, training=False, seed=0, augment=False, repeat=False,
-      start_step=0, drop_remainder=False)
+def _num_batches(source, split: str, batch_size: int) -> int | None:
+  try:
+    return math.ceil(source.num_examples(split) / batch_size)
+  except Exception:  # pylint: disable=broad-except  (a bar without a total is fine)
+    return None
 
 
-def predict_split(config, workdir: str, split: str, batch_size: int | None = None,
-                  beam_size: int | None = None) -> dict:
-  """Decodes every image of `split`. Returns NumPy arrays keyed like `inference`'s outputs,
-  plus 'y_true' bool [N, K] and 'keys' [N]."""
-  source = data_lib.get_source(config.data)
-  vocab = workdir_lib.load_vocab(workdir)
-  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
-  checkpoint = workdir_lib.restore_weights(config, workdir, backbone, head)
-  logging.info("Evaluating %s on split %r.", checkpoint, split)
+def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
+                   batch_size: int | None = None, source=None) -> dict:
+  """Decodes every image of `split` with `config.decode`. Returns NumPy arrays keyed like
+  `inference`'s outputs, plus 'y_true' bool [N, K], 'keys' [N] and 'skipped' (a dict)."""
+  source = source or data_lib.get_source(config.data)
   batch_size = batch_size or config.train.batch_size
   decode = config.decode
-  use_cache = workdir_lib.uses_feature_cache(config)
+  use_cache = data_lib.uses_feature_cache(config)
 
   @tf.function
   def predict(batch):
     features = batch["features"] if use_cache else backbone(batch["image"], training=False)
     return inference.predict_from_features(
-        head, features, beam_size=beam_size or decode.beam_size,
-        max_length=decode.max_length, min_length=decode.min_length)
+        head, features, beam_size=decode.beam_size, max_length=decode.max_length,
+        min_length=decode.min_length)
 
   outputs = {k: [] for k in inference.OUTPUT_KEYS + ("y_true", "keys")}
-  for batch in eval_dataset(config, workdir, source, vocab, split, batch_size):
-    for key, value in predict(batch).items():
-      outputs[key].append(value.numpy())
-    outputs["y_true"].append(batch["labels"].numpy() > 0)
-    outputs["keys"].append(batch["key"].numpy())
+  dataset = data_lib.dataset_for(config, split, vocab, training=False, cache_dir=cache_dir,
+                                 source=source, batch_size=batch_size)
+  with progress.bar(total=_num_batches(source, split, batch_size), desc=f"eval {split}",
+                    unit="batch") as bar:
+    for batch in dataset:
+      for key, value in predict(batch).items():
+        outputs[key].append(value.numpy())
+      outputs["y_true"].append(batch["labels"].numpy() > 0)
+      outputs["keys"].append(batch["key"].numpy())
+      bar.update(1)
   if not outputs["y_true"]:
     raise ValueError(f"Split {split!r} of {source.name} has no examples to evaluate.")
   result = {k: np.concatenate(v) for k, v in outputs.items()}
@@ -79,28 +84,89 @@ def predict_split(config, workdir: str, split: str, batch_size: int | None = Non
   return result
 
 
-def prediction_masks(head: str, labels: np.ndarray, scores: np.ndarray, num_labels: int):
-  """(top3, all) bool [N, K] per the definitions in the module docstring."""
-  if head == "cnn_rnn":
-    return (metrics_lib.path_mask(labels, num_labels, k=3),
-            metrics_lib.path_mask(labels, num_labels))
-  return metrics_lib.top_k_mask(scores, 3, threshold=0.5), scores >= 0.5
+# (top3, all) bool [N, K] of a head's predictions; defined with the head (model.py's registry).
+prediction_masks = inference.prediction_masks
 
 
-def evaluate(workdir: str, split: str | None = None, batch_size: int | None = None,
-             beam_size: int | None = None) -> dict:
-  """Evaluates the workdir's latest checkpoint on `split`; writes <workdir>/eval/*."""
-  config = workdir_lib.load_config(workdir)
-  split = split or config.data.eval_split
-  pred = predict_split(config, workdir, split, batch_size, beam_size)
-  vocab = workdir_lib.load_vocab(workdir)
-  top3, every = prediction_masks(config.model.head, pred["labels"], pred["label_scores"],
-                                 vocab.num_labels)
+def metrics_of(config, vocab, pred: dict, split: str) -> dict:
+  """The metrics dict of `predict_models`' output (the keys `evaluate` returns)."""
+  top3, every = inference.prediction_masks(config.model.head, pred["labels"],
+                                           pred["label_scores"], vocab.num_labels)
   metrics = metrics_lib.compute_all(pred["y_true"], top3, every, pred["label_scores"],
                                     vocab.names)
   metrics.update(head=config.model.head, split=split, source=config.data.source,
-                 beam_size=beam_size or config.decode.beam_size, skipped=pred["skipped"])
-  out_dir = os.path.join(workdir, "eval")
+                 beam_size=int(config.decode.beam_size), skipped=pred["skipped"])
+  return metrics
+
+
+def evaluate_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
+                    batch_size: int | None = None, source=None) -> dict:
+  """Metrics of in-memory models on `split` (same keys as `evaluate`); writes no files.
+
+  `source`: the data source when the caller has one (the trainer), so that it is not built
+  (and its CSV checked) again at every evaluation; default `data.get_source(config.data)`.
+  """
+  pred = predict_models(config, vocab, backbone, head, split, cache_dir=cache_dir,
+                        batch_size=batch_size, source=source)
+  return metrics_of(config, vocab, pred, split)
+
+
+def with_decode(config, decode: dict | None) -> ml_collections.ConfigDict:
+  """A copy of `config` with `decode.*` fields replaced (None values left as they are).
+
+  Raises ConfigError for a field outside decode.* or a bad resulting config.
+  """
+  config = copy.deepcopy(config)
+  bad = []
+  for key, value in (decode or {}).items():
+    if key not in config.decode:
+      close = config_lib.closest_field(key, list(config.decode.keys()))
+      bad.append(f"decode.{key}: unknown field" + (f" (did you mean decode.{close}?)"
+                                                   if close else ""))
+    elif value is not None:
+      config.decode[key] = value
+  if bad:
+    raise config_lib.ConfigError(bad)
+  return config
+
+
+def evaluate(workdir: str, split: str | None = None, batch_size: int | None = None,
+             beam_size: int | None = None, *, checkpoint: str = "auto",
+             decode: dict | None = None) -> dict:
+  """Evaluates a workdir's checkpoint on `split`; writes <workdir>/eval/*.
+
+  Args:
+    workdir: a workdir written by `cnn_rnn_tf.train`.
+    split: default the config's `data.eval_split`.
+    batch_size: default `train.batch_size`.
+    beam_size: shorthand for decode={"beam_size": ...}.
+    checkpoint: "auto" | "latest" | "best" | a path (`workdir.resolve_checkpoint`).
+    decode: overrides of `decode.*` fields (beam_size, max_length, min_length).
+
+  Raises:
+    ConfigError: a bad decode override (e.g. beam_size=0), named.
+  """
+  overrides = dict(decode or {})
+  if beam_size is not None:
+    overrides["beam_size"] = beam_size
+  saved = workdir_lib.load_config(workdir)
+  config = with_decode(saved, overrides)
+  config_lib.validate(config)
+  trained = workdir_lib.load_trained(workdir, checkpoint)
+  vocab = trained.vocab
+  split = split or config.data.eval_split
+  logging.info("Evaluating %s on split %r.", trained.checkpoint_path, split)
+  pred = predict_models(config, vocab, trained.backbone, trained.head, split,
+                        cache_dir=workdir_lib.feature_cache_dir(config, workdir),
+                        batch_size=batch_size)
+  metrics = metrics_of(config, vocab, pred, split)
+  metrics["checkpoint"] = trained.checkpoint_path
+  _write(config, workdir, metrics, pred, split)
+  return metrics
+
+
+def _write(config, workdir: str, metrics: dict, pred: dict, split: str) -> None:
+  out_dir = workdir_lib.eval_dir(workdir)
   tf.io.gfile.makedirs(out_dir)
   with tf.io.gfile.GFile(os.path.join(out_dir, "metrics.json"), "w") as f:
     json.dump(metrics, f, indent=2, allow_nan=False)
@@ -110,12 +176,14 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
     f.write(table + "\n")
   np.savez_compressed(os.path.join(out_dir, "predictions.npz"),
                       **{k: v for k, v in pred.items() if k != "skipped"})
+  # The checkpoint's step (ckpt-<step>), so that best and latest land where they were taken.
+  found = re.search(r"-(\d+)$", metrics.get("checkpoint", ""))
+  step = int(found.group(1)) if found else int(config.train.num_steps)
   summary = tf.summary.create_file_writer(out_dir)
-  with summary.as_default(step=int(config.train.num_steps)):
+  with summary.as_default(step=step):
     for setting in ("top3", "all"):
       for key in metrics_lib.PRF_KEYS:
         tf.summary.scalar(f"{setting}/{key}", metrics[setting][key])
     tf.summary.scalar("mAP_noninterp", metrics["mAP_noninterp"] or 0.0)
   summary.flush()
   logging.info("\n%s", table)
-  return metrics

@@ -1,14 +1,21 @@
 r"""Exports a trained workdir as a SavedModel version for TF Serving. Flags in, one call out.
 
   python -m cnn_rnn_tf.export --workdir=runs/demo --export_base=export/models/cnn_rnn \
-      [--version=N] [--beam_size=3] [--max_length=10] [--min_length=0]
+      [--checkpoint=auto|latest|best|PATH] [--version=N] [--beam_size=3] [--max_length=10] \
+      [--min_length=0] [--progress=auto|on|off]
 
-Writes `<export_base>/<N>/` (default N: the next integer) atomically; see
+--checkpoint follows evaluate's rule (`workdir.load_trained`): auto = the best checkpoint
+when the run kept one (train.keep_best), else the latest. Writes `<export_base>/<N>/`
+(default N: the next integer) atomically; see
 `cnn_rnn_tf.export_lib` for the signatures and the layout, and export/README.md for serving.
 """
 
+from __future__ import annotations
+
 from absl import app
 from absl import flags
+
+from cnn_rnn_tf import runtime
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir that cnn_rnn_tf.train wrote.")
 _EXPORT_BASE = flags.DEFINE_string("export_base", None,
@@ -20,16 +27,22 @@ _MAX_LENGTH = flags.DEFINE_integer("max_length", None,
                                    "Most labels per image (default: config.decode.max_length).")
 _MIN_LENGTH = flags.DEFINE_integer("min_length", None,
                                    "Fewest labels per image (default: config.decode.min_length).")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", "auto", "auto (best/ when the run kept one, else the latest) | latest | "
+    "best | a checkpoint path.")
+_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
+                              "Progress bars: auto = on a terminal only.")
 flags.mark_flags_as_required(["workdir", "export_base"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  runtime.setup(progress=_PROGRESS.value)
   from cnn_rnn_tf import export_lib  # pylint: disable=g-import-not-at-top
   path = export_lib.export(_WORKDIR.value, _EXPORT_BASE.value, _VERSION.value,
                            beam_size=_BEAM.value, max_length=_MAX_LENGTH.value,
-                           min_length=_MIN_LENGTH.value)
+                           min_length=_MIN_LENGTH.value, checkpoint=_CHECKPOINT.value)
   print(path)
 
 

@@ -5,16 +5,17 @@ r"""SavedModel export for TF Serving: images in, the beam-search label path out.
 
 or `python -m cnn_rnn_tf.export --workdir=runs/demo --export_base=export/models/cnn_rnn`.
 
-The export reads the workdir only through `cnn_rnn_tf.workdir` (config, labels, models,
-latest checkpoint) and decodes with `inference.predict_from_features`, the function the
-evaluation uses, so served and evaluated predictions are the same computation. Images are
-resized with `backbones.resize_images`, the resize of the data pipeline.
+The export reads the workdir only through `cnn_rnn_tf.workdir` (`load_trained`: config,
+labels, models, and the checkpoint by the rule evaluate uses, `--checkpoint=auto|latest|best|
+<path>`) and decodes with `inference.predict_from_features`, the function the evaluation
+uses, so served and evaluated predictions are the same computation. Images are decoded and
+resized with `images.decode_batch` / `images.resize`, the functions of the data pipeline.
 
 Signatures (one `tf.function` per input kind, explicit `TensorSpec`s; beam search is a
 `tf.while_loop` of plain TF ops: no PyFunc, no custom op, so the TF Serving binary runs it):
 
-  serving_default   image_bytes  string  [batch]          encoded JPEG/PNG/GIF/BMP, any size
-                                                          and channel count
+  serving_default   image_bytes  string  [batch]          encoded JPEG/PNG/GIF/BMP/WebP, any
+                                                          size up to max_pixels, any channels
   predict_images    images       float32 [batch, H, W, 3] RGB in 0..255, any H and W
   predict_features  features     float32 [batch, D]       backbone features (cached ones)
 
@@ -24,9 +25,22 @@ Signatures (one `tf.function` per input kind, explicit `TensorSpec`s; beam searc
     num_labels      int32   [batch]      length of the path
     path_log_prob   float32 [batch]      log-probability of the path (END included)
     label_scores    float32 [batch, K]   per-label ranking score (see `inference`)
+    paths           int32   [batch, N, L] the N best label sets of the beam, best first,
+                                         -1 padded (paths[:, 0] == labels)
+    paths_label_names string [batch, N, L] their names, '' padded
+    paths_log_prob  float32 [batch, N]   their log-probabilities, descending
+                                         (paths_log_prob[:, 0] == path_log_prob); -inf
+                                         marks an empty slot
 
-with L = min(max_length, K). Beam size and lengths are fixed at export time. An element of
-`image_bytes` that is not an image fails the request with INVALID_ARGUMENT naming it.
+with L = min(max_length, K) and N = the beam size (BCE: the one set, then N - 1 empty
+slots). Beam size and lengths are fixed at export time.
+
+Refused with INVALID_ARGUMENT, naming the element: an element of `image_bytes` that is not
+an image, or whose header claims more than `max_pixels` pixels (config
+`data.max_image_pixels`, default 40 million; checked before it is decoded, e.g.
+"image_bytes[2]: 20000x20000 = 400000000 pixels > 40000000"); an image of `images` larger
+than that; NaN or Inf pixels (`images`) or features (`features`). So one request holds at
+most batch x max_pixels decoded pixels (uint8, 3 bytes each), see export/README.md.
 
 Layout of `<export_base>/<version>/`:
 
@@ -56,7 +70,9 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from cnn_rnn_tf import backbones
+from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import decoding
+from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import inference
 from cnn_rnn_tf import workdir as workdir_lib
 
@@ -66,22 +82,23 @@ INPUT_KEYS = {
     "predict_images": "images",
     "predict_features": "features",
 }
-OUTPUT_KEYS = ("labels", "label_names", "num_labels", "path_log_prob", "label_scores")
+OUTPUT_KEYS = ("labels", "label_names", "num_labels", "path_log_prob", "label_scores",
+               "paths", "paths_label_names", "paths_log_prob")
 LABELS_ASSET = "labels.txt"
 CONFIG_FILE = "config.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 TMP_PREFIX = "tmp-"
-# Leading bytes of the formats tf.io.decode_image reads: JPEG, PNG, GIF, BMP.
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
 def export(workdir: str, export_base: str, version: int | None = None, *,
            beam_size: int | None = None, max_length: int | None = None,
-           min_length: int | None = None) -> str:
-  """Exports the workdir's latest checkpoint as `<export_base>/<version>`; returns that path.
+           min_length: int | None = None, checkpoint: str = "auto") -> str:
+  """Exports a checkpoint of the workdir as `<export_base>/<version>`; returns that path.
 
   Args:
     workdir: a workdir written by `cnn_rnn_tf.train` (config.json, labels.txt, checkpoints/).
+    checkpoint: "auto" | "latest" | "best" | a checkpoint path: the rule evaluate uses
+      (`workdir.load_trained`): auto = best/ when the run kept one, else the latest.
     export_base: the model base path TF Serving polls; created if missing.
     version: the version folder's number; None takes the next integer (1 for a new base).
     beam_size, max_length, min_length: decoding settings baked into the export; None
@@ -100,6 +117,7 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
         config.decode[name] = int(value)
   if config.decode.beam_size < 1:
     raise ValueError(f"beam_size must be >= 1, got {config.decode.beam_size}.")
+  config_lib.validate(config)  # one line per problem, before anything is written
   decoding.check_lengths(vocab.num_labels, config.decode.max_length, config.decode.min_length)
 
   tf.io.gfile.makedirs(export_base)
@@ -115,9 +133,8 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
     logging.warning("Temp folders of other exports (interrupted, or still running) in %s; "
                     "TF Serving ignores them: %s", export_base, ", ".join(sorted(stale)))
 
-  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
-  checkpoint = workdir_lib.restore_weights(config, workdir, backbone, head)
-
+  trained = workdir_lib.load_trained(workdir, checkpoint)
+  backbone, head, checkpoint = trained.backbone, trained.head, trained.checkpoint_path
   tmp_dir = os.path.join(export_base, f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
   logging.info("Exporting %s (beam %d, lengths %d..%d) to %s via %s.", checkpoint,
                config.decode.beam_size, config.decode.min_length, config.decode.max_length,
@@ -125,13 +142,27 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
   try:
     write_saved_model(tmp_dir, config, vocab.names, backbone, head)
     validate(tmp_dir)
-    tf.io.gfile.rename(tmp_dir, final_dir, overwrite=False)
+    _publish(tmp_dir, final_dir)
   except BaseException:
     if tf.io.gfile.exists(tmp_dir):
       tf.io.gfile.rmtree(tmp_dir)
     raise
   logging.info("Exported version %d: %s", version, final_dir)
   return final_dir
+
+
+def _publish(tmp_dir: str, final_dir: str) -> None:
+  """Renames the finished temp folder to the version folder; never overwrites one."""
+  try:
+    tf.io.gfile.rename(tmp_dir, final_dir, overwrite=False)
+  except tf.errors.OpError as e:
+    if tf.io.gfile.exists(final_dir):
+      raise FileExistsError(
+          f"Export version {final_dir!r} was written by another export while this one ran "
+          "(both took that version number); versions are never overwritten, so this one is "
+          "discarded. Run it again (it takes the next version) or pass another --version."
+      ) from None
+    raise OSError(f"Cannot rename {tmp_dir!r} to {final_dir!r}: {e.message}") from None
 
 
 def next_version(export_base: str) -> int:
@@ -147,6 +178,7 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
                       head: keras.Model) -> None:
   """Writes the SavedModel, its labels asset, config.json and the warmup requests."""
   decode = config.decode
+  max_pixels = int(config.data.get("max_image_pixels", None) or images_lib.DEFAULT_MAX_PIXELS)
   size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
   feature_dim = backbone.output_shape[-1]
   num_labels = len(label_names)
@@ -163,10 +195,16 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
         default_value="")
 
     def from_features(features):  # [B, D] -> dict of outputs
+      with tf.control_dependencies([assert_finite(features, "features")]):
+        features = tf.identity(features)
+      return decode_features(features)
+
+    def decode_features(features):
       out = inference.predict_from_features(
           head, features, beam_size=decode.beam_size, max_length=decode.max_length,
           min_length=decode.min_length)
       out["label_names"] = table.lookup(tf.cast(out["labels"], tf.int64))  # [B, L]
+      out["paths_label_names"] = table.lookup(tf.cast(out["paths"], tf.int64))  # [B, N, L]
       return {k: out[k] for k in OUTPUT_KEYS}
 
     def features_of(images):  # float32 [B, S, S, 3] -> [B, D]
@@ -176,10 +214,14 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
                      lambda: tf.zeros([0, feature_dim], tf.float32))
 
     def from_images(images):  # float32 [B, H, W, 3] in 0..255
-      return from_features(features_of(backbones.resize_images(images, size)))
+      checks = [assert_finite(images, "images"), assert_pixels(images, max_pixels)]
+      with tf.control_dependencies(checks):
+        images = tf.identity(images)
+      return decode_features(features_of(images_lib.resize(images, size)))
 
     def from_image_bytes(image_bytes):  # string [B]
-      return from_features(features_of(decode_images(image_bytes, size)))
+      return decode_features(features_of(
+          images_lib.decode_batch(image_bytes, size, max_pixels=max_pixels)))
 
     archive = keras.export.ExportArchive()
     archive.track(backbone)
@@ -201,31 +243,25 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
   write_warmup_requests(os.path.join(extra, WARMUP_FILE), size)
 
 
-def decode_images(image_bytes, size: int):
-  """Encoded images string [B] -> float32 [B, size, size, 3] RGB in 0..255.
+def assert_finite(x, name: str):
+  """An op that fails with InvalidArgumentError naming the first element of `x` [B, ...]
+  with a NaN or Inf value, e.g. "images[1] has NaN or Inf values"."""
+  x = tf.convert_to_tensor(x)
+  bad = tf.logical_not(tf.reduce_all(tf.math.is_finite(tf.reshape(x, [tf.shape(x)[0], -1])),
+                                     axis=1))  # [B]
+  first = tf.reduce_min(tf.concat([tf.cast(tf.where(bad)[:, 0], tf.int32), [-1]], 0)[:1])
+  return tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [tf.strings.format(
+      name + "[{}] has NaN or Inf values; expected finite numbers.", (first,))])
 
-  Each image is decoded to RGB (grey and RGBA are converted, a GIF gives its first frame)
-  and resized on its own, so a batch may mix sizes and formats. An element that is not a
-  JPEG / PNG / GIF / BMP fails with InvalidArgumentError naming its index.
-  """
-  image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
 
-  def decode_one(args):
-    index, data = args
-    header = tf.strings.substr(data, 0, 4)
-    known = tf.reduce_any(tf.stack([
-        tf.equal(tf.strings.substr(header, 0, len(magic)), magic) for magic in _MAGIC]))
-    check = tf.debugging.Assert(known, [tf.strings.format(
-        "image_bytes[{}] does not decode: not a JPEG, PNG, GIF or BMP image ({} bytes).",
-        (index, tf.strings.length(data)))])
-    with tf.control_dependencies([check]):
-      image = tf.io.decode_image(data, channels=3, expand_animations=False)  # [H, W, 3]
-    image.set_shape([None, None, 3])
-    return backbones.resize_images(image, size)  # [S, S, 3]
-
-  indices = tf.range(tf.shape(image_bytes)[0])
-  return tf.map_fn(decode_one, (indices, image_bytes),
-                   fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+def assert_pixels(images, max_pixels: int):
+  """An op that fails with InvalidArgumentError when images [B, H, W, 3] are larger than
+  `max_pixels` pixels each, naming the size."""
+  shape = tf.shape(images, out_type=tf.int64)
+  pixels = shape[1] * shape[2]
+  return tf.debugging.Assert(pixels <= max_pixels, [tf.strings.format(
+      "images: {}x{} = {} pixels > {} per image (the export's max_pixels; resize first).",
+      (shape[2], shape[1], pixels, max_pixels))])
 
 
 def warmup_images(size: int) -> list[list[bytes]]:

@@ -1,58 +1,66 @@
-"""Predictions of either head from backbone features, in TensorFlow ops.
+"""Predictions of any registered head from backbone features, and what counts as predicted.
 
 One function serves evaluation and the exported SavedModel, so both decode identically:
 
     out = predict_from_features(head, features, beam_size=3, max_length=10, min_length=0)
-    out["labels"]         # int32 [B, max_length], label ids (training order), -1 padded
-    out["num_labels"]     # int32 [B]
-    out["path_log_prob"]  # float32 [B]
-    out["label_scores"]   # float32 [B, K], the per-label ranking score
+    out["labels"]          # int32 [B, L], label ids (training order), -1 padded
+    out["num_labels"]      # int32 [B]
+    out["path_log_prob"]   # float32 [B]
+    out["label_scores"]    # float32 [B, K], the per-label ranking score
+    out["paths"]           # int32 [B, N, L], the N = beam_size best label sets, best first
+    out["paths_log_prob"]  # float32 [B, N], descending; -inf marks an empty slot
+
+    top3, every = prediction_masks("cnn_rnn", out["labels"], out["label_scores"], K)
+    # bool [B, K] each: the "top3" and "all" predictions the metrics count
+
+with L = min(max_length, K). Each head's part lives in its `model.HEADS` entry:
 
 CNN-RNN: beam search (`decoding.decode`); `label_scores` is the highest probability each
-label gets at any step of the best path (see `decoding`).
+label gets at any step of the best path; `paths` is the beam's candidate set C (see
+`decoding`); paths[:, 0] == labels and paths_log_prob[:, 0] == path_log_prob.
+Masks: "top3" = the first 3 labels of the path; "all" = the whole path.
 
 BCE: the predicted set is every label with sigmoid probability >= 0.5, listed by decreasing
 probability (at most `max_length`, at least `min_length`: the most probable labels fill up);
 `label_scores` is the sigmoid probability; `path_log_prob` is the log-probability of the
-returned set under the independent-labels model, sum_k log P(y_k = predicted_k).
+returned set under the independent-labels model, sum_k log P(y_k = predicted_k); `paths`
+holds that one set, then N - 1 empty slots (-1 labels, -inf log-probability).
+Masks: "top3" = the 3 highest probabilities among those >= 0.5; "all" = every label with
+probability >= 0.5.
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from cnn_rnn_tf import decoding
 from cnn_rnn_tf import model as model_lib
 
-OUTPUT_KEYS = ("labels", "num_labels", "path_log_prob", "label_scores")
+OUTPUT_KEYS = ("labels", "num_labels", "path_log_prob", "label_scores", "paths",
+               "paths_log_prob")
 
 
 def predict_from_features(head: keras.Model, features, *, beam_size: int, max_length: int,
                           min_length: int = 0) -> dict:
   """Decodes features [B, D] with the head; see the module docstring for the outputs."""
+  if beam_size < 1:
+    raise ValueError(f"beam_size must be >= 1, got {beam_size}.")
   features = tf.convert_to_tensor(features, tf.float32)
-  if model_lib.head_kind(head) == "cnn_rnn":
-    step = model_lib.CNNRNNStep(head)
-    result = decoding.decode(step, step.initial_state(features), num_labels=step.num_labels,
-                             beam_size=beam_size, max_length=max_length,
-                             min_length=min_length)
-    return result._asdict()
-  logits = tf.cast(head(features, training=False), tf.float32)  # [B, K]
-  num_labels = logits.shape[-1]
-  length = decoding.check_lengths(num_labels, max_length, min_length)
-  probs = tf.sigmoid(logits)
-  top_p, top_ids = tf.math.top_k(probs, length)  # [B, L]
-  rank = tf.range(length)[tf.newaxis, :]
-  chosen = tf.logical_or(top_p >= 0.5, rank < min_length)  # [B, L], a prefix of each row
-  labels = tf.where(chosen, top_ids, -1)
-  picked = tf.reduce_any(tf.one_hot(tf.where(chosen, top_ids, num_labels), num_labels) > 0,
-                         axis=1)  # [B, K]
-  path_log_prob = tf.reduce_sum(
-      tf.where(picked, tf.math.log_sigmoid(logits), tf.math.log_sigmoid(-logits)), axis=1)
-  return {
-      "labels": tf.cast(labels, tf.int32),
-      "num_labels": tf.reduce_sum(tf.cast(chosen, tf.int32), axis=1),
-      "path_log_prob": path_log_prob,
-      "label_scores": probs,
-  }
+  out = model_lib.head_spec(head).predict(head, features, beam_size=beam_size,
+                                          max_length=max_length, min_length=min_length)
+  return {k: out[k] for k in OUTPUT_KEYS}
+
+
+def prediction_masks(head: str, labels: np.ndarray, scores: np.ndarray,
+                     num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+  """(top3, all) bool [N, K] of head `head` (a `model.HEADS` name) from its predictions.
+
+  Args:
+    head: the head's name, e.g. config.model.head.
+    labels: int [N, L], predicted label ids, -1 padded (`labels` output).
+    scores: float [N, K], the `label_scores` output.
+    num_labels: K.
+  """
+  return model_lib.head_spec(head).prediction_masks(np.asarray(labels), np.asarray(scores),
+                                                    num_labels)

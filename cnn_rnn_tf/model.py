@@ -1,10 +1,10 @@
-"""The CNN-RNN head and the BCE baseline head, as Keras functional models.
+"""The CNN-RNN head and the BCE baseline head, as Keras functional models, and the head registry.
 
 Both heads read backbone features I [B, D] (see `backbones.py`); the backbone is kept apart
 so that the paper's frozen setting trains on cached features, and `attach_backbone` puts it
 in front of the head when it is fine-tuned or exported.
 
-CNN-RNN (paper section 3.2, NOTES.md):
+CNN-RNN (paper section 3.2, docs/method.md):
 
     w_t   = U_l[input_ids]                               # [B, T, d]   label embedding
     o(t)  = ReLULSTM(w)                                  # [B, T, 512]
@@ -16,24 +16,41 @@ CNN-RNN (paper section 3.2, NOTES.md):
 
 BCE: one sigmoid per label on the same features: `head(feats)` -> logits [B, K].
 
-Decoding needs the CNN-RNN one step at a time with explicit state; `CNNRNNStep` reads the
-same layers (by name) out of a built head:
+Decoding needs the CNN-RNN one step at a time with explicit state. `build_head` makes that
+view once, from the very layer objects of the head (no lookup by name), and the head offers
+it:
 
-    step = CNNRNNStep(head)
+    step = head_step(head)                             # a CNNRNNStep; same weights as head
     state = step.initial_state(feats)                  # {"r": [B, 512], "image": [B, d]}
-    log_probs, state = step(prev_ids, state)           # [B] -> [B, K+1]
+    log_probs, state = step(prev_ids, state)           # int32 [B] -> [B, K+1]
+    step.label_embedding, step.lstm, step.output_projection, step.image_projection,
+    step.joint_space                                   # the head's layers, for analysis
+    step.num_labels, step.start_id, step.end_id        # K, and the ids from `vocab`
+
+The head registry `HEADS` (a plain dict: config value `model.head` -> `HeadSpec`) is the one
+place that knows the heads: each entry gives the head's builder, its per-example loss, its
+predictions (`inference.predict_from_features`) and its prediction masks for the metrics
+(`inference.prediction_masks`). A new head is one function of each kind and one entry;
+`head_kind(head)` reads the name `build_head` recorded on the built head.
 """
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import keras
 from keras import layers, ops, regularizers
+import numpy as np
 import tensorflow as tf
 
+from cnn_rnn_tf import decoding
+from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.relu_lstm import ReLULSTM
 
-HEADS = ("cnn_rnn", "bce")
+# Attributes `build_head` sets on a built head: its registry name, and (CNN-RNN) its step view.
+_KIND_ATTR = "cnn_rnn_tf_head"
+_STEP_ATTR = "cnn_rnn_tf_step"
 
 
 @keras.saving.register_keras_serializable(package="cnn_rnn_tf")
@@ -129,38 +146,84 @@ class JointSpace(layers.Layer):
 
 
 def build_head(model_config, feature_dim: int, num_labels: int) -> keras.Model:
-  """Builds `model_config.head` ("cnn_rnn" or "bce") on features of size `feature_dim`."""
-  if model_config.head not in HEADS:
-    raise ValueError(f"Unknown head {model_config.head!r}; expected one of {HEADS}.")
+  """Builds the head `model_config.head` (a key of `HEADS`) on features of size `feature_dim`."""
+  spec = head_spec(model_config.head)
   if num_labels < 1:
     raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
-  l2 = regularizers.L2(model_config.weight_decay) if model_config.weight_decay else None
-  features = keras.Input((feature_dim,), name="image_features")
-  dropped = layers.Dropout(model_config.dropout, name="image_dropout")(features)
-  if model_config.head == "bce":
-    logits = layers.Dense(num_labels, kernel_regularizer=l2, dtype="float32",
-                          name="bce_logits")(dropped)  # [B, K]
-    return keras.Model(features, logits, name="bce_head")
+  head = spec.build(model_config, feature_dim, num_labels)
+  setattr(head, _KIND_ATTR, model_config.head)
+  return head
 
-  d = model_config.embedding_dim
-  input_ids = keras.Input((None,), dtype="int32", name="input_ids")
-  label_embedding = TiedLabelEmbedding(num_labels, d, embeddings_regularizer=l2,
-                                       dtype="float32", name="label_embedding")
-  w = label_embedding(input_ids)  # [B, T, d]
-  o = ReLULSTM(model_config.lstm_units, return_sequences=True, kernel_regularizer=l2,
-               recurrent_regularizer=l2, name="relu_lstm")(w)  # [B, T, U]
-  o = layers.Dropout(model_config.dropout, name="rnn_dropout")(o)
-  o_proj = layers.Dense(d, kernel_regularizer=l2, name="output_projection")(o)  # [B, T, d]
-  i_proj = layers.Dense(d, kernel_regularizer=l2, name="image_projection")(dropped)  # [B, d]
-  joint = JointSpace(model_config.joint_activation, name="joint_space")([o_proj, i_proj])
-  logits = label_embedding(joint, reverse=True)  # [B, T, K + 1]
-  return keras.Model({"image_features": features, "input_ids": input_ids}, logits,
-                     name="cnn_rnn_head")
+
+def head_spec(name_or_head) -> "HeadSpec":
+  """The registry entry of a head name ("cnn_rnn", "bce") or of a head `build_head` built."""
+  name = name_or_head if isinstance(name_or_head, str) else head_kind(name_or_head)
+  if name not in HEADS:
+    raise ValueError(f"Unknown head {name!r}; expected one of {sorted(HEADS)}.")
+  return HEADS[name]
 
 
 def head_kind(head: keras.Model) -> str:
-  """"cnn_rnn" or "bce", read off a built head."""
-  return "bce" if head.name == "bce_head" else "cnn_rnn"
+  """The registry name of a built head ("cnn_rnn", "bce"), as `build_head` recorded it."""
+  kind = getattr(head, _KIND_ATTR, None)
+  if kind is None:
+    raise ValueError(f"Model {head.name!r} was not built by model.build_head (no head kind "
+                     "recorded); build the head with build_head and load its weights.")
+  return kind
+
+
+def head_step(head: keras.Model) -> "CNNRNNStep":
+  """The CNN-RNN head's one-step view (made by `build_head` from the head's own layers)."""
+  step = getattr(head, _STEP_ATTR, None)
+  if step is None:
+    raise ValueError(f"Head {head.name!r} ({getattr(head, _KIND_ATTR, 'unknown kind')}) has "
+                     "no step function: only a cnn_rnn head built by build_head has one.")
+  return step
+
+
+def _l2(model_config):
+  return regularizers.L2(model_config.weight_decay) if model_config.weight_decay else None
+
+
+def build_bce_head(model_config, feature_dim: int, num_labels: int) -> keras.Model:
+  """features [B, D] -> logits [B, K]: one sigmoid per label."""
+  features = keras.Input((feature_dim,), name="image_features")
+  dropped = layers.Dropout(model_config.dropout, name="image_dropout")(features)
+  logits = layers.Dense(num_labels, kernel_regularizer=_l2(model_config), dtype="float32",
+                        name="bce_logits")(dropped)  # [B, K]
+  return keras.Model(features, logits, name="bce_head")
+
+
+def build_cnn_rnn_head(model_config, feature_dim: int, num_labels: int) -> keras.Model:
+  """{"image_features" [B, D], "input_ids" int32 [B, T]} -> logits [B, T, K + 1].
+
+  The built model carries its `CNNRNNStep` (see `head_step`), made from the same layers.
+  """
+  l2 = _l2(model_config)
+  d = model_config.embedding_dim
+  features = keras.Input((feature_dim,), name="image_features")
+  dropped = layers.Dropout(model_config.dropout, name="image_dropout")(features)
+  input_ids = keras.Input((None,), dtype="int32", name="input_ids")
+  label_embedding = TiedLabelEmbedding(num_labels, d, embeddings_regularizer=l2,
+                                       dtype="float32", name="label_embedding")
+  lstm = ReLULSTM(model_config.lstm_units, return_sequences=True, kernel_regularizer=l2,
+                  recurrent_regularizer=l2, name="relu_lstm")
+  output_projection = layers.Dense(d, kernel_regularizer=l2, name="output_projection")
+  image_projection = layers.Dense(d, kernel_regularizer=l2, name="image_projection")
+  joint_space = JointSpace(model_config.joint_activation, name="joint_space")
+
+  w = label_embedding(input_ids)  # [B, T, d]
+  o = lstm(w)  # [B, T, U]
+  o = layers.Dropout(model_config.dropout, name="rnn_dropout")(o)
+  o_proj = output_projection(o)  # [B, T, d]
+  i_proj = image_projection(dropped)  # [B, d]
+  joint = joint_space([o_proj, i_proj])  # [B, T, d]
+  logits = label_embedding(joint, reverse=True)  # [B, T, K + 1]
+  head = keras.Model({"image_features": features, "input_ids": input_ids}, logits,
+                     name="cnn_rnn_head")
+  setattr(head, _STEP_ATTR, CNNRNNStep(label_embedding, lstm, output_projection,
+                                       image_projection, joint_space))
+  return head
 
 
 def attach_backbone(backbone: keras.Model, head: keras.Model) -> keras.Model:
@@ -170,32 +233,36 @@ def attach_backbone(backbone: keras.Model, head: keras.Model) -> keras.Model:
   """
   images = keras.Input(backbone.input_shape[1:], name="images")
   features = backbone(images)  # [B, D]
-  if head_kind(head) == "bce":
-    return keras.Model(images, head(features), name="bce_model")
+  name = f"{head_kind(head)}_model"
+  if len(head.inputs) == 1:  # features only (bce)
+    return keras.Model(images, head(features), name=name)
   input_ids = keras.Input((None,), dtype="int32", name="input_ids")
   logits = head({"image_features": features, "input_ids": input_ids})
-  return keras.Model({"images": images, "input_ids": input_ids}, logits, name="cnn_rnn_model")
+  return keras.Model({"images": images, "input_ids": input_ids}, logits, name=name)
 
 
 class CNNRNNStep:
-  """The CNN-RNN head one step at a time, for decoding. Same weights as `head`.
+  """The CNN-RNN head one step at a time, for decoding. Same layers (so weights) as the head.
 
-    step = CNNRNNStep(head)
+    step = head_step(head)                        # made once by build_cnn_rnn_head
     state = step.initial_state(features)          # features [B, D]
     log_probs, state = step(prev_ids, state)      # prev_ids int32 [B] -> [B, K + 1]
+
+  Attributes: the head's layers (`label_embedding`, `lstm`, `output_projection`,
+  `image_projection`, `joint_space`), `num_labels` K, `start_id` and `end_id` (from `vocab`).
   """
 
-  def __init__(self, head: keras.Model):
-    if head_kind(head) != "cnn_rnn":
-      raise ValueError(f"CNNRNNStep needs a cnn_rnn head, got {head.name!r}.")
-    self.label_embedding = head.get_layer("label_embedding")
-    self.lstm = head.get_layer("relu_lstm")
-    self.output_projection = head.get_layer("output_projection")
-    self.image_projection = head.get_layer("image_projection")
-    self.joint_space = head.get_layer("joint_space")
-    self.num_labels = self.label_embedding.num_labels
-    self.start_id = self.num_labels + 1
-    self.end_id = self.num_labels
+  def __init__(self, label_embedding: TiedLabelEmbedding, lstm: ReLULSTM,
+               output_projection: layers.Dense, image_projection: layers.Dense,
+               joint_space: JointSpace):
+    self.label_embedding = label_embedding
+    self.lstm = lstm
+    self.output_projection = output_projection
+    self.image_projection = image_projection
+    self.joint_space = joint_space
+    self.num_labels = label_embedding.num_labels
+    self.start_id = vocab_lib.start_id_of(self.num_labels)
+    self.end_id = vocab_lib.end_id_of(self.num_labels)
 
   def initial_state(self, features):
     features = tf.convert_to_tensor(features)
@@ -214,6 +281,8 @@ class CNNRNNStep:
     log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
     return log_probs, {"r": r, "image": state["image"]}
 
+
+# Losses: per example, float32 [B].
 
 def cnn_rnn_loss(logits, target_ids):
   """Per-example loss: softmax cross-entropy summed over the steps of each sequence.
@@ -236,18 +305,98 @@ def bce_loss(logits, multi_hot):
   return tf.reduce_sum(ce, axis=1)
 
 
+def _cnn_rnn_head_loss(head, features, multi_hot, *, training, max_labels):
+  # Teacher forcing on the labels in training (frequency) order, then END.
+  num_labels = multi_hot.shape[-1]
+  target_ids = vocab_lib.sequence_targets(multi_hot, max_labels)  # [B, T]
+  input_ids = vocab_lib.teacher_forcing_inputs(
+      target_ids, vocab_lib.start_id_of(num_labels))  # [B, T]
+  logits = head({"image_features": features, "input_ids": input_ids}, training=training)
+  return cnn_rnn_loss(logits, target_ids)
+
+
+def _bce_head_loss(head, features, multi_hot, *, training, max_labels):
+  del max_labels
+  return bce_loss(head(features, training=training), multi_hot)
+
+
 def head_loss(head: keras.Model, features, multi_hot, *, training: bool, max_labels=None):
   """The head's per-example loss [B] on features [B, D] and multi-hot labels [B, K].
 
   The CNN-RNN is trained with teacher forcing on the labels in training (frequency)
   order followed by END (`vocab.sequence_targets`).
   """
-  features = tf.convert_to_tensor(features)
-  multi_hot = tf.convert_to_tensor(multi_hot)
-  if head_kind(head) == "bce":
-    return bce_loss(head(features, training=training), multi_hot)
-  num_labels = multi_hot.shape[-1]
-  target_ids = vocab_lib.sequence_targets(multi_hot, max_labels)  # [B, T]
-  input_ids = vocab_lib.teacher_forcing_inputs(target_ids, num_labels + 1)  # [B, T]
-  logits = head({"image_features": features, "input_ids": input_ids}, training=training)
-  return cnn_rnn_loss(logits, target_ids)
+  return head_spec(head).loss(head, tf.convert_to_tensor(features),
+                              tf.convert_to_tensor(multi_hot), training=training,
+                              max_labels=max_labels)
+
+
+# Predictions: features [B, D] -> the dict `inference.predict_from_features` documents.
+
+def _cnn_rnn_predict(head, features, *, beam_size, max_length, min_length):
+  step = head_step(head)
+  result = decoding.decode(step, step.initial_state(features), num_labels=step.num_labels,
+                           beam_size=beam_size, max_length=max_length, min_length=min_length)
+  return result._asdict()
+
+
+def _bce_predict(head, features, *, beam_size, max_length, min_length):
+  """Every label with p >= 0.5 by decreasing p (at most max_length, at least min_length)."""
+  logits = tf.cast(head(features, training=False), tf.float32)  # [B, K]
+  num_labels = logits.shape[-1]
+  length = decoding.check_lengths(num_labels, max_length, min_length)
+  probs = tf.sigmoid(logits)
+  top_p, top_ids = tf.math.top_k(probs, length)  # [B, L]
+  rank = tf.range(length)[tf.newaxis, :]
+  chosen = tf.logical_or(top_p >= 0.5, rank < min_length)  # [B, L], a prefix of each row
+  labels = tf.cast(tf.where(chosen, top_ids, vocab_lib.PAD_ID), tf.int32)  # [B, L]
+  picked = tf.reduce_any(tf.one_hot(tf.where(chosen, top_ids, num_labels), num_labels) > 0,
+                         axis=1)  # [B, K]
+  path_log_prob = tf.reduce_sum(
+      tf.where(picked, tf.math.log_sigmoid(logits), tf.math.log_sigmoid(-logits)), axis=1)
+  # The N best sets: the one set, then N - 1 empty slots (-1 labels, -inf log-probability).
+  paths, paths_log_prob = decoding.pad_paths(labels[:, tf.newaxis], path_log_prob[:, tf.newaxis],
+                                             beam_size)
+  return {
+      "labels": labels,
+      "num_labels": tf.reduce_sum(tf.cast(chosen, tf.int32), axis=1),
+      "path_log_prob": path_log_prob,
+      "label_scores": probs,
+      "paths": paths,  # int32 [B, N, L]
+      "paths_log_prob": paths_log_prob,  # float32 [B, N]
+  }
+
+
+# Prediction masks for the metrics: (top3, all) bool [N, K] from NumPy predictions.
+
+def _cnn_rnn_masks(labels: np.ndarray, scores: np.ndarray, num_labels: int):
+  """top3: the first 3 labels of the path; all: the whole path."""
+  del scores
+  return (metrics_lib.path_mask(labels, num_labels, k=3),
+          metrics_lib.path_mask(labels, num_labels))
+
+
+def _bce_masks(labels: np.ndarray, scores: np.ndarray, num_labels: int):
+  """top3: the 3 highest probabilities among those >= 0.5; all: every p >= 0.5."""
+  del labels, num_labels
+  scores = np.asarray(scores)
+  return metrics_lib.top_k_mask(scores, 3, threshold=0.5), scores >= 0.5
+
+
+class HeadSpec(NamedTuple):
+  """What the package needs to know of one kind of head (an entry of `HEADS`)."""
+  # (model_config, feature_dim, num_labels) -> keras.Model
+  build: Callable
+  # (head, features [B, D], multi_hot [B, K], *, training, max_labels) -> float32 [B]
+  loss: Callable
+  # (head, features [B, D], *, beam_size, max_length, min_length) -> dict of outputs
+  predict: Callable
+  # (labels int [N, L], scores float [N, K], num_labels) -> (top3, all) bool [N, K]
+  prediction_masks: Callable
+
+
+HEADS: dict[str, HeadSpec] = {
+    "cnn_rnn": HeadSpec(build_cnn_rnn_head, _cnn_rnn_head_loss, _cnn_rnn_predict,
+                        _cnn_rnn_masks),
+    "bce": HeadSpec(build_bce_head, _bce_head_loss, _bce_predict, _bce_masks),
+}

@@ -1,6 +1,6 @@
 """The ReLU-LSTM of the CNN-RNN paper (Wang et al. 2016, section 3.1), as a Keras layer.
 
-Equations (NOTES.md), state r = the memory, input w:
+Equations (docs/method.md "ReLU-LSTM"), state r = the memory, input w:
 
     z    = w @ kernel + r(t-1) @ recurrent_kernel + bias      # [B, 4 * units]
     i, f, x~, o = split(z)            # gate order (input, forget, candidate, output), as LSTMCell

@@ -64,10 +64,13 @@ def compare_heads(summary: dict, a: str = "cnn_rnn", b: str = "bce") -> list[str
                "all/OF1", "mAP_noninterp"):
     va, vb = np.array(summary[a][name][2]), np.array(summary[b][name][2])
     diff = 100 * (va - vb)
-    wins = int(np.sum(diff > 0))
-    verdict = "beats" if wins == len(diff) else ("loses to" if wins == 0 else "ties with")
+    wins, losses = int(np.sum(diff > 0)), int(np.sum(diff < 0))
+    # Equal on a seed is neither a win nor a loss: "ties with" unless every seed went one way.
+    verdict = ("beats" if wins == len(diff) else
+               "loses to" if losses == len(diff) else "ties with")
+    mean = round(float(diff.mean()), 1) + 0.0  # + 0.0: no "-0.0" from rounding noise
     out.append(f"{name}: {a} {verdict} {b} ({wins}/{len(diff)} seeds), "
-               f"difference {diff.mean():+.1f} ± {diff.std():.1f} points")
+               f"difference {mean:+.1f} ± {diff.std():.1f} points")
   return out
 
 
@@ -93,9 +96,11 @@ def plot_per_class(metrics_by_head: dict[str, dict], path: str) -> None:
 
 
 def plot_curves(logs_by_head: dict[str, list[dict]], path: str) -> None:
-  """Training loss against step, one line per head (and seed)."""
+  """Training loss against step, one line per head (and seed); records without a "loss"
+  (the evaluation points of `train.eval_every`) are skipped."""
   fig, ax = plt.subplots(figsize=(7, 4))
   for head, records in logs_by_head.items():
+    records = [r for r in records if "loss" in r]  # log.jsonl also holds evaluation points
     if records:
       ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=head)
   ax.set_xlabel("step")

@@ -13,7 +13,10 @@ process's stderr (file descriptor 2) sent to a temporary file, sets TF_CPP_MIN_L
 and FutureWarning raised outside this package. The captured start-up text is printed again
 if the import fails. Everything is shown as before with `--verbosity=1` (absl's flag, every
 binary has it) or the environment variable CNN_RNN_TF_VERBOSE=1. Our own absl log lines
-(INFO and up) always stay.
+(INFO and up) always stay; of the Python log records of dependencies (TensorFlow, TFDS,
+Keras: "Using MirroredStrategy", "Reusing dataset", deprecation notices, "retracing"
+notices) only warnings that are not about deprecation or retracing, and errors, are shown
+(`DependencyLogFilter`).
 
 This module must not import TensorFlow at module level: the point is to control how it is
 imported.
@@ -22,6 +25,7 @@ imported.
 from __future__ import annotations
 
 import contextlib
+import logging as std_logging
 import os
 import sys
 import tempfile
@@ -85,9 +89,42 @@ def setup(cpu_devices: int = 0, progress: str = "auto") -> None:
     logging.set_verbosity(logging.INFO)  # our progress lines are INFO
   if not verbose():
     quiet_tensorflow()
+    quiet_dependency_logs()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if cpu_devices and cpu_devices > 1:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
 
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_NOISY_WARNINGS = ("deprecat", "retracing")  # dependency warnings a user can do nothing about
+
+
+class DependencyLogFilter(std_logging.Filter):
+  """Keeps log records of this package (and benchmarks/); of others, only the useful ones.
+
+  Another library's record passes when it is an ERROR (or worse), or a WARNING that is not a
+  deprecation or tf.function retracing notice.
+  """
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    path = os.path.abspath(record.pathname or "")
+    if path.startswith(_PACKAGE_DIR + os.sep) or f"{os.sep}benchmarks{os.sep}" in path:
+      return True
+    if record.levelno >= std_logging.ERROR:
+      return True
+    if record.levelno < std_logging.WARNING:
+      return False
+    text = f"{os.path.basename(path)} {record.getMessage()}".lower()
+    return not any(word in text for word in _NOISY_WARNINGS)
+
+
+def quiet_dependency_logs() -> None:
+  """Puts a `DependencyLogFilter` on absl's handler and TensorFlow's logger (once)."""
+  targets = [logging.get_absl_handler(), std_logging.getLogger("tensorflow")]
+  targets += std_logging.getLogger("tensorflow").handlers
+  for target in targets:
+    if not any(isinstance(f, DependencyLogFilter) for f in target.filters):
+      target.addFilter(DependencyLogFilter())

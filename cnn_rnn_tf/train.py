@@ -6,18 +6,25 @@ r"""Trains a CNN-RNN (or BCE baseline) head. Flags in, one library call out.
 Starting again with the same workdir resumes from its last checkpoint. Distributed: on one
 machine all local GPUs are used (MirroredStrategy); across machines set TF_CONFIG on each
 worker (MultiWorkerMirroredStrategy). `--cpu_devices=N` splits the CPU into N logical
-devices, to try distribution on a laptop.
+devices, to try distribution on a laptop. `--progress=auto|on|off`: a bar with loss,
+examples/s and ETA on a terminal (auto), always, or never.
 """
+
+import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from cnn_rnn_tf import config_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and labels go.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0,
                                     "Split the CPU into this many logical devices (0: no split).")
+_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
+                              "Progress bar: auto (terminal only, not under CI), on or off.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -25,10 +32,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
-  runtime.setup(cpu_devices=_CPU_DEVICES.value)
+  runtime.setup(cpu_devices=_CPU_DEVICES.value, progress=_PROGRESS.value)
+  try:
+    config_lib.validate(_CONFIG.value)  # before any work or write
+  except config_lib.ConfigError as e:
+    sys.stderr.write(f"FATAL {e}\n")
+    sys.exit(2)
   from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
   train_lib.train(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=config_lib.flags_parser)

@@ -69,6 +69,16 @@ def clean_label(text: str) -> str:
   return name
 
 
+def end_id_of(num_labels: int) -> int:
+  """END's id for K = `num_labels` labels (output only): K."""
+  return num_labels
+
+
+def start_id_of(num_labels: int) -> int:
+  """START's id for K = `num_labels` labels (input of the first step only): K + 1."""
+  return num_labels + 1
+
+
 class LabelVocab:
   """Label names in training order. `names[i]` is the name of label id i."""
 
@@ -112,11 +122,11 @@ class LabelVocab:
 
   @property
   def end_id(self) -> int:
-    return len(self.names)
+    return end_id_of(len(self.names))
 
   @property
   def start_id(self) -> int:
-    return len(self.names) + 1
+    return start_id_of(len(self.names))
 
   def id(self, name: str) -> int:
     try:

@@ -13,6 +13,9 @@ CSV format (Planet style), paths relative to the CSV's folder or absolute:
 Change `data.image_column`, `data.labels_column`, `data.label_separator` for other headers.
 Defaults: frozen VGG16 fc7 + feature cache (the paper's recipe). Bad rows stop the run with
 the file and row named; `--config.data.skip_bad_examples=True` skips and counts them.
+
+`configs/csv.py:runlocal` (with the two CSV flags) trains the small CNN end to end at 32x32
+for a few steps (`config_lib.runlocal`): a quick check of your CSV files.
 """
 
 from cnn_rnn_tf import config_lib
@@ -21,16 +24,10 @@ from cnn_rnn_tf import config_lib
 def get_config(arg=None):
   config = config_lib.default_config()
   config.data.source = "csv"
-  config.data.train_split = "train"
-  config.data.eval_split = "eval"
-  config.model.backbone = "vgg16"
-  config.model.backbone_weights = "imagenet"
-  config.model.train_backbone = False
-  config.train.num_steps = 5000
+  config.data.eval_split = "eval"  # the rows of data.eval_csv
+  config.train.num_steps = 5000  # a few thousand images: ~50 epochs at batch 64
   if arg == "runlocal":
-    config.model.backbone = "small_cnn"
-    config.model.backbone_weights = None
-    config.model.image_size = 32
-    config.train.num_steps = 10
-    config.train.batch_size = 8
+    config_lib.runlocal(config)
+  elif arg:
+    raise ValueError(f"Unknown csv config argument {arg!r}; expected 'runlocal'.")
   return config

@@ -11,58 +11,9 @@ demo first trains the backbone end to end, then both heads on its frozen feature
       --config.model.backbone_weights=runs/e2e/backbone.weights.h5
 
 Arguments (comma-separated): "heads" as above; "runlocal" shrinks everything for tests
-(synthetic_scenes/small, 32x32, a few steps).
+(synthetic_scenes/small, 32x32, a few steps). The fields and their reasons live in the
+package, `cnn_rnn_tf/demo_config.py`, so that `python -m cnn_rnn_tf.demo` finds them in an
+installed wheel too; this file is what `--config=` takes.
 """
 
-from cnn_rnn_tf import config_lib
-
-
-def get_config(arg=None):
-  args = set((arg or "").split(",")) - {""}
-  unknown = args - {"heads", "runlocal"}
-  if unknown:
-    raise ValueError(f"Unknown demo config argument(s) {sorted(unknown)}; "
-                     "expected 'heads' and/or 'runlocal'.")
-  config = config_lib.default_config()
-  config.data.source = "synthetic_scenes"
-  config.data.synthetic_config = "default"
-  config.data.train_split = "train"
-  config.data.eval_split = "test"
-
-  config.model.backbone = "small_cnn"
-  config.model.backbone_weights = None
-  config.model.image_size = 64
-  config.model.lstm_units = 256  # paper: 512; 20 labels need less, and the CPU thanks us
-  config.model.dropout = 0.3  # paper: 0.5; less for a small model and data set
-
-  config.decode.beam_size = 3
-  config.decode.max_length = 8
-
-  config.train.batch_size = 64
-  config.train.log_every = 100
-  if "heads" in args:
-    # Frozen backbone (set model.backbone_weights), cached features: seconds per 1000 steps.
-    config.model.train_backbone = False
-    config.data.cache_features = True
-    config.train.num_steps = 1500  # ~20 s on cached features
-    config.train.learning_rate = 1e-3
-    config.train.checkpoint_every = 1000
-    config.train.steps_per_loop = 50  # a tiny head: Python overhead would dominate
-  else:
-    config.model.train_backbone = True  # trained from scratch together with the head
-    config.data.cache_features = False  # features change every step
-    config.train.optimizer = "adam"  # from scratch, Adam converges in fewer steps than RMSProp
-    config.train.num_steps = 900  # ~3 min on 2 cores in mixed bfloat16; mAP ~0.9
-    config.train.learning_rate = 1e-3
-    config.train.checkpoint_every = 300
-
-  if "runlocal" in args:
-    config.data.synthetic_config = "small"
-    config.model.image_size = 32
-    config.model.lstm_units = 32
-    config.model.embedding_dim = 16
-    config.train.batch_size = 16
-    config.train.num_steps = 6
-    config.train.log_every = 2
-    config.train.checkpoint_every = 3
-  return config
+from cnn_rnn_tf.demo_config import get_config  # pylint: disable=unused-import

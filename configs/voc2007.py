@@ -7,7 +7,11 @@ r"""PASCAL VOC 2007 with the paper's settings: frozen VGG16 fc7, d=64, ReLU-LSTM
 Trains on trainval (TFDS train+validation), evaluates on test, as the paper. The VGG16
 ImageNet weights come from Keras' cache (~/.keras/models/vgg16_weights_tf_dim_ordering_tf_
 kernels.h5) or `--config.model.backbone_weights=/path/to/file.h5`. The frozen backbone
-runs once into the feature cache; the head then trains in minutes.
+runs once into the feature cache; the head then trains in minutes. Everything not set here
+is `config_lib.default_config()` (the paper's head, VGG16, beam 3, test split).
+
+`configs/voc2007.py:runlocal` shrinks it for a laptop or a test (`config_lib.runlocal`: the
+small CNN trained end to end, 32x32, a few steps; no ImageNet weights needed).
 """
 
 from cnn_rnn_tf import config_lib
@@ -16,25 +20,10 @@ from cnn_rnn_tf import config_lib
 def get_config(arg=None):
   config = config_lib.default_config()
   config.data.source = "voc2007"
-  config.data.train_split = "trainval"
-  config.data.eval_split = "test"
-  config.data.voc_labels = "labels"  # an object counts even if marked difficult
-
-  config.model.backbone = "vgg16"
-  config.model.backbone_weights = "imagenet"
-  config.model.image_size = 224
-  config.model.train_backbone = False  # paper: the CNN is kept unchanged
-
-  config.decode.beam_size = 3
-  config.decode.max_length = 10
-  config.decode.min_length = 0
-
-  config.train.batch_size = 64
-  config.train.num_steps = 6000  # ~75 epochs of 5011 trainval images
-  config.train.learning_rate = 1e-4
-  config.train.checkpoint_every = 1000
+  config.data.train_split = "trainval"  # the paper trains on trainval, tests on test
+  config.train.num_steps = 6000  # ~75 epochs of 5011 trainval images at batch 64
   if arg == "runlocal":
-    config.train.num_steps = 10
-    config.train.batch_size = 8
-    config.train.log_every = 1
+    config_lib.runlocal(config)
+  elif arg:
+    raise ValueError(f"Unknown voc2007 config argument {arg!r}; expected 'runlocal'.")
   return config

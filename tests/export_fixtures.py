@@ -12,9 +12,12 @@ far from uniform and beam search returns paths of several lengths.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pathlib
+import struct
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -82,6 +85,25 @@ def large_image(height: int = 2400, width: int = 3200) -> bytes:
   patch = random_pixels(60, 80, 3, seed=9)
   pixels = np.tile(patch, (-(-height // 60), -(-width // 80), 1))[:height, :width]
   return encode(np.ascontiguousarray(pixels), "jpeg")
+
+
+@functools.lru_cache(maxsize=2)
+def huge_png(width: int = 20000, height: int = 20000, header_only: bool = False) -> bytes:
+  """A valid RGB PNG of width x height, all black: about 1 MB on disk, 1.2 GB decoded at
+  20000 x 20000. Written row by row (zlib), never held decoded here. header_only: the same
+  header with one row of data (cheap to make; a decoder would fail on it)."""
+  compressor = zlib.compressobj(1)
+  row = b"\0" * (3 * width + 1)  # filter byte + RGB pixels
+  rows = 1 if header_only else height
+  data = b"".join(compressor.compress(row) for _ in range(rows)) + compressor.flush()
+
+  def chunk(kind, payload):
+    return (struct.pack(">I", len(payload)) + kind + payload
+            + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+
+  header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data)
+          + chunk(b"IEND", b""))
 
 
 def encode(pixels: np.ndarray, fmt: str) -> bytes:

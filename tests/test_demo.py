@@ -1,11 +1,90 @@
-"""The demo (cnn_rnn_tf.demo_lib) at runlocal size: every stage runs and the report is whole."""
+"""The demo (cnn_rnn_tf.demo_lib and its binary) at runlocal size: every stage runs, the report
+is whole, and the binary's output is its own (stage headers, our log lines, the table).
+"""
 
 import json
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 
+from cnn_rnn_tf import demo_config
 from cnn_rnn_tf import demo_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "cnn_rnn_tf")
+# An absl log line: "I1129 20:37:03.156062 139853398600576 train_lib.py:130] text".
+_ABSL = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ ([^:\]]+):\d+\]")
+# What the demo prints itself besides headers: the summary table, the comparison, the path.
+_PRINTED = re.compile(r"^(\||#|(top3|all)/\w+: |mAP_noninterp: |Report: )")
+_BAR = re.compile(r"\r|\x1b\[|\d+%\|")
+
+
+def our_files() -> set[str]:
+  """Basenames of the package's modules (what absl prints as the file of a log line)."""
+  return {f for _, _, files in os.walk(PACKAGE) for f in files if f.endswith(".py")}
+
+
+def foreign_lines(output: str, ours: set[str]) -> list[str]:
+  """The lines of `output` that are not the demo's own and not progress bars.
+
+  Ours: stage headers ("== [i/4] ..."), absl lines logged from the package's files and the
+  lines that continue such a record (a multi-line message, e.g. a Markdown table), and the
+  final table, comparison and report path. Blank lines are not counted.
+  """
+  foreign, owner = [], None
+  for line in output.splitlines():
+    if not line.strip() or _BAR.search(line):
+      continue
+    match = _ABSL.match(line)
+    if match:
+      owner = "ours" if os.path.basename(match.group(1)) in ours else "foreign"
+    elif line.startswith(demo_lib.HEADER + "[") or _PRINTED.match(line):
+      owner = None  # a print of ours: what follows it is not a continuation of a record
+      continue
+    elif owner != "ours":
+      owner = "foreign"
+    if owner == "foreign":
+      foreign.append(line)
+  return foreign
+
+
+def test_foreign_lines_counts_what_is_not_ours():
+  output = "\n".join([
+      "== [1/4] training the backbone end to end (6 steps) in runs/backbone",
+      "Downloading and preparing dataset Unknown size to /tmp/x...",
+      "I1129 20:37:08.180682 1398 train_lib.py:130] synthetic_scenes: 20 labels",
+      "I1129 20:37:28.246291 1398 evaluate_lib.py:120] ",
+      "### bce on synthetic_scenes test",
+      "| top-3 | 0.0 |",
+      "W1129 20:37:06.362133 1398 feature.py:72] `FeatureConnector.dtype` is deprecated.",
+      "Instructions for updating:",
+      "\x1b[1m 1/19\x1b[0m ━━━━━ 15s 870ms/batch",
+      "",
+      "| cnn_rnn | top3 | 1.0 ± 0.0 |",
+      "top3/CP: cnn_rnn loses to bce (0/1 seeds), difference +0.0 ± 0.0 points",
+      "Report: runs/demo/report.md"])
+  assert foreign_lines(output, {"train_lib.py", "evaluate_lib.py"}) == [
+      "Downloading and preparing dataset Unknown size to /tmp/x...",
+      "W1129 20:37:06.362133 1398 feature.py:72] `FeatureConnector.dtype` is deprecated.",
+      "Instructions for updating:"]
+
+
+def test_stage_header_format(capsys):
+  demo_lib.stage_header(2, "training the cnn_rnn head")
+  assert capsys.readouterr().out == f"== [2/{demo_lib.STAGES}] training the cnn_rnn head\n"
+
+
+def test_demo_config_is_a_package_module():
+  """configs/demo.py and the package module give the same configs (the wheel has no configs/)."""
+  from helpers import load_config_file  # pylint: disable=g-import-not-at-top
+  for arg in ("", "heads", "runlocal", "heads,runlocal"):
+    from_file = load_config_file(os.path.join(ROOT, "configs", "demo.py"), arg)
+    assert from_file.to_dict() == demo_config.get_config(arg).to_dict(), arg
+  with pytest.raises(ValueError, match=r"Unknown demo config argument\(s\) \['tiny'\]"):
+    demo_config.get_config("heads,tiny")
 
 
 @pytest.mark.slow
@@ -31,3 +110,22 @@ def test_demo_runs_end_to_end_and_twice(tmp_path):
   demo_lib.run_demo(run_dir, seeds=(0, 1), size="runlocal", export_base=export_base,
                     num_grid=4)
   assert sorted(os.listdir(os.path.join(export_base, "cnn_rnn"))) == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_demo_binary_prints_stage_headers_and_little_else(tmp_path):
+  """Issue 12: at most 25 lines that are not ours or progress bars (stdout not a terminal)."""
+  env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                          "CNN_RNN_TF_VERBOSE")}
+  result = subprocess.run(
+      [sys.executable, "-m", "cnn_rnn_tf.demo", "--size=runlocal", "--seeds=0",
+       f"--workdir={tmp_path / 'demo'}", f"--export_base={tmp_path / 'export'}"],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      timeout=1200, check=False)
+  assert result.returncode == 0, result.stdout[-3000:]
+  headers = [l for l in result.stdout.splitlines() if l.startswith("== [")]
+  assert [h[:8] for h in headers] == ["== [1/4]", "== [2/4]", "== [2/4]", "== [3/4]",
+                                      "== [4/4]"], headers
+  assert "| cnn_rnn | top3 |" in result.stdout and "Report: " in result.stdout
+  foreign = foreign_lines(result.stdout, our_files())
+  assert len(foreign) <= 25, "\n".join(foreign)

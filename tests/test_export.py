@@ -1,4 +1,4 @@
-"""SavedModel export for TF Serving (cnn_rnn_tf.export_lib, cnn_rnn_tf.export, cnn_rnn_tf.predict).
+"""SavedModel export for TF Serving (cnn_rnn_tf.export_lib, cnn_rnn_tf.export).
 
 The export is compared with the in-memory model: inference.predict_from_features on
 backbone(resize_images(decoded image)), the computation evaluation runs.
@@ -23,9 +23,10 @@ from tensorflow.python.framework import op_def_registry
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import export_lib
+from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import inference
-from cnn_rnn_tf import predict
 from cnn_rnn_tf import workdir as workdir_lib
+from cnn_rnn_tf.serving import local
 import export_fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -49,10 +50,7 @@ def loaded(export_dir):
 
 def in_memory(workdir):
   """(features_fn, decode_fn): the in-memory model's path from images to outputs."""
-  config = workdir_lib.load_config(workdir)
-  vocab = workdir_lib.load_vocab(workdir)
-  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
-  workdir_lib.restore_weights(config, workdir, backbone, head)
+  config, vocab, backbone, head, _ = workdir_lib.load_trained(workdir)
   size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
 
   def from_features(features):
@@ -65,7 +63,7 @@ def in_memory(workdir):
     return out
 
   def features_of(images):  # list of [H, W, 3] arrays, any sizes
-    resized = tf.concat([backbones.resize_images(np.asarray(im)[None], size)
+    resized = tf.concat([images_lib.resize(np.asarray(im)[None], size)
                          for im in images], axis=0)
     return backbone(resized, training=False).numpy()
 
@@ -125,23 +123,57 @@ def test_three_signatures_match_the_in_memory_model(loaded, workdir):
   assert_same(got, from_features(features))
 
 
-def test_predict_functions_and_text(export_dir, loaded, tmp_path):
+def test_local_predict_matches_the_signature(export_dir, loaded, tmp_path):
   images = export_fixtures.encoded_images()
-  paths = export_fixtures.write_images(tmp_path, images)
-  out = predict.predict(loaded, list(images.values()))
-  text = predict.predict_files(export_dir, paths)
-  lines = text.splitlines()
-  assert len(lines) == len(paths)
-  first = [n.decode() for n in out["label_names"][0][:out["num_labels"][0]]]
-  assert lines[0].startswith(f"{paths[0]}: {first[0]} ")
-  records = json.loads(predict.predict_files(export_dir, paths, as_json=True))
-  assert [r["labels"] for r in records] == [
-      [n.decode() for n in row[:k]] for row, k in zip(out["label_names"], out["num_labels"])]
+  out = local.predict(loaded, list(images.values()))
+  want = numpy_outputs(loaded.signatures["serving_default"](
+      image_bytes=tf.constant(list(images.values()))))
+  np.testing.assert_array_equal(out["labels"], want["labels"])
   # predict_images decodes here and sends pixels: the same labels.
-  by_pixels = predict.predict(loaded, list(images.values()), signature="predict_images")
+  by_pixels = local.predict(loaded, list(images.values()), signature="predict_images")
   np.testing.assert_array_equal(by_pixels["labels"], out["labels"])
   with pytest.raises(ValueError, match="no signature 'nope'"):
-    predict.predict(loaded, list(images.values()), signature="nope")
+    local.predict(loaded, list(images.values()), signature="nope")
+  with pytest.raises(ValueError, match="wrap it in a list"):
+    local.predict(loaded, images["rgb.png"])  # a scalar
+  with pytest.raises(ValueError, match=r"shape \[batch\], got shape \[1, 2\]"):
+    local.predict(loaded, np.array([[images["rgb.png"], images["rgb.png"]]], dtype=object))
+
+
+def test_n_best_outputs_are_the_beams_candidates_best_first(loaded, workdir):
+  from_features, features_of = in_memory(workdir)
+  images = list(export_fixtures.encoded_images().values())
+  got = numpy_outputs(loaded.signatures["serving_default"](image_bytes=tf.constant(images)))
+  want = from_features(features_of(decoded(images)))
+  beam = json.loads((pathlib.Path(workdir) / "config.json").read_text())["decode"]["beam_size"]
+  assert got["paths"].dtype == np.int32 and got["paths"].shape == (len(images), beam, 6)
+  assert got["paths_log_prob"].shape == (len(images), beam)
+  assert got["paths_label_names"].shape == (len(images), beam, 6)
+  np.testing.assert_array_equal(got["paths"], want["paths"])
+  np.testing.assert_allclose(got["paths_log_prob"], want["paths_log_prob"], rtol=1e-4,
+                             atol=1e-5)
+  np.testing.assert_array_equal(got["paths"][:, 0], got["labels"])
+  np.testing.assert_array_equal(got["paths_log_prob"][:, 0], got["path_log_prob"])
+  assert np.all(np.diff(got["paths_log_prob"], axis=1) <= 0)
+  names = got["paths_label_names"].astype(str)
+  labels = list(export_fixtures.LABELS)
+  vocab = workdir_lib.load_vocab(workdir)
+  for i, j, t in zip(*np.nonzero(got["paths"] >= 0)):
+    assert names[i, j, t] == vocab.names[got["paths"][i, j, t]] and names[i, j, t] in labels
+  assert np.all(names[got["paths"] < 0] == "")
+
+
+def test_nan_inputs_are_refused_naming_the_element(loaded):
+  pixels = np.full((3, 8, 8, 3), 100.0, np.float32)
+  pixels[2, 3, 4, 1] = np.nan
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"images\[2\] has NaN or Inf"):
+    loaded.signatures["predict_images"](images=tf.constant(pixels))
+  features = np.zeros((2, 256), np.float32)
+  features[1, 7] = np.inf
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"features\[1\] has NaN or Inf"):
+    loaded.signatures["predict_features"](features=tf.constant(features))
+  out = loaded.signatures["predict_features"](features=tf.constant(features[:1]))
+  assert out["labels"].shape == (1, 6)
 
 
 def test_empty_batch_gives_empty_outputs(loaded):
@@ -154,11 +186,12 @@ def test_empty_batch_gives_empty_outputs(loaded):
     assert out["label_names"].shape == (0, 6), name
     assert out["num_labels"].shape == (0,) and out["path_log_prob"].shape == (0,), name
     assert out["label_scores"].shape == (0, 6), name
+    assert out["paths"].shape[0] == 0 and out["paths_log_prob"].shape[0] == 0, name
 
 
 @pytest.mark.parametrize("bad, message", [
-    (b"not an image at all", r"image_bytes\[1\] does not decode"),
-    (b"", r"image_bytes\[1\] does not decode"),
+    (b"not an image at all", r"image_bytes\[1\]: not a JPEG, PNG, GIF, BMP or still WebP"),
+    (b"", r"image_bytes\[1\]: "),
     ("truncated_png", "Invalid PNG data"),
 ])
 def test_undecodable_image_fails_the_request(loaded, bad, message):
@@ -227,6 +260,20 @@ def test_versions_increase_and_are_never_overwritten(workdir, tmp_path):
   assert export_lib.next_version(base) == 8
 
 
+def test_two_exports_racing_for_one_version_name_the_path(workdir, tmp_path, monkeypatch):
+  base = tmp_path / "models"
+  real_validate = export_lib.validate
+
+  def other_export_wins(export_dir):  # another export publishes version 1 meanwhile
+    real_validate(export_dir)
+    shutil.copytree(export_dir, base / "1")
+
+  monkeypatch.setattr(export_lib, "validate", other_export_wins)
+  with pytest.raises(FileExistsError, match=f"{base / '1'}.*another export"):
+    export_lib.export(workdir, str(base))
+  assert sorted(p.name for p in base.iterdir()) == ["1"]  # the winner, no temp folder
+
+
 def test_failure_while_writing_leaves_no_version(workdir, tmp_path, monkeypatch):
   base = tmp_path / "models"
 
@@ -254,6 +301,7 @@ def test_export_and_serving_do_not_import_the_trainer():
   """Export knows the model, not the trainer (nor the data pipeline)."""
   forbidden = ("cnn_rnn_tf.train_lib", "cnn_rnn_tf.evaluate_lib", "cnn_rnn_tf.data")
   files = ["cnn_rnn_tf/export_lib.py", "cnn_rnn_tf/export.py", "cnn_rnn_tf/predict.py",
+           "cnn_rnn_tf/inference.py", "cnn_rnn_tf/model.py", "cnn_rnn_tf/decoding.py",
            *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cnn_rnn_tf/serving").glob("*.py"))]
   for name in files:
     tree = ast.parse((ROOT / name).read_text())
@@ -266,6 +314,82 @@ def test_export_and_serving_do_not_import_the_trainer():
         continue
       for module in modules:
         assert not module.startswith(forbidden), f"{name} imports {module}"
+
+
+def test_libraries_import_no_binary():
+  """serving/ and the export library import no binary (binaries import libraries)."""
+  binaries = {"cnn_rnn_tf.predict", "cnn_rnn_tf.export", "cnn_rnn_tf.train",
+              "cnn_rnn_tf.evaluate", "cnn_rnn_tf.visualize", "cnn_rnn_tf.demo",
+              "cnn_rnn_tf.serving.client", "cnn_rnn_tf.serving.server"}
+  libraries = ["cnn_rnn_tf/export_lib.py", "cnn_rnn_tf/serving/local.py",
+               "cnn_rnn_tf/serving/client_lib.py", "cnn_rnn_tf/serving/server_lib.py",
+               "cnn_rnn_tf/serving/format.py", "cnn_rnn_tf/serving/__init__.py"]
+  for name in libraries:
+    for node in ast.walk(ast.parse((ROOT / name).read_text())):
+      if isinstance(node, ast.Import):
+        modules = {a.name for a in node.names}
+      elif isinstance(node, ast.ImportFrom):
+        modules = {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+      else:
+        continue
+      assert not modules & binaries, f"{name} imports the binary {modules & binaries}"
+  # ... and defines no flags: importing a library leaves absl's flags as they were.
+  code = ("import tensorflow; from absl import flags; before = set(flags.FLAGS); "
+          "import cnn_rnn_tf.export_lib, "
+          "cnn_rnn_tf.serving.local, cnn_rnn_tf.serving.client_lib, "
+          "cnn_rnn_tf.serving.server_lib; assert set(flags.FLAGS) == before, "
+          "set(flags.FLAGS) - before")
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
+
+
+def test_image_limit_is_built_into_the_export(loaded):
+  """A header over max_pixels (40 M) is refused naming the index and the size, before any
+  decode; predict_images refuses such arrays too."""
+  good = export_fixtures.encoded_images()["rgb.png"]
+  huge = export_fixtures.huge_png(20000, 20000, header_only=True)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"image_bytes\[2\]: image of 20000x20000 = 400000000 pixels .*"
+                           r"over the limit of 40000000"):
+    loaded.signatures["serving_default"](image_bytes=tf.constant([good, good, huge]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="40000001 pixels > 40000000"):
+    loaded.signatures["predict_images"](images=tf.zeros([0, 1, 40_000_001, 3]))
+
+
+_MEMORY_PROBE = textwrap.dedent("""
+    import resource, sys
+    import tensorflow as tf
+    export_dir, good_path, huge_path = sys.argv[1:4]
+    model = tf.saved_model.load(export_dir)
+    fn = model.signatures["serving_default"]
+    good, huge = open(good_path, "rb").read(), open(huge_path, "rb").read()
+    fn(image_bytes=tf.constant([good]))  # warm: graphs built, weights in memory
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    try:
+      fn(image_bytes=tf.constant([good, huge, huge]))
+      print("ANSWERED")
+    except tf.errors.InvalidArgumentError as e:
+      print("REFUSED", e.message.splitlines()[-1][:300])
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print("GROWTH_KB", after - before)
+""")
+
+
+@pytest.mark.slow
+def test_huge_png_costs_under_1gb_of_peak_memory(export_dir, tmp_path):
+  """Issue 13: a 20000x20000 PNG (1.2 GB decoded) through serving_default, peak RSS growth
+  measured in a fresh process (resource.getrusage ru_maxrss), not timed."""
+  good = tmp_path / "good.png"
+  good.write_bytes(export_fixtures.encoded_images()["rgb.png"])
+  huge = tmp_path / "huge.png"
+  huge.write_bytes(export_fixtures.huge_png(20000, 20000))
+  result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, export_dir, str(good),
+                           str(huge)], capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+  assert "REFUSED" in lines and "20000x20000" in lines["REFUSED"], result.stdout
+  growth_mb = int(lines["GROWTH_KB"]) / 1024
+  print(f"peak RSS growth: {growth_mb:.1f} MB")
+  assert growth_mb < 1024, f"peak RSS grew by {growth_mb:.0f} MB"
 
 
 # ---- Slow: subprocesses. ----

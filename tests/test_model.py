@@ -31,7 +31,7 @@ def test_sequence_logits_equal_step_by_step_decoding():
   feats = np.random.default_rng(1).normal(size=(2, 6)).astype("float32")
   ids = np.array([[K + 1, 1, 4, 0], [K + 1, 3, 2, K]], np.int32)
   logits = head({"image_features": feats, "input_ids": ids}, training=False)
-  step = model_lib.CNNRNNStep(head)
+  step = model_lib.head_step(head)
   state = step.initial_state(feats)
   for t in range(4):
     log_probs, state = step(tf.constant(ids[:, t]), state)
@@ -51,7 +51,7 @@ def test_padding_does_not_change_earlier_steps_and_costs_no_loss():
   loss_both = model_lib.head_loss(head, np.concatenate([feats, feats]), both, training=False)
   np.testing.assert_allclose(loss_both[0], loss[0], rtol=1e-5)
   # The loss is the sum of -log P over the steps 1, 3, END.
-  step = model_lib.CNNRNNStep(head)
+  step = model_lib.head_step(head)
   state, prev, want = step.initial_state(feats), K + 1, 0.0
   for token in (1, 3, K):
     log_probs, state = step(tf.constant([prev]), state)
@@ -83,8 +83,31 @@ def test_head_save_and_load_round_trip(tmp_path):
   inputs = {"image_features": np.ones((2, 6), np.float32),
             "input_ids": np.array([[K + 1, 0], [K + 1, -1]], np.int32)}
   np.testing.assert_allclose(head(inputs), loaded(inputs), rtol=1e-6)
-  assert model_lib.head_kind(loaded) == "cnn_rnn"
-  model_lib.CNNRNNStep(loaded)  # the decoding view finds its layers by name
+  # A deserialized model has no registry record: a clear error, not a guess by name.
+  with pytest.raises(ValueError, match="build_head"):
+    model_lib.head_kind(loaded)
+
+
+def test_step_view_holds_the_heads_own_layers_and_vocab_ids():
+  head = tiny_head(num_labels=K, seed=2)
+  step = model_lib.head_step(head)
+  layer_ids = {id(layer) for layer in head.layers}
+  for layer in (step.label_embedding, step.lstm, step.output_projection,
+                step.image_projection, step.joint_space):
+    assert id(layer) in layer_ids
+  assert (step.num_labels, step.end_id, step.start_id) == (
+      K, vocab_lib.end_id_of(K), vocab_lib.start_id_of(K))
+  assert vocab_lib.LabelVocab(list("abcde")).start_id == step.start_id
+  with pytest.raises(ValueError, match="no step function"):
+    model_lib.head_step(tiny_head(num_labels=K, head="bce"))
+
+
+def test_head_kind_comes_from_the_registry_not_the_model_name():
+  head = tiny_head(num_labels=K, head="bce")
+  head.name = "renamed"  # the kind is recorded by build_head, not read off the name
+  assert model_lib.head_kind(head) == "bce"
+  assert model_lib.head_spec(head) is model_lib.HEADS["bce"]
+  assert sorted(model_lib.HEADS) == ["bce", "cnn_rnn"]
 
 
 def test_attach_backbone_shares_weights():

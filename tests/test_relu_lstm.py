@@ -8,7 +8,7 @@ from cnn_rnn_tf.relu_lstm import ReLULSTM, ReLULSTMCell
 
 
 def _numpy_relu_lstm(x, kernel, recurrent, bias, mask=None):
-  """NOTES.md's equations in NumPy. x [B, T, D] -> outputs [B, T, U], final r [B, U]."""
+  """docs/method.md's ReLU-LSTM equations in NumPy. x [B, T, D] -> outputs [B, T, U], final r [B, U]."""
   b, t_len, _ = x.shape
   units = recurrent.shape[0]
   r = np.zeros((b, units))

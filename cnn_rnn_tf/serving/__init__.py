@@ -1,8 +1,14 @@
-"""Serving the exported SavedModel: a gRPC client, the output format, a test server.
+"""Serving the exported SavedModel: in-process, through gRPC, and a test server.
 
-  client   PredictionService client (tensorflow-serving-api): `python -m cnn_rnn_tf.serving.client`
-  format   request inputs from image files and the text / JSON output, shared by the client
-           and `cnn_rnn_tf.predict` so that both print the same
-  server   a stand-in PredictionService server for tests (the TF Serving binary cannot be
-           installed where the tests run); production uses `tensorflow/serving`, see export/
+  local       an export loaded in this process (`tf.saved_model.load`): the library of
+              `python -m cnn_rnn_tf.predict`
+  client_lib  PredictionService client (tensorflow-serving-api); binary:
+              `python -m cnn_rnn_tf.serving.client`
+  format      inputs (files, folders, globs), batching with a progress bar, failures, and
+              the text / JSON / CSV / JSON Lines output, shared by local and client_lib
+              so that both give the same
+  server_lib  a stand-in PredictionService server for tests (the TF Serving binary cannot be
+              installed where the tests run); binary: `python -m cnn_rnn_tf.serving.server`.
+              Production uses `tensorflow/serving`, see export/README.md.
+Nothing here imports a binary.
 """

@@ -1,131 +1,58 @@
-r"""Labels images through a TF Serving PredictionService (gRPC, tensorflow-serving-api).
+r"""Labels images through a TF Serving PredictionService (gRPC). Flags in, one call out.
 
   python -m cnn_rnn_tf.serving.client --server=localhost:8500 --model_name=cnn_rnn \
       [--signature=serving_default|predict_images] [--timeout=10] [--max_message_mb=64] \
-      [--json] photo.jpg more.png
+      [--batch_size=32] [--n_best=3] [--json] [--output=labels.csv|labels.jsonl] \
+      photo.jpg photos/ 'more/*.png'
 
-Prints exactly what `python -m cnn_rnn_tf.predict` prints for the same export and images
-(both go through `cnn_rnn_tf.serving.format`). From Python:
-
-    from cnn_rnn_tf.serving import client
-    outputs = client.predict("localhost:8500", "cnn_rnn", "serving_default",
-                             [open("photo.jpg", "rb").read()], timeout=10, max_message_mb=64)
-    outputs["label_names"]   # object [1, L], '' padded
-
-Failures raise `ServingError` with a message that says what to do: server unreachable or
-too slow (UNAVAILABLE / DEADLINE_EXCEEDED), no such model (NOT_FOUND), no such signature
-(FAILED_PRECONDITION), an image that does not decode (INVALID_ARGUMENT), a request or an
-answer over the message size (RESOURCE_EXHAUSTED).
+Takes files, folders (recursive, by image extension) and globs, sends them in batches of
+--batch_size (one request each) and prints exactly what `python -m cnn_rnn_tf.predict`
+prints for the same export and images. A file that cannot be read or that the model refuses
+is named on stderr and counted, the rest predicted; exit code 1 when any failed. The
+library: `cnn_rnn_tf.serving.client_lib`.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Sequence
 
 from absl import app
 from absl import flags
-import grpc
-import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
-from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from cnn_rnn_tf import predict as predict_lib
-from cnn_rnn_tf.serving import format as format_lib
+from cnn_rnn_tf import runtime
 
-FLAGS = flags.FLAGS
-
-
-class ServingError(RuntimeError):
-  """A failed Predict call; `code` is the grpc.StatusCode."""
-
-  def __init__(self, message: str, code: grpc.StatusCode | None = None):
-    super().__init__(message)
-    self.code = code
-
-
-def define_flags():
-  """The binary's flags (defined only when run, so importing this module defines none)."""
-  flags.DEFINE_string("server", None, "host:port of the gRPC endpoint (TF Serving: 8500).",
-                      required=True)
-  flags.DEFINE_string("model_name", None, "The served model's name (--model_name of "
-                      "tensorflow_model_server, or models.config).", required=True)
-  flags.DEFINE_string("signature", "serving_default",
-                      "serving_default sends the encoded bytes; predict_images decodes the "
-                      "images here and sends RGB pixels.")
-  flags.DEFINE_float("timeout", 10.0, "Deadline of each request, in seconds.")
-  flags.DEFINE_integer("max_message_mb", 64, "Largest request / answer in MiB (the server "
-                       "has its own limit).")
-  flags.DEFINE_bool("json", False, "Print JSON instead of one line per image.")
-
-
-def predict(server: str, model_name: str, signature: str, images_bytes: Sequence[bytes],
-            timeout: float = 10.0, max_message_mb: float = 64) -> dict:
-  """Sends encoded images to `signature` of `model_name`; NumPy outputs, batch first.
-
-  Raises:
-    ServingError: the call failed (see the module docstring).
-    ValueError: an image the client had to decode (predict_images) does not decode.
-  """
-  limit = int(max_message_mb * 1024 * 1024)
-  options = [("grpc.max_send_message_length", limit),
-             ("grpc.max_receive_message_length", limit)]
-  with grpc.insecure_channel(server, options=options) as channel:
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    outputs = []
-    for inputs in format_lib.request_inputs(signature, images_bytes):
-      request = predict_pb2.PredictRequest()
-      request.model_spec.name = model_name
-      request.model_spec.signature_name = signature
-      for key, value in inputs.items():
-        dtype = tf.string if value.dtype == object else tf.as_dtype(value.dtype)
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=dtype, shape=value.shape))
-      try:
-        response = stub.Predict(request, timeout=timeout)
-      except grpc.RpcError as e:
-        raise _explain(e, server, model_name, signature, timeout, max_message_mb) from None
-      outputs.append({k: tf.make_ndarray(v) for k, v in response.outputs.items()})
-  return format_lib.merge_outputs(outputs)
-
-
-def _explain(error: grpc.RpcError, server, model_name, signature, timeout,
-             max_message_mb) -> ServingError:
-  code, details = error.code(), error.details()
-  if code == grpc.StatusCode.UNAVAILABLE:
-    message = (f"Cannot reach a model server at {server!r} (is it running, and is this its "
-               f"gRPC port, 8500 for TF Serving?): {details}")
-  elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-    message = (f"The model server at {server!r} did not answer within {timeout} s; raise "
-               f"--timeout or send fewer images: {details}")
-  elif code == grpc.StatusCode.NOT_FOUND:
-    message = f"The model server at {server!r} serves no model {model_name!r}: {details}"
-  elif code == grpc.StatusCode.FAILED_PRECONDITION and "signature" in details.lower():
-    message = (f"Model {model_name!r} at {server!r} has no signature {signature!r} "
-               f"(cnn_rnn_tf exports have serving_default, predict_images and "
-               f"predict_features): {details}")
-  elif code == grpc.StatusCode.INVALID_ARGUMENT:
-    message = f"Model {model_name!r} at {server!r} rejected the request: {details}"
-  elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-    message = (f"A message to or from {server!r} is over the size limit ({max_message_mb} MiB "
-               f"here; the server has its own): {details}")
-  else:
-    message = f"Predict on {server!r} failed with {code.name}: {details}"
-  return ServingError(message, code)
+_SERVER = flags.DEFINE_string("server", None, "host:port of the gRPC endpoint (TF Serving: "
+                              "8500).", required=True)
+_MODEL_NAME = flags.DEFINE_string("model_name", None, "The served model's name (--model_name "
+                                  "of tensorflow_model_server, or models.config).",
+                                  required=True)
+_SIGNATURE = flags.DEFINE_string("signature", "serving_default",
+                                 "serving_default sends the encoded bytes; predict_images "
+                                 "decodes the images here and sends RGB pixels.")
+_TIMEOUT = flags.DEFINE_float("timeout", 10.0, "Deadline of each request, in seconds.")
+_MAX_MESSAGE_MB = flags.DEFINE_integer("max_message_mb", 64, "Largest request / answer in "
+                                       "MiB (the server has its own limit).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per request.", lower_bound=1)
+_N_BEST = flags.DEFINE_integer("n_best", 0, "Also show the N best label sets of the beam.",
+                               lower_bound=0)
+_JSON = flags.DEFINE_bool("json", False, "Print JSON instead of one line per image.")
+_OUTPUT = flags.DEFINE_string("output", None, "Write the results to this .csv or .jsonl "
+                              "file instead of printing them.")
+_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
+                              "Progress bar: auto = on a terminal only.")
 
 
 def main(argv):
-  paths = argv[1:]
-  if not paths:
-    raise app.UsageError("Give one or more image files.")
-  try:
-    outputs = predict(FLAGS.server, FLAGS.model_name, FLAGS.signature,
-                      predict_lib.read_images(paths), FLAGS.timeout, FLAGS.max_message_mb)
-  except (ServingError, ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  print((format_lib.to_json if FLAGS.json else format_lib.to_text)(paths, outputs))
+  if len(argv) < 2:
+    raise app.UsageError("Give one or more image files, folders or globs.")
+  runtime.setup(progress=_PROGRESS.value)
+  from cnn_rnn_tf.serving import client_lib  # pylint: disable=g-import-not-at-top
+  sys.exit(client_lib.run(_SERVER.value, _MODEL_NAME.value, argv[1:],
+                          signature=_SIGNATURE.value, batch_size=_BATCH_SIZE.value,
+                          n_best=_N_BEST.value, timeout=_TIMEOUT.value,
+                          max_message_mb=_MAX_MESSAGE_MB.value, output=_OUTPUT.value,
+                          as_json=_JSON.value))
 
 
 if __name__ == "__main__":
-  define_flags()
   app.run(main)

@@ -1,0 +1,90 @@
+"""Predictions and prediction masks of every registered head (cnn_rnn_tf.inference)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn_rnn_tf import inference
+from cnn_rnn_tf import model as model_lib
+from helpers import tiny_head, tiny_model_config
+
+K = 5
+
+
+def test_cnn_rnn_masks_by_value():
+  labels = np.array([[3, 0, 4, 1], [2, -1, -1, -1], [-1, -1, -1, -1]])
+  scores = np.zeros((3, K))  # the CNN-RNN masks do not look at the scores
+  top3, every = inference.prediction_masks("cnn_rnn", labels, scores, K)
+  np.testing.assert_array_equal(top3, [[1, 0, 0, 1, 1], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(every, [[1, 1, 0, 1, 1], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]])
+
+
+def test_bce_masks_by_value():
+  scores = np.array([
+      [0.9, 0.8, 0.7, 0.6, 0.1],   # four >= 0.5: top3 keeps the three highest
+      [0.2, 0.95, 0.4, 0.3, 0.1],  # one >= 0.5: top3 must not fill up with p < 0.5
+      [0.4, 0.3, 0.2, 0.1, 0.0],   # none
+      [0.5, 0.1, 0.1, 0.1, 0.1],   # exactly 0.5 counts
+  ])
+  labels = np.full((4, 3), -1)  # the BCE masks do not look at the labels
+  top3, every = inference.prediction_masks("bce", labels, scores, K)
+  np.testing.assert_array_equal(top3, [[1, 1, 1, 0, 0], [0, 1, 0, 0, 0], [0, 0, 0, 0, 0],
+                                       [1, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(every, [[1, 1, 1, 1, 0], [0, 1, 0, 0, 0], [0, 0, 0, 0, 0],
+                                        [1, 0, 0, 0, 0]])
+
+
+def test_unknown_head_is_named():
+  with pytest.raises(ValueError, match="'svm'.*bce"):
+    inference.prediction_masks("svm", np.zeros((1, 1)), np.zeros((1, K)), K)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_cnn_rnn_outputs_and_n_best(beam):
+  head = tiny_head(num_labels=K, seed=4)
+  feats = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
+  out = inference.predict_from_features(head, feats, beam_size=beam, max_length=3)
+  assert sorted(out) == sorted(inference.OUTPUT_KEYS)
+  assert out["labels"].shape == (3, 3) and out["paths"].shape == (3, beam, 3)
+  assert out["paths"].dtype == tf.int32 and out["paths_log_prob"].shape == (3, beam)
+  np.testing.assert_array_equal(out["paths"][:, 0], out["labels"])
+  np.testing.assert_array_equal(out["paths_log_prob"][:, 0], out["path_log_prob"])
+  assert np.all(np.diff(out["paths_log_prob"].numpy(), axis=1) <= 0)
+
+
+def test_bce_outputs_and_padded_n_best():
+  head = tiny_head(num_labels=K, seed=2, head="bce")
+  feats = np.random.default_rng(1).normal(size=(4, 6)).astype("float32")
+  out = inference.predict_from_features(head, feats, beam_size=3, max_length=4, min_length=1)
+  probs = tf.sigmoid(head(feats)).numpy()
+  np.testing.assert_allclose(out["label_scores"], probs, rtol=1e-6)
+  for i in range(4):
+    n = int(out["num_labels"][i])
+    want = [int(j) for j in np.argsort(-probs[i]) if probs[i, j] >= 0.5][:4]
+    want = want or [int(np.argmax(probs[i]))]  # min_length 1 fills up with the most probable
+    assert out["labels"][i, :n].numpy().tolist() == want
+  np.testing.assert_array_equal(out["paths"][:, 0], out["labels"])
+  np.testing.assert_array_equal(out["paths_log_prob"][:, 0], out["path_log_prob"])
+  assert np.all(out["paths"][:, 1:].numpy() == -1)
+  assert np.all(np.isneginf(out["paths_log_prob"][:, 1:].numpy()))
+
+
+def test_a_new_head_is_one_registration(monkeypatch):
+  """A head registered once in model.HEADS builds, trains, predicts and is evaluated."""
+  import keras  # pylint: disable=g-import-not-at-top
+
+  def build(model_config, feature_dim, num_labels):
+    del model_config
+    x = keras.Input((feature_dim,), name="image_features")
+    return keras.Model(x, keras.layers.Dense(num_labels)(x), name="linear_head")
+
+  bce = model_lib.HEADS["bce"]
+  monkeypatch.setitem(model_lib.HEADS, "linear", model_lib.HeadSpec(
+      build=build, loss=bce.loss, predict=bce.predict, prediction_masks=bce.prediction_masks))
+  head = model_lib.build_head(tiny_model_config("linear"), 6, K)
+  assert model_lib.head_kind(head) == "linear"
+  feats = np.ones((2, 6), np.float32)
+  assert model_lib.head_loss(head, feats, np.zeros((2, K)), training=False).shape == (2,)
+  out = inference.predict_from_features(head, feats, beam_size=2, max_length=K)
+  top3, every = inference.prediction_masks("linear", out["labels"], out["label_scores"], K)
+  assert top3.shape == every.shape == (2, K)

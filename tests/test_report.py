@@ -1,0 +1,86 @@
+"""Tests of `cnn_rnn_tf.report`: seed summaries, the Markdown table, head comparisons, plots."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from cnn_rnn_tf import metrics as metrics_lib
+from cnn_rnn_tf import report
+
+
+def fake_metrics(base: float, per_class=("a", "b")) -> dict:
+  """A metrics dict shaped like `evaluate_lib.evaluate`'s, every value derived from `base`."""
+  prf = {k: base + 0.01 * i for i, k in enumerate(metrics_lib.PRF_KEYS)}
+  return {"top3": dict(prf), "all": {k: v + 0.05 for k, v in prf.items()},
+          "mAP_noninterp": base + 0.1, "mAP_voc07": base + 0.11, "MAP@10": base + 0.2,
+          "per_class": {n: {"precision": base, "recall": base / 2} for n in per_class}}
+
+
+def test_summarize_seeds_mean_std_and_values():
+  summary = report.summarize_seeds({"cnn_rnn": [fake_metrics(0.5), fake_metrics(0.7)],
+                                    "bce": [fake_metrics(0.6)]})
+  assert set(summary) == {"cnn_rnn", "bce"}
+  mean, std, values = summary["cnn_rnn"]["top3/OF1"]  # OF1 = base + 0.05
+  assert values == pytest.approx([0.55, 0.75])
+  assert mean == pytest.approx(0.65) and std == pytest.approx(0.1)  # population std
+  assert summary["cnn_rnn"]["all/CP"][2] == pytest.approx([0.55, 0.75])
+  mean, std, values = summary["bce"]["MAP@10"]
+  assert (mean, std) == pytest.approx((0.8, 0.0)) and values == pytest.approx([0.8])
+  assert len(summary["bce"]) == len(report.HEADLINE) + len(report.MAP_KEYS)
+
+
+def test_summarize_seeds_none_is_nan():
+  m = fake_metrics(0.5)
+  m["mAP_voc07"] = None  # evaluate writes None where a metric is undefined
+  mean, _, values = report.summarize_seeds({"h": [m]})["h"]["mAP_voc07"]
+  assert math.isnan(mean) and math.isnan(values[0])
+
+
+def test_summary_table_rows_and_percentages():
+  summary = report.summarize_seeds({"cnn_rnn": [fake_metrics(0.5), fake_metrics(0.7)],
+                                    "bce": [fake_metrics(0.6)]})
+  lines = report.summary_table(summary).splitlines()
+  assert lines[0].startswith("| head | setting | C-P |") and len(lines) == 2 + 4
+  row = lines[2].split(" | ")
+  assert row[0] == "| cnn_rnn" and row[1] == "top3"
+  assert row[2] == "60.0 ± 10.0"  # top3 CP: bases 0.5, 0.7 -> 60.0 ± 10.0 percent
+  assert lines[2].endswith("| 70.0 ± 10.0 | 80.0 ± 10.0 |")  # mAP_noninterp, MAP@10
+  assert lines[5].startswith("| bce | all | 65.0 ± 0.0 |")
+
+
+def test_compare_heads_verdicts_by_value():
+  a = [fake_metrics(0.6), fake_metrics(0.7)]
+  b = [fake_metrics(0.5), fake_metrics(0.8)]  # a wins seed 0 by 10 points, loses seed 1 by 10
+  lines = report.compare_heads(report.summarize_seeds({"cnn_rnn": a, "bce": b}))
+  assert len(lines) == 9 and lines[0].startswith("top3/CP: ")
+  assert lines[0] == ("top3/CP: cnn_rnn ties with bce (1/2 seeds), difference +0.0 ± 10.0 "
+                      "points")
+  ahead = report.compare_heads(report.summarize_seeds(
+      {"x": [fake_metrics(0.6)], "y": [fake_metrics(0.5)]}), a="x", b="y")
+  assert ahead[-1] == "mAP_noninterp: x beats y (1/1 seeds), difference +10.0 ± 0.0 points"
+  equal = report.compare_heads(report.summarize_seeds(
+      {"x": [fake_metrics(0.5)], "y": [fake_metrics(0.5)]}), a="x", b="y")
+  assert equal[0] == "top3/CP: x ties with y (0/1 seeds), difference +0.0 ± 0.0 points"
+  behind = report.compare_heads(report.summarize_seeds(
+      {"x": [fake_metrics(0.4)], "y": [fake_metrics(0.5)]}), a="x", b="y")
+  assert behind[3] == "top3/OF1: x loses to y (0/1 seeds), difference -10.0 ± 0.0 points"
+
+
+def _png(path) -> bool:
+  with open(path, "rb") as f:
+    return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_write_png_files(tmp_path):
+  report.plot_per_class({"cnn_rnn": fake_metrics(0.5), "bce": fake_metrics(0.7)},
+                        str(tmp_path / "per_class.png"))
+  logs = {"cnn_rnn seed 0": [{"step": s, "loss": 10.0 / s} for s in (1, 2, 3)],
+          "bce seed 0": [{"step": 3, "eval/top3/OF1": 0.5}]}  # an evaluation point only
+  report.plot_curves(logs, str(tmp_path / "curves.png"))
+  images = np.random.default_rng(0).integers(0, 255, [5, 16, 16, 3]).astype(np.uint8)
+  rows = [{"truth": "a b", "cnn_rnn": "a", "bce": "(none)"}] * 5
+  report.plot_predictions(images, rows, str(tmp_path / "predictions.png"), columns=4)
+  for name in ("per_class.png", "curves.png", "predictions.png"):
+    assert _png(tmp_path / name) and os.path.getsize(tmp_path / name) > 1000, name

@@ -1,0 +1,57 @@
+"""The package as users install it: `make wheel`, installed into a fresh virtualenv, runs the demo.
+
+The demo used to read configs/demo.py by file path, which an installed wheel does not have;
+its config is now the module `cnn_rnn_tf.demo_config`. The test builds the wheel as
+`make wheel` does (`pip wheel --no-deps`), installs it with --no-deps into a temporary venv
+whose dependencies come from this interpreter's site-packages (a path in a .pth file: that
+folder's own .pth files, among them the editable install of the checkout, are not run), and
+runs the demo at runlocal size from a folder outside the repository. It checks that the
+package imported there is the wheel's copy, not the checkout.
+"""
+
+import glob
+import os
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(cmd, cwd, timeout=600):
+  result = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=timeout, check=False)
+  assert result.returncode == 0, f"{' '.join(map(str, cmd))}:\n{result.stdout[-3000:]}"
+  return result.stdout
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_runs_the_demo(tmp_path):
+  dist = tmp_path / "dist"
+  _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), ROOT], ROOT)
+  wheels = glob.glob(str(dist / "cnn_rnn_tf-*.whl"))
+  assert len(wheels) == 1, os.listdir(dist)
+
+  venv = tmp_path / "venv"
+  _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path)
+  python = str(venv / "bin" / "python")
+  _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheels[0]], tmp_path)
+  site = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+              tmp_path).strip()
+  with open(os.path.join(site, "_dependencies.pth"), "w") as f:
+    f.write(sysconfig.get_paths()["purelib"] + "\n")
+
+  cwd = tmp_path / "elsewhere"
+  cwd.mkdir()
+  where = _run([python, "-c", "import cnn_rnn_tf.demo_config as m; print(m.__file__)"], cwd)
+  assert where.strip().splitlines()[-1].startswith(site), where
+
+  workdir = cwd / "runs" / "demo"
+  out = _run([python, "-m", "cnn_rnn_tf.demo", "--size=runlocal", "--seeds=0",
+              f"--workdir={workdir}"], cwd, timeout=1200)
+  assert "Report: " in out
+  assert (workdir / "report.md").exists()
+  assert (workdir / "seed0" / "cnn_rnn" / "config.json").exists()
+  assert sorted(os.listdir(cwd / "export" / "models")) == ["bce", "cnn_rnn"]
