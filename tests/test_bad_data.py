@@ -33,8 +33,9 @@ GOOD_ROWS = ["img/0.jpg,cat dog", "img/1.jpg,dog", "img/2.jpg,person"]
 
 
 def write(folder, name, rows, header="image_name,tags"):
+  """Rows as UTF-8; a lone surrogate "\\udcXX" stands for the raw byte 0xXX (bad UTF-8)."""
   path = folder / name
-  path.write_text("\n".join([header] + rows) + "\n")
+  path.write_bytes(("\n".join([header] + rows) + "\n").encode("utf-8", "surrogateescape"))
   return str(path)
 
 
@@ -54,6 +55,11 @@ BAD_TRAIN_ROWS = [
     ("truncated_jpeg", "img/truncated.jpg,dog", sources.UNDECODABLE_IMAGE, "cannot be decoded"),
     ("empty_labels", "img/1.jpg,", sources.EMPTY_LABELS, "has no labels in column 'tags'"),
     ("blank_labels", "img/1.jpg,   ", sources.EMPTY_LABELS, "has no labels"),
+    ("stray_quote", '"img/1.jpg,dog', sources.MALFORMED_ROW, "CSV quoting fault"),
+    ("text_after_quote", 'img/1.jpg,"dog" cat', sources.MALFORMED_ROW, "CSV quoting fault"),
+    ("quote_in_label", 'img/1.jpg,dog car"', sources.BAD_LABEL, "contains '\"'"),
+    ("control_in_label", "img/1.jpg,do\x07g", sources.BAD_LABEL, "contains '\\x07'"),
+    ("not_utf8", "img/1.jpg,caf\udce9", sources.MALFORMED_ROW, "are not utf-8"),
 ]
 
 
@@ -103,6 +109,45 @@ def test_bad_train_row_is_skipped_counted_and_logged(folder, caplog, name, row, 
   ds = data_lib.image_dataset(source, "train", vocab, image_size=8, batch_size=8,
                               training=False)
   assert next(iter(ds))["key"].numpy().tolist() == [b"img/0.jpg", b"img/1.jpg", b"img/2.jpg"]
+
+
+def test_stray_quote_costs_only_its_own_line(folder, caplog):
+  # Issue repro: line 10 is `"img/001.jpg,cat`; a lenient parser swallowed the 24 rows after
+  # it (and blamed line 34).
+  rows = [GOOD_ROWS[i % 3] for i in range(8)] + ['"img/001.jpg,cat'] + [
+      GOOD_ROWS[i % 3] for i in range(24)]
+  train = write(folder, "train.csv", rows)
+  with pytest.raises(sources.BadDataError) as e:
+    source_for(train).num_examples("train")
+  assert [p.where for p in e.value.problems] == [f"{train} line 10"]
+  assert "CSV quoting fault" in str(e.value)
+  source = source_for(train, skip_bad_examples=True)
+  with caplog.at_level(logging.WARNING):
+    assert source.num_examples("train") == 32  # 33 rows, one lost
+  assert source.skipped == {"malformed_row": 1}
+
+
+def test_non_utf8_names_file_and_line_or_reads_with_csv_encoding(folder):
+  train = write(folder, "train.csv", GOOD_ROWS + ["img/1.jpg,caf\udce9"])  # latin-1 "café"
+  with pytest.raises(sources.BadDataError,
+                     match=r"train.csv line 5: bytes b'\\xe9' at column 14 are not utf-8"):
+    source_for(train).num_examples("train")
+  source = source_for(train, csv_encoding="latin-1")
+  assert source.label_names == ["café", "cat", "dog", "person"]
+  with pytest.raises(ValueError, match="not ASCII-compatible"):
+    source_for(train, csv_encoding="utf-16")
+
+
+def test_labels_are_stripped_of_whitespace_and_control_characters(folder, tmp_path):
+  # CRLF line ends, a BOM, a tab and a non-breaking space around labels: all stripped.
+  path = folder / "train.csv"
+  path.write_bytes(b"\xef\xbb\xbfimage_name,tags\r\nimg/0.jpg,cat\tdog\r\n"
+                   b"img/1.jpg,\"dog\r\"\r\nimg/2.jpg,\xc2\xa0person \r\n")
+  source = source_for(str(path), label_separator="\t")
+  assert source.train_label_sets() == [{"cat", "dog"}, {"dog"}, {"person"}]
+  vocab = vocab_lib.LabelVocab.from_label_sets(source.train_label_sets())
+  vocab.save(tmp_path / "labels.txt")
+  assert vocab_lib.LabelVocab.load(tmp_path / "labels.txt") == vocab
 
 
 def test_unknown_label_in_eval_csv(folder, caplog):

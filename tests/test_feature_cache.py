@@ -175,23 +175,6 @@ def test_feature_dataset_streams_like_image_dataset(tmp_path, backbone):
   assert [int(b["key"].shape[0]) for b in evaluation] == [3, 3, 1]
 
 
-def test_resolve_precision(tmp_path):
-  with_bf16 = tmp_path / "cpuinfo_bf16"
-  with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n")
-  with_amx = tmp_path / "cpuinfo_amx"
-  with_amx.write_text("flags\t\t: fpu amx_bf16 amx_tile\n")
-  without = tmp_path / "cpuinfo"
-  without.write_text("flags\t\t: fpu sse avx2\n")
-  assert feature_cache.resolve_precision("on", str(without)) == "bfloat16"
-  assert feature_cache.resolve_precision("off", str(with_bf16)) == "float32"
-  assert feature_cache.resolve_precision("auto", str(with_bf16)) == "bfloat16"
-  assert feature_cache.resolve_precision("auto", str(with_amx)) == "bfloat16"
-  if not tf.config.list_physical_devices("GPU"):
-    assert feature_cache.resolve_precision("auto", str(without)) == "float32"
-  with pytest.raises(ValueError, match="'fast'"):
-    feature_cache.resolve_precision("fast")
-
-
 @pytest.mark.slow
 def test_killed_writer_leaves_nothing_a_later_run_uses(tmp_path):
   csv_path = make_csv(str(tmp_path), num=40)
