@@ -122,8 +122,9 @@ def default_config() -> ml_collections.ConfigDict:
   train.log_every = 100
   train.checkpoint_every = 1000
   train.max_checkpoints = 3
-  train.eval_every = 0  # evaluate the eval split every this many steps (0: only at the end)
-  train.keep_best = ""  # a metric key ("top3.OF1", "mAP_noninterp"): keep its best checkpoint in best/
+  train.eval_every = 0  # evaluate on data.eval_split every N steps; 0: only at the end; -1: never
+  train.keep_best = ""  # "" off; else a metric key ("top3.OF1", "mAP_noninterp"): best/ keeps its best checkpoint
+  train.fallback_on_corrupt_checkpoint = True  # a corrupt latest checkpoint: warn, resume from the previous one
   return config
 
 
@@ -264,6 +265,15 @@ def _checkpoint_path(value):
   return "is neither a checkpoint prefix (<path>.index) nor a folder of checkpoints"
 
 
+def _encoding(value):
+  import codecs  # pylint: disable=g-import-not-at-top
+  try:
+    codecs.lookup(value)
+  except LookupError:
+    return "is not a text encoding Python knows (e.g. 'utf-8', 'latin-1')"
+  return None
+
+
 def _activation(value):
   if value in ("relu", "linear", "tanh", "sigmoid", "elu", "gelu", "swish", "softplus"):
     return None
@@ -303,6 +313,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.csv_empty_labels": _one_of("error", "keep"),
     "data.check_images": _one_of("decode", "header"),
     "data.max_image_pixels": _int_range(1),
+    "data.csv_encoding": _encoding,
     "data.shuffle_buffer": _int_range(1),
     "data.precision": _one_of(*PRECISIONS),
     "data.manual_dir": _existing_path,
@@ -330,7 +341,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "train.log_every": _int_range(1),
     "train.checkpoint_every": _int_range(1),
     "train.max_checkpoints": _int_range(1),
-    "train.eval_every": _int_range(0),
+    "train.eval_every": _int_range(-1),  # -1: never
     "train.keep_best": _keep_best,
 }
 
@@ -506,6 +517,19 @@ def _unknown_override(argv, configs: dict[str, ml_collections.ConfigDict],
   return None
 
 
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().strip("'\"")
+  return text.splitlines()[0] if text else ""
+
+
+def _short(error: BaseException) -> str:
+  """A flag error in one line: config_flags embeds the config file's whole traceback."""
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  if len(lines) > 1 and any(l.startswith("Traceback") for l in lines):
+    return f"{lines[0]} {lines[-1]}"
+  return " ".join(lines)
+
+
 def define_overrides_flag(name: str, config: ml_collections.ConfigDict, help_string: str,
                           hint: str = ""):
   """`config_flags.DEFINE_config_dict` whose bad overrides exit with one line.
@@ -519,12 +543,24 @@ def define_overrides_flag(name: str, config: ml_collections.ConfigDict, help_str
   try:
     return config_flags.DEFINE_config_dict(name, config, help_string, lock_config=True)
   except flags.Error as e:
-    line = f"Flags parsing error: {e}"
+    line = f"Flags parsing error: {_short(e)}"
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     line = _unknown_override(sys.argv, {name: config}, hint) or (
-        f"Bad --{name} override: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        f"Bad --{name} override: {type(e).__name__}: {_first_line(e)}")
   sys.stderr.write(f"FATAL {line}\n")
   sys.exit(2)
+
+
+def _check_loaded(flag_values) -> None:
+  """Raises OSError for a config file flag whose file failed to load (config_flags defers
+  that error to the first use of the config)."""
+  for name in flag_values:
+    value = flag_values[name].value
+    if type(value).__name__ == "_ErrorConfig":
+      try:
+        value.keys()
+      except Exception as e:  # pylint: disable=broad-except
+        raise OSError(f"--{name}: {_short(e)}") from e
 
 
 def flags_parser(argv):
@@ -535,13 +571,15 @@ def flags_parser(argv):
   """
   from absl import flags  # pylint: disable=g-import-not-at-top
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
+    _check_loaded(flags.FLAGS)
+    return remaining
   except flags.Error as e:
-    sys.stderr.write(f"FATAL Flags parsing error: {e}\n"
+    sys.stderr.write(f"FATAL Flags parsing error: {_short(e)}\n"
                      "Pass --helpshort or --helpfull to see help on flags.\n")
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
+  except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
     line = _unknown_override(argv, _config_flags(argv, flags.FLAGS))
-    if line is None:
-      line = f"Bad config override: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    if line is None:  # e.g. a config file that is missing or refuses its argument
+      line = f"Flags parsing error: {type(e).__name__}: {_first_line(e)}"
     sys.stderr.write(f"FATAL {line}\n")
   sys.exit(2)

@@ -17,7 +17,9 @@ What counts as a prediction (the issue's definitions):
   * cnn_rnn: "top3" = the first 3 labels of the beam-search path; "all" = the whole path.
   * bce:     "top3" = the 3 highest probabilities among those >= 0.5; "all" = every label
              with probability >= 0.5.
-Ranking scores for AP and MAP@10: `inference.predict_from_features`'s `label_scores`.
+(`inference.prediction_masks`, from each head's entry in model.py's head registry; also
+importable here as `evaluate_lib.prediction_masks`.) Ranking scores for AP and MAP@10:
+`inference.predict_from_features`'s `label_scores`.
 """
 
 from __future__ import annotations
@@ -33,39 +35,12 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import inference
 from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import progress
 from cnn_rnn_tf import workdir as workdir_lib
-
-
-def _eval_dataset(config, split, vocab, *, cache_dir, source, batch_size):
-  """Batches of {'features' or 'image', 'labels', 'key'} over a split, once, in order."""
-  if hasattr(data_lib, "dataset_for"):
-    return data_lib.dataset_for(config, split, vocab, training=False, cache_dir=cache_dir,
-                                source=source, batch_size=batch_size)
-  # Until data.dataset_for lands (branch data): the same stream, built here.
-  if workdir_lib.uses_feature_cache(config):
-    path = data_lib.feature_cache.build(
-        source, split, vocab, config.model.backbone, config.model.backbone_weights,
-        config.model.image_size, precision=config.data.precision, cache_dir=cache_dir,
-        batch_size=batch_size)
-    return data_lib.feature_dataset(path, batch_size=batch_size, training=False, seed=0,
-                                    repeat=False, start_step=0, drop_remainder=False)
-  return data_lib.image_dataset(
-      source, split, vocab,
-      image_size=backbones.backbone_image_size(config.model.backbone, config.model.image_size),
-      batch_size=batch_size, training=False, seed=0, augment=False, repeat=False,
-      start_step=0, drop_remainder=False)
-
-
-def _uses_feature_cache(config) -> bool:
-  if hasattr(data_lib, "uses_feature_cache"):
-    return data_lib.uses_feature_cache(config)
-  return workdir_lib.uses_feature_cache(config)
 
 
 def _num_batches(source, split: str, batch_size: int) -> int | None:
@@ -82,7 +57,7 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
   source = source or data_lib.get_source(config.data)
   batch_size = batch_size or config.train.batch_size
   decode = config.decode
-  use_cache = _uses_feature_cache(config)
+  use_cache = data_lib.uses_feature_cache(config)
 
   @tf.function
   def predict(batch):
@@ -92,8 +67,8 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
         min_length=decode.min_length)
 
   outputs = {k: [] for k in inference.OUTPUT_KEYS + ("y_true", "keys")}
-  dataset = _eval_dataset(config, split, vocab, cache_dir=cache_dir, source=source,
-                          batch_size=batch_size)
+  dataset = data_lib.dataset_for(config, split, vocab, training=False, cache_dir=cache_dir,
+                                 source=source, batch_size=batch_size)
   with progress.bar(total=_num_batches(source, split, batch_size), desc=f"eval {split}",
                     unit="batch") as bar:
     for batch in dataset:
@@ -109,6 +84,10 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
   return result
 
 
+# (top3, all) bool [N, K] of a head's predictions; defined with the head (model.py's registry).
+prediction_masks = inference.prediction_masks
+
+
 def metrics_of(config, vocab, pred: dict, split: str) -> dict:
   """The metrics dict of `predict_models`' output (the keys `evaluate` returns)."""
   top3, every = inference.prediction_masks(config.model.head, pred["labels"],
@@ -121,10 +100,14 @@ def metrics_of(config, vocab, pred: dict, split: str) -> dict:
 
 
 def evaluate_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
-                    batch_size: int | None = None) -> dict:
-  """Metrics of in-memory models on `split` (same keys as `evaluate`); writes no files."""
+                    batch_size: int | None = None, source=None) -> dict:
+  """Metrics of in-memory models on `split` (same keys as `evaluate`); writes no files.
+
+  `source`: the data source when the caller has one (the trainer), so that it is not built
+  (and its CSV checked) again at every evaluation; default `data.get_source(config.data)`.
+  """
   pred = predict_models(config, vocab, backbone, head, split, cache_dir=cache_dir,
-                        batch_size=batch_size)
+                        batch_size=batch_size, source=source)
   return metrics_of(config, vocab, pred, split)
 
 

@@ -6,7 +6,8 @@ r"""Trains a CNN-RNN (or BCE baseline) head. Flags in, one library call out.
 Starting again with the same workdir resumes from its last checkpoint. Distributed: on one
 machine all local GPUs are used (MirroredStrategy); across machines set TF_CONFIG on each
 worker (MultiWorkerMirroredStrategy). `--cpu_devices=N` splits the CPU into N logical
-devices, to try distribution on a laptop.
+devices, to try distribution on a laptop. `--progress=auto|on|off`: a bar with loss,
+examples/s and ETA on a terminal (auto), always, or never.
 """
 
 import sys
@@ -22,6 +23,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and labels go.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0,
                                     "Split the CPU into this many logical devices (0: no split).")
+_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
+                              "Progress bar: auto (terminal only, not under CI), on or off.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,7 +32,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
-  runtime.setup(cpu_devices=_CPU_DEVICES.value)
+  runtime.setup(cpu_devices=_CPU_DEVICES.value, progress=_PROGRESS.value)
   try:
     config_lib.validate(_CONFIG.value)  # before any work or write
   except config_lib.ConfigError as e:

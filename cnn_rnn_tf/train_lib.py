@@ -36,6 +36,8 @@ Workdir layout (only the chief writes):
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -47,14 +49,17 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from cnn_rnn_tf import backbones
+from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
+from cnn_rnn_tf import evaluate_lib
 from cnn_rnn_tf import model as model_lib
+from cnn_rnn_tf import periodic
+from cnn_rnn_tf import progress
 from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.metric_writer import MetricWriter
 
 
-BACKBONE_WEIGHTS = "backbone.weights.h5"
+BACKBONE_WEIGHTS = "backbone.weights.h5"  # = os.path.basename(workdir.backbone_weights_path(w))
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -87,26 +92,6 @@ def _make_optimizer(config):
                    "or sgd.")
 
 
-def make_train_dataset(config, workdir, source, vocab, start_step: int) -> tf.data.Dataset:
-  """The repeated, shuffled training stream, positioned after `start_step` batches."""
-  batch = config.train.batch_size
-  if workdir_lib.uses_feature_cache(config):
-    path = data_lib.feature_cache.build(
-        source, config.data.train_split, vocab, config.model.backbone,
-        config.model.backbone_weights, config.model.image_size,
-        precision=config.data.precision,
-        cache_dir=workdir_lib.feature_cache_dir(config, workdir),
-        batch_size=batch)
-    return data_lib.feature_dataset(path, batch_size=batch, training=True, seed=config.seed,
-                                    repeat=True, start_step=start_step, drop_remainder=True)
-  return data_lib.image_dataset(
-      source, config.data.train_split, vocab,
-      image_size=backbones.backbone_image_size(config.model.backbone, config.model.image_size),
-      batch_size=batch, training=True, seed=config.seed, augment=config.data.augment,
-      repeat=True, start_step=start_step, drop_remainder=True,
-      shuffle_buffer=config.data.shuffle_buffer, deterministic=config.data.deterministic)
-
-
 def check_config(config) -> None:
   """Refuses settings that would train something evaluation or export cannot rebuild."""
   if not config.model.train_backbone and config.model.backbone_weights in (None, "none", ""):
@@ -117,28 +102,31 @@ def check_config(config) -> None:
         "model.train_backbone=True.")
 
 
-def train(config: ml_collections.ConfigDict, workdir: str,
-          strategy: tf.distribute.Strategy | None = None) -> dict:
-  """Trains until `config.train.num_steps`, resuming from the workdir. Returns a summary."""
-  check_config(config)
-  strategy = strategy or make_strategy()
-  chief = is_chief(strategy)
-  if chief:
-    workdir_lib.save_config(config, workdir)
-  source = data_lib.get_source(config.data)
-  vocab = workdir_lib.load_or_make_vocab(source, workdir, chief)
-  logging.info("%s: %d labels, %d replicas, mode %s", source.name, vocab.num_labels,
-               strategy.num_replicas_in_sync,
-               "features" if workdir_lib.uses_feature_cache(config) else "images")
+@dataclasses.dataclass
+class Models:
+  """What one run trains and checkpoints (variables made under the strategy's scope)."""
+  backbone: keras.Model
+  head: keras.Model
+  optimizer: keras.optimizers.Optimizer
+  step: tf.Variable  # int64 scalar: steps trained
+  variables: list  # the trained variables, in a fixed order
+  checkpoint: tf.train.Checkpoint
 
-  # Seeded right before the weights are made: data code above may draw random numbers.
+
+def build_models(config, num_labels: int, strategy) -> Models:
+  """Models, optimizer, step counter and their checkpoint (with the dropout RNG state).
+
+  The Keras seed is set right before the weights are made (data code may draw numbers
+  before). The dropout layers' SeedGenerator states are checkpointed as `rng`, so a resumed
+  run draws the same dropout masks as one that was never interrupted.
+  """
   keras.utils.set_random_seed(config.seed)
   policy = None
-  if not workdir_lib.uses_feature_cache(config) and data_lib.feature_cache.resolve_precision(
+  if not data_lib.uses_feature_cache(config) and data_lib.feature_cache.resolve_precision(
       config.data.precision) == "bfloat16":
     policy = "mixed_bfloat16"  # the backbone computes in bfloat16; weights stay float32
   with strategy.scope():
-    backbone, head = workdir_lib.build_models(config, vocab.num_labels, policy=policy)
+    backbone, head = workdir_lib.build_models(config, num_labels, policy=policy)
     optimizer = _make_optimizer(config)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     variables = list(head.trainable_variables)
@@ -146,51 +134,90 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       variables += backbone.trainable_variables
     optimizer.build(variables)
   checkpoint = workdir_lib.make_checkpoint(config, backbone, head, optimizer, step)
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  if not chief:  # Every worker saves (collective ops), but only the chief's copy is kept.
-    ckpt_dir = os.path.join(workdir, ".tmp_worker", str(strategy.cluster_resolver.task_id))
-  manager = tf.train.CheckpointManager(checkpoint, ckpt_dir,
-                                       max_to_keep=config.train.max_checkpoints)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info("Resumed from %s at step %d.", manager.latest_checkpoint, int(step.numpy()))
-  elif config.train.get("init_checkpoint"):
-    workdir_lib.make_checkpoint(config, backbone, head).restore(
-        config.train.init_checkpoint).expect_partial()
+  checkpoint.rng = rng_state(backbone, head)
+  return Models(backbone, head, optimizer, step, variables, checkpoint)
+
+
+def rng_state(*models) -> dict:
+  """{"<model>.<layer>": state} of every layer's SeedGenerator (dropout, augmentation).
+
+  Keyed by layer names (stable across builds), not by variable paths (a global counter).
+  """
+  states = {}
+  pending = [(m.name, m) for m in models]
+  while pending:
+    prefix, layer = pending.pop()
+    generator = getattr(layer, "seed_generator", None)
+    if generator is not None:
+      states[prefix] = generator.state
+    pending += [(f"{prefix}.{sub.name}", sub) for sub in getattr(layer, "layers", [])]
+  return states
+
+
+def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager) -> int:
+  """Resumes from the latest good checkpoint (strict), else init_checkpoint, else as built.
+
+  Returns the step to start from. A corrupt latest checkpoint is reported with its path and
+  the previous one is tried (`train.fallback_on_corrupt_checkpoint`); a checkpoint that does
+  not match the model (another head, other sizes) is refused, never partially loaded.
+  """
+  candidates = list(reversed(manager.checkpoints))
+  fallback = config.train.get("fallback_on_corrupt_checkpoint", True)
+  for i, path in enumerate(candidates):
+    try:
+      models.checkpoint.restore(path).assert_existing_objects_matched()
+    except (tf.errors.OpError, IndexError, ValueError) as e:
+      if isinstance(e, AssertionError) or not fallback or i + 1 == len(candidates):
+        raise RuntimeError(f"Checkpoint {path} cannot be read ({type(e).__name__}: {e}). "
+                           "Delete it to start from the previous one, or set "
+                           "train.fallback_on_corrupt_checkpoint=True.") from e
+      logging.warning("Checkpoint %s is corrupt (%s: %s); falling back to %s.", path,
+                      type(e).__name__, str(e).splitlines()[0][:200], candidates[i + 1])
+      continue
+    logging.info("Resumed from %s at step %d.", path, int(models.step.numpy()))
+    return int(models.step.numpy())
+  if config.train.get("init_checkpoint"):
+    workdir_lib.make_checkpoint(config, models.backbone, models.head).restore(
+        config.train.init_checkpoint).expect_partial()  # weights only, documented partial
     logging.info("Initialized the model from %s.", config.train.init_checkpoint)
   else:
     logging.info("Starting from scratch (backbone weights: %s).", config.model.backbone_weights)
-  # The config's learning rate wins over the one saved with the optimizer's state.
-  optimizer.learning_rate = config.train.learning_rate
-  start_step = int(step.numpy())
+  return 0
 
-  # Exactly the batches still to train: an endless stream's prefetching iterator was seen to
-  # stall the process for 30-50 s when destroyed at the end of training.
-  dataset = make_train_dataset(config, workdir, source, vocab, start_step).take(
-      max(config.train.num_steps - start_step, 0))
-  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+
+def make_train_step(config, models: Models):
+  """The per-replica step: loss / global batch, gradients, update. Returns (loss, reg)."""
+  backbone, head, optimizer, variables = (models.backbone, models.head, models.optimizer,
+                                          models.variables)
+  images_mode = not data_lib.uses_feature_cache(config)
+  train_backbone = config.model.train_backbone
   global_batch = config.train.batch_size
-  images_mode = not workdir_lib.uses_feature_cache(config)
 
   def train_step(batch):
     with tf.GradientTape() as tape:
       if images_mode:
-        features = backbone(batch["image"], training=config.model.train_backbone)
+        features = backbone(batch["image"], training=train_backbone)
       else:
-        features = batch["features"]
+        features = batch["features"]  # [B, D]
       per_example = model_lib.head_loss(head, features, batch["labels"], training=True,
                                         max_labels=config.model.max_labels)  # [B]
+      # Divided by the GLOBAL batch: the replicas' gradients are summed, not averaged.
       loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-      model_losses = head.losses + (backbone.losses if config.model.train_backbone else [])
+      model_losses = head.losses + (backbone.losses if train_backbone else [])
       reg = tf.nn.scale_regularization_loss(tf.add_n(model_losses)) if model_losses else 0.0
       total = loss + reg
     grads = tape.gradient(total, variables)
     optimizer.apply_gradients(zip(grads, variables))
     return loss, reg
 
+  return train_step
+
+
+def make_multi_step(strategy, train_step):
+  """tf.function(iterator, num): `num` distributed steps in one call; the last losses."""
+
   @tf.function
-  def distributed_steps(iterator, num):
-    """`num` training steps in one call (fewer Python round trips); the last step's losses."""
+  def multi_step(iterator, num):
     total, reg = tf.constant(0.0), tf.constant(0.0)
     for _ in tf.range(num):
       loss, reg_loss = strategy.run(train_step, args=(next(iterator),))
@@ -198,65 +225,175 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       reg = strategy.reduce(tf.distribute.ReduceOp.SUM, reg_loss, axis=None)
     return total, reg
 
-  writer = MetricWriter(os.path.join(workdir, "train"), enabled=chief)
+  return multi_step
+
+
+def run_loop(multi_step, iterator, models: Models, actions, *, num_steps: int,
+             steps_per_loop: int, global_batch: int) -> float:
+  """Trains to `num_steps`, stopping at every step an action is due. Returns the last loss."""
+  step = int(models.step.numpy())
+  for action in actions:
+    action.start(step, last_step=num_steps)
+  last_loss = float("nan")
+  with progress.bar(total=num_steps, initial=step, desc="train", unit="step") as bar:
+    t0 = time.time()
+    while step < num_steps:
+      num = int(min([steps_per_loop, num_steps - step] +
+                    [a.next_step(step) - step for a in actions]))
+      loss, reg = multi_step(iterator, tf.constant(num))
+      last_loss, reg = float(loss), float(reg)
+      if not np.isfinite(last_loss):  # before the step counter moves or anything is saved
+        raise FloatingPointError(
+            f"Training loss is {last_loss} at step {step + num}; stopping. The last good "
+            "checkpoint stays in the workdir's checkpoints/. Lower train.learning_rate or "
+            "check the data.")
+      models.step.assign_add(num)
+      step += num
+      bar.update(num)
+      bar.set_postfix(loss=f"{last_loss:.4f}",
+                      ex_s=f"{num * global_batch / max(time.time() - t0, 1e-9):.0f}")
+      t0 = time.time()
+      for action in actions:
+        action(step, loss=last_loss, regularization=reg)
+  return last_loss
+
+
+def drain(iterator) -> int:
+  """Reads the (finite) distributed stream to its end; returns the batches left unread.
+
+  Why: see `close_stream` in `train`.
+  """
+  drained = 0
+  while iterator.get_next_as_optional().has_value():
+    drained += 1
+  return drained
+
+
+def make_evaluate_fn(config, workdir: str, vocab, models: Models):
+  """A no-argument function: the eval split's metrics for the weights as they are now."""
+  cache_dir = workdir_lib.feature_cache_dir(config, workdir)
+  return lambda: evaluate_lib.evaluate_models(config, vocab, models.backbone, models.head,
+                                              config.data.eval_split, cache_dir=cache_dir)
+
+
+def make_actions(config, workdir: str, chief: bool, worker_dir: str | None, vocab,
+                 models: Models, manager, writer) -> list:
+  """The loop's periodic actions: log, checkpoint, evaluate (+ best checkpoint)."""
+  train = config.train
+  actions = [
+      periodic.LogMetrics(
+          max(1, train.log_every), writer, train.batch_size, total_steps=train.num_steps,
+          learning_rate=lambda: float(keras.ops.convert_to_numpy(
+              models.optimizer.learning_rate))),
+      periodic.SaveCheckpoint(train.checkpoint_every, manager, models.variables),
+  ]
+  eval_every = train.get("eval_every", -1)
+  if eval_every is not None and eval_every >= 0:
+    best = None
+    if train.get("keep_best"):
+      best_dir = workdir_lib.best_dir(workdir) if chief else os.path.join(worker_dir, "best")
+      best = periodic.BestCheckpoint(train.keep_best, models.checkpoint, best_dir,
+                                     enabled=chief)
+    actions.append(periodic.Evaluate(eval_every, make_evaluate_fn(config, workdir, vocab,
+                                                                  models), writer, best))
+  return actions
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: str, chief: bool):
+  """workdir.lock(workdir) on the chief (the workers of one run share the workdir)."""
+  if chief:
+    with workdir_lib.lock(workdir):
+      yield
+  else:
+    yield
+
+
+def check_before_writing(config, workdir: str) -> None:
+  """Every check that can refuse the run, before a single file is written."""
+  config_lib.validate(config)
+  check_config(config)
+  workdir_lib.check_resume(config, workdir)
+
+
+def finish(config, workdir: str, chief: bool, source, models: Models) -> dict:
+  """Final writes (chief): the trained backbone and data_report.json. Returns `skipped`."""
+  skipped = dict(getattr(source, "skipped", {}) or {})
+  if not chief:
+    return skipped
+  if config.model.train_backbone:
+    # Reusable as a frozen backbone: --config.model.backbone_weights=<workdir>/backbone.weights.h5
+    models.backbone.save_weights(workdir_lib.backbone_weights_path(workdir))
+  with tf.io.gfile.GFile(workdir_lib.data_report_path(workdir), "w") as f:
+    json.dump({"skipped": skipped}, f, indent=2)
+  if skipped:
+    logging.warning("Skipped bad examples: %s (data.skip_bad_examples=True).", skipped)
+  return skipped
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          strategy: tf.distribute.Strategy | None = None) -> dict:
+  """Trains until `config.train.num_steps`, resuming from the workdir. Returns a summary."""
+  check_before_writing(config, workdir)
+  strategy = strategy or make_strategy()
+  chief = is_chief(strategy)
+  with _workdir_lock(workdir, chief):
+    return _train_locked(config, workdir, strategy, chief)
+
+
+def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
+  source = data_lib.get_source(config.data)
+  tf.io.gfile.makedirs(workdir)
+  vocab = workdir_lib.load_or_make_vocab(source, workdir, chief)
+  logging.info("%s: %d labels, %d replicas, mode %s", source.name, vocab.num_labels,
+               strategy.num_replicas_in_sync,
+               "features" if data_lib.uses_feature_cache(config) else "images")
+  models = build_models(config, vocab.num_labels, strategy)
+  # Every worker saves (collective ops), but only the chief's copy is kept.
+  worker_dir = None if chief else os.path.join(workdir, ".tmp_worker",
+                                               str(strategy.cluster_resolver.task_id))
+  manager = tf.train.CheckpointManager(
+      models.checkpoint,
+      os.path.join(worker_dir, "checkpoints") if worker_dir else workdir_lib.checkpoint_dir(workdir),
+      max_to_keep=config.train.max_checkpoints)
+  start_step = restore_or_init(config, models, manager)
+  if chief:  # only now: a run that cannot restore leaves config.json as it was
+    workdir_lib.save_config(config, workdir)
+  # The config's learning rate wins over the one saved with the optimizer's state.
+  models.optimizer.learning_rate = config.train.learning_rate
   num_steps = config.train.num_steps
-  log_every = max(1, config.train.log_every)
-  every = (log_every, config.train.checkpoint_every)
-  t0, steps_since, last_loss = time.time(), 0, float("nan")
   if start_step >= num_steps:
     logging.info("Already at step %d >= num_steps %d: nothing to train.", start_step, num_steps)
-  while int(step.numpy()) < num_steps:
-    current = int(step.numpy())
-    # Run up to the next log / checkpoint / end, at most steps_per_loop steps at a time.
-    num = min([config.train.steps_per_loop, num_steps - current] +
-              [e - current % e for e in every])
-    loss, reg = distributed_steps(iterator, tf.constant(num))
-    loss = float(loss)
-    if not np.isfinite(loss):
-      raise FloatingPointError(
-          f"Training loss is {loss} at step {current + num}; stopping. The last good "
-          f"checkpoint stays in {ckpt_dir!r} ({manager.latest_checkpoint}). Lower "
-          f"train.learning_rate or check the data.")
-    step.assign_add(num)
-    steps_since += num
-    current += num
-    last_loss = loss
-    if current % log_every == 0 or current == num_steps:
-      elapsed = time.time() - t0
-      writer.write(current, {
-          "loss": loss, "regularization": float(reg),
-          "examples_per_s": steps_since * global_batch / max(elapsed, 1e-9),
-          "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-      }, prefix=f"step {current}/{num_steps}")
-      t0, steps_since = time.time(), 0
-    if current % config.train.checkpoint_every == 0 or current == num_steps:
-      _check_finite(variables, current, manager.latest_checkpoint)
-      manager.save(checkpoint_number=current)
-  writer.close()
-  if not chief:
-    tf.io.gfile.rmtree(ckpt_dir)
-  skipped = dict(getattr(source, "skipped", {}) or {})
-  if chief and config.model.train_backbone:
-    # Reusable as a frozen backbone: --config.model.backbone_weights=<workdir>/backbone.weights.h5
-    backbone.save_weights(os.path.join(workdir, BACKBONE_WEIGHTS))
-  if chief:
-    with tf.io.gfile.GFile(os.path.join(workdir, "data_report.json"), "w") as f:
-      json.dump({"skipped": skipped}, f, indent=2)
-    if skipped:
-      logging.warning("Skipped bad examples: %s (data.skip_bad_examples=True).", skipped)
-  fingerprint = weights_fingerprint(variables)
-  logging.info("Finished at step %d; weights fingerprint %s.", int(step.numpy()), fingerprint)
-  return {"step": int(step.numpy()), "start_step": start_step, "loss": last_loss, "skipped": skipped,
-          "fingerprint": fingerprint}
-
-
-def _check_finite(variables, step: int, last_checkpoint) -> None:
-  """Refuses to checkpoint NaN / Inf weights: the last good checkpoint must stay the last."""
-  for v in variables:
-    if not bool(tf.reduce_all(tf.math.is_finite(v))):
-      raise FloatingPointError(
-          f"Weight {v.path} holds NaN or Inf at step {step}; stopping without saving. The "
-          f"last good checkpoint is {last_checkpoint}.")
+  dataset = data_lib.dataset_for(
+      config, config.data.train_split, vocab, training=True, source=source,
+      cache_dir=workdir_lib.feature_cache_dir(config, workdir), start_step=start_step).take(
+          max(num_steps - start_step, 0))
+  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+  writer = MetricWriter(workdir_lib.train_dir(workdir), enabled=chief)
+  actions = make_actions(config, workdir, chief, worker_dir, vocab, models, manager, writer)
+  multi_step = make_multi_step(strategy, make_train_step(config, models))
+  try:
+    last_loss = run_loop(multi_step, iterator, models, actions, num_steps=num_steps,
+                         steps_per_loop=config.train.steps_per_loop,
+                         global_batch=config.train.batch_size)
+  finally:
+    writer.close()
+  t0 = time.time()  # the end-of-training stall was here (see the module docstring)
+  drained = drain(iterator)
+  del iterator
+  teardown_s = time.time() - t0
+  logging.info("Training data stream closed in %.2f s (%d batches left unread).", teardown_s,
+               drained)
+  if worker_dir:
+    tf.io.gfile.rmtree(worker_dir)
+  skipped = finish(config, workdir, chief, source, models)
+  fingerprint = weights_fingerprint(models.variables)
+  step = int(models.step.numpy())
+  logging.info("Finished at step %d; weights fingerprint %s.", step, fingerprint)
+  evaluate = [a for a in actions if isinstance(a, periodic.Evaluate)]
+  return {"step": step, "start_step": start_step, "loss": last_loss, "skipped": skipped,
+          "fingerprint": fingerprint, "teardown_s": teardown_s,
+          "eval": evaluate[0].last_metrics if evaluate else None}
 
 
 def weights_fingerprint(variables) -> str:

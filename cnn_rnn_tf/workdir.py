@@ -70,44 +70,38 @@ RESUME_MAY_CHANGE = ("data.data_dir", "data.manual_dir", "data.cache_dir", "data
 # ---------------------------------------------------------------------------------------------
 
 
-def config_path(workdir: str) -> str:
-  return os.path.join(workdir, "config.json")
+# Every name in a workdir; `<key>_path(w)` / `<key>_dir(w)` below join them onto a workdir.
+LAYOUT = {
+    "config": "config.json",
+    "labels": "labels.txt",
+    "checkpoints": "checkpoints",
+    "best": "best",
+    "best_json": os.path.join("best", "best.json"),
+    "train": "train",
+    "eval": "eval",
+    "data_report": "data_report.json",
+    "backbone_weights": "backbone.weights.h5",
+    "lock": ".lock",
+}
 
 
-def labels_path(workdir: str) -> str:
-  return os.path.join(workdir, "labels.txt")
+def _layout_path(key: str):
+  def path(workdir: str) -> str:
+    return os.path.join(workdir, LAYOUT[key])
+  path.__doc__ = f"`<workdir>/{LAYOUT[key]}`."
+  return path
 
 
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(workdir, "checkpoints")
-
-
-def best_dir(workdir: str) -> str:
-  return os.path.join(workdir, "best")
-
-
-def best_json_path(workdir: str) -> str:
-  return os.path.join(best_dir(workdir), "best.json")
-
-
-def train_dir(workdir: str) -> str:
-  return os.path.join(workdir, "train")
-
-
-def eval_dir(workdir: str) -> str:
-  return os.path.join(workdir, "eval")
-
-
-def data_report_path(workdir: str) -> str:
-  return os.path.join(workdir, "data_report.json")
-
-
-def backbone_weights_path(workdir: str) -> str:
-  return os.path.join(workdir, "backbone.weights.h5")
-
-
-def lock_path(workdir: str) -> str:
-  return os.path.join(workdir, ".lock")
+config_path = _layout_path("config")
+labels_path = _layout_path("labels")
+checkpoint_dir = _layout_path("checkpoints")
+best_dir = _layout_path("best")
+best_json_path = _layout_path("best_json")
+train_dir = _layout_path("train")
+eval_dir = _layout_path("eval")
+data_report_path = _layout_path("data_report")
+backbone_weights_path = _layout_path("backbone_weights")
+lock_path = _layout_path("lock")
 
 
 def feature_cache_dir(config, workdir: str) -> str:
@@ -116,14 +110,6 @@ def feature_cache_dir(config, workdir: str) -> str:
   if cache_dir:
     return cache_dir
   return os.path.join(os.path.dirname(os.path.abspath(workdir)), "feature_cache")
-
-
-def uses_feature_cache(config) -> bool:
-  """The paper's frozen setting: train the head on cached backbone features.
-
-  Kept for callers not yet on `data.uses_feature_cache` (its new home).
-  """
-  return not config.model.train_backbone and config.data.cache_features
 
 
 # ---------------------------------------------------------------------------------------------

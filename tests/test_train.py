@@ -50,7 +50,8 @@ def test_train_then_evaluate(tmp_path, tfds_dir, head):
   assert workdir_lib.load_config(workdir).model.head == head
   vocab = workdir_lib.load_vocab(workdir)
   log = [json.loads(l) for l in open(os.path.join(workdir, "train", "log.jsonl"))]
-  assert [r["step"] for r in log] == [2, 4]
+  assert [r["step"] for r in log if "loss" in r] == [2, 4]
+  assert [r["step"] for r in log if "eval/top3/OF1" in r] == [4]  # eval_every=0: at the end
   metrics = evaluate_lib.evaluate(workdir)
   assert metrics["head"] == head and metrics["num_images"] > 0
   for setting in ("top3", "all"):
@@ -65,13 +66,20 @@ def test_train_then_evaluate(tmp_path, tfds_dir, head):
   assert again["start_step"] == 4 and again["step"] == 4
 
 
-def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_checkpoint(tmp_path, tfds_dir):
+def test_nan_loss_with_finite_weights_stops_the_run(tmp_path, tfds_dir, monkeypatch):
+  """The loss check itself, not the weight check: the NaN adds nothing to the gradients."""
   config = _demo_config(tfds_dir, num_steps=3, checkpoint_every=1)
   workdir = str(tmp_path / "nan")
   train_lib.train(config, workdir)  # a good checkpoint at step 3
+  head_loss = train_lib.model_lib.head_loss
+
+  def nan_loss(*args, **kwargs):
+    per_example = head_loss(*args, **kwargs)  # [B]
+    return per_example + tf.stop_gradient(tf.fill(tf.shape(per_example), float("nan")))
+
+  monkeypatch.setattr(train_lib.model_lib, "head_loss", nan_loss)
   config.train.num_steps = 6
-  config.train.learning_rate = float("nan")
-  with pytest.raises(FloatingPointError, match="NaN|nan"):
+  with pytest.raises(FloatingPointError, match="loss is nan"):
     train_lib.train(config, workdir)
   latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
   assert latest.endswith("ckpt-3")
@@ -80,6 +88,113 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_good_checkpoint(tmp_pat
     value = reader.get_tensor(name)
     if np.issubdtype(np.asarray(value).dtype, np.floating):
       assert np.all(np.isfinite(value)), name
+
+
+def _checkpoint_tensors(path):
+  """{name: value} of the float tensors (model, optimizer, RNG) in checkpoint `path`."""
+  reader = tf.train.load_checkpoint(path)
+  return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+          if n != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, tfds_dir, dropout):
+  """Same data order (dropout 0) and the same dropout masks (dropout > 0) after a resume."""
+  config = _demo_config(tfds_dir, num_steps=4, checkpoint_every=2, eval_every=-1,
+                        optimizer="sgd", learning_rate=0.05)
+  config.model.dropout = dropout
+  config.data.deterministic = True
+  whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+  train_lib.train(config, whole)
+  config.train.num_steps = 2
+  train_lib.train(config, parts)
+  config.train.num_steps = 4
+  assert train_lib.train(config, parts)["start_step"] == 2
+  a = _checkpoint_tensors(os.path.join(whole, "checkpoints", "ckpt-4"))
+  b = _checkpoint_tensors(os.path.join(parts, "checkpoints", "ckpt-4"))
+  assert a.keys() == b.keys()
+  if dropout:
+    assert any(k.startswith("rng/") for k in a), sorted(a)  # the dropout RNG state is saved
+  for key in a:
+    np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+def test_eval_every_writes_eval_points_to_log_and_tensorboard(tmp_path, tfds_dir):
+  config = _demo_config(tfds_dir, num_steps=5, eval_every=2, log_every=5)
+  workdir = str(tmp_path / "eval")
+  result = train_lib.train(config, workdir)
+  train_dir = os.path.join(workdir, "train")
+  log = [json.loads(l) for l in open(os.path.join(train_dir, "log.jsonl"))]
+  evals = [r for r in log if "eval/top3/OF1" in r]
+  assert [r["step"] for r in evals] == [2, 4, 5]
+  assert all(0.0 <= r["eval/mAP_noninterp"] <= 1.0 for r in evals)
+  assert evals[-1]["eval/top3/OF1"] == pytest.approx(result["eval"]["top3"]["OF1"])
+  tagged = {}
+  for name in os.listdir(train_dir):
+    if not name.startswith("events."):
+      continue
+    for event in tf.compat.v1.train.summary_iterator(os.path.join(train_dir, name)):
+      for value in event.summary.value:
+        tagged.setdefault(value.tag, []).append(event.step)
+  assert sorted(tagged["eval/top3/OF1"]) == [2, 4, 5]
+  assert sorted(tagged["eval/mAP_noninterp"]) == [2, 4, 5]
+  assert sorted(tagged["loss"]) == [5]
+
+
+def test_keep_best_keeps_the_best_checkpoint_across_a_resume(tmp_path, tfds_dir, monkeypatch):
+  """Scripted metrics: the best (step 4) must survive a resume whose evaluations are worse."""
+  values = {2: 0.3, 4: 0.7, 6: 0.5, 8: 0.6}
+
+  def scripted(config, workdir, vocab, models):
+    return lambda: {"top3": {"OF1": values[int(models.step.numpy())]}}
+
+  monkeypatch.setattr(train_lib, "make_evaluate_fn", scripted)
+  config = _demo_config(tfds_dir, num_steps=4, checkpoint_every=2, eval_every=2,
+                        keep_best="top3.OF1", max_checkpoints=5)
+  workdir = str(tmp_path / "best")
+  train_lib.train(config, workdir)
+  config.train.num_steps = 8
+  train_lib.train(config, workdir)
+  best_dir = os.path.join(workdir, "best")
+  assert json.load(open(os.path.join(best_dir, "best.json"))) == {
+      "metric": "top3.OF1", "value": 0.7, "step": 4}
+  assert tf.train.latest_checkpoint(best_dir).endswith("ckpt-4")
+  kept = _checkpoint_tensors(os.path.join(best_dir, "ckpt-4"))
+  trained = _checkpoint_tensors(os.path.join(workdir, "checkpoints", "ckpt-4"))
+  for key in trained:
+    np.testing.assert_array_equal(kept[key], trained[key], err_msg=key)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, tfds_dir):
+  config = _demo_config(tfds_dir, num_steps=4, checkpoint_every=2, eval_every=-1)
+  workdir = str(tmp_path / "corrupt")
+  train_lib.train(config, workdir)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  data = [f for f in os.listdir(ckpt_dir) if f.startswith("ckpt-4.data")]
+  for name in data:
+    with open(os.path.join(ckpt_dir, name), "r+b") as f:
+      f.truncate(os.path.getsize(os.path.join(ckpt_dir, name)) // 2)
+  config.train.num_steps = 5
+  config.train.fallback_on_corrupt_checkpoint = False
+  with pytest.raises(RuntimeError, match="ckpt-4"):
+    train_lib.train(config, workdir)
+  config.train.fallback_on_corrupt_checkpoint = True
+  result = train_lib.train(config, workdir)
+  assert result["start_step"] == 2 and result["step"] == 5
+
+
+def test_failed_restart_with_another_head_leaves_the_workdir_intact(tmp_path, tfds_dir):
+  """Issue 13 item 1: a restart with model.head=bce is refused before anything is written."""
+  config = _demo_config(tfds_dir, num_steps=3, eval_every=-1)
+  workdir = str(tmp_path / "restart")
+  train_lib.train(config, workdir)
+  saved = open(os.path.join(workdir, "config.json")).read()
+  config.model.head = "bce"
+  config.train.num_steps = 4
+  with pytest.raises(Exception, match="model.head"):
+    train_lib.train(config, workdir)
+  assert open(os.path.join(workdir, "config.json")).read() == saved
+  assert evaluate_lib.evaluate(workdir)["head"] == "cnn_rnn"
 
 
 def _run_train(workdir, tfds_dir, *flags, env=None, **kwargs):
@@ -132,7 +247,8 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, tfds_dir):
 # another order) flips whole updates, and 1 vs 2 devices could not be compared closely.
 _SAME_RUN = ["--config.train.num_steps=6", "--config.model.dropout=0.0",
              "--config.data.deterministic=True", "--config.train.checkpoint_every=6",
-             "--config.train.optimizer=sgd", "--config.train.learning_rate=0.01"]
+             "--config.train.optimizer=sgd", "--config.train.learning_rate=0.01",
+             "--config.train.eval_every=-1"]
 
 
 @pytest.mark.slow
@@ -177,6 +293,15 @@ def test_multi_worker_run_on_localhost(tmp_path, tfds_dir):
   # Only the chief kept a checkpoint.
   assert tf.train.latest_checkpoint(str(tmp_path / "mw" / "checkpoints")).endswith("ckpt-6")
   assert not os.path.exists(tmp_path / "mw" / ".tmp_worker" / "1")
+  # Same global batch on one worker: the same weights (the loss is divided by the GLOBAL
+  # batch; a per-replica mean would double the summed gradients).
+  single = _run_train(str(tmp_path / "single"), tfds_dir, *_SAME_RUN)
+  out, _ = single.communicate(timeout=600)
+  assert single.returncode == 0, out
+  w1, w2 = _checkpoint_weights(str(tmp_path / "single")), _checkpoint_weights(str(tmp_path / "mw"))
+  assert w1.keys() == w2.keys() and len(w1) > 10
+  for key in w1:
+    np.testing.assert_allclose(w1[key], w2[key], rtol=1e-3, atol=1e-4, err_msg=key)
 
 
 def test_train_and_evaluate_on_mock_voc2007(tmp_path):
@@ -209,3 +334,56 @@ def test_frozen_random_backbone_is_refused(tmp_path, tfds_dir):
   config.model.train_backbone = False
   with pytest.raises(ValueError, match="backbone_weights"):
     train_lib.train(config, str(tmp_path / "x"))
+
+
+def _quiet_env():
+  """The environment of a user's shell: no TF_CPP_MIN_LOG_LEVEL, no CI (set by conftest/CI)."""
+  env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "CI")}
+  env["PYTHONPATH"] = ROOT
+  return env
+
+
+_RUNLOCAL = [sys.executable, "-m", "cnn_rnn_tf.train", f"--config={DEMO}:runlocal",
+             "--config.train.num_steps=4", "--config.train.eval_every=-1"]
+
+
+@pytest.mark.slow
+def test_progress_bar_on_a_terminal(tmp_path, tfds_dir):
+  import pty  # pylint: disable=g-import-not-at-top
+  master, slave = pty.openpty()
+  proc = subprocess.Popen(
+      _RUNLOCAL + [f"--workdir={tmp_path / 'tty'}", f"--config.data.data_dir={tfds_dir}"],
+      cwd=ROOT, env=_quiet_env(), stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+  os.close(slave)
+  chunks = []
+  while True:
+    try:
+      chunk = os.read(master, 65536)
+    except OSError:  # EIO: the child closed the terminal
+      break
+    if not chunk:
+      break
+    chunks.append(chunk)
+  proc.wait(timeout=600)
+  os.close(master)
+  out = b"".join(chunks).decode("utf-8", "replace")
+  assert proc.returncode == 0, out
+  bar = [l for l in out.split("\r") if l.startswith("train:")]
+  assert bar, out
+  assert any("4/4" in l for l in bar), bar
+  assert any(("step/s" in l or "s/step" in l) and "loss=" in l for l in bar), bar
+
+
+@pytest.mark.slow
+def test_no_bar_and_no_tensorflow_info_lines_without_a_terminal(tmp_path, tfds_dir):
+  proc = subprocess.run(
+      _RUNLOCAL + [f"--workdir={tmp_path / 'pipe'}", f"--config.data.data_dir={tfds_dir}"],
+      cwd=ROOT, env=_quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      timeout=600, check=False)
+  out = proc.stdout.decode("utf-8", "replace")
+  assert proc.returncode == 0, out
+  assert "Finished at step 4" in out  # our own log lines stay
+  assert "\r" not in out and "\x1b[" not in out, out
+  noise = [l for l in out.splitlines() if l.startswith("I0000") or "cpu_feature_guard" in l
+           or "cudart_stub" in l]
+  assert not noise, noise

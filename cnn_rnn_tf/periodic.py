@@ -1,0 +1,218 @@
+"""Periodic work of the training loop as small named objects (after CommonLoopUtils).
+
+    actions = [periodic.LogMetrics(100, writer, global_batch),
+               periodic.SaveCheckpoint(1000, manager, variables),
+               periodic.Evaluate(500, evaluate_fn, writer, best=best_keeper)]
+    for action in actions:
+      action.start(start_step, last_step=num_steps)
+    ...
+    num = min([steps_per_loop, num_steps - step] + [a.next_step(step) - step for a in actions])
+    ... train `num` steps ...
+    for action in actions:
+      action(step, loss=loss, regularization=reg)
+
+An action fires when the step crosses a multiple of `every` since it last looked (so a loop
+that advances several steps at a time never skips one), and always at `last_step`.
+`every=0` fires only at `last_step`. The loop itself does no `%` arithmetic: it asks each
+action for `next_step` and stops there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Callable
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+
+class PeriodicAction:
+  """Fires at every multiple of `every` that a step crosses, and at `last_step`.
+
+  Subclasses implement `run(step, **context)`.
+  """
+
+  def __init__(self, every: int):
+    if every is None or every < 0:
+      raise ValueError(f"{type(self).__name__}: every must be >= 0 (0: only at the end), "
+                       f"got {every!r}.")
+    self.every = int(every)
+    self._previous = 0
+    self._last_step = None
+
+  def start(self, step: int, last_step: int | None = None) -> None:
+    """Where the loop starts (0, or the resumed step) and where it ends."""
+    self._previous = int(step)
+    self._last_step = last_step
+
+  def due(self, step: int) -> bool:
+    """True when `step` crossed a multiple of `every` since the last call, or is the end."""
+    if step == self._last_step:
+      return True
+    return bool(self.every) and step // self.every > self._previous // self.every
+
+  def next_step(self, step: int) -> int:
+    """The first step after `step` at which this action fires (or `last_step`, or infinity)."""
+    candidates = [] if self._last_step is None or step >= self._last_step else [self._last_step]
+    if self.every:
+      candidates.append((step // self.every + 1) * self.every)
+    return min(candidates) if candidates else math.inf
+
+  def __call__(self, step: int, **context) -> bool:
+    """Runs the action when due; returns whether it ran."""
+    fire = self.due(step)
+    self._previous = step
+    if fire:
+      self.run(step, **context)
+    return fire
+
+  def run(self, step: int, **context) -> None:
+    raise NotImplementedError
+
+
+class LogMetrics(PeriodicAction):
+  """Writes loss, regularization, examples/s and the learning rate (train/ summaries)."""
+
+  def __init__(self, every: int, writer, global_batch: int,
+               learning_rate: Callable[[], float] = lambda: float("nan"),
+               total_steps: int | None = None):
+    super().__init__(every)
+    self._writer = writer
+    self._global_batch = global_batch
+    self._learning_rate = learning_rate
+    self._total = total_steps
+    self._t0, self._since = time.time(), 0
+
+  def start(self, step: int, last_step: int | None = None) -> None:
+    super().start(step, last_step)
+    self._t0, self._since = time.time(), step
+
+  def run(self, step: int, *, loss: float, regularization: float = 0.0, **_) -> None:
+    elapsed = max(time.time() - self._t0, 1e-9)
+    self._writer.write(step, {
+        "loss": loss, "regularization": regularization,
+        "examples_per_s": (step - self._since) * self._global_batch / elapsed,
+        "learning_rate": self._learning_rate(),
+    }, prefix=f"step {step}/{self._total or '?'}")
+    self._t0, self._since = time.time(), step
+
+
+class SaveCheckpoint(PeriodicAction):
+  """Saves a checkpoint, after refusing NaN / Inf weights (the last good one stays last)."""
+
+  def __init__(self, every: int, manager: tf.train.CheckpointManager, variables):
+    super().__init__(every)
+    self.manager = manager
+    self._variables = variables
+
+  def run(self, step: int, **_) -> None:
+    check_finite(self._variables, step, self.manager.latest_checkpoint)
+    self.manager.save(checkpoint_number=step)
+
+
+def check_finite(variables, step: int, last_checkpoint) -> None:
+  """Raises FloatingPointError naming the first weight that holds NaN or Inf."""
+  for v in variables:
+    if not bool(tf.reduce_all(tf.math.is_finite(v))):
+      raise FloatingPointError(
+          f"Weight {v.path} holds NaN or Inf at step {step}; stopping without saving. The "
+          f"last good checkpoint is {last_checkpoint}.")
+
+
+def metric_value(metrics: dict, key: str) -> float:
+  """`metrics["top3"]["OF1"]` for key "top3.OF1"; a KeyError names the key and the choices."""
+  node = metrics
+  for part in key.split("."):
+    if not isinstance(node, dict) or part not in node:
+      choices = sorted(k for k, v in flat_scalars(metrics).items())
+      raise KeyError(f"Metric {key!r} (train.keep_best) is not in the evaluation metrics; "
+                     f"known: {choices}.")
+    node = node[part]
+  return float("nan") if node is None else float(node)
+
+
+def flat_scalars(metrics: dict, prefix: str = "") -> dict:
+  """{"top3.OF1": 0.61, "mAP_noninterp": 0.7, ...}: the numeric leaves, per_class left out."""
+  out = {}
+  for key, value in metrics.items():
+    if key == "per_class":
+      continue
+    if isinstance(value, dict):
+      out.update(flat_scalars(value, f"{prefix}{key}."))
+    elif isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
+      out[f"{prefix}{key}"] = float(value)
+  return out
+
+
+class BestCheckpoint:
+  """Keeps the checkpoint with the highest `metric` in `directory` (+ best.json).
+
+  best.json: {"metric": "top3.OF1", "value": 0.61, "step": 1500}. A resumed run reads it, so
+  the best so far is kept across restarts.
+  """
+
+  def __init__(self, metric: str, checkpoint: tf.train.Checkpoint, directory: str,
+               enabled: bool = True):
+    self.metric = metric
+    self.directory = directory
+    self._enabled = enabled
+    self._manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1,
+                                               checkpoint_name="ckpt")
+    self.best = self._read()
+
+  def _read(self) -> dict | None:
+    path = os.path.join(self.directory, "best.json")
+    if not tf.io.gfile.exists(path):
+      return None
+    with tf.io.gfile.GFile(path) as f:
+      best = json.load(f)
+    if best.get("metric") != self.metric:
+      logging.warning("best.json in %s is for %r, not train.keep_best=%r: starting afresh.",
+                      self.directory, best.get("metric"), self.metric)
+      return None
+    return best
+
+  def update(self, step: int, metrics: dict) -> bool:
+    """Saves when `metrics` beats the best so far; returns whether it did."""
+    value = metric_value(metrics, self.metric)
+    if not np.isfinite(value) or (self.best is not None and value <= self.best["value"]):
+      return False
+    path = self._manager.save(checkpoint_number=step)
+    self.best = {"metric": self.metric, "value": value, "step": int(step)}
+    if self._enabled:
+      with tf.io.gfile.GFile(os.path.join(self.directory, "best.json"), "w") as f:
+        json.dump(self.best, f, indent=2)
+    logging.info("New best %s=%.4f at step %d: %s", self.metric, value, step, path)
+    return True
+
+
+class Evaluate(PeriodicAction):
+  """Evaluates on the eval split; writes `eval/...` scalars; keeps the best checkpoint."""
+
+  def __init__(self, every: int, evaluate_fn: Callable[[], dict], writer,
+               best: BestCheckpoint | None = None):
+    super().__init__(every)
+    self._evaluate = evaluate_fn
+    self._writer = writer
+    self._best = best
+    self.last_metrics = None
+
+  def run(self, step: int, **_) -> None:
+    t0 = time.time()
+    metrics = self._evaluate()
+    scalars = {f"eval/{k.replace('.', '/')}": v for k, v in flat_scalars(metrics).items()
+               if k in _EVAL_KEYS}
+    scalars["eval/seconds"] = time.time() - t0
+    self._writer.write(step, scalars, prefix=f"eval at step {step}")
+    if self._best is not None:
+      self._best.update(step, metrics)
+    self.last_metrics = metrics
+
+
+_EVAL_KEYS = tuple(f"{s}.{k}" for s in ("top3", "all") for k in
+                   ("CP", "CR", "CF1", "OP", "OR", "OF1")) + (
+                       "mAP_noninterp", "mAP_voc07", "mAP_area", "MAP@10")

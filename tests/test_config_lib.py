@@ -1,0 +1,233 @@
+"""Tests of cnn_rnn_tf.config_lib: defaults, validate, optional paths, the command line."""
+
+import os
+import subprocess
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+import pytest
+
+from cnn_rnn_tf import config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": ROOT, "CNN_RNN_TF_VERBOSE": "0"}
+
+
+def _problems(**fields):
+  """validate's lines for default_config() with `fields` ("a.b": value) set."""
+  config = config_lib.default_config()
+  for name, value in fields.items():
+    section, key = name.split("__") if "__" in name else (None, name)
+    (config[section] if section else config)[key] = value
+  with pytest.raises(config_lib.ConfigError) as info:
+    config_lib.validate(config)
+  return info.value.problems
+
+
+def test_default_config_is_valid():
+  config_lib.validate(config_lib.default_config())
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"decode__beam_size": 0}, "decode.beam_size"),
+    ({"decode__max_length": 0}, "decode.max_length"),
+    ({"decode__min_length": -1}, "decode.min_length"),
+    ({"decode__min_length": 11}, "decode.min_length"),  # > max_length 10
+    ({"train__learning_rate": -1.0}, "train.learning_rate"),
+    ({"train__learning_rate": float("nan")}, "train.learning_rate"),
+    ({"train__batch_size": 0}, "train.batch_size"),
+    ({"train__num_steps": 0}, "train.num_steps"),
+    ({"train__checkpoint_every": 0}, "train.checkpoint_every"),
+    ({"train__log_every": 0}, "train.log_every"),
+    ({"train__steps_per_loop": 0}, "train.steps_per_loop"),
+    ({"train__eval_every": -2}, "train.eval_every"),  # -1 means never
+    ({"train__optimizer": "adamw"}, "train.optimizer"),
+    ({"train__keep_best": "top3.OF2"}, "train.keep_best"),
+    ({"train__momentum": 1.5}, "train.momentum"),
+    ({"model__head": "lstm"}, "model.head"),
+    ({"model__backbone": "resnet"}, "model.backbone"),
+    ({"model__dropout": 1.0}, "model.dropout"),
+    ({"model__joint_activation": "no_such_activation"}, "model.joint_activation"),
+    ({"model__image_size": 64}, "model.image_size"),  # vgg16 needs 224
+    ({"data__source": "imagenet"}, "data.source"),
+    ({"data__precision": "fp16"}, "data.precision"),
+    ({"data__max_image_pixels": 0}, "data.max_image_pixels"),
+    ({"data__csv_empty_labels": "skip"}, "data.csv_empty_labels"),
+])
+def test_each_bad_field_gives_one_line_naming_it(fields, field):
+  lines = _problems(**fields)
+  assert len(lines) == 1, lines
+  assert lines[0].startswith(field), lines
+
+
+def test_several_problems_one_line_each():
+  lines = _problems(decode__beam_size=0, train__learning_rate=-1.0, train__checkpoint_every=0)
+  assert len(lines) == 3
+  assert {l.split(" ")[0] for l in lines} == {
+      "decode.beam_size", "train.learning_rate", "train.checkpoint_every"}
+
+
+def test_type_is_checked():
+  config = config_lib.default_config()
+  config.train.unlock()  # a config from JSON or a hand-made dict is not type-safe
+  config.train = dict(config.train.to_dict(), num_steps="100")
+  lines = _problems_of(config)
+  assert lines == ["train.num_steps = '100': must be of type int"]
+
+
+def _problems_of(config):
+  with pytest.raises(config_lib.ConfigError) as info:
+    config_lib.validate(config)
+  return info.value.problems
+
+
+def test_unknown_and_missing_fields_are_named_with_the_closest_one():
+  config = config_lib.default_config()
+  config.decode.beamsize = 3
+  del config.decode["beam_size"]
+  lines = _problems_of(config)
+  assert "decode.beamsize: unknown field (did you mean decode.beam_size?)" in lines
+  assert any(l.startswith("decode.beam_size: missing") for l in lines)
+
+
+def test_files_that_must_exist(tmp_path):
+  lines = _problems(model__backbone_weights=str(tmp_path / "missing.h5"))
+  assert len(lines) == 1 and "model.backbone_weights" in lines[0] and "does not exist" in lines[0]
+  lines = _problems(data__manual_dir=str(tmp_path / "nowhere"))
+  assert lines == [f"data.manual_dir = {str(tmp_path / 'nowhere')!r}: does not exist"]
+  lines = _problems(train__init_checkpoint=str(tmp_path / "ckpt-1"))
+  assert len(lines) == 1 and lines[0].startswith("train.init_checkpoint")
+
+
+def test_frozen_random_backbone_is_refused():
+  lines = _problems(model__backbone_weights=None)
+  assert len(lines) == 1 and "model.train_backbone = False" in lines[0]
+
+
+def test_csv_source_needs_a_csv(tmp_path):
+  lines = _problems(data__source="csv")
+  assert len(lines) == 1 and "data.train_csv" in lines[0]
+  (tmp_path / "train.csv").write_text("image_name,tags\n")
+  config = config_lib.default_config()
+  config.data.source = "csv"
+  config.data.train_csv = str(tmp_path / "train.csv")
+  config_lib.validate(config)
+
+
+@pytest.mark.parametrize("spelling", [None, "None", "none", "", " none "])
+def test_none_spellings_mean_none_for_every_optional_path(spelling):
+  config = config_lib.default_config()
+  config.model.train_backbone = True  # backbone_weights None is then fine
+  for field in config_lib.PATH_FIELDS:
+    section, key = field.split(".")
+    config[section][key] = spelling
+  config_lib.validate(config)
+  for field in config_lib.PATH_FIELDS:
+    section, key = field.split(".")
+    assert config[section][key] is None, field
+
+
+def test_resolve_paths_makes_local_paths_absolute(tmp_path):
+  config = config_lib.default_config()
+  config.model.backbone_weights = "runs/e2e/backbone.weights.h5"
+  config.data.data_dir = "gs://bucket/tfds"
+  config.data.cache_dir = "none"
+  resolved = config_lib.resolve_paths(config, base=str(tmp_path))
+  assert resolved.model.backbone_weights == str(tmp_path / "runs/e2e/backbone.weights.h5")
+  assert resolved.data.data_dir == "gs://bucket/tfds"
+  assert resolved.data.cache_dir is None
+  assert config.model.backbone_weights == "runs/e2e/backbone.weights.h5"  # a copy
+  config.model.backbone_weights = "imagenet"
+  assert config_lib.resolve_paths(config).model.backbone_weights == "imagenet"
+
+
+def test_choices_agree_with_the_library():
+  from cnn_rnn_tf import backbones  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import data  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import metrics  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import model  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf.data import feature_cache  # pylint: disable=g-import-not-at-top
+  assert set(config_lib.SOURCES) == set(data.SOURCES)
+  assert set(config_lib.HEADS) == set(model.HEADS)
+  assert set(config_lib.BACKBONES) == set(backbones.BACKBONES)
+  assert set(config_lib.PRECISIONS) == set(feature_cache.PRECISIONS)
+  for key in metrics.PRF_KEYS:
+    assert config_lib._keep_best(f"top3.{key}") is None  # pylint: disable=protected-access
+
+
+def test_optimizers_agree_with_the_trainer():
+  from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.default_config()
+  for name in config_lib.OPTIMIZERS:
+    config.train.optimizer = name
+    train_lib._make_optimizer(config)  # pylint: disable=protected-access
+
+
+def test_command_line_none_reaches_the_config_as_none():
+  """`--config.model.backbone_weights=None` (and the other spellings), parsed as the
+  binaries parse it, validates to None (it used to be the file name 'None')."""
+  for spelling in ("None", "none", ""):
+    argv = ["prog", f"--config={os.path.join(ROOT, 'configs', 'demo.py')}",
+            f"--config.model.backbone_weights={spelling}",
+            f"--config.data.cache_dir={spelling}", f"--config.train.init_checkpoint={spelling}"]
+    values = flags.FlagValues()
+    holder = config_flags.DEFINE_config_file("config", None, "", flag_values=values,
+                                             lock_config=True, sys_argv=argv)
+    values(argv)
+    config = holder.value
+    config_lib.validate(config)
+    assert config.model.backbone_weights is None
+    assert config.data.cache_dir is None and config.train.init_checkpoint is None
+
+
+def _run(*args, timeout=120):
+  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=ENV, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def test_unknown_config_field_on_the_command_line_is_one_line(tmp_path):
+  result = _run("cnn_rnn_tf.train", "--config=configs/demo.py:runlocal",
+                f"--workdir={tmp_path}", "--config.model.hed=bce")
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert lines == ["FATAL Unknown config field --config.model.hed; did you mean "
+                   "--config.model.head?"], result.stderr[-2000:]
+  assert not os.listdir(tmp_path)  # nothing written
+
+
+@pytest.mark.slow  # imports TensorFlow in a subprocess (runtime.setup comes first)
+def test_bad_config_on_the_command_line_lists_the_problems_and_writes_nothing(tmp_path):
+  result = _run("cnn_rnn_tf.train", "--config=configs/demo.py:runlocal",
+                f"--workdir={tmp_path / 'w'}", "--config.decode.beam_size=0",
+                "--config.train.checkpoint_every=0", "--config.train.learning_rate=-1")
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  for field in ("decode.beam_size = 0", "train.checkpoint_every = 0",
+                "train.learning_rate = -1.0"):
+    assert field in result.stderr
+  assert not os.path.exists(tmp_path / "w")
+
+
+@pytest.mark.slow
+def test_train_binary_with_backbone_weights_none_trains(tmp_path):
+  """The issue's repro: `--config.model.backbone_weights=None` failed with "small_cnn weights
+  file 'None' does not exist"."""
+  workdir = tmp_path / "w"
+  result = _run("cnn_rnn_tf.train", "--config=configs/demo.py:runlocal",
+                f"--workdir={workdir}", "--config.model.backbone_weights=None",
+                f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.train.num_steps=2",
+                "--config.train.checkpoint_every=2", timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert os.path.exists(workdir / "checkpoints" / "ckpt-2.index")
+
+
+@pytest.mark.parametrize("config_arg, expected", [
+    ("configs/nope.py", "No such file or directory: 'configs/nope.py"),
+    ("configs/demo.py:bogus", "Unknown demo config argument(s) ['bogus']"),
+])
+def test_bad_config_file_is_one_line(tmp_path, config_arg, expected):
+  result = _run("cnn_rnn_tf.train", f"--config={config_arg}", f"--workdir={tmp_path}")
+  assert result.returncode == 2
+  assert result.stderr.startswith("FATAL ") and expected in result.stderr, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr

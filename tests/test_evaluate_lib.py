@@ -1,0 +1,200 @@
+"""Tests of cnn_rnn_tf.evaluate_lib (and the evaluate binary): prediction masks by value,
+in-memory evaluation, the workdir evaluation with its checkpoint rule and decode overrides.
+
+Workdirs are written by hand with random weights (no training) on synthetic_scenes/small.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn_rnn_tf import config_lib
+from cnn_rnn_tf import data as data_lib
+from cnn_rnn_tf import evaluate_lib
+from cnn_rnn_tf import vocab as vocab_lib
+from cnn_rnn_tf import workdir as workdir_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_TEST = 100  # synthetic_scenes/small's test split
+
+
+# ------------------------------------------------------------------------ masks by value
+
+
+def test_bce_masks_respect_the_threshold():
+  scores = np.array([[0.9, 0.6, 0.55, 0.52, 0.1],    # 4 labels >= 0.5: the best 3
+                     [0.4, 0.3, 0.9, 0.2, 0.49],     # 1 label >= 0.5: only it, not 3
+                     [0.1, 0.2, 0.3, 0.4, 0.45]])    # none: nothing
+  labels = np.full((3, 4), -1)
+  top3, every = evaluate_lib.prediction_masks("bce", labels, scores, 5)
+  np.testing.assert_array_equal(top3, [[1, 1, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(every, [[1, 1, 1, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]])
+
+
+def test_cnn_rnn_masks_read_the_path():
+  end = 5
+  labels = np.array([[4, 0, 2, 1, end, -1],   # 4 labels: top3 the first three
+                     [3, end, -1, -1, -1, -1],
+                     [end, -1, -1, -1, -1, -1]])
+  scores = np.full((3, 5), 0.9)  # ignored by this head
+  top3, every = evaluate_lib.prediction_masks("cnn_rnn", labels, scores, 5)
+  np.testing.assert_array_equal(top3, [[1, 0, 1, 0, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(every, [[1, 1, 1, 0, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]])
+
+
+# ------------------------------------------------------------------------ with models
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _config(tfds_dir, head="cnn_rnn"):
+  config = config_lib.runlocal(config_lib.default_config())  # synthetic_scenes/small, 32x32
+  config.model.head = head
+  config.data.data_dir = tfds_dir
+  config.train.batch_size = 32
+  return config
+
+
+def _vocab(config):
+  return vocab_lib.LabelVocab(data_lib.get_source(config.data).label_names)
+
+
+def _models(config, vocab, seed):
+  tf.keras.utils.set_random_seed(seed)
+  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
+  for v in head.weights:  # far from uniform: paths of a few labels
+    if len(v.shape) > 1:
+      v.assign(tf.random.normal(v.shape, stddev=2.0 / np.sqrt(v.shape[0])))
+  return backbone, head
+
+
+def _workdir(path, config, vocab, steps=(2,), best=None):
+  w = str(path)
+  workdir_lib.save_config(config, w)
+  vocab.save(workdir_lib.labels_path(w))
+  for i, step in enumerate(steps):
+    checkpoint = workdir_lib.make_checkpoint(config, *_models(config, vocab, i))
+    tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(w), 5).save(step)
+  if best is not None:
+    checkpoint = workdir_lib.make_checkpoint(config, *_models(config, vocab, 99))
+    tf.train.CheckpointManager(checkpoint, workdir_lib.best_dir(w), 1).save(best)
+  return w
+
+
+@pytest.mark.parametrize("head", ["cnn_rnn", "bce"])
+def test_evaluate_models_in_memory_writes_nothing(tmp_path, tfds_dir, head, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  config = _config(tfds_dir, head)
+  vocab = _vocab(config)
+  backbone, head_model = _models(config, vocab, 0)
+  metrics = evaluate_lib.evaluate_models(config, vocab, backbone, head_model, "test",
+                                         cache_dir=str(tmp_path / "cache"), batch_size=16)
+  assert os.listdir(tmp_path) == []  # no files, no cache (images mode)
+  assert metrics["num_images"] == NUM_TEST
+  assert metrics["head"] == head and metrics["split"] == "test"
+  assert metrics["beam_size"] == config.decode.beam_size
+  assert set(metrics["per_class"]) == set(vocab.names)
+  for key in ("top3", "all", "mAP_noninterp", "MAP@10", "skipped"):
+    assert key in metrics
+
+
+def test_evaluate_models_on_the_feature_cache(tmp_path, tfds_dir):
+  config = _config(tfds_dir)
+  vocab = _vocab(config)
+  backbone, _ = _models(config, vocab, 0)
+  weights = str(tmp_path / "bb.weights.h5")
+  backbone.save_weights(weights)
+  config.model.train_backbone = False
+  config.model.backbone_weights = weights
+  config.data.cache_features = True
+  backbone, head = _models(config, vocab, 0)
+  cache = tmp_path / "cache"
+  metrics = evaluate_lib.evaluate_models(config, vocab, backbone, head, "test",
+                                         cache_dir=str(cache))
+  assert metrics["num_images"] == NUM_TEST
+  assert os.listdir(cache)  # the features went where the caller said
+
+
+def test_evaluate_agrees_with_evaluate_models_and_writes_eval(tmp_path, tfds_dir):
+  config = _config(tfds_dir)
+  vocab = _vocab(config)
+  w = _workdir(tmp_path / "w", config, vocab, steps=(2, 4), best=3)
+  metrics = evaluate_lib.evaluate(w, batch_size=50)  # auto: the best checkpoint
+  assert metrics["checkpoint"] == os.path.join(workdir_lib.best_dir(w), "ckpt-3")
+  trained = workdir_lib.load_trained(w, "best")
+  in_memory = evaluate_lib.evaluate_models(trained.config, trained.vocab, trained.backbone,
+                                           trained.head, "test", cache_dir=str(tmp_path))
+  for setting in ("top3", "all"):
+    assert metrics[setting] == pytest.approx(in_memory[setting])
+  assert metrics["mAP_noninterp"] == pytest.approx(in_memory["mAP_noninterp"])
+  saved = json.load(open(os.path.join(workdir_lib.eval_dir(w), "metrics.json")))
+  assert saved["top3"] == pytest.approx(metrics["top3"])
+  pred = np.load(os.path.join(workdir_lib.eval_dir(w), "predictions.npz"))
+  assert pred["y_true"].shape == (NUM_TEST, vocab.num_labels)
+  latest = evaluate_lib.evaluate(w, checkpoint="latest", batch_size=50)
+  assert latest["checkpoint"].endswith(os.path.join("checkpoints", "ckpt-4"))
+  assert latest["mAP_noninterp"] != metrics["mAP_noninterp"]  # other weights
+
+
+def test_decode_overrides(tmp_path, tfds_dir):
+  config = _config(tfds_dir)
+  vocab = _vocab(config)
+  w = _workdir(tmp_path / "w", config, vocab)
+  metrics = evaluate_lib.evaluate(w, decode={"beam_size": 1, "max_length": 2}, batch_size=50)
+  assert metrics["beam_size"] == 1
+  labels = np.load(os.path.join(workdir_lib.eval_dir(w), "predictions.npz"))["labels"]
+  assert labels.shape[1] <= 3  # at most max_length labels (+ END)
+  assert workdir_lib.load_config(w).decode.beam_size == config.decode.beam_size  # not saved
+
+
+@pytest.mark.parametrize("kwargs, line", [
+    ({"beam_size": 0}, "decode.beam_size = 0: must be >= 1"),
+    ({"decode": {"min_length": 11}}, "decode.min_length = 11: must be <= decode.max_length"),
+    ({"decode": {"beamsize": 2}}, "decode.beamsize: unknown field (did you mean "
+                                  "decode.beam_size?)"),
+])
+def test_bad_decode_settings_are_refused_before_any_work(tmp_path, tfds_dir, kwargs, line):
+  config = _config(tfds_dir)
+  vocab = _vocab(config)
+  w = _workdir(tmp_path / "w", config, vocab)
+  with pytest.raises(config_lib.ConfigError) as info:
+    evaluate_lib.evaluate(w, **kwargs)
+  assert any(p.startswith(line) for p in info.value.problems), info.value.problems
+  assert not os.path.exists(workdir_lib.eval_dir(w))
+
+
+def _evaluate_binary(cwd, *args):
+  env = {**os.environ, "PYTHONPATH": ROOT}
+  return subprocess.run([sys.executable, "-m", "cnn_rnn_tf.evaluate", *args], cwd=cwd,
+                        env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_evaluate_binary_from_another_folder_with_a_bar_and_overrides(tmp_path, tfds_dir):
+  config = _config(tfds_dir)
+  vocab = _vocab(config)
+  w = _workdir(tmp_path / "w", config, vocab)
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  result = _evaluate_binary(elsewhere, f"--workdir={w}", "--progress=on",
+                            "--config.decode.beam_size=2", "--checkpoint=latest")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "eval test" in result.stderr and "batch" in result.stderr  # the tqdm bar
+  assert "| top-3 |" in result.stdout
+  saved = json.load(open(os.path.join(workdir_lib.eval_dir(w), "metrics.json")))
+  assert saved["beam_size"] == 2
+  refused = _evaluate_binary(elsewhere, f"--workdir={w}", "--beam_size=0")
+  assert refused.returncode == 2
+  assert "decode.beam_size = 0: must be >= 1" in refused.stderr
+  assert "Traceback" not in refused.stderr
+  other = _evaluate_binary(elsewhere, f"--workdir={w}", "--config.model.head=bce")
+  assert other.returncode == 2
+  assert "only --config.decode.*" in other.stderr and "Traceback" not in other.stderr

@@ -1,0 +1,313 @@
+"""Tests of cnn_rnn_tf.workdir: layout, config round trip, checkpoint rule, strict restore,
+resume check and lock. Workdirs are written by hand (no training): small_cnn at 32x32."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cnn_rnn_tf import config_lib
+from cnn_rnn_tf import vocab as vocab_lib
+from cnn_rnn_tf import workdir as workdir_lib
+
+LABELS = ("cat", "dog", "car", "tree")
+
+
+def _config(head="cnn_rnn", **model):
+  config = config_lib.runlocal(config_lib.default_config())
+  config.model.head = head
+  config.model.update(model)
+  return config
+
+
+def _save_checkpoint(config, folder, step, seed=0):
+  """Models of `config` with random weights saved as `<folder>/ckpt-<step>`; the head."""
+  tf.keras.utils.set_random_seed(seed)
+  backbone, head = workdir_lib.build_models(config, len(LABELS))
+  checkpoint = workdir_lib.make_checkpoint(config, backbone, head)
+  tf.train.CheckpointManager(checkpoint, folder, max_to_keep=5).save(checkpoint_number=step)
+  return head
+
+
+def _workdir(path, config=None, steps=(2,), best=None):
+  """A trained-looking workdir: config.json, labels.txt, checkpoints/ (and best/)."""
+  w = str(path)
+  config = config or _config()
+  workdir_lib.save_config(config, w)
+  vocab_lib.LabelVocab(LABELS).save(workdir_lib.labels_path(w))
+  heads = {}
+  for i, step in enumerate(steps):
+    heads[step] = _save_checkpoint(config, workdir_lib.checkpoint_dir(w), step, seed=i)
+  if best is not None:
+    heads["best"] = _save_checkpoint(config, workdir_lib.best_dir(w), best, seed=99)
+  return w, heads
+
+
+def _same_weights(a, b) -> bool:
+  return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
+
+
+def test_layout_paths(tmp_path):
+  w = str(tmp_path)
+  assert workdir_lib.config_path(w) == os.path.join(w, "config.json")
+  assert workdir_lib.labels_path(w) == os.path.join(w, "labels.txt")
+  assert workdir_lib.checkpoint_dir(w) == os.path.join(w, "checkpoints")
+  assert workdir_lib.best_dir(w) == os.path.join(w, "best")
+  assert workdir_lib.best_json_path(w) == os.path.join(w, "best", "best.json")
+  assert workdir_lib.train_dir(w) == os.path.join(w, "train")
+  assert workdir_lib.eval_dir(w) == os.path.join(w, "eval")
+  assert workdir_lib.data_report_path(w) == os.path.join(w, "data_report.json")
+  assert workdir_lib.backbone_weights_path(w) == os.path.join(w, "backbone.weights.h5")
+  assert workdir_lib.lock_path(w) == os.path.join(w, ".lock")
+
+
+def test_feature_cache_dir(tmp_path):
+  config = _config()
+  assert workdir_lib.feature_cache_dir(config, str(tmp_path / "run")) == str(
+      tmp_path / "feature_cache")
+  config.data.cache_dir = "none"
+  assert workdir_lib.feature_cache_dir(config, str(tmp_path / "run")) == str(
+      tmp_path / "feature_cache")
+  config.data.cache_dir = "/data/cache"
+  assert workdir_lib.feature_cache_dir(config, str(tmp_path / "run")) == "/data/cache"
+
+
+def test_saved_paths_are_absolute_and_load_from_any_folder(tmp_path, monkeypatch):
+  """Issue 13 item 9: the demo's heads recorded runs/demo/backbone/backbone.weights.h5."""
+  monkeypatch.chdir(tmp_path)
+  os.makedirs("runs/e2e")
+  open("runs/e2e/backbone.weights.h5", "w").close()
+  config = _config(backbone_weights="runs/e2e/backbone.weights.h5", train_backbone=False)
+  config.data.data_dir = "tfds"
+  config.data.cache_dir = "None"
+  workdir_lib.save_config(config, "runs/heads")
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  monkeypatch.chdir(elsewhere)
+  loaded = workdir_lib.load_config(str(tmp_path / "runs" / "heads"))
+  assert loaded.model.backbone_weights == str(tmp_path / "runs/e2e/backbone.weights.h5")
+  assert loaded.data.data_dir == str(tmp_path / "tfds")
+  assert loaded.data.cache_dir is None
+  config_lib.validate(loaded)  # the weights file is found from here
+  assert config.model.backbone_weights == "runs/e2e/backbone.weights.h5"  # not changed
+
+
+def test_old_config_json_gets_the_new_fields_defaults(tmp_path):
+  config = _config().to_dict()
+  del config["data"]["max_image_pixels"]
+  del config["train"]["keep_best"]
+  config["model"]["retired_field"] = 1
+  tmp_path.joinpath("config.json").write_text(json.dumps(config))
+  loaded = workdir_lib.load_config(str(tmp_path))
+  assert loaded.data.max_image_pixels == config_lib.default_config().data.max_image_pixels
+  assert loaded.train.keep_best == ""
+  assert "retired_field" not in loaded.model
+  config_lib.validate(loaded)
+
+
+def test_missing_files_are_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    workdir_lib.load_trained(str(tmp_path))
+  workdir_lib.save_config(_config(), str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="labels.txt"):
+    workdir_lib.load_trained(str(tmp_path))
+  vocab_lib.LabelVocab(LABELS).save(workdir_lib.labels_path(str(tmp_path)))
+  with pytest.raises(FileNotFoundError, match="checkpoints"):
+    workdir_lib.load_trained(str(tmp_path))
+
+
+# ------------------------------------------------------------------------ checkpoint rule
+
+
+def test_checkpoint_rule_without_best(tmp_path):
+  w, heads = _workdir(tmp_path, steps=(2, 4))
+  latest = os.path.join(workdir_lib.checkpoint_dir(w), "ckpt-4")
+  assert workdir_lib.resolve_checkpoint(w, "auto") == latest
+  assert workdir_lib.resolve_checkpoint(w, "latest") == latest
+  with pytest.raises(FileNotFoundError, match="keep_best"):
+    workdir_lib.resolve_checkpoint(w, "best")
+  trained = workdir_lib.load_trained(w)
+  assert trained.checkpoint_path == latest
+  assert _same_weights(trained.head, heads[4])
+  assert trained.vocab.names == list(LABELS)
+  assert trained.config.model.head == "cnn_rnn"
+
+
+def test_checkpoint_rule_with_best(tmp_path):
+  w, heads = _workdir(tmp_path, steps=(2, 4), best=2)
+  best = os.path.join(workdir_lib.best_dir(w), "ckpt-2")
+  assert workdir_lib.resolve_checkpoint(w, "auto") == best
+  assert workdir_lib.resolve_checkpoint(w, "best") == best
+  assert workdir_lib.resolve_checkpoint(w, "latest").endswith(os.path.join("checkpoints",
+                                                                           "ckpt-4"))
+  assert _same_weights(workdir_lib.load_trained(w).head, heads["best"])
+  assert _same_weights(workdir_lib.load_trained(w, "latest").head, heads[4])
+  # A path: a prefix or a folder.
+  first = os.path.join(workdir_lib.checkpoint_dir(w), "ckpt-2")
+  assert _same_weights(workdir_lib.load_trained(w, first).head, heads[2])
+  assert workdir_lib.resolve_checkpoint(w, workdir_lib.checkpoint_dir(w)).endswith("ckpt-4")
+  with pytest.raises(FileNotFoundError, match="ckpt-7"):
+    workdir_lib.resolve_checkpoint(w, os.path.join(workdir_lib.checkpoint_dir(w), "ckpt-7"))
+
+
+def test_load_trained_with_a_policy_keeps_the_head_float32(tmp_path):
+  w, heads = _workdir(tmp_path)
+  trained = workdir_lib.load_trained(w, policy="mixed_bfloat16")
+  assert any(layer.compute_dtype == "bfloat16" for layer in trained.backbone.layers)
+  assert all(v.dtype == "float32" for v in trained.head.weights)
+  assert _same_weights(trained.head, heads[2])
+
+
+# ------------------------------------------------------------------------ strict restore
+
+
+@pytest.mark.parametrize("saved_with, named", [
+    ({"head": "bce"}, "model.head='cnn_rnn'"),            # the issue's failed-restart case
+    ({"lstm_units": 16}, "lstm_units=32"),
+])
+def test_checkpoint_of_another_model_is_refused(tmp_path, saved_with, named):
+  w, _ = _workdir(tmp_path)
+  other = _config(**saved_with)
+  _save_checkpoint(other, str(tmp_path / "other"), 7)
+  with pytest.raises(workdir_lib.CheckpointMismatchError, match="does not match") as info:
+    workdir_lib.load_trained(w, str(tmp_path / "other" / "ckpt-7"))
+  assert named in str(info.value) and "ckpt-7" in str(info.value)
+
+
+def test_config_changed_after_training_is_refused(tmp_path):
+  """Issue 13's repro: config.json says bce, the checkpoint is a CNN-RNN head."""
+  w, _ = _workdir(tmp_path)
+  workdir_lib.save_config(_config(head="bce"), w)
+  with pytest.raises(workdir_lib.CheckpointMismatchError, match="model.head='bce'"):
+    workdir_lib.load_trained(w)
+
+
+def test_frozen_and_trained_backbone_mismatch_is_refused(tmp_path):
+  weights = str(tmp_path / "bb.weights.h5")
+  backbone, _ = workdir_lib.build_models(_config(), len(LABELS))
+  backbone.save_weights(weights)
+  # Trained backbone in the checkpoint, frozen one in the config.
+  w, _ = _workdir(tmp_path / "a")
+  workdir_lib.save_config(_config(train_backbone=False, backbone_weights=weights), w)
+  with pytest.raises(workdir_lib.CheckpointMismatchError, match="frozen"):
+    workdir_lib.load_trained(w)
+  # Head only in the checkpoint, a trained backbone in the config.
+  w, _ = _workdir(tmp_path / "b", config=_config(train_backbone=False, backbone_weights=weights))
+  workdir_lib.save_config(_config(), w)
+  with pytest.raises(workdir_lib.CheckpointMismatchError, match="no backbone variables"):
+    workdir_lib.load_trained(w)
+
+
+def test_training_checkpoint_with_optimizer_restores(tmp_path):
+  """A checkpoint as the trainer writes it (optimizer and step too) restores the model."""
+  w = str(tmp_path)
+  config = _config()
+  workdir_lib.save_config(config, w)
+  vocab_lib.LabelVocab(LABELS).save(workdir_lib.labels_path(w))
+  backbone, head = workdir_lib.build_models(config, len(LABELS))
+  optimizer = tf.keras.optimizers.Adam(1e-3)
+  variables = head.trainable_variables + backbone.trainable_variables
+  optimizer.build(variables)
+  optimizer.apply_gradients([(tf.ones_like(v), v) for v in variables])
+  step = tf.Variable(3, dtype=tf.int64)
+  checkpoint = workdir_lib.make_checkpoint(config, backbone, head, optimizer, step)
+  tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(w), 1).save(3)
+  trained = workdir_lib.load_trained(w)
+  assert _same_weights(trained.head, head) and _same_weights(trained.backbone, backbone)
+
+
+# ------------------------------------------------------------------------ resume check
+
+
+def test_check_resume(tmp_path):
+  w = str(tmp_path)
+  config = _config()
+  workdir_lib.check_resume(config, w)  # nothing saved yet: anything goes
+  workdir_lib.save_config(config, w)
+  workdir_lib.check_resume(config, w)
+  changed = _config()
+  changed.train.num_steps = 400
+  changed.train.learning_rate = 0.5
+  changed.decode.beam_size = 5
+  changed.seed = 3
+  changed.data.data_dir = str(tmp_path / "moved")
+  workdir_lib.check_resume(changed, w)  # training-only fields and locations may change
+  changed.model.head = "bce"
+  changed.data.source = "voc2007"
+  with pytest.raises(ValueError) as info:
+    workdir_lib.check_resume(changed, w)
+  message = str(info.value)
+  assert "model.head: saved 'cnn_rnn', now 'bce'" in message
+  assert "data.source: saved 'synthetic_scenes', now 'voc2007'" in message
+  assert "train.num_steps" not in message
+
+
+def test_check_resume_compares_resolved_paths(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  open("bb.h5", "w").close()
+  config = _config(backbone_weights="bb.h5", train_backbone=False)
+  workdir_lib.save_config(config, "w")
+  workdir_lib.check_resume(config, "w")  # same file, relative now, absolute in config.json
+  config.model.backbone_weights = "None"
+  with pytest.raises(ValueError, match="model.backbone_weights"):
+    workdir_lib.check_resume(config, "w")
+
+
+# ------------------------------------------------------------------------ lock
+
+
+def test_lock_holds_host_and_pid_and_is_released(tmp_path):
+  w = str(tmp_path / "w")
+  with workdir_lib.lock(w):
+    holder = json.loads(open(workdir_lib.lock_path(w)).read())
+    assert holder == {"host": socket.gethostname(), "pid": os.getpid()}
+    with pytest.raises(workdir_lib.WorkdirLockedError, match=f"process {os.getpid()}"):
+      with workdir_lib.lock(w):
+        pass
+  assert not os.path.exists(workdir_lib.lock_path(w))
+  with pytest.raises(RuntimeError, match="boom"):
+    with workdir_lib.lock(w):
+      raise RuntimeError("boom")
+  assert not os.path.exists(workdir_lib.lock_path(w))  # released on errors too
+
+
+def test_lock_of_a_live_process_is_refused(tmp_path):
+  w = str(tmp_path)
+  child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    with open(workdir_lib.lock_path(w), "w") as f:
+      json.dump({"host": socket.gethostname(), "pid": child.pid}, f)
+    with pytest.raises(workdir_lib.WorkdirLockedError) as info:
+      with workdir_lib.lock(w):
+        pass
+    assert str(child.pid) in str(info.value) and socket.gethostname() in str(info.value)
+    assert os.path.exists(workdir_lib.lock_path(w))  # not taken
+  finally:
+    child.kill()
+    child.wait()
+
+
+def test_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
+  w = str(tmp_path)
+  child = subprocess.Popen([sys.executable, "-c", "pass"])
+  child.wait()  # a pid that is not running any more
+  with open(workdir_lib.lock_path(w), "w") as f:
+    json.dump({"host": socket.gethostname(), "pid": child.pid}, f)
+  with workdir_lib.lock(w):
+    assert json.loads(open(workdir_lib.lock_path(w)).read())["pid"] == os.getpid()
+  assert "stale lock" in caplog.text
+  assert not os.path.exists(workdir_lib.lock_path(w))
+
+
+def test_lock_of_another_host_is_refused(tmp_path):
+  w = str(tmp_path)
+  with open(workdir_lib.lock_path(w), "w") as f:
+    json.dump({"host": "some-other-host", "pid": 1}, f)
+  with pytest.raises(workdir_lib.WorkdirLockedError, match="some-other-host"):
+    with workdir_lib.lock(w):
+      pass
