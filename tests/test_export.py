@@ -368,7 +368,7 @@ _MEMORY_PROBE = textwrap.dedent("""
       fn(image_bytes=tf.constant([good, huge, huge]))
       print("ANSWERED")
     except tf.errors.InvalidArgumentError as e:
-      print("REFUSED", e.message.splitlines()[-1][:300])
+      print("REFUSED", " ".join(e.message.split())[:2000])
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print("GROWTH_KB", after - before)
 """)

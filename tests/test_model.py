@@ -110,6 +110,12 @@ def test_head_kind_comes_from_the_registry_not_the_model_name():
   assert sorted(model_lib.HEADS) == ["bce", "cnn_rnn"]
 
 
+def test_config_validation_knows_every_registered_head():
+  """config_lib keeps its own tuple (it must not import TensorFlow); it must match HEADS."""
+  from cnn_rnn_tf import config_lib  # pylint: disable=g-import-not-at-top
+  assert set(config_lib.HEADS) == set(model_lib.HEADS)
+
+
 def test_attach_backbone_shares_weights():
   backbone = backbones.build_backbone("small_cnn", image_size=32, trainable=True)
   head = model_lib.build_head(tiny_model_config(), backbone.output_shape[-1], K)

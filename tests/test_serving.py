@@ -213,14 +213,14 @@ def run_binary(module, *args):
 @pytest.mark.slow
 def test_client_binary_prints_what_predict_prints(server, model_base, tmp_path):
   paths = export_fixtures.write_images(tmp_path, export_fixtures.encoded_images())
-  local = run_binary("cnn_rnn_tf.predict", f"--saved_model={model_base / '1'}", "--json",
-                     *paths)
-  assert local.returncode == 0, local.stderr[-3000:]
+  by_predict = run_binary("cnn_rnn_tf.predict", f"--saved_model={model_base / '1'}", "--json",
+                          *paths)
+  assert by_predict.returncode == 0, by_predict.stderr[-3000:]
   remote = run_binary("cnn_rnn_tf.serving.client", f"--server={server}",
                       f"--model_name={MODEL}", "--timeout=30", "--max_message_mb=16",
                       "--json", *paths)
   assert remote.returncode == 0, remote.stderr[-3000:]
-  assert remote.stdout == local.stdout
+  assert remote.stdout == by_predict.stdout
   records = json.loads(remote.stdout)
   assert [r["image"] for r in records] == paths
   assert any(len(r["labels"]) >= 2 for r in records)
