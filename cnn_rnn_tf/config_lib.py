@@ -88,7 +88,7 @@ def default_config() -> ml_collections.ConfigDict:
   data.augment = False  # random flip + random crop; for fine-tuning the backbone
   data.cache_features = True  # frozen backbone: extract features once, train on the cache
   data.cache_dir = ml_collections.FieldReference(None, field_type=str)  # None: <workdir>/../feature_cache
-  data.precision = "auto"  # backbone compute, extraction and training: auto | on (mixed_bfloat16) | off
+  data.precision = "auto"  # backbone compute: on (mixed_bfloat16) | off | auto (the faster here, measured once per machine: data/precision.py)
 
   # ---- Model: cnn_rnn_tf.backbones, cnn_rnn_tf.model ----
   config.model = model = ml_collections.ConfigDict()

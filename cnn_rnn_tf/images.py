@@ -69,7 +69,8 @@ SIZE_FIELDS: dict[str, tuple[_Field, _Field] | None] = {  # (width, height)
     "bmp": ((18, 4, "little", 0, 0xFFFFFFFF, 0, True), (22, 4, "little", 0, 0xFFFFFFFF, 0, True)),
     "webp_vp8": ((26, 2, "little", 0, 0x3FFF, 0, False), (28, 2, "little", 0, 0x3FFF, 0, False)),
     "webp_vp8l": ((21, 4, "little", 0, 0x3FFF, 1, False), (21, 4, "little", 14, 0x3FFF, 1, False)),
-    "webp_vp8x": ((24, 3, "little", 0, 0xFFFFFF, 1, False), (27, 3, "little", 0, 0xFFFFFF, 1, False)),
+    "webp_vp8x": ((24, 3, "little", 0, 0xFFFFFF, 1, False),
+                  (27, 3, "little", 0, 0xFFFFFF, 1, False)),
 }
 # VP8X flags byte and its animation bit: animated WebP is refused (see the module docstring).
 _WEBP_FLAGS_OFFSET, _WEBP_ANIMATION_BIT = 20, 0x02

@@ -9,6 +9,13 @@ training order, an image's label sequence is simply its label ids in ascending o
     vocab.names            # ['person', 'dog']
     vocab.encode(["dog", "person"])   # [0, 1]
     vocab.save(workdir / "labels.txt"); LabelVocab.load(workdir / "labels.txt")
+    clean_label("  dog\r")  # 'dog': what a data source does with a label as written
+
+Label names: any Unicode text without control characters (tabs, \r, \n, ...), line or
+paragraph separators or double quotes, and without whitespace or invisible format characters
+(e.g. a BOM) at either end; spaces inside are allowed. `clean_label` strips the ends and
+refuses the rest (`BadLabelError` naming the label and what is wrong), so that every accepted
+label round-trips through `labels.txt` (UTF-8, one name per line) exactly.
 
 In TensorFlow, the data pipeline only carries multi-hot vectors; `sequence_targets` turns a
 batch of them into the teacher-forcing targets:
@@ -22,10 +29,44 @@ from __future__ import annotations
 import collections
 import os
 from typing import Iterable, Sequence
+import unicodedata
 
 import tensorflow as tf
 
 PAD_ID = -1
+# Unicode categories refused inside a label: control (Cc: \t \r \n \x85 ...), line and
+# paragraph separators (Zl, Zp: str.splitlines would split labels.txt there).
+_REFUSED_CATEGORIES = ("Cc", "Zl", "Zp")
+_REFUSED_CHARACTERS = ('"',)
+
+
+class BadLabelError(ValueError):
+  """A label name that cannot be a vocabulary entry; the message names it and says why."""
+
+
+def _is_edge_junk(ch: str) -> bool:
+  return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+
+
+def clean_label(text: str) -> str:
+  """A label as written in the data -> its name: whitespace and control/format characters
+  stripped at both ends ("" if nothing is left).
+
+  Raises:
+    BadLabelError: the rest holds a control character, a line separator or a double quote.
+  """
+  start, end = 0, len(text)
+  while start < end and _is_edge_junk(text[start]):
+    start += 1
+  while end > start and _is_edge_junk(text[end - 1]):
+    end -= 1
+  name = text[start:end]
+  for ch in name:
+    if ch in _REFUSED_CHARACTERS or unicodedata.category(ch) in _REFUSED_CATEGORIES:
+      raise BadLabelError(f"Bad label {text!r}: it contains {ch!r} (U+{ord(ch):04X}); "
+                          "expected text without control characters, line breaks or "
+                          "double quotes (a quoting fault in the data?).")
+  return name
 
 
 def end_id_of(num_labels: int) -> int:
@@ -47,8 +88,9 @@ class LabelVocab:
       raise ValueError("LabelVocab needs at least one label name, got none.")
     seen = set()
     for n in names:
-      if not n or n != n.strip() or "\n" in n:
-        raise ValueError(f"Bad label name {n!r}: empty, padded with spaces, or multi-line.")
+      if not n or clean_label(n) != n:
+        raise BadLabelError(f"Bad label name {n!r}: empty, or with whitespace or control "
+                            "characters at an end; expected clean_label(name) == name.")
       if n in seen:
         raise ValueError(f"Label name {n!r} appears twice in the vocabulary.")
       seen.add(n)
@@ -110,16 +152,25 @@ class LabelVocab:
   def save(self, path: str | os.PathLike) -> None:
     """One name per line, in id order (the file exports ship as `labels.txt`)."""
     tf.io.gfile.makedirs(os.path.dirname(os.fspath(path)) or ".")
-    with tf.io.gfile.GFile(os.fspath(path), "w") as f:
-      f.write("\n".join(self.names) + "\n")
+    with tf.io.gfile.GFile(os.fspath(path), "wb") as f:
+      f.write(("\n".join(self.names) + "\n").encode("utf-8"))
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> "LabelVocab":
-    with tf.io.gfile.GFile(os.fspath(path)) as f:
-      names = [line.rstrip("\n") for line in f]
+    """Reads `save`'s file: UTF-8, one name per line (split on "\n" only)."""
+    with tf.io.gfile.GFile(os.fspath(path), "rb") as f:
+      data = f.read()
+    try:
+      names = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError as e:
+      raise BadLabelError(f"{os.fspath(path)}: not UTF-8 ({e}); expected the labels.txt "
+                          "that LabelVocab.save writes.") from None
     while names and not names[-1]:
       names.pop()
-    return cls(names)
+    try:
+      return cls(names)
+    except ValueError as e:
+      raise BadLabelError(f"{os.fspath(path)}: {e}") from None
 
   def __eq__(self, other):
     return isinstance(other, LabelVocab) and self.names == other.names

@@ -1,5 +1,8 @@
 """Small builders shared by the tests (tiny configs, tiny heads)."""
 
+import struct
+import zlib
+
 import ml_collections
 import numpy as np
 
@@ -33,3 +36,18 @@ def load_config_file(path, arg=None):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def png_chunk(kind, payload):
+  return (struct.pack(">I", len(payload)) + kind + payload
+          + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+
+
+def big_gray_png(width, height):
+  """A valid grayscale PNG of width x height, all zero: a small file (zlib), a huge image."""
+  compressor = zlib.compressobj(9)
+  row = b"\0" * (width + 1)  # filter byte + pixels
+  data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+  return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", data)
+          + png_chunk(b"IEND", b""))

@@ -3,6 +3,9 @@
 import io
 import logging
 import os
+import struct
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -12,6 +15,8 @@ from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import sources
+from helpers import big_gray_png
+from helpers import png_chunk
 
 
 def jpeg_bytes(value=120, shape=(16, 16, 3)):
@@ -33,8 +38,9 @@ GOOD_ROWS = ["img/0.jpg,cat dog", "img/1.jpg,dog", "img/2.jpg,person"]
 
 
 def write(folder, name, rows, header="image_name,tags"):
+  """Rows as UTF-8; a lone surrogate "\\udcXX" stands for the raw byte 0xXX (bad UTF-8)."""
   path = folder / name
-  path.write_text("\n".join([header] + rows) + "\n")
+  path.write_bytes(("\n".join([header] + rows) + "\n").encode("utf-8", "surrogateescape"))
   return str(path)
 
 
@@ -54,6 +60,11 @@ BAD_TRAIN_ROWS = [
     ("truncated_jpeg", "img/truncated.jpg,dog", sources.UNDECODABLE_IMAGE, "cannot be decoded"),
     ("empty_labels", "img/1.jpg,", sources.EMPTY_LABELS, "has no labels in column 'tags'"),
     ("blank_labels", "img/1.jpg,   ", sources.EMPTY_LABELS, "has no labels"),
+    ("stray_quote", '"img/1.jpg,dog', sources.MALFORMED_ROW, "CSV quoting fault"),
+    ("text_after_quote", 'img/1.jpg,"dog" cat', sources.MALFORMED_ROW, "CSV quoting fault"),
+    ("quote_in_label", 'img/1.jpg,dog car"', sources.BAD_LABEL, "contains '\"'"),
+    ("control_in_label", "img/1.jpg,do\x07g", sources.BAD_LABEL, "contains '\\x07'"),
+    ("not_utf8", "img/1.jpg,caf\udce9", sources.MALFORMED_ROW, "are not utf-8"),
 ]
 
 
@@ -103,6 +114,45 @@ def test_bad_train_row_is_skipped_counted_and_logged(folder, caplog, name, row, 
   ds = data_lib.image_dataset(source, "train", vocab, image_size=8, batch_size=8,
                               training=False)
   assert next(iter(ds))["key"].numpy().tolist() == [b"img/0.jpg", b"img/1.jpg", b"img/2.jpg"]
+
+
+def test_stray_quote_costs_only_its_own_line(folder, caplog):
+  # Issue repro: line 10 is `"img/001.jpg,cat`; a lenient parser swallowed the 24 rows after
+  # it (and blamed line 34).
+  rows = [GOOD_ROWS[i % 3] for i in range(8)] + ['"img/001.jpg,cat'] + [
+      GOOD_ROWS[i % 3] for i in range(24)]
+  train = write(folder, "train.csv", rows)
+  with pytest.raises(sources.BadDataError) as e:
+    source_for(train).num_examples("train")
+  assert [p.where for p in e.value.problems] == [f"{train} line 10"]
+  assert "CSV quoting fault" in str(e.value)
+  source = source_for(train, skip_bad_examples=True)
+  with caplog.at_level(logging.WARNING):
+    assert source.num_examples("train") == 32  # 33 rows, one lost
+  assert source.skipped == {"malformed_row": 1}
+
+
+def test_non_utf8_names_file_and_line_or_reads_with_csv_encoding(folder):
+  train = write(folder, "train.csv", GOOD_ROWS + ["img/1.jpg,caf\udce9"])  # latin-1 "café"
+  with pytest.raises(sources.BadDataError,
+                     match=r"train.csv line 5: bytes b'\\xe9' at column 14 are not utf-8"):
+    source_for(train).num_examples("train")
+  source = source_for(train, csv_encoding="latin-1")
+  assert source.label_names == ["café", "cat", "dog", "person"]
+  with pytest.raises(ValueError, match="not ASCII-compatible"):
+    source_for(train, csv_encoding="utf-16")
+
+
+def test_labels_are_stripped_of_whitespace_and_control_characters(folder, tmp_path):
+  # CRLF line ends, a BOM, a tab and a non-breaking space around labels: all stripped.
+  path = folder / "train.csv"
+  path.write_bytes(b"\xef\xbb\xbfimage_name,tags\r\nimg/0.jpg,cat\tdog\r\n"
+                   b"img/1.jpg,\"dog\r\"\r\nimg/2.jpg,\xc2\xa0person \r\n")
+  source = source_for(str(path), label_separator="\t")
+  assert source.train_label_sets() == [{"cat", "dog"}, {"dog"}, {"person"}]
+  vocab = vocab_lib.LabelVocab.from_label_sets(source.train_label_sets())
+  vocab.save(tmp_path / "labels.txt")
+  assert vocab_lib.LabelVocab.load(tmp_path / "labels.txt") == vocab
 
 
 def test_unknown_label_in_eval_csv(folder, caplog):
@@ -179,3 +229,54 @@ def test_label_not_in_vocab_both_modes(folder, caplog):
                                     training=True, seed=0)
   for batch in train_ds.take(3):
     assert sorted(batch["key"].numpy().tolist()) == [b"img/0.jpg", b"img/1.jpg"]
+
+
+def huge_png_header(width=20000, height=20000):
+  """Only a PNG signature and IHDR claiming width x height: a decode would fail otherwise."""
+  return b"\x89PNG\r\n\x1a\n" + png_chunk(
+      b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+
+
+@pytest.mark.parametrize("check_images", ["decode", "header"])
+def test_image_over_the_pixel_limit_is_refused_or_skipped_before_decoding(folder, check_images):
+  (folder / "img/huge.png").write_bytes(huge_png_header())
+  train = write(folder, "train.csv", GOOD_ROWS + ["img/huge.png,dog"])
+  with pytest.raises(sources.BadDataError,
+                     match=r"line 5: image 'img/huge.png' .* image of 20000x20000 = 400000000 "
+                           r"pixels .*over the limit of 40000000 pixels .*refused before "
+                           r"decoding \[undecodable_image\]"):
+    source_for(train, check_images=check_images).num_examples("train")
+  source = source_for(train, check_images=check_images, skip_bad_examples=True)
+  assert source.num_examples("train") == 3
+  assert source.skipped == {"undecodable_image": 1}
+  # data.max_image_pixels sets the limit (inclusive); the good images are 16x16 = 256.
+  at_limit = source_for(train, check_images=check_images, skip_bad_examples=True,
+                        max_image_pixels=256)
+  assert at_limit.num_examples("train") == 3
+  with pytest.raises(sources.BadDataError, match=r"no usable example.*undecodable_image': 4"):
+    source_for(train, check_images=check_images, skip_bad_examples=True,
+               max_image_pixels=255).num_examples("train")
+
+
+_HUGE_CSV_SCRIPT = """
+import resource, sys
+from cnn_rnn_tf import config_lib, data
+config = config_lib.default_config().data
+config.update(dict(source="csv", train_csv=sys.argv[1], skip_bad_examples=True))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+source = data.get_source(config)
+print("examples", source.num_examples("train"), "skipped", source.skipped)
+print("peak_growth_mb", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+@pytest.mark.slow
+def test_real_20000_square_png_in_a_csv_costs_no_memory(folder):
+  # A valid 1 MB PNG of 20000x20000 (1.2 GB decoded): refused from its header.
+  (folder / "img/huge.png").write_bytes(big_gray_png(20000, 20000))
+  train = write(folder, "train.csv", GOOD_ROWS + ["img/huge.png,dog"])
+  out = subprocess.run([sys.executable, "-c", _HUGE_CSV_SCRIPT, train], capture_output=True,
+                       text=True, check=True).stdout
+  assert "examples 3 skipped {'undecodable_image': 1}" in out
+  growth = float(out.split("peak_growth_mb")[1])
+  assert growth < 1024, out

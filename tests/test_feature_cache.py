@@ -175,23 +175,6 @@ def test_feature_dataset_streams_like_image_dataset(tmp_path, backbone):
   assert [int(b["key"].shape[0]) for b in evaluation] == [3, 3, 1]
 
 
-def test_resolve_precision(tmp_path):
-  with_bf16 = tmp_path / "cpuinfo_bf16"
-  with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n")
-  with_amx = tmp_path / "cpuinfo_amx"
-  with_amx.write_text("flags\t\t: fpu amx_bf16 amx_tile\n")
-  without = tmp_path / "cpuinfo"
-  without.write_text("flags\t\t: fpu sse avx2\n")
-  assert feature_cache.resolve_precision("on", str(without)) == "bfloat16"
-  assert feature_cache.resolve_precision("off", str(with_bf16)) == "float32"
-  assert feature_cache.resolve_precision("auto", str(with_bf16)) == "bfloat16"
-  assert feature_cache.resolve_precision("auto", str(with_amx)) == "bfloat16"
-  if not tf.config.list_physical_devices("GPU"):
-    assert feature_cache.resolve_precision("auto", str(without)) == "float32"
-  with pytest.raises(ValueError, match="'fast'"):
-    feature_cache.resolve_precision("fast")
-
-
 @pytest.mark.slow
 def test_killed_writer_leaves_nothing_a_later_run_uses(tmp_path):
   csv_path = make_csv(str(tmp_path), num=40)
@@ -241,3 +224,20 @@ def test_killed_writer_leaves_nothing_a_later_run_uses(tmp_path):
   assert counting.calls == 10  # extracted anew, not read from the killed run
   assert folders(cache) == [os.path.basename(path)]  # the dead writer's folder is removed
   assert feature_cache.read_meta(path)["num_examples"] == 40
+
+
+def test_extraction_draws_a_progress_bar_only_when_asked(tmp_path, capsys):
+  from cnn_rnn_tf import progress  # pylint: disable=g-import-not-at-top
+  source, vocab = make_source(make_csv(str(tmp_path)))
+  model = backbones.build_backbone("small_cnn", image_size=16)
+  try:
+    progress.set_mode("on")
+    build(source, vocab, tmp_path / "on", model, verbose=1)
+    err = capsys.readouterr().err
+    assert "features csv/train" in err and f"{source.num_examples('train')}/" in err
+    assert "img/s" in err
+    progress.set_mode("off")
+    build(source, vocab, tmp_path / "off", model, verbose=1)
+    assert "features" not in capsys.readouterr().err
+  finally:
+    progress.set_mode("auto")

@@ -2,7 +2,6 @@
 
 import io
 import struct
-import zlib
 
 import numpy as np
 from PIL import Image
@@ -10,6 +9,8 @@ import pytest
 import tensorflow as tf
 
 from cnn_rnn_tf import images
+from helpers import big_gray_png
+from helpers import png_chunk
 
 
 def encode(array, fmt, **kwargs):
@@ -20,21 +21,6 @@ def encode(array, fmt, **kwargs):
 
 def rgb(h=9, w=13, seed=0):
   return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def png_chunk(kind, payload):
-  return (struct.pack(">I", len(payload)) + kind + payload
-          + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
-
-
-def big_gray_png(width, height):
-  """A valid grayscale PNG of width x height, all zero: a small file (zlib), a huge image."""
-  compressor = zlib.compressobj(9)
-  row = b"\0" * (width + 1)  # filter byte + pixels
-  data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-  ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-  return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", data)
-          + png_chunk(b"IEND", b""))
 
 
 LOSSLESS = [("PNG", {}), ("BMP", {}), ("WEBP", {"lossless": True})]
@@ -170,3 +156,8 @@ def test_load_rgb_names_missing_and_corrupt_files(tmp_path):
   path = tmp_path / "ok.png"
   path.write_bytes(encode(rgb(), "PNG"))
   np.testing.assert_array_equal(images.load_rgb(path), rgb())
+
+
+def test_config_default_is_the_images_default():
+  from cnn_rnn_tf import config_lib  # pylint: disable=g-import-not-at-top
+  assert config_lib.default_config().data.max_image_pixels == images.DEFAULT_MAX_PIXELS

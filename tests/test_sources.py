@@ -307,3 +307,4 @@ def test_voc2007_offline_archives_are_taken_from_manual_dir(tmp_path):
   # download was attempted.
   assert type(e.value.__cause__).__name__ == "NonMatchingChecksumError"
   assert str(manual) in str(e.value.__cause__)
+

@@ -2,6 +2,8 @@
 
 import itertools
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -215,3 +217,24 @@ def test_bad_configs_name_the_value(tmp_path):
     ss.generate_example(np.random.default_rng(0), 10)
   with pytest.raises(KeyError, match="'zebra'"):
     ss.render_object("zebra", 4, 4, np.random.default_rng(0))
+
+
+def test_prepare_and_the_binary(tmp_path):
+  # The library call the binary makes: a derived small config, prepared once.
+  builder = ss.prepare(str(tmp_path / "lib"), "small", num_train=12, num_test=4)
+  assert builder.builder_config.name == "small_train12_test4"
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 12, "test": 4}
+  assert ss.prepare(str(tmp_path / "lib"), "small", num_train=12, num_test=4).is_prepared()
+  out = subprocess.run([sys.executable, "-m", "cnn_rnn_tf.data.make_synthetic", "--help"],
+                       capture_output=True, text=True).stdout  # absl: --help exits 1
+  assert "--data_dir" in out and "--progress" in out
+
+
+@pytest.mark.slow
+def test_binary_builds_a_config(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "cnn_rnn_tf.data.make_synthetic", f"--data_dir={tmp_path}",
+       "--config=small", "--num_train=10", "--num_test=5", "--progress=off"],
+      capture_output=True, text=True, check=True).stdout
+  assert "synthetic_scenes/small_train10_test5: {'train': 10, 'test': 5}" in out
+  assert (tmp_path / "synthetic_scenes" / "small_train10_test5").is_dir()

@@ -12,8 +12,10 @@ the feature cache of the frozen backbone.
                                         cache_dir="/data/feature_cache")
     ds = data_lib.feature_dataset(path, batch_size=64, training=True, seed=0)
 
-See inputs.py (dataset_for, uses_feature_cache), sources.py (splits, label conventions, bad data, offline TFDS), pipeline.py (order of
-operations, resuming, distribution) and feature_cache.py (key, layout, precision).
+See inputs.py (dataset_for, uses_feature_cache), sources.py (splits, label conventions, bad
+data, offline TFDS), pipeline.py (order of operations, resuming, distribution),
+feature_cache.py (key, layout), precision.py (data.precision=auto by measurement),
+tfds_prepare.py (one preparer at a time) and the images module cnn_rnn_tf/images.py.
 """
 
 from cnn_rnn_tf.data import feature_cache

@@ -32,9 +32,8 @@ temporary folder; one left by a killed process is removed by the next build on t
 host once that process is gone.
 
 Precision (`data.precision`): "on" extracts under Keras' mixed_bfloat16 policy, "off" in
-float32, "auto" picks bfloat16 where it is fast: a GPU, or a CPU with AMX or AVX-512 BF16
-(flags `amx_bf16` / `avx512_bf16` in /proc/cpuinfo), float32 otherwise. Features are stored
-as float32 either way.
+float32, "auto" picks bfloat16 where it is measurably faster on this machine (precision.py:
+timed once per machine and backbone, cached). Features are stored as float32 either way.
 """
 
 from __future__ import annotations
@@ -58,40 +57,14 @@ from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import progress
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import pipeline
+from cnn_rnn_tf.data.precision import PRECISIONS  # pylint: disable=unused-import
+from cnn_rnn_tf.data.precision import resolve_precision
 from cnn_rnn_tf.data import sources as sources_lib
 
 FORMAT_VERSION = 1
 KEY_FILE = "key.json"
 META_FILE = "meta.json"  # written last: its presence marks a complete cache
-PRECISIONS = ("auto", "on", "off")
 _TMP = ".tmp-"
-
-
-def cpu_has_fast_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
-  """Whether the CPU has AMX-BF16 or AVX-512 BF16 (fast mixed bfloat16 matmuls/convs)."""
-  try:
-    with open(cpuinfo_path) as f:
-      for line in f:
-        if line.startswith("flags"):
-          flags = set(line.split(":", 1)[1].split())
-          return bool(flags & {"amx_bf16", "avx512_bf16"})
-  except OSError:
-    pass
-  return False
-
-
-def resolve_precision(precision: str | bool | None, cpuinfo_path: str = "/proc/cpuinfo") -> str:
-  """data.precision ("auto" | "on" | "off") -> "bfloat16" or "float32"."""
-  p = {True: "on", False: "off", None: "auto"}.get(precision, precision)
-  p = str(p).lower()
-  if p == "on":
-    return "bfloat16"
-  if p == "off":
-    return "float32"
-  if p == "auto":
-    fast = bool(tf.config.list_physical_devices("GPU")) or cpu_has_fast_bf16(cpuinfo_path)
-    return "bfloat16" if fast else "float32"
-  raise ValueError(f"data.precision must be one of {PRECISIONS}, got {precision!r}.")
 
 
 def describe_weights(weights: str | None) -> Any:
@@ -118,7 +91,7 @@ def cache_key(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVoca
       "backbone": backbone_name,
       "weights": describe_weights(backbone_weights),
       "image_size": backbones.backbone_image_size(backbone_name, image_size),
-      "precision": resolve_precision(precision),
+      "precision": resolve_precision(precision, backbone_name, image_size),
       "preprocessing": pipeline.PREPROCESSING,
       "vocab": list(vocab.names),
   }

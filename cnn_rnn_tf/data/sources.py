@@ -55,11 +55,16 @@ surrounding separators are ignored):
 Config: `data.train_csv`, `data.eval_csv`, `data.image_column` ("image_name"),
 `data.labels_column` ("tags"), `data.label_separator` (" "). `label_names` are the labels of
 the train CSV's well-formed rows, sorted (the eval CSV's when no train CSV is set). JPEG, PNG,
-GIF, BMP and WebP are read; grayscale and RGBA become RGB. The key of an example is its path
-as written in the CSV.
+GIF, BMP and still WebP are read (`images.py`); grayscale, RGBA and palette become RGB. The
+key of an example is its path as written in the CSV.
 
 Bad data (each kind is found when a split is first used, before any training step):
-  malformed_row      wrong number of fields, or an empty image field
+  malformed_row      wrong number of fields, an empty image field, a quoting fault (each
+                     physical line is parsed alone, strictly: a stray quote costs only its
+                     own line), or bytes that are not `data.csv_encoding` (default utf-8)
+  bad_label          a label with a control character, line break or double quote inside
+                     (labels are stripped of whitespace and control characters at both ends,
+                     `vocab.clean_label`, so a trailing \r is harmless)
   empty_labels       no label in the row; `data.csv_empty_labels="keep"` makes it a valid
                      example whose target is only END (e.g. NUS-WIDE images without concepts)
   unknown_label      an eval row's label that no train row has
@@ -137,6 +142,7 @@ free space). If an archive is missing, the error lists what was expected where.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import csv
 import dataclasses
@@ -149,9 +155,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from cnn_rnn_tf import images as images_lib
+from cnn_rnn_tf import vocab as vocab_lib
+from cnn_rnn_tf.data import tfds_prepare
 
 # Reasons an example is skipped; the keys of `Source.skipped`.
 MALFORMED_ROW = "malformed_row"
+BAD_LABEL = "bad_label"
 EMPTY_LABELS = "empty_labels"
 UNKNOWN_LABEL = "unknown_label"
 MISSING_FILE = "missing_file"
@@ -316,8 +325,8 @@ class TfdsSource(Source):
 
   def __init__(self, config):
     super().__init__(config)
-    self.data_dir = config.data_dir
-    self.manual_dir = config.manual_dir
+    self.data_dir = config.data_dir or None
+    self.manual_dir = config.manual_dir or None
     self._builder = tfds.builder(self.tfds_name, data_dir=self.data_dir)
     self._prepare()
 
@@ -325,7 +334,9 @@ class TfdsSource(Source):
     download_config = tfds.download.DownloadConfig(
         manual_dir=self.manual_dir or None, try_download_gcs=False)
     try:
-      self._builder.download_and_prepare(download_config=download_config)
+      self._builder = tfds_prepare.prepare(
+          lambda: tfds.builder(self.tfds_name, data_dir=self.data_dir), download_config,
+          builder=self._builder)
     except Exception as e:  # Network, missing or wrong archives: add what to do offline.
       manual_dir = self.manual_dir or os.path.join(
           os.fspath(self._builder.data_dir_root), "downloads", "manual")
@@ -492,8 +503,9 @@ class SyntheticScenesSource(TfdsSource):
 
   def _prepare(self):
     # Generated locally: nothing to download, so no manual_dir advice on failure.
-    self._builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    self._builder = tfds_prepare.prepare(
+        lambda: tfds.builder(self.tfds_name, data_dir=self.data_dir),
+        tfds.download.DownloadConfig(try_download_gcs=False), builder=self._builder)
 
   def _label_feature(self):
     return self._builder.info.features["labels"].feature
@@ -537,6 +549,14 @@ class CsvSource(Source):
     self.empty_labels = str(config.csv_empty_labels)
     self.check_images = str(config.check_images)
     self.max_pixels = config.max_image_pixels
+    self.encoding = str(config.csv_encoding)
+    try:
+      ascii_compatible = "\n,\"".encode(self.encoding) == b"\n,\""
+    except LookupError:
+      raise ValueError(f"data.csv_encoding: unknown encoding {self.encoding!r}.") from None
+    if not ascii_compatible:
+      raise ValueError(f"data.csv_encoding={self.encoding!r} is not ASCII-compatible; "
+                       "expected e.g. utf-8, latin-1 or cp1252 (convert UTF-16 files first).")
     if not self.label_separator:
       raise ValueError("data.label_separator must not be empty.")
     if self.empty_labels not in self.EMPTY_LABELS:
@@ -572,51 +592,69 @@ class CsvSource(Source):
     return self._label_names
 
   def _parse(self, path: str) -> tuple[list[_Row], list[Problem]]:
-    """Well-formed rows and the row-level problems (malformed, empty labels) of a CSV."""
+    """Well-formed rows and the row-level problems (malformed, bad or empty labels) of a CSV.
+
+    Each physical line is parsed on its own with the csv module in strict mode, so a quoting
+    fault is a malformed_row at its own line and never swallows the lines after it (a field
+    cannot span lines: neither paths nor labels hold line breaks).
+    """
     if path in self._parsed:
       return self._parsed[path]
     if not os.path.isfile(path):
       raise FileNotFoundError(f"CSV file {path!r} does not exist.")
     folder = os.path.dirname(os.path.abspath(path))
     rows, problems = [], []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-      reader = csv.reader(f)
-      header = next(reader, None)
-      if not header:
-        raise BadDataError(f"{path}: empty file; expected a header with columns "
-                           f"{self.image_column!r} and {self.labels_column!r}.")
-      header = [h.strip() for h in header]
-      for column, field in ((self.image_column, "data.image_column"),
-                            (self.labels_column, "data.labels_column")):
-        if column not in header:
-          raise BadDataError(f"{path} line 1: no column {column!r} ({field}); "
-                             f"the header has {header}.")
-      image_col, labels_col = header.index(self.image_column), header.index(self.labels_column)
-      line = 1
-      for fields in reader:
-        line = reader.line_num
-        if not fields or (len(fields) == 1 and not fields[0].strip()):
-          continue  # A blank line is not an example.
-        where = f"{path} line {line}"
-        if len(fields) != len(header):
-          problems.append(Problem(MALFORMED_ROW, where,
-                                  f"{len(fields)} fields, expected {len(header)} ({header}): "
-                                  f"{fields!r}"))
-          continue
-        image = fields[image_col].strip()
-        if not image:
-          problems.append(Problem(MALFORMED_ROW, where,
-                                  f"empty image path in column {self.image_column!r}"))
-          continue
+    lines = _csv_lines(path, self.encoding)
+    header = None
+    for line, fields, error in lines:
+      if error is not None:
+        raise BadDataError(f"{path} line {line}: header: {error}")
+      if not "".join(fields).strip():
+        continue  # blank lines before the header
+      header = [h.strip() for h in fields]
+      break
+    if header is None:
+      raise BadDataError(f"{path}: empty file; expected a header with columns "
+                         f"{self.image_column!r} and {self.labels_column!r}.")
+    for column, field in ((self.image_column, "data.image_column"),
+                          (self.labels_column, "data.labels_column")):
+      if column not in header:
+        raise BadDataError(f"{path} line {line}: no column {column!r} ({field}); "
+                           f"the header has {header}.")
+    image_col, labels_col = header.index(self.image_column), header.index(self.labels_column)
+    for line, fields, error in lines:
+      where = f"{path} line {line}"
+      if error is not None:
+        problems.append(Problem(MALFORMED_ROW, where, error))
+        continue
+      if not fields or (len(fields) == 1 and not fields[0].strip()):
+        continue  # A blank line is not an example.
+      if len(fields) != len(header):
+        problems.append(Problem(MALFORMED_ROW, where,
+                                f"{len(fields)} fields, expected {len(header)} ({header}): "
+                                f"{fields!r}"))
+        continue
+      image = fields[image_col].strip()
+      if not image:
+        problems.append(Problem(MALFORMED_ROW, where,
+                                f"empty image path in column {self.image_column!r}"))
+        continue
+      try:
         labels = tuple(dict.fromkeys(
-            s.strip() for s in fields[labels_col].split(self.label_separator) if s.strip()))
-        if not labels and self.empty_labels == "error":
-          problems.append(Problem(
-              EMPTY_LABELS, where,
-              f"image {image!r} has no labels in column {self.labels_column!r} "
-              "(data.csv_empty_labels='keep' allows that)"))
-          continue
-        rows.append(_Row(line, image, os.path.join(folder, image), labels))
+            name for name in (vocab_lib.clean_label(s)
+                              for s in fields[labels_col].split(self.label_separator))
+            if name))
+      except vocab_lib.BadLabelError as e:
+        problems.append(Problem(BAD_LABEL, where, f"image {image!r}, column "
+                                f"{self.labels_column!r}: {e}"))
+        continue
+      if not labels and self.empty_labels == "error":
+        problems.append(Problem(
+            EMPTY_LABELS, where,
+            f"image {image!r} has no labels in column {self.labels_column!r} "
+            "(data.csv_empty_labels='keep' allows that)"))
+        continue
+      rows.append(_Row(line, image, os.path.join(folder, image), labels))
     self._parsed[path] = (rows, problems)
     return rows, problems
 
@@ -679,7 +717,35 @@ class CsvSource(Source):
             "csv_mtime": stat.st_mtime, "label_names": self.label_names,
             "image_column": self.image_column, "labels_column": self.labels_column,
             "label_separator": self.label_separator, "csv_empty_labels": self.empty_labels,
-            "check_images": self.check_images}
+            "check_images": self.check_images, "csv_encoding": self.encoding}
+
+
+def _csv_lines(path: str, encoding: str):
+  """(line number, fields or None, error or None) per physical line of a CSV file.
+
+  Lines are split on b"\n" (a trailing "\r" is dropped), decoded with `encoding` (a UTF-8
+  BOM at the start is skipped) and parsed alone with `csv.reader(strict=True)`; a line that
+  does not decode or parse yields its error text instead of fields.
+  """
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, start=1):
+      raw = raw.rstrip(b"\n")
+      raw = raw[:-1] if raw.endswith(b"\r") else raw
+      if number == 1 and raw.startswith(codecs.BOM_UTF8) and codecs.lookup(
+          encoding).name == "utf-8":
+        raw = raw[len(codecs.BOM_UTF8):]
+      try:
+        text = raw.decode(encoding)
+      except UnicodeDecodeError as e:
+        yield number, None, (f"bytes {raw[e.start:e.end]!r} at column {e.start + 1} are not "
+                             f"{encoding} (data.csv_encoding={encoding!r})")
+        continue
+      try:
+        fields = next(csv.reader([text], strict=True), [])
+      except csv.Error as e:
+        yield number, None, f"CSV quoting fault ({e}): {text!r}"
+        continue
+      yield number, fields, None
 
 
 def _check_images(paths: Sequence[str], mode: str,

@@ -20,7 +20,7 @@ nothing is downloaded and the same seed always gives byte-identical examples:
 Build a config and print the time (default: 13 s on 2 idle CPU cores, 19 s on busy ones;
 `small`: about 1 s; TensorFlow's import adds a few seconds):
 
-    python -m cnn_rnn_tf.data.synthetic_scenes --data_dir=/tmp/tfds [--config=small] [--seed=3]
+    python -m cnn_rnn_tf.data.make_synthetic --data_dir=/tmp/tfds [--config=small] [--seed=3]
 
 One example (`generate_example(rng, image_size)` is the pure NumPy generator the builder calls):
 
@@ -80,7 +80,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
 from typing import Any, Callable
 
 from etils import epath
@@ -460,10 +459,7 @@ class SyntheticScenesConfig(tfds.core.BuilderConfig):
         raise ValueError(f"Config {self.name!r}: {field} must be an int >= 0, got {value!r}.")
 
 
-# Run as `python -m`, this file is also imported under its package name (which registers
-# the builder); the `__main__` copy must not register 'synthetic_scenes' a second time.
-class SyntheticScenes(tfds.core.GeneratorBasedBuilder,
-                      skip_registration=__name__ == "__main__"):
+class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
   """Procedural multi-label scenes (see the module docstring). Offline, seeded."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -555,34 +551,12 @@ def _derive_config(builder_configs: dict[str, SyntheticScenesConfig],
                              **changed)
 
 
-# --------------------------------------------------------------------------------------
-# Binary: build a config and time it.
-# --------------------------------------------------------------------------------------
+def prepare(data_dir: str, config: str = "default", **overrides) -> SyntheticScenes:
+  """Generates a config into `data_dir` (once; safe with several processes) -> the builder.
 
-
-def _main(argv):
-  # pylint: disable=g-import-not-at-top
-  from absl import flags
-  from cnn_rnn_tf.data import synthetic_scenes  # The registered copy of this module.
-  if len(argv) > 1:
-    raise ValueError(f"Unexpected arguments: {argv[1:]}")
-  f = flags.FLAGS
-  overrides = {k: getattr(f, k) for k in ("image_size", "num_train", "num_test", "seed")}
-  builder = synthetic_scenes.SyntheticScenes(config=f.config, data_dir=f.data_dir, **overrides)
-  start = time.perf_counter()
-  builder.download_and_prepare()
-  seconds = time.perf_counter() - start
-  splits = {k: v.num_examples for k, v in builder.info.splits.items()}
-  print(f"synthetic_scenes/{builder.builder_config.name}: {splits} in {seconds:.1f} s "
-        f"-> {builder.data_dir}")
-
-
-if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
-  flags.DEFINE_string("data_dir", None, "TFDS data directory.", required=True)
-  flags.DEFINE_string("config", "default", "Base config: default or small.")
-  flags.DEFINE_integer("image_size", None, "Override the image side.")
-  flags.DEFINE_integer("num_train", None, "Override the train split size.")
-  flags.DEFINE_integer("num_test", None, "Override the test split size.")
-  flags.DEFINE_integer("seed", None, "Override the seed.")
-  app.run(_main)
+  `overrides`: image_size, num_train, num_test, seed (None: the config's value).
+  """
+  from cnn_rnn_tf.data import tfds_prepare  # pylint: disable=g-import-not-at-top
+  return tfds_prepare.prepare(
+      lambda: SyntheticScenes(config=config, data_dir=data_dir, **overrides),
+      tfds.download.DownloadConfig(try_download_gcs=False))
