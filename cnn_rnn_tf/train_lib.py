@@ -137,11 +137,13 @@ def build_models(config, num_labels: int, strategy) -> Models:
   before). The dropout layers' SeedGenerator states are checkpointed as `rng`, so a resumed
   run draws the same dropout masks as one that was never interrupted.
   """
-  keras.utils.set_random_seed(config.seed)
   policy = None
   if not data_lib.uses_feature_cache(config) and data_lib.feature_cache.resolve_precision(
       config.data.precision) == "bfloat16":
     policy = "mixed_bfloat16"  # the backbone computes in bfloat16; weights stay float32
+  # After resolve_precision: data.precision=auto may time a backbone (first use on a
+  # machine), drawing random numbers; seeded before that, the first run's weights differed.
+  keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     backbone, head = workdir_lib.build_models(config, num_labels, policy=policy)
     optimizer = _make_optimizer(config)

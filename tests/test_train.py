@@ -298,10 +298,6 @@ def test_multi_worker_run_on_localhost(tmp_path, tfds_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="open: a 2-worker run's weights differ from a 1-worker run's on the "
-                   "same global batch (label_embedding differs in sign after 6 SGD steps); "
-                   "cause not found yet (init under MultiWorkerMirroredStrategy or the "
-                   "auto-sharded input), see the trainer report", strict=False)
 def test_multi_worker_weights_equal_a_single_worker_run(tmp_path, tfds_dir):
   """The loss is divided by the GLOBAL batch: a per-replica mean would double the gradients."""
   ports = [_free_port(), _free_port()]
