@@ -42,6 +42,7 @@ import benchmarks
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
+from cnn_rnn_tf import runtime
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import feature_cache
 from cnn_rnn_tf.data import precision
@@ -57,8 +58,7 @@ _WARMUP_BATCHES = flags.DEFINE_integer(
     "warmup_batches", 1, "Untimed batches before each backbone-only run; 0: only one per "
     "backbone, before the first round (it traces).")
 _OUT = flags.DEFINE_string("out", "/tmp/extract_benchmark.json", "Where the JSON goes.")
-_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
-                              "Progress bars: auto (terminal only), on or off.")
+_PROGRESS = runtime.define_progress_flag()
 
 _LABELS = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow")
 
@@ -221,7 +221,6 @@ def run(num_images: int, batch_size: int, rounds: int, backbone_batches: int,
 
 def main(argv):
   del argv
-  from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
   runtime.setup(progress=_PROGRESS.value)
   with tempfile.TemporaryDirectory() as workdir:
     result = run(_NUM_IMAGES.value, _BATCH_SIZE.value, _ROUNDS.value,

@@ -11,14 +11,15 @@ version. Flags in, one library call out (`demo_lib.run_demo`).
 from absl import app
 from absl import flags
 
+from cnn_rnn_tf import runtime
+
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Run folder for all seeds and heads.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each trains both heads.")
 _SIZE = flags.DEFINE_enum("size", "full", ["full", "runlocal"],
                           "runlocal: tiny data and a few steps (a smoke test).")
 _EXPORT_BASE = flags.DEFINE_string("export_base", "export/models",
                                    "Exports go to <export_base>/<head>/<version>.")
-_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
-                              "Progress bars: auto = on a terminal only (never under CI).")
+_PROGRESS = runtime.define_progress_flag()
 
 
 def main(argv):
@@ -29,7 +30,6 @@ def main(argv):
   except ValueError:
     raise app.UsageError(f"--seeds must be integers separated by commas, got "
                          f"{','.join(_SEEDS.value)!r}.") from None
-  from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
   runtime.setup(progress=_PROGRESS.value)
   from cnn_rnn_tf import demo_lib  # pylint: disable=g-import-not-at-top
   demo_lib.run_demo(_WORKDIR.value, seeds=seeds, size=_SIZE.value,

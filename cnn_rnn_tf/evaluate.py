@@ -16,6 +16,7 @@ from absl import flags
 import ml_collections
 
 from cnn_rnn_tf import config_lib
+from cnn_rnn_tf import runtime
 
 
 def _decode_overrides() -> ml_collections.ConfigDict:
@@ -32,11 +33,8 @@ _BATCH = flags.DEFINE_integer("batch_size", None, "Batch size (default: the trai
 _BEAM = flags.DEFINE_integer("beam_size", None,
                              "Beam size (default: config.decode.beam_size); same as "
                              "--config.decode.beam_size.")
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "auto", "auto (best/ when the run kept one, else the latest) | latest | "
-    "best | a checkpoint path.")
-_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
-                              "Progress bar over the batches: auto = on a terminal only.")
+_CHECKPOINT = runtime.define_checkpoint_flag()
+_PROGRESS = runtime.define_progress_flag()
 _CONFIG = config_lib.define_overrides_flag(
     "config", _decode_overrides(),
     "Overrides of the workdir's decode.* settings, e.g. --config.decode.beam_size=5.",
@@ -48,7 +46,6 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
   runtime.setup(progress=_PROGRESS.value)
   from cnn_rnn_tf import evaluate_lib  # pylint: disable=g-import-not-at-top
   from cnn_rnn_tf import metrics  # pylint: disable=g-import-not-at-top

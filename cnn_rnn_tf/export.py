@@ -27,11 +27,8 @@ _MAX_LENGTH = flags.DEFINE_integer("max_length", None,
                                    "Most labels per image (default: config.decode.max_length).")
 _MIN_LENGTH = flags.DEFINE_integer("min_length", None,
                                    "Fewest labels per image (default: config.decode.min_length).")
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "auto", "auto (best/ when the run kept one, else the latest) | latest | "
-    "best | a checkpoint path.")
-_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
-                              "Progress bars: auto = on a terminal only.")
+_CHECKPOINT = runtime.define_checkpoint_flag()
+_PROGRESS = runtime.define_progress_flag()
 flags.mark_flags_as_required(["workdir", "export_base"])
 
 

@@ -81,10 +81,8 @@ class LogMetrics(PeriodicAction):
                learning_rate: Callable[[], float] = lambda: float("nan"),
                total_steps: int | None = None):
     super().__init__(every)
-    self._writer = writer
-    self._global_batch = global_batch
-    self._learning_rate = learning_rate
-    self._total = total_steps
+    self._writer, self._global_batch = writer, global_batch
+    self._learning_rate, self._total = learning_rate, total_steps
     self._t0, self._since = time.time(), 0
 
   def start(self, step: int, last_step: int | None = None) -> None:

@@ -34,8 +34,7 @@ _OUTPUT = flags.DEFINE_string("output", None, "Write the results to this .csv or
 _N_BEST = flags.DEFINE_integer("n_best", 0, "Also show the N best label sets of the beam.",
                                lower_bound=0)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per call.", lower_bound=1)
-_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
-                              "Progress bar: auto = on a terminal only.")
+_PROGRESS = runtime.define_progress_flag()
 
 
 def main(argv):

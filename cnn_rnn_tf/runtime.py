@@ -31,6 +31,7 @@ import sys
 import tempfile
 import warnings
 
+from absl import flags
 from absl import logging
 
 from cnn_rnn_tf import progress as progress_lib
@@ -128,3 +129,23 @@ def quiet_dependency_logs() -> None:
   for target in targets:
     if not any(isinstance(f, DependencyLogFilter) for f in target.filters):
       target.addFilter(DependencyLogFilter())
+
+
+def define_progress_flag() -> flags.FlagHolder:
+  """`--progress=auto|on|off`, defined at module level by every binary:
+
+    _PROGRESS = runtime.define_progress_flag()
+    ...
+    runtime.setup(progress=_PROGRESS.value)
+  """
+  return flags.DEFINE_enum("progress", "auto", list(progress_lib.MODES),
+                           "Progress bars: auto (on a terminal only, never under CI), on or "
+                           "off.")
+
+
+def define_checkpoint_flag() -> flags.FlagHolder:
+  """`--checkpoint`, the one rule of `workdir.resolve_checkpoint` (evaluate, export, visualize)."""
+  return flags.DEFINE_string(
+      "checkpoint", "auto", "auto (best/ when the run kept one, else the latest) | latest | "
+      "best | a checkpoint path.")
+

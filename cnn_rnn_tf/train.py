@@ -17,21 +17,20 @@ from absl import flags
 from ml_collections import config_flags
 
 from cnn_rnn_tf import config_lib
+from cnn_rnn_tf import runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and labels go.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0,
                                     "Split the CPU into this many logical devices (0: no split).")
-_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
-                              "Progress bar: auto (terminal only, not under CI), on or off.")
+_PROGRESS = runtime.define_progress_flag()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
   runtime.setup(cpu_devices=_CPU_DEVICES.value, progress=_PROGRESS.value)
   try:
     config_lib.validate(_CONFIG.value)  # before any work or write

@@ -16,6 +16,8 @@ its evaluation split. Does the attention find the objects? (synthetic_scenes onl
 from absl import app
 from absl import flags
 
+from cnn_rnn_tf import runtime
+
 _METRICS = ("cosine", "euclidean")  # = analysis.neighbours.METRICS (kept here: no TF import)
 _METHODS = ("grad_cam", "grad_cam_logit", "occlusion")  # = analysis.attention.METHODS
 
@@ -35,16 +37,12 @@ _HIT_RATE_IMAGES = flags.DEFINE_integer(
     "--split (synthetic_scenes workdirs only).")
 _SPLIT = flags.DEFINE_string("split", None, "Split for the images and the hit rate (default: "
                              "the config's data.eval_split).")
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "auto", "auto (the best checkpoint if the run kept one, else the latest) | "
-    "latest | best | a checkpoint path.")
-_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
-                              "Progress bars: auto = on a terminal only.")
+_CHECKPOINT = runtime.define_checkpoint_flag()
+_PROGRESS = runtime.define_progress_flag()
 flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
-  from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
   runtime.setup(progress=_PROGRESS.value)
   from cnn_rnn_tf.analysis import output  # pylint: disable=g-import-not-at-top
   # `--images a.png b.png`: absl takes the first; the rest arrive as positional arguments.

@@ -56,6 +56,7 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import model as model_lib
+from cnn_rnn_tf import process
 from cnn_rnn_tf import vocab as vocab_lib
 
 CHECKPOINT_RULES = ("auto", "latest", "best")
@@ -396,15 +397,6 @@ class WorkdirLockedError(RuntimeError):
   """Another live process holds the workdir."""
 
 
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True  # someone else's process
-  return True
-
 
 def _read_lock(path: str) -> dict:
   try:
@@ -442,7 +434,7 @@ def lock(workdir: str):
       except FileExistsError:
         holder = _read_lock(path)
         host, pid = holder.get("host"), holder.get("pid")
-        if host == me["host"] and isinstance(pid, int) and pid != me["pid"] and not _pid_alive(pid):
+        if host == me["host"] and isinstance(pid, int) and pid != me["pid"] and not process.alive(pid):
           logging.warning("Taking over the stale lock %s of process %d on %s (not running).",
                           path, pid, host)
           with contextlib.suppress(FileNotFoundError):

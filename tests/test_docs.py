@@ -111,14 +111,8 @@ def test_help_names_the_binary(module):
   assert f"python -m {module}" in result.stdout, result.stdout[:2000]
 
 
-# BRIEF: every binary has --progress=auto|on|off. Strict xfail: when export.py gains the flag
-# this test XPASSes and fails, so the marker goes.
-_NO_PROGRESS_YET = {"cnn_rnn_tf.export": "export.py has no --progress (nor runtime.setup) yet"}
-
-
-@pytest.mark.parametrize("module", [
-    pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=_NO_PROGRESS_YET[m]))
-    if m in _NO_PROGRESS_YET else m for m in BINARIES if m.startswith("cnn_rnn_tf.")])
+# Every binary has --progress=auto|on|off (runtime.define_progress_flag).
+@pytest.mark.parametrize("module", [m for m in BINARIES if m.startswith("cnn_rnn_tf.")])
 def test_every_binary_has_a_progress_flag(module):
   assert re.search(r"--progress: <auto\|on\|off>", helpfull(module)), module
 

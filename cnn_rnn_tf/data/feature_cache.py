@@ -54,6 +54,7 @@ import tensorflow as tf
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import images as images_lib
+from cnn_rnn_tf import process
 from cnn_rnn_tf import progress
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import pipeline
@@ -307,16 +308,7 @@ def _remove_stale_temporaries(path: str) -> None:
     if len(parts) != 3:
       continue
     owner_host, pid, _ = parts
-    if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+    if owner_host == host and pid.isdigit() and not process.alive(int(pid)):
       logging.info("Feature cache: removing %s, left by a process that is gone.", entry)
       shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True

@@ -13,20 +13,20 @@ import time
 from absl import app
 from absl import flags
 
+from cnn_rnn_tf import runtime
+
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.", required=True)
 _CONFIG = flags.DEFINE_string("config", "default", "Base config: default or small.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Override the image side.")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", None, "Override the train split size.")
 _NUM_TEST = flags.DEFINE_integer("num_test", None, "Override the test split size.")
 _SEED = flags.DEFINE_integer("seed", None, "Override the seed.")
-_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
-                              "Progress bars: auto (terminal only), on or off.")
+_PROGRESS = runtime.define_progress_flag()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
   runtime.setup(progress=_PROGRESS.value)
   from cnn_rnn_tf.data import synthetic_scenes  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()

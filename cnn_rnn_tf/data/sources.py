@@ -314,6 +314,14 @@ class Source:
 # ---------------------------------------------------------------------------------------------
 
 
+def _choice(config, field: str, allowed: Sequence[str]) -> str:
+  """`config.<field>` as a str, refused unless it is one of `allowed` (named in the error)."""
+  value = str(config[field])
+  if value not in allowed:
+    raise ValueError(f"data.{field} must be one of {tuple(allowed)}, got {value!r}.")
+  return value
+
+
 class TfdsSource(Source):
   """A TFDS dataset; subclasses name it and say where its labels and keys are."""
 
@@ -442,10 +450,7 @@ class Voc2007Source(TfdsSource):
   LABEL_FIELDS = ("labels", "labels_no_difficult")
 
   def __init__(self, config):
-    self.label_field = str(config.voc_labels)
-    if self.label_field not in self.LABEL_FIELDS:
-      raise ValueError(f"data.voc_labels must be one of {self.LABEL_FIELDS}, "
-                       f"got {self.label_field!r}.")
+    self.label_field = _choice(config, "voc_labels", self.LABEL_FIELDS)
     super().__init__(config)
 
   def _label_feature(self):
@@ -473,10 +478,7 @@ class Coco2014Source(TfdsSource):
   EMPTY_IMAGES = ("skip", "keep")
 
   def __init__(self, config):
-    self.empty_images = str(config.coco_empty_images)
-    if self.empty_images not in self.EMPTY_IMAGES:
-      raise ValueError(f"data.coco_empty_images must be one of {self.EMPTY_IMAGES}, "
-                       f"got {self.empty_images!r}.")
+    self.empty_images = _choice(config, "coco_empty_images", self.EMPTY_IMAGES)
     super().__init__(config)
 
   def _label_feature(self):

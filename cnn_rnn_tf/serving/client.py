@@ -38,8 +38,7 @@ _N_BEST = flags.DEFINE_integer("n_best", 0, "Also show the N best label sets of 
 _JSON = flags.DEFINE_bool("json", False, "Print JSON instead of one line per image.")
 _OUTPUT = flags.DEFINE_string("output", None, "Write the results to this .csv or .jsonl "
                               "file instead of printing them.")
-_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
-                              "Progress bar: auto = on a terminal only.")
+_PROGRESS = runtime.define_progress_flag()
 
 
 def main(argv):

@@ -20,8 +20,7 @@ _MODEL_BASE_PATH = flags.DEFINE_string("model_base_path", None,
                                        "Folder of numeric version folders.", required=True)
 _MAX_MESSAGE_MB = flags.DEFINE_integer("max_message_mb", 64, "Largest request / answer in MiB.")
 _THREADS = flags.DEFINE_integer("threads", 4, "Requests served at once.")
-_PROGRESS = flags.DEFINE_enum("progress", "auto", ["auto", "on", "off"],
-                              "Progress bars (the server draws none; every binary has it).")
+_PROGRESS = runtime.define_progress_flag()
 
 
 def main(argv):
