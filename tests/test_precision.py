@@ -39,7 +39,7 @@ def test_on_and_off_never_measure(tmp_path):
 def test_auto_picks_the_faster_and_caches_it(tmp_path, caplog, bf16, f32, expected):
   path = str(tmp_path / "cache" / "precision.json")
   timer = fake_timer({None: f32, "mixed_bfloat16": bf16})
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger="absl"):
     assert precision.resolve_precision("auto", "small_cnn", 16, timer=timer,
                                        path=path) == expected
   assert sorted(c[2] or "" for c in timer.calls) == ["", "mixed_bfloat16"]
@@ -48,7 +48,7 @@ def test_auto_picks_the_faster_and_caches_it(tmp_path, caplog, bf16, f32, expect
   # A second call (another process: only the file is shared) does not measure.
   again = fake_timer({None: 1.0, "mixed_bfloat16": 100.0})
   caplog.clear()
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger="absl"):
     assert precision.resolve_precision("auto", "small_cnn", 16, timer=again,
                                        path=path) == expected
   assert again.calls == [] and "cached" in caplog.text

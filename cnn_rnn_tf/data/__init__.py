@@ -20,6 +20,7 @@ tfds_prepare.py (one preparer at a time) and the images module cnn_rnn_tf/images
 
 from cnn_rnn_tf.data import feature_cache
 from cnn_rnn_tf.data import inputs
+from cnn_rnn_tf.data import options
 from cnn_rnn_tf.data import pipeline
 from cnn_rnn_tf.data import sources
 from cnn_rnn_tf.data.feature_cache import feature_dataset

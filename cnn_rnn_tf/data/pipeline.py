@@ -48,6 +48,7 @@ import tensorflow as tf
 
 from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import vocab as vocab_lib
+from cnn_rnn_tf.data import options as options_lib
 from cnn_rnn_tf.data import sources as sources_lib
 
 # Changes to how images become pixels change the features: the feature cache key has this.
@@ -160,7 +161,7 @@ def labeled_examples(source: sources_lib.Source, split: str,
     return {"image": example["image"], "labels": tf.ensure_shape(hot, [k]),
             "key": example["key"], "known": known}
 
-  ds = source.examples(split).map(to_multi_hot, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = source.examples(split).map(to_multi_hot, num_parallel_calls=options_lib.PARALLELISM)
   if missing:
     ds = ds.filter(lambda x: x["known"])
   ds = ds.map(lambda x: {"image": x["image"], "labels": x["labels"], "key": x["key"]})
@@ -210,24 +211,11 @@ def augment_image(image: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tens
   return tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
 
 
-def dataset_options() -> tf.data.Options:
-  """DATA auto-sharding, so that MultiWorkerMirroredStrategy can shard the dataset.
-
-  `deterministic` is set on the parallel maps only, never globally: a global setting would
-  also let TFDS interleave its files out of order, and the shuffled stream would no longer
-  be reproducible.
-  """
-  options = tf.data.Options()
-  options.experimental_distribute.auto_shard_policy = (
-      tf.data.experimental.AutoShardPolicy.DATA)
-  return options
-
-
 def batch_and_finish(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool,
                      deterministic: bool = True,
                      map_fn: Callable | None = None) -> tf.data.Dataset:
   """Optional parallel map, batch, prefetch and the common options."""
   if map_fn is not None:
-    ds = ds.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-  ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-  return ds.with_options(dataset_options())
+    ds = ds.map(map_fn, num_parallel_calls=options_lib.PARALLELISM, deterministic=deterministic)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(options_lib.PREFETCH_BATCHES)
+  return ds.with_options(options_lib.dataset_options())

@@ -156,6 +156,7 @@ import tensorflow_datasets as tfds
 
 from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import vocab as vocab_lib
+from cnn_rnn_tf.data import options as options_lib
 from cnn_rnn_tf.data import tfds_prepare
 
 # Reasons an example is skipped; the keys of `Source.skipped`.
@@ -399,7 +400,7 @@ class TfdsSource(Source):
         out["image"] = example["image"]
       return out
 
-    ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(convert, num_parallel_calls=options_lib.PARALLELISM)
     if skip_empty:
       ds = ds.filter(lambda x: tf.size(x["label_ids"]) > 0)
     return ds
@@ -411,7 +412,8 @@ class TfdsSource(Source):
   def _build_index(self, split: str) -> SplitIndex:
     keys, label_ids, where = [], [], []
     total = 0
-    ds = self._read(split, with_image=False, skip_empty=False).ragged_batch(4096)
+    ds = self._read(split, with_image=False, skip_empty=False).ragged_batch(4096).with_options(
+        options_lib.dataset_options())
     for batch in ds.as_numpy_iterator():
       ids = batch["label_ids"]
       ids = ids.to_list() if hasattr(ids, "to_list") else [list(r) for r in ids]
@@ -771,8 +773,8 @@ def _check_images(paths: Sequence[str], mode: str,
   # A failing element is dropped by ignore_errors, so the missing indices are the bad files.
   # Their messages come from one eager check each (the header check runs first: cheap).
   ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths)), tf.constant(list(paths))))
-  ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-  ds = ds.ignore_errors().batch(1024)
+  ds = ds.map(check, num_parallel_calls=options_lib.PARALLELISM, deterministic=False)
+  ds = ds.ignore_errors().batch(1024).with_options(options_lib.dataset_options())
   ok = set()
   for ids, _ in ds.as_numpy_iterator():
     ok.update(int(i) for i in ids)
