@@ -39,6 +39,7 @@ def get_config(arg=None):
   config.model.lstm_units = 256  # paper: 512; 20 labels need less, and the CPU thanks us
   config.model.dropout = 0.3  # paper: 0.5; less for a small model and data set
   config.decode.max_length = 8  # a scene holds at most 8 objects
+  config.train.eval_every = -1  # the demo evaluates every run itself (evaluate_lib.evaluate)
 
   if "heads" in args:
     # Frozen backbone (the default; set model.backbone_weights), cached features.

@@ -66,6 +66,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import evaluate_lib
@@ -139,7 +140,9 @@ def build_models(config, num_labels: int, strategy) -> Models:
   """
   policy = None
   if not data_lib.uses_feature_cache(config) and data_lib.feature_cache.resolve_precision(
-      config.data.precision) == "bfloat16":
+      config.data.precision, config.model.backbone,
+      backbones.backbone_image_size(config.model.backbone, config.model.image_size)
+  ) == "bfloat16":
     policy = "mixed_bfloat16"  # the backbone computes in bfloat16; weights stay float32
   # After resolve_precision: data.precision=auto may time a backbone (first use on a
   # machine), drawing random numbers; seeded before that, the first run's weights differed.
