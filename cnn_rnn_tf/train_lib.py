@@ -192,6 +192,7 @@ def make_train_step(config, models: Models):
   images_mode = not data_lib.uses_feature_cache(config)
   train_backbone = config.model.train_backbone
   global_batch = config.train.batch_size
+  loss_options = model_lib.loss_options(config)  # label order, aux BCE weight
 
   def train_step(batch):
     with tf.GradientTape() as tape:
@@ -199,8 +200,11 @@ def make_train_step(config, models: Models):
         features = backbone(batch["image"], training=train_backbone)
       else:
         features = batch["features"]  # [B, D]
+      # `step` draws train.label_order=random: the optimizer's count moves every step,
+      # also inside one multi_step call, and resumes with the checkpoint.
       per_example = model_lib.head_loss(head, features, batch["labels"], training=True,
-                                        max_labels=config.model.max_labels)  # [B]
+                                        max_labels=config.model.max_labels,
+                                        options=loss_options, step=optimizer.iterations)  # [B]
       # Divided by the GLOBAL batch: the replicas' gradients are summed, not averaged.
       loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
       model_losses = head.losses + (backbone.losses if train_backbone else [])
