@@ -93,13 +93,20 @@ def _make_optimizer(config):
 
 
 def check_config(config) -> None:
-  """Refuses settings that would train something evaluation or export cannot rebuild."""
+  """Refuses settings that would train something evaluation or export cannot rebuild; warns
+  of cnn_rnn-only loss settings given to another head."""
   if not config.model.train_backbone and config.model.backbone_weights in (None, "none", ""):
     raise ValueError(
         "A frozen backbone with random weights (model.train_backbone=False, "
         "model.backbone_weights=None) is not saved, so evaluation and export could not rebuild "
         "it. Set model.backbone_weights (e.g. 'imagenet' or a backbone.weights.h5 file) or "
         "model.train_backbone=True.")
+  if config.model.head != "cnn_rnn" and (
+      config.train.get("label_order", "frequent_first") != "frequent_first"
+      or config.model.get("aux_bce_weight", 0.0)):
+    logging.warning("train.label_order=%r and model.aux_bce_weight=%g shape the cnn_rnn "
+                    "head's loss only; the %s head ignores them.", config.train.label_order,
+                    config.model.aux_bce_weight, config.model.head)
 
 
 @dataclasses.dataclass
