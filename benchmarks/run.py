@@ -18,7 +18,8 @@ TensorFlow runtime and its own memory:
                                             label orders frequent_first vs pla and mla
 
 Writes `<out>/results.json` (the rows, and each benchmark's command, seconds and full JSON)
-and `<out>/results.md` (the table). The defaults take 4 to 6 minutes on 2 cores (more when
+and `<out>/results.md` (the table). The defaults took 4 to 6 minutes on 2 cores before the
+label-order rows, whose 4 training runs (pla and mla, 2 repeats) add a few minutes (more when
 the machine is busy); the size flags above (and each benchmark's own flags, run alone) scale
 them up.
 """
