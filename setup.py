@@ -28,6 +28,8 @@ setuptools.setup(
         "tensorboard>=2.19,<3",
         # The demo report's figures.
         "matplotlib>=3.8,<4",
+        # PLA / MLA label orders: the least-cost assignment (linear_sum_assignment).
+        "scipy>=1.11,<2",
     ],
     extras_require={
         "test": [

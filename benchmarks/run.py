@@ -14,10 +14,12 @@ TensorFlow runtime and its own memory:
   serving   benchmarks/serving.py           the exported SavedModel: batch-1 latency, batch-32
                                             throughput, beam search's share; as exported and
                                             in the other precision
-  train     benchmarks/train_throughput.py  the trainer on cached features: 1 vs 2 replicas
+  train     benchmarks/train_throughput.py  the trainer on cached features: 1 vs 2 replicas;
+                                            label orders frequent_first vs pla and mla
 
 Writes `<out>/results.json` (the rows, and each benchmark's command, seconds and full JSON)
-and `<out>/results.md` (the table). The defaults take 4 to 6 minutes on 2 cores (more when
+and `<out>/results.md` (the table). The defaults took 4 to 6 minutes on 2 cores before the
+label-order rows, whose 4 training runs (pla and mla, 2 repeats) add a few minutes (more when
 the machine is busy); the size flags above (and each benchmark's own flags, run alone) scale
 them up.
 """
@@ -62,7 +64,7 @@ def commands() -> dict[str, list[str]]:
       "train": ["benchmarks.train_throughput", "--replicas=1,2",
                 f"--repeats={_TRAIN_REPEATS.value}", f"--num_steps={_TRAIN_STEPS.value}",
                 "--log_every=100", "--steps_per_loop=50", "--batch_size=64",
-                "--lstm_units=512"],
+                "--lstm_units=512", "--label_orders=frequent_first,pla,mla"],
   }
 
 
@@ -165,6 +167,13 @@ def train_rows(r: dict, command: str) -> list[dict]:
   if "ratio" in r:
     rows.append(_row(f"Training throughput, {r['ratio']['what']} (the replicas share the "
                      "CPU's cores)", r["ratio"]["value"], "ratio", command, 3))
+  for name, s in r.get("label_orders", {}).items():
+    rows.append(_row(f"CNN-RNN head training steps/s, train.label_order={name} (1 replica, "
+                     f"batch {r['config']['batch_size']})", s["steps_per_second"], "steps/s",
+                     command, 2))
+    if name != "frequent_first":
+      rows.append(_row(f"Time per training step, {name} / frequent_first (goal <= 1.5)",
+                       s["cost"], "ratio", command, 3))
   return rows
 
 

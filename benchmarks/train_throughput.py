@@ -1,7 +1,9 @@
-r"""Training throughput of the CNN-RNN head on cached features: one replica against two.
+r"""Training throughput of the CNN-RNN head on cached features: one replica against two, and
+the orderless label orders (PLA, MLA) against the paper's frequency order.
 
     python -m benchmarks.train_throughput [--replicas=1,2] [--repeats=1] [--num_steps=400] \
         [--log_every=100] [--batch_size=64] [--num_examples=2048] \
+        [--label_orders=frequent_first,pla,mla,pla/targets] \
         [--out=/tmp/train_throughput_benchmark.json]
 
 The real trainer path, `train_lib.train`, in the paper's frozen setting: the head (paper size:
@@ -21,6 +23,11 @@ all runs of that setting. With `--repeats=2` the settings run in the order 1, 2,
 that a drift of other load on the machine meets both alike. Both settings process the same
 global batch, so the step is the same; two replicas on a 2-core machine share the same
 cores, and may well be slower.
+
+`--label_orders` (`train.label_order`, optionally `/<train.align_inputs>`): each order other
+than frequent_first runs with the first replica count, in the same ABBA order as the replica
+settings; the result's `label_orders` gives each one's training steps/s and its cost, the
+time per step over frequent_first's (goal for PLA and MLA: at most 1.5).
 """
 
 from __future__ import annotations
@@ -50,10 +57,16 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch size (all rep
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 2048, "Images in the feature cache.")
 _LSTM_UNITS = flags.DEFINE_integer("lstm_units", 512, "ReLU-LSTM units (paper: 512).")
 _OUT = flags.DEFINE_string("out", "/tmp/train_throughput_benchmark.json", "Where the JSON goes.")
+_LABEL_ORDERS = flags.DEFINE_list(
+    "label_orders", ["frequent_first"], "train.label_order values to compare (pla/targets: "
+    "with train.align_inputs=targets); the others than frequent_first run with the first "
+    "replica count.")
 # Internal: a subprocess measuring one setting on the data of --data_dir.
 _CHILD_REPLICAS = flags.DEFINE_integer("child_replicas", 0, "Internal: measure this many "
                                        "replicas in this process.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Internal: the prepared CSV and cache.")
+_CHILD_LABEL_ORDER = flags.DEFINE_string("child_label_order", "frequent_first",
+                                         "Internal: the label order of this process's run.")
 
 LABELS = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
           "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -82,10 +95,16 @@ def write_images(folder: str, num_images: int, seed: int = 0) -> str:
 
 
 def make_config(data_dir: str, num_steps: int, log_every: int, steps_per_loop: int,
-                batch_size: int, lstm_units: int):
-  """The default (paper) config on the prepared CSV, a frozen small_cnn and a shared cache."""
+                batch_size: int, lstm_units: int, label_order: str = "frequent_first"):
+  """The default (paper) config on the prepared CSV, a frozen small_cnn and a shared cache.
+
+  label_order: "pla", or "pla/targets" for train.align_inputs=targets.
+  """
   from cnn_rnn_tf import config_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.default_config()
+  order, _, align_inputs = label_order.partition("/")
+  config.train.label_order = order
+  config.train.align_inputs = align_inputs or "predictions"
   config.data.source = "csv"
   config.data.train_csv = os.path.join(data_dir, "train.csv")
   config.data.cache_features = True
@@ -100,6 +119,7 @@ def make_config(data_dir: str, num_steps: int, log_every: int, steps_per_loop: i
   config.train.log_every = log_every
   config.train.steps_per_loop = steps_per_loop
   config.train.checkpoint_every = num_steps  # one checkpoint, after the timed intervals
+  config.train.eval_every = -1  # training only (the CSV has no evaluation split)
   return config
 
 
@@ -111,14 +131,16 @@ def prepare(data_dir: str, num_examples: int, config_args: dict) -> dict:
   write_images(data_dir, num_examples)
   backbones.build_backbone("small_cnn", image_size=IMAGE_SIZE).save_weights(
       os.path.join(data_dir, "small_cnn.weights.h5"))
-  # num_steps=0: the trainer builds the feature cache (and the vocabulary), trains nothing.
-  config = make_config(data_dir, **{**config_args, "num_steps": 0})
+  # One step (validate refuses num_steps=0): the trainer builds the feature cache (and the
+  # vocabulary) in a workdir of its own.
+  config = make_config(data_dir, **{**config_args, "num_steps": 1, "log_every": 1})
   with contextlib.redirect_stdout(io.StringIO()):  # the extraction's progress bar
     train_lib.train(config, os.path.join(data_dir, "prepare_workdir"))
   return {"seconds": round(time.perf_counter() - t, 2)}
 
 
-def measure(replicas: int, data_dir: str, config_args: dict) -> dict:
+def measure(replicas: int, data_dir: str, config_args: dict,
+            label_order: str = "frequent_first") -> dict:
   """One setting, in this process: train from scratch, read examples/s off the log."""
   from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
   runtime.setup(cpu_devices=replicas)  # before any TensorFlow op runs
@@ -126,7 +148,7 @@ def measure(replicas: int, data_dir: str, config_args: dict) -> dict:
   from cnn_rnn_tf.data import feature_cache  # pylint: disable=g-import-not-at-top
   from cnn_rnn_tf.metric_writer import read_jsonl  # pylint: disable=g-import-not-at-top
 
-  config = make_config(data_dir, **config_args)
+  config = make_config(data_dir, **config_args, label_order=label_order)
   workdir = tempfile.mkdtemp(prefix=f"workdir_{replicas}_", dir=data_dir)
   strategy = train_lib.make_strategy()
   load_before = os.getloadavg()
@@ -141,6 +163,7 @@ def measure(replicas: int, data_dir: str, config_args: dict) -> dict:
   caches = [os.path.join(config.data.cache_dir, n) for n in os.listdir(config.data.cache_dir)]
   meta = feature_cache.read_meta(next(c for c in caches if feature_cache.is_complete(c)))
   return {
+      "label_order": label_order,
       "replicas": strategy.num_replicas_in_sync,
       "devices": list(strategy.extended.worker_devices),
       "sequences_per_second": round(float(np.median(rates[1:])), 2),
@@ -157,39 +180,60 @@ def measure(replicas: int, data_dir: str, config_args: dict) -> dict:
 
 
 def run(replica_counts, repeats: int, num_examples: int, config_args: dict,
-        data_dir: str) -> dict:
-  """Prepares the data here, then measures each replica count in its own subprocesses."""
+        data_dir: str, label_orders=("frequent_first",)) -> dict:
+  """Prepares the data here, then measures each setting in its own subprocesses.
+
+  Settings: (replicas, frequent_first) for each replica count, then (first replica count,
+  order) for each other label order; run forwards, backwards, forwards... (`repeats`).
+  """
   prepared = prepare(data_dir, num_examples, config_args)
-  runs = {str(r): [] for r in replica_counts}
-  order = [r for i in range(repeats) for r in (replica_counts if i % 2 == 0
-                                                  else replica_counts[::-1])]
-  for i, replicas in enumerate(order):
+  settings_list = [(r, "frequent_first") for r in replica_counts] + [
+      (replica_counts[0], o) for o in label_orders if o != "frequent_first"]
+  runs = {s: [] for s in settings_list}
+  order = [s for i in range(repeats) for s in (settings_list if i % 2 == 0
+                                                 else settings_list[::-1])]
+  for i, (replicas, label_order) in enumerate(order):
     out = os.path.join(data_dir, f"run{i}_replicas{replicas}.json")
     command = [sys.executable, "-m", "benchmarks.train_throughput",
-               f"--child_replicas={replicas}", f"--data_dir={data_dir}", f"--out={out}"] + [
+               f"--child_replicas={replicas}", f"--child_label_order={label_order}",
+               f"--data_dir={data_dir}", f"--out={out}"] + [
                    f"--{k}={v}" for k, v in config_args.items()]
     subprocess.run(command, check=True, cwd=os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
     with open(out) as f:
-      runs[str(replicas)].append(json.load(f))
-    print(f"{replicas} replica(s): {runs[str(replicas)][-1]['sequences_per_second']:.1f} "
-          "sequences/s", flush=True)
-  settings = {}
-  for replicas, setting_runs in runs.items():
+      runs[(replicas, label_order)].append(json.load(f))
+    print(f"{replicas} replica(s), {label_order}: "
+          f"{runs[(replicas, label_order)][-1]['sequences_per_second']:.1f} sequences/s",
+          flush=True)
+
+  def summary(setting_runs):
     timed_intervals = [x for r in setting_runs for x in r["sequences_per_second_intervals"][1:]]
-    settings[replicas] = {
+    return {
         "sequences_per_second": round(float(np.median(timed_intervals)), 2),
+        "steps_per_second": round(float(np.median(timed_intervals)) /
+                                  config_args["batch_size"], 3),
         **{k: setting_runs[0][k] for k in ("replicas", "devices", "feature_dim",
                                            "num_labels", "cache_examples")},
         "runs": setting_runs}
-  result = {"settings": settings, "order": order, "config": config_args,
-            "num_examples": num_examples, "prepare": prepared}
+
+  settings = {str(r): summary(runs[(r, "frequent_first")]) for r in replica_counts}
+  result = {"settings": settings, "order": [f"{r}:{o}" for r, o in order],
+            "config": config_args, "num_examples": num_examples, "prepare": prepared}
   counts = [str(r) for r in replica_counts]
   if len(counts) >= 2:
     first, last = settings[counts[0]], settings[counts[-1]]
     result["ratio"] = {
         "what": f"{counts[-1]} replicas / {counts[0]}",
         "value": round(last["sequences_per_second"] / first["sequences_per_second"], 3)}
+  if len(settings_list) > len(replica_counts):
+    base = settings[counts[0]]
+    orders = {"frequent_first": {**base, "cost": 1.0}}
+    for replicas, label_order in settings_list[len(replica_counts):]:
+      s = summary(runs[(replicas, label_order)])
+      # Time per step over frequent_first's (goal for PLA and MLA: at most 1.5).
+      s["cost"] = round(base["sequences_per_second"] / s["sequences_per_second"], 3)
+      orders[label_order] = s
+    result["label_orders"] = orders
   return result
 
 
@@ -199,13 +243,17 @@ def main(argv):
                  "steps_per_loop": _STEPS_PER_LOOP.value, "batch_size": _BATCH_SIZE.value,
                  "lstm_units": _LSTM_UNITS.value}
   if _CHILD_REPLICAS.value:
-    result = measure(_CHILD_REPLICAS.value, _DATA_DIR.value, config_args)
+    result = measure(_CHILD_REPLICAS.value, _DATA_DIR.value, config_args,
+                     label_order=_CHILD_LABEL_ORDER.value)
   else:
     with tempfile.TemporaryDirectory() as data_dir:
       result = run([int(r) for r in _REPLICAS.value], _REPEATS.value, _NUM_EXAMPLES.value,
-                   config_args, data_dir)
+                   config_args, data_dir, label_orders=_LABEL_ORDERS.value)
     if "ratio" in result:
       print(f"{result['ratio']['what']}: {result['ratio']['value']:.3f}")
+    for name, s in result.get("label_orders", {}).items():
+      print(f"{name}: {s['steps_per_second']:.2f} steps/s, time per step "
+            f"{s['cost']:.3f}x frequent_first's")
   benchmarks.write_json(_OUT.value, result)
 
 

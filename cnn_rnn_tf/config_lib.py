@@ -41,6 +41,8 @@ HEADS = ("cnn_rnn", "bce")
 BACKBONES = ("vgg16", "small_cnn")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 PRECISIONS = ("auto", "on", "off")
+LABEL_ORDERS = ("frequent_first", "rare_first", "random", "pla", "mla")
+ALIGN_INPUTS = ("predictions", "targets")
 
 # Optional path fields: None / "None" / "none" / "" all mean not set.
 PATH_FIELDS = ("data.data_dir", "data.manual_dir", "data.cache_dir", "data.train_csv",
@@ -103,6 +105,11 @@ def default_config() -> ml_collections.ConfigDict:
   model.dropout = 0.5  # on the inputs of both projections into the joint space
   model.weight_decay = 1e-4  # L2 on all kernels and the label embedding
   model.max_labels = ml_collections.FieldReference(None, field_type=int)  # cap per training sequence
+  # cnn_rnn: weight of a BCE loss on the image side of the joint space, added to the sequence
+  # loss: logits = U_I dropout(I) . U_l[:K]^T (the tied label embedding's label rows), sigmoid
+  # cross-entropy summed over K; gives the image projection (and a trained backbone) a
+  # per-label gradient. Prediction and export are unchanged. 0: off (the paper).
+  model.aux_bce_weight = 0.0
 
   # ---- Decoding: cnn_rnn_tf.decoding ----
   config.decode = decode = ml_collections.ConfigDict()
@@ -117,6 +124,17 @@ def default_config() -> ml_collections.ConfigDict:
   train.optimizer = "rmsprop"  # rmsprop (the paper's choice) | adam | sgd
   train.learning_rate = 1e-4
   train.momentum = 0.9  # RMSProp (and SGD) momentum, as the paper
+  # cnn_rnn: the order of the training sequence (docs/method.md, "Label order"). Teacher forced:
+  # frequent_first (the paper: label ids = training frequency order), rare_first (reverse),
+  # random (a new order per example per step, from (seed, step)). Orderless (Yazici et al.
+  # 2020): the decoder first runs greedily on its own predictions, and the targets are aligned
+  # to that pass: pla keeps predicted true labels at their steps and matches the rest by least
+  # -log p; mla matches all true labels to the first n steps; then END.
+  train.label_order = "frequent_first"
+  # pla / mla: which logits are trained on the aligned targets. predictions (Yazici): those of
+  # the free-running pass itself (it fed back its own predictions); targets: a second,
+  # teacher-forced pass of the head on the aligned sequence (the pass only aligns).
+  train.align_inputs = "predictions"
   train.init_checkpoint = ml_collections.FieldReference(None, field_type=str)  # weights to start from (not resume)
   train.steps_per_loop = 1  # steps per tf.function call; >1 saves Python overhead on small heads
   train.log_every = 100
@@ -232,6 +250,12 @@ def _positive_finite(value):
   return None
 
 
+def _non_negative_finite(value):
+  if not math.isfinite(value) or value < 0:
+    return "must be a finite number >= 0"
+  return None
+
+
 def _fraction(value):  # 0 <= value < 1
   if not 0 <= value < 1:
     return "must be in [0, 1)"
@@ -328,6 +352,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "model.dropout": _fraction,
     "model.weight_decay": _int_range(0),
     "model.max_labels": _int_range(1),
+    "model.aux_bce_weight": _non_negative_finite,
     "decode.beam_size": _int_range(1),
     "decode.max_length": _int_range(1),
     "decode.min_length": _int_range(0),
@@ -336,6 +361,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "train.optimizer": _one_of(*OPTIMIZERS),
     "train.learning_rate": _positive_finite,
     "train.momentum": _fraction,
+    "train.label_order": _one_of(*LABEL_ORDERS),
+    "train.align_inputs": _one_of(*ALIGN_INPUTS),
     "train.init_checkpoint": _checkpoint_path,
     "train.steps_per_loop": _int_range(1),
     "train.log_every": _int_range(1),

@@ -27,6 +27,12 @@ it:
     step.joint_space                                   # the head's layers, for analysis
     step.num_labels, step.start_id, step.end_id        # K, and the ids from `vocab`
 
+Training loss (per example [B]; the order of the target sequence and the auxiliary BCE term
+come from the config, `loss_options(config)`; see `label_order.py` and docs/method.md):
+
+    loss = head_loss(head, feats, multi_hot, training=True, max_labels=None,
+                     options=loss_options(config), step=optimizer.iterations)   # [B]
+
 The head registry `HEADS` (a plain dict: config value `model.head` -> `HeadSpec`) is the one
 place that knows the heads: each entry gives the head's builder, its per-example loss, its
 predictions (`inference.predict_from_features`) and its prediction masks for the metrics
@@ -44,6 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnn_rnn_tf import decoding
+from cnn_rnn_tf import label_order as label_order_lib
 from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.relu_lstm import ReLULSTM
@@ -202,7 +209,9 @@ def build_cnn_rnn_head(model_config, feature_dim: int, num_labels: int) -> keras
   l2 = _l2(model_config)
   d = model_config.embedding_dim
   features = keras.Input((feature_dim,), name="image_features")
-  dropped = layers.Dropout(model_config.dropout, name="image_dropout")(features)
+  image_dropout = layers.Dropout(model_config.dropout, name="image_dropout")
+  rnn_dropout = layers.Dropout(model_config.dropout, name="rnn_dropout")
+  dropped = image_dropout(features)
   input_ids = keras.Input((None,), dtype="int32", name="input_ids")
   label_embedding = TiedLabelEmbedding(num_labels, d, embeddings_regularizer=l2,
                                        dtype="float32", name="label_embedding")
@@ -214,7 +223,7 @@ def build_cnn_rnn_head(model_config, feature_dim: int, num_labels: int) -> keras
 
   w = label_embedding(input_ids)  # [B, T, d]
   o = lstm(w)  # [B, T, U]
-  o = layers.Dropout(model_config.dropout, name="rnn_dropout")(o)
+  o = rnn_dropout(o)
   o_proj = output_projection(o)  # [B, T, d]
   i_proj = image_projection(dropped)  # [B, d]
   joint = joint_space([o_proj, i_proj])  # [B, T, d]
@@ -222,7 +231,8 @@ def build_cnn_rnn_head(model_config, feature_dim: int, num_labels: int) -> keras
   head = keras.Model({"image_features": features, "input_ids": input_ids}, logits,
                      name="cnn_rnn_head")
   setattr(head, _STEP_ATTR, CNNRNNStep(label_embedding, lstm, output_projection,
-                                       image_projection, joint_space))
+                                       image_projection, joint_space,
+                                       image_dropout=image_dropout, rnn_dropout=rnn_dropout))
   return head
 
 
@@ -248,33 +258,49 @@ class CNNRNNStep:
     state = step.initial_state(features)          # features [B, D]
     log_probs, state = step(prev_ids, state)      # prev_ids int32 [B] -> [B, K + 1]
 
+  `training=True` (initial_state and the call) applies the head's two dropouts as the head
+  does in training (the orderless losses' free-running pass); decoding leaves it False.
+
   Attributes: the head's layers (`label_embedding`, `lstm`, `output_projection`,
-  `image_projection`, `joint_space`), `num_labels` K, `start_id` and `end_id` (from `vocab`).
+  `image_projection`, `joint_space`, `image_dropout`, `rnn_dropout`), `num_labels` K,
+  `start_id` and `end_id` (from `vocab`).
   """
 
   def __init__(self, label_embedding: TiedLabelEmbedding, lstm: ReLULSTM,
                output_projection: layers.Dense, image_projection: layers.Dense,
-               joint_space: JointSpace):
+               joint_space: JointSpace, image_dropout: layers.Dropout | None = None,
+               rnn_dropout: layers.Dropout | None = None):
     self.label_embedding = label_embedding
     self.lstm = lstm
     self.output_projection = output_projection
     self.image_projection = image_projection
     self.joint_space = joint_space
+    self.image_dropout = image_dropout
+    self.rnn_dropout = rnn_dropout
     self.num_labels = label_embedding.num_labels
     self.start_id = vocab_lib.start_id_of(self.num_labels)
     self.end_id = vocab_lib.end_id_of(self.num_labels)
 
-  def initial_state(self, features):
+  def image(self, features, training=False):
+    """U_I dropout(I): the image side of the joint space, float32 [B, d]."""
+    features = tf.convert_to_tensor(features)
+    if training and self.image_dropout is not None:
+      features = self.image_dropout(features, training=True)
+    return tf.cast(self.image_projection(features), tf.float32)
+
+  def initial_state(self, features, training=False):
     features = tf.convert_to_tensor(features)
     batch = tf.shape(features)[0]
     return {
         "r": tf.zeros([batch, self.lstm.units], features.dtype),  # [B, U]
-        "image": tf.cast(self.image_projection(features), tf.float32),  # [B, d]
+        "image": self.image(features, training=training),  # [B, d]
     }
 
-  def __call__(self, prev_ids, state):
+  def __call__(self, prev_ids, state, training=False):
     w = self.label_embedding(prev_ids[:, tf.newaxis])[:, 0]  # [B, d]
     o, r = self.lstm.step(w, state["r"])  # [B, U]
+    if training and self.rnn_dropout is not None:
+      o = self.rnn_dropout(o, training=True)
     o_proj = self.output_projection(o)[:, tf.newaxis]  # [B, 1, d]
     joint = self.joint_space([o_proj, state["image"]])  # [B, 1, d]
     logits = self.label_embedding(joint, reverse=True)[:, 0]  # [B, K + 1]
@@ -305,30 +331,124 @@ def bce_loss(logits, multi_hot):
   return tf.reduce_sum(ce, axis=1)
 
 
-def _cnn_rnn_head_loss(head, features, multi_hot, *, training, max_labels):
-  # Teacher forcing on the labels in training (frequency) order, then END.
+class LossOptions(NamedTuple):
+  """How the CNN-RNN is trained (`loss_options(config)`); the defaults are the paper's."""
+  label_order: str = "frequent_first"  # train.label_order (`label_order.ORDERS`)
+  align_inputs: str = "predictions"  # train.align_inputs, for pla / mla
+  aux_bce_weight: float = 0.0  # model.aux_bce_weight
+  seed: int = 0  # config.seed, for the random order
+
+
+def loss_options(config) -> LossOptions:
+  """The LossOptions of a full config (train.label_order, train.align_inputs, ...)."""
+  return LossOptions(label_order=config.train.get("label_order", "frequent_first"),
+                     align_inputs=config.train.get("align_inputs", "predictions"),
+                     aux_bce_weight=float(config.model.get("aux_bce_weight", 0.0)),
+                     seed=int(config.seed))
+
+
+def free_running_pass(step: CNNRNNStep, features, num_steps, *, training: bool):
+  """The decoder run greedily for `num_steps` steps, fed back its own predictions.
+
+  START first; at each step the most probable label not yet predicted (END is never chosen:
+  the pass predicts labels only; a label already predicted is not predicted again).
+
+  Returns:
+    log_probs float32 [B, T, K + 1] (differentiable), predicted int32 [B, T].
+  """
+  features = tf.convert_to_tensor(features)
+  batch = tf.shape(features)[0]
+  k = step.num_labels
+  state = step.initial_state(features, training=training)
+  r_dtype = state["r"].dtype
+  used = tf.one_hot(tf.fill([batch], step.end_id), k + 1) > 0  # [B, K + 1]: END excluded
+
+  def body(t, prev, used, state, all_log_probs, all_predicted):
+    log_probs, state = step(prev, state, training=training)  # [B, K + 1]
+    state = {"r": tf.cast(state["r"], r_dtype), "image": state["image"]}
+    predicted = tf.argmax(tf.where(used, -np.inf, log_probs), axis=-1,
+                          output_type=tf.int32)  # [B]
+    used = tf.logical_or(used, tf.one_hot(predicted, k + 1) > 0)
+    return (t + 1, predicted, used, state, all_log_probs.write(t, log_probs),
+            all_predicted.write(t, predicted))
+
+  loop_vars = (tf.constant(0), tf.fill([batch], tf.constant(step.start_id, tf.int32)), used,
+               state, tf.TensorArray(tf.float32, size=num_steps),
+               tf.TensorArray(tf.int32, size=num_steps))
+  *_, all_log_probs, all_predicted = tf.while_loop(
+      lambda t, *_: t < num_steps, body, loop_vars, maximum_iterations=num_steps)
+  log_probs = tf.transpose(all_log_probs.stack(), [1, 0, 2])  # [B, T, K + 1]
+  predicted = tf.transpose(all_predicted.stack())  # [B, T]
+  return log_probs, predicted
+
+
+def aux_bce_loss(head, features, multi_hot, *, training: bool):
+  """The image side of the joint space as a BCE classifier: per example [B] (unweighted).
+
+  logits = U_I dropout(I) . U_l[:K]^T   # [B, K]: the tied label embedding's label rows only
+  (its own dropout draw), sigmoid cross-entropy summed over the K labels (all of an image's
+  labels, max_labels or not). Its gradient reaches the image projection, the label
+  embedding's label rows and the features, never the ReLU-LSTM nor the output projection.
+  """
+  step = head_step(head)
+  image = step.image(features, training=training)  # [B, d]
+  table = tf.cast(step.label_embedding.embeddings[: step.num_labels], tf.float32)  # [K, d]
+  logits = tf.matmul(image, table, transpose_b=True)  # [B, K]
+  return bce_loss(logits, multi_hot)
+
+
+def _sequence_loss(head, features, multi_hot, *, training, max_labels, options, step):
+  order = options.label_order
+  label_order_lib.check_order(order)
   num_labels = multi_hot.shape[-1]
-  target_ids = vocab_lib.sequence_targets(multi_hot, max_labels)  # [B, T]
-  input_ids = vocab_lib.teacher_forcing_inputs(
-      target_ids, vocab_lib.start_id_of(num_labels))  # [B, T]
+  start_id = vocab_lib.start_id_of(num_labels)
+  if order in label_order_lib.FIXED_ORDERS:
+    # Teacher forcing on the labels in that order, then END.
+    target_ids = label_order_lib.ordered_targets(
+        multi_hot, order, max_labels=max_labels, seed=options.seed, step=step)  # [B, T]
+  else:
+    # PLA / MLA: align the targets to the model's own free-running pass.
+    present = label_order_lib.cap_labels(multi_hot, max_labels)  # [B, K]
+    num_steps = tf.reduce_max(tf.reduce_sum(tf.cast(present, tf.int32), axis=1)) + 1
+    log_probs, predicted = free_running_pass(head_step(head), features, num_steps,
+                                             training=training)  # [B, T, K + 1], [B, T]
+    target_ids = label_order_lib.aligned_targets(log_probs, predicted, present, order)
+    if options.align_inputs == "predictions":
+      return cnn_rnn_loss(log_probs, target_ids)  # the free-running pass's own outputs
+    if options.align_inputs != "targets":
+      raise ValueError(f"Unknown align_inputs {options.align_inputs!r}; expected one of "
+                       f"{label_order_lib.ALIGN_INPUTS}.")
+  input_ids = vocab_lib.teacher_forcing_inputs(target_ids, start_id)  # [B, T]
   logits = head({"image_features": features, "input_ids": input_ids}, training=training)
   return cnn_rnn_loss(logits, target_ids)
 
 
-def _bce_head_loss(head, features, multi_hot, *, training, max_labels):
-  del max_labels
+def _cnn_rnn_head_loss(head, features, multi_hot, *, training, max_labels, options, step):
+  loss = _sequence_loss(head, features, multi_hot, training=training, max_labels=max_labels,
+                        options=options, step=step)  # [B]
+  if options.aux_bce_weight:
+    loss += options.aux_bce_weight * aux_bce_loss(head, features, multi_hot, training=training)
+  return loss
+
+
+def _bce_head_loss(head, features, multi_hot, *, training, max_labels, options, step):
+  del max_labels, options, step  # one sigmoid per label: no order, no aux term
   return bce_loss(head(features, training=training), multi_hot)
 
 
-def head_loss(head: keras.Model, features, multi_hot, *, training: bool, max_labels=None):
+def head_loss(head: keras.Model, features, multi_hot, *, training: bool, max_labels=None,
+              options: LossOptions | None = None, step=0):
   """The head's per-example loss [B] on features [B, D] and multi-hot labels [B, K].
 
-  The CNN-RNN is trained with teacher forcing on the labels in training (frequency)
-  order followed by END (`vocab.sequence_targets`).
+  The CNN-RNN's target sequence follows `options.label_order` (default: the paper's,
+  labels in training (frequency) order then END, `vocab.sequence_targets`), plus
+  `options.aux_bce_weight` times `aux_bce_loss`. `step` (a scalar, e.g. the optimizer's
+  iteration count) draws the `random` order; see `label_order.py` and docs/method.md.
   """
   return head_spec(head).loss(head, tf.convert_to_tensor(features),
                               tf.convert_to_tensor(multi_hot), training=training,
-                              max_labels=max_labels)
+                              max_labels=max_labels, options=options or LossOptions(),
+                              step=step)
 
 
 # Predictions: features [B, D] -> the dict `inference.predict_from_features` documents.
@@ -387,7 +507,8 @@ class HeadSpec(NamedTuple):
   """What the package needs to know of one kind of head (an entry of `HEADS`)."""
   # (model_config, feature_dim, num_labels) -> keras.Model
   build: Callable
-  # (head, features [B, D], multi_hot [B, K], *, training, max_labels) -> float32 [B]
+  # (head, features [B, D], multi_hot [B, K], *, training, max_labels, options: LossOptions,
+  #  step) -> float32 [B]
   loss: Callable
   # (head, features [B, D], *, beam_size, max_length, min_length) -> dict of outputs
   predict: Callable

@@ -111,13 +111,20 @@ def _make_optimizer(config):
 
 
 def check_config(config) -> None:
-  """Refuses settings that would train something evaluation or export cannot rebuild."""
+  """Refuses settings that would train something evaluation or export cannot rebuild; warns
+  of cnn_rnn-only loss settings given to another head."""
   if not config.model.train_backbone and config.model.backbone_weights in (None, "none", ""):
     raise ValueError(
         "A frozen backbone with random weights (model.train_backbone=False, "
         "model.backbone_weights=None) is not saved, so evaluation and export could not rebuild "
         "it. Set model.backbone_weights (e.g. 'imagenet' or a backbone.weights.h5 file) or "
         "model.train_backbone=True.")
+  if config.model.head != "cnn_rnn" and (
+      config.train.get("label_order", "frequent_first") != "frequent_first"
+      or config.model.get("aux_bce_weight", 0.0)):
+    logging.warning("train.label_order=%r and model.aux_bce_weight=%g shape the cnn_rnn "
+                    "head's loss only; the %s head ignores them.", config.train.label_order,
+                    config.model.aux_bce_weight, config.model.head)
 
 
 @dataclasses.dataclass
@@ -214,6 +221,7 @@ def make_train_step(config, models: Models):
   images_mode = not data_lib.uses_feature_cache(config)
   train_backbone = config.model.train_backbone
   global_batch = config.train.batch_size
+  loss_options = model_lib.loss_options(config)  # label order, aux BCE weight
 
   def train_step(batch):
     with tf.GradientTape() as tape:
@@ -221,8 +229,11 @@ def make_train_step(config, models: Models):
         features = backbone(batch["image"], training=train_backbone)
       else:
         features = batch["features"]  # [B, D]
+      # `step` draws train.label_order=random: the optimizer's count moves every step,
+      # also inside one multi_step call, and resumes with the checkpoint.
       per_example = model_lib.head_loss(head, features, batch["labels"], training=True,
-                                        max_labels=config.model.max_labels)  # [B]
+                                        max_labels=config.model.max_labels,
+                                        options=loss_options, step=optimizer.iterations)  # [B]
       # Divided by the GLOBAL batch: the replicas' gradients are summed, not averaged.
       loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
       model_losses = head.losses + (backbone.losses if train_backbone else [])

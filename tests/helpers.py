@@ -19,9 +19,12 @@ def tiny_model_config(head="cnn_rnn", **overrides):
   return config
 
 
-def tiny_head(num_labels=4, feature_dim=6, seed=0, scale=3.0, head="cnn_rnn"):
-  """A built head with random weights scaled up, so that probabilities are far from uniform."""
-  head = model_lib.build_head(tiny_model_config(head), feature_dim, num_labels)
+def tiny_head(num_labels=4, feature_dim=6, seed=0, scale=3.0, head="cnn_rnn", **overrides):
+  """A built head with random weights scaled up, so that probabilities are far from uniform.
+
+  `overrides`: model config fields (e.g. dropout=0.1, aux_bce_weight=1.0).
+  """
+  head = model_lib.build_head(tiny_model_config(head, **overrides), feature_dim, num_labels)
   rng = np.random.default_rng(seed)
   head.set_weights([rng.normal(0, scale / np.sqrt(max(w.shape[0], 1)), w.shape).astype("float32")
                     if w.ndim > 1 else rng.normal(0, 0.5, w.shape).astype("float32")

@@ -54,6 +54,10 @@ def test_default_config_is_valid():
     ({"data__precision": "fp16"}, "data.precision"),
     ({"data__max_image_pixels": 0}, "data.max_image_pixels"),
     ({"data__csv_empty_labels": "skip"}, "data.csv_empty_labels"),
+    ({"train__label_order": "alphabetical"}, "train.label_order"),
+    ({"train__align_inputs": "both"}, "train.align_inputs"),
+    ({"model__aux_bce_weight": -0.5}, "model.aux_bce_weight"),
+    ({"model__aux_bce_weight": float("inf")}, "model.aux_bce_weight"),
 ])
 def test_each_bad_field_gives_one_line_naming_it(fields, field):
   lines = _problems(**fields)
@@ -152,6 +156,9 @@ def test_choices_agree_with_the_library():
   assert set(config_lib.HEADS) == set(model.HEADS)
   assert set(config_lib.BACKBONES) == set(backbones.BACKBONES)
   assert set(config_lib.PRECISIONS) == set(feature_cache.PRECISIONS)
+  from cnn_rnn_tf import label_order  # pylint: disable=g-import-not-at-top
+  assert config_lib.LABEL_ORDERS == label_order.ORDERS
+  assert config_lib.ALIGN_INPUTS == label_order.ALIGN_INPUTS
   for key in metrics.PRF_KEYS:
     assert config_lib._keep_best(f"top3.{key}") is None  # pylint: disable=protected-access
 

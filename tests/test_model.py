@@ -132,3 +132,88 @@ def test_attach_backbone_shares_weights():
 def test_unknown_head_is_named():
   with pytest.raises(ValueError, match="'resnet_head'"):
     model_lib.build_head(tiny_model_config(head="resnet_head"), 6, K)
+
+
+def _grads(loss_fn, head, feats):
+  """{variable path: gradient or None} of loss_fn() and the gradient on the features."""
+  feats = tf.constant(feats)
+  with tf.GradientTape() as tape:
+    tape.watch(feats)
+    loss = tf.reduce_sum(loss_fn(feats))
+  variables = head.trainable_variables
+  grads = tape.gradient(loss, variables + [feats])
+  return {v.path: g for v, g in zip(variables, grads[:-1])}, grads[-1]
+
+
+def test_aux_bce_loss_scores_the_image_projection_against_the_label_rows():
+  head = tiny_head(num_labels=K, seed=6)
+  step = model_lib.head_step(head)
+  rng = np.random.default_rng(4)
+  feats = rng.normal(size=(3, 6)).astype("float32")
+  multi_hot = (rng.random((3, K)) < 0.5).astype("float32")
+  kernel, bias = (np.float64(w.numpy()) for w in (step.image_projection.kernel,
+                                                   step.image_projection.bias))
+  image = feats @ kernel + bias
+  logits = image @ np.float64(step.label_embedding.embeddings.numpy()[:K]).T  # [3, K]: labels
+  # -y log(p) - (1 - y) log(1 - p), in the stable form.
+  want = (np.maximum(logits, 0) - logits * multi_hot + np.log1p(np.exp(-np.abs(logits)))).sum(1)
+  got = model_lib.aux_bce_loss(head, feats, multi_hot, training=False)
+  np.testing.assert_allclose(got, want, rtol=1e-4)
+  # head_loss adds weight x aux to the sequence loss; weight 0 (the default) adds nothing.
+  base = model_lib.head_loss(head, feats, multi_hot, training=False)
+  with_aux = model_lib.head_loss(head, feats, multi_hot, training=False,
+                                 options=model_lib.LossOptions(aux_bce_weight=0.5))
+  np.testing.assert_allclose(with_aux - base, 0.5 * want, rtol=1e-4, atol=1e-5)
+
+
+def test_aux_bce_gradient_reaches_only_the_image_side_and_the_label_rows():
+  head = tiny_head(num_labels=K, seed=7)
+  rng = np.random.default_rng(5)
+  feats = rng.normal(size=(4, 6)).astype("float32")
+  multi_hot = (rng.random((4, K)) < 0.5).astype("float32")
+  weight = 2.0
+
+  def loss(options):
+    return lambda f: model_lib.head_loss(head, f, multi_hot, training=True, options=options)
+
+  with_aux, feats_with = _grads(loss(model_lib.LossOptions(aux_bce_weight=weight)), head, feats)
+  without, feats_without = _grads(loss(model_lib.LossOptions()), head, feats)
+  aux_only, feats_aux = _grads(
+      lambda f: model_lib.aux_bce_loss(head, f, multi_hot, training=True), head, feats)
+  touched = set()
+  for path, g in aux_only.items():
+    diff = with_aux[path] - without[path]
+    np.testing.assert_allclose(diff, weight * (0 if g is None else g), atol=1e-4)
+    if g is not None and np.abs(g).max() > 0:
+      touched.add(path.split("/")[0])
+    if path.startswith(("relu_lstm", "output_projection")):
+      assert g is None or not np.any(g), path  # the aux term never reaches them
+  assert touched == {"image_projection", "label_embedding"}
+  embedding = aux_only[model_lib.head_step(head).label_embedding.embeddings.path]
+  embedding = tf.convert_to_tensor(embedding).numpy()  # IndexedSlices -> dense
+  assert np.abs(embedding[:K]).max() > 0 and not np.any(embedding[K:])  # END, START: none
+  # The features (a trained backbone) get the aux term's gradient too.
+  assert np.abs(feats_aux).max() > 0
+  np.testing.assert_allclose(feats_with - feats_without, weight * feats_aux, atol=1e-4)
+
+
+def test_losses_of_every_order_run_inside_a_distributed_step():
+  """The trainer calls head_loss inside strategy.run in a tf.function (replica context)."""
+  head = tiny_head(num_labels=K, seed=8)
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+  feats = np.random.default_rng(6).normal(size=(4, 6)).astype("float32")
+  multi_hot = np.array([[1, 1, 0, 0, 1], [0, 0, 0, 0, 0], [0, 1, 0, 0, 0], [1, 1, 1, 1, 1]],
+                       np.float32)
+  for order in ("random", "pla", "mla"):
+    options = model_lib.LossOptions(label_order=order, aux_bce_weight=1.0)
+
+    @tf.function
+    def run(step):
+      return strategy.run(lambda: model_lib.head_loss(  # pylint: disable=cell-var-from-loop
+          head, feats, multi_hot, training=True, max_labels=3, options=options, step=step))
+
+    loss = run(tf.constant(3, tf.int64))
+    assert loss.shape == (4,) and np.all(np.isfinite(loss))
+    np.testing.assert_allclose(loss, model_lib.head_loss(
+        head, feats, multi_hot, training=False, max_labels=3, options=options, step=3),
+        rtol=1e-4)

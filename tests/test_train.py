@@ -67,6 +67,21 @@ def test_train_then_evaluate(tmp_path, tfds_dir, head):
   assert again["start_step"] == 4 and again["step"] == 4
 
 
+def test_orderless_order_and_aux_loss_reach_the_trainer(tmp_path, tfds_dir):
+  """train.label_order and model.aux_bce_weight change what the trainer trains (end to end,
+  the backbone trained too; two steps per tf.function call)."""
+  fingerprints = {}
+  for name, order, aux in (("default", "frequent_first", 0.0), ("pla_aux", "pla", 1.0),
+                           ("random", "random", 0.0)):
+    config = _demo_config(tfds_dir, num_steps=2, steps_per_loop=2, eval_every=-1,
+                          label_order=order)
+    config.model.aux_bce_weight = aux
+    result = train_lib.train(config, str(tmp_path / name))
+    assert result["step"] == 2 and np.isfinite(result["loss"]), name
+    fingerprints[name] = result["fingerprint"]
+  assert len(set(fingerprints.values())) == 3, fingerprints
+
+
 def test_nan_loss_with_finite_weights_stops_the_run(tmp_path, tfds_dir, monkeypatch):
   """The loss check itself, not the weight check: the NaN adds nothing to the gradients."""
   config = _demo_config(tfds_dir, num_steps=3, checkpoint_every=1)
