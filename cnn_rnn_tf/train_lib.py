@@ -32,6 +32,11 @@ Workdir layout (only the chief writes):
   data_report.json     examples skipped as bad data (`data.skip_bad_examples`), by reason
   backbone.weights.h5  the trained backbone (when `model.train_backbone`), reusable as frozen
                        `model.backbone_weights` by later runs (the demo does this)
+  thresholds.json      bce: per-class thresholds fitted at the end on the held-out part of
+                       the training split (`data.calibration_fraction`, calibration.py)
+
+Training data: the "fit" part of `data.train_split` (`data.dataset_for`), for both heads:
+a fraction `data.calibration_fraction` of it (by key hash) is held out for calibration.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from cnn_rnn_tf import calibration
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import evaluate_lib
@@ -366,7 +372,8 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
     logging.info("Already at step %d >= num_steps %d: nothing to train.", start_step, num_steps)
   dataset = data_lib.dataset_for(
       config, config.data.train_split, vocab, training=True, source=source,
-      cache_dir=workdir_lib.feature_cache_dir(config, workdir), start_step=start_step).take(
+      cache_dir=workdir_lib.feature_cache_dir(config, workdir), start_step=start_step,
+      part=data_lib.FIT).take(
           max(num_steps - start_step, 0))
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
   writer = MetricWriter(workdir_lib.train_dir(workdir), enabled=chief)
@@ -387,6 +394,12 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   if worker_dir:
     tf.io.gfile.rmtree(worker_dir)
   skipped = finish(config, workdir, chief, source, models)
+  if chief and config.model.head == "bce" and config.data.calibration_fraction:
+    thresholds = calibration.calibrate(config, vocab, models.backbone, models.head,
+                                       cache_dir=workdir_lib.feature_cache_dir(config, workdir),
+                                       source=source)
+    workdir_lib.save_thresholds(workdir, vocab.names, thresholds,
+                                step=int(models.step.numpy()))
   fingerprint = weights_fingerprint(models.variables)
   step = int(models.step.numpy())
   logging.info("Finished at step %d; weights fingerprint %s.", step, fingerprint)
