@@ -422,7 +422,8 @@ class HeadSpec(NamedTuple):
   build: Callable
   # (head, features [B, D], multi_hot [B, K], *, training, max_labels) -> float32 [B]
   loss: Callable
-  # (head, features [B, D], *, beam_size, max_length, min_length) -> dict of outputs
+  # (head, features [B, D], *, beam_size, max_length, min_length, thresholds=None)
+  #   -> dict of outputs (thresholds: float [K] calibrated ones, bce only)
   predict: Callable
   # (labels int [N, L], scores float [N, K], num_labels, thresholds=None)
   #   -> {rule name: bool [N, K]} (`inference.RULES`)
