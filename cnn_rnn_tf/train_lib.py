@@ -337,6 +337,19 @@ def finish(config, workdir: str, chief: bool, source, models: Models) -> dict:
   return skipped
 
 
+def calibrate(config, workdir: str, vocab, source, models: Models) -> None:
+  """thresholds.json for the weights evaluate and export take by default (`--checkpoint=auto`):
+  the best checkpoint when the run kept one, else the weights as training ended."""
+  backbone, head, step = models.backbone, models.head, int(models.step.numpy())
+  if tf.train.latest_checkpoint(workdir_lib.best_dir(workdir)):
+    trained = workdir_lib.load_trained(workdir, "best")
+    backbone, head = trained.backbone, trained.head
+    step = int(trained.checkpoint_path.rsplit("-", 1)[1])
+  thresholds = calibration.calibrate(config, vocab, backbone, head, source=source,
+                                     cache_dir=workdir_lib.feature_cache_dir(config, workdir))
+  workdir_lib.save_thresholds(workdir, vocab.names, thresholds, step=step)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str,
           strategy: tf.distribute.Strategy | None = None) -> dict:
   """Trains until `config.train.num_steps`, resuming from the workdir. Returns a summary."""
@@ -395,11 +408,7 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
     tf.io.gfile.rmtree(worker_dir)
   skipped = finish(config, workdir, chief, source, models)
   if chief and config.model.head == "bce" and config.data.calibration_fraction:
-    thresholds = calibration.calibrate(config, vocab, models.backbone, models.head,
-                                       cache_dir=workdir_lib.feature_cache_dir(config, workdir),
-                                       source=source)
-    workdir_lib.save_thresholds(workdir, vocab.names, thresholds,
-                                step=int(models.step.numpy()))
+    calibrate(config, workdir, vocab, source, models)
   fingerprint = weights_fingerprint(models.variables)
   step = int(models.step.numpy())
   logging.info("Finished at step %d; weights fingerprint %s.", step, fingerprint)

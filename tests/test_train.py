@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cnn_rnn_tf import calibration
 from cnn_rnn_tf import evaluate_lib
 from cnn_rnn_tf import train_lib
 from cnn_rnn_tf import workdir as workdir_lib
@@ -179,6 +180,25 @@ def test_keep_best_keeps_the_best_checkpoint_across_a_resume(tmp_path, tfds_dir,
   trained = _checkpoint_tensors(os.path.join(workdir, "checkpoints", "ckpt-4"))
   for key in trained:
     np.testing.assert_array_equal(kept[key], trained[key], err_msg=key)
+
+
+def test_bce_thresholds_are_fitted_for_the_best_checkpoint(tmp_path, tfds_dir, monkeypatch):
+  """With keep_best, evaluate and export take best/ (auto): the thresholds are fitted there."""
+  values = {2: 0.7, 4: 0.3}
+  monkeypatch.setattr(train_lib, "make_evaluate_fn", lambda config, workdir, vocab, models: (
+      lambda: {"top3": {"OF1": values[int(models.step.numpy())]}}))
+  config = _demo_config(tfds_dir, num_steps=4, checkpoint_every=2, eval_every=2,
+                        keep_best="top3.OF1")
+  config.model.head = "bce"
+  workdir = str(tmp_path / "bce")
+  train_lib.train(config, workdir)
+  saved = json.load(open(workdir_lib.thresholds_path(workdir)))
+  assert saved["step"] == 2  # the best step, not the last
+  best = workdir_lib.load_trained(workdir, "best")
+  want = calibration.calibrate(best.config, best.vocab, best.backbone, best.head,
+                               cache_dir=workdir_lib.feature_cache_dir(config, workdir))
+  got = workdir_lib.load_thresholds(workdir, best.vocab, best.checkpoint_path)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, tfds_dir):
