@@ -16,6 +16,7 @@ import tensorflow as tf
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import evaluate_lib
+from cnn_rnn_tf import inference
 from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf import workdir as workdir_lib
@@ -237,3 +238,20 @@ def test_thresholds_json_must_match_the_labels(tmp_path, tfds_dir):
                               np.full(vocab.num_labels, 0.3), step=2)
   with pytest.raises(ValueError, match=rf"missing labels \['{vocab.names[0]}'\].*'zebra'"):
     evaluate_lib.evaluate(w, batch_size=50)
+
+
+def test_min_length_3_is_the_papers_k_3_for_the_cnn_rnn(tmp_path, tfds_dir):
+  config = _config(tfds_dir)
+  vocab = _vocab(config)
+  w = _workdir(tmp_path / "w", config, vocab)
+  plain = evaluate_lib.evaluate(w, batch_size=50)
+  labels = np.load(os.path.join(workdir_lib.eval_dir(w), "predictions.npz"))["labels"]
+  lengths = ((labels >= 0) & (labels < vocab.num_labels)).cumprod(axis=1).sum(axis=1)
+  assert lengths.min() < 3  # some paths are shorter than 3 by default
+  assert plain["top3_paper"] == plain["top3"]  # the same rule for the CNN-RNN
+  paper = evaluate_lib.evaluate(w, decode={"min_length": 3}, batch_size=50)
+  labels = np.load(os.path.join(workdir_lib.eval_dir(w), "predictions.npz"))["labels"]
+  masks = inference.rule_masks("cnn_rnn", labels, np.zeros((len(labels), 1)),
+                                vocab.num_labels)
+  assert np.all(masks["top3_paper"].sum(axis=1) == 3)  # k = 3 labels for every image
+  assert paper["top3_paper"] != plain["top3_paper"]
