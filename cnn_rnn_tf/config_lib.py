@@ -90,6 +90,9 @@ def default_config() -> ml_collections.ConfigDict:
   data.augment = False  # random flip + random crop; for fine-tuning the backbone
   data.cache_features = True  # frozen backbone: extract features once, train on the cache
   data.cache_dir = ml_collections.FieldReference(None, field_type=str)  # None: <workdir>/../feature_cache
+  # The held-out part of data.train_split (by a hash of the example key) that neither head
+  # trains on; the bce head's per-class thresholds are fitted on it (calibration.py). 0: none.
+  data.calibration_fraction = 0.1
   data.precision = "auto"  # backbone compute: on (mixed_bfloat16) | off | auto (the faster here, measured once per machine: data/precision.py)
 
   # ---- Model: cnn_rnn_tf.backbones, cnn_rnn_tf.model ----
@@ -339,6 +342,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.max_image_pixels": _int_range(1),
     "data.csv_encoding": _encoding,
     "data.shuffle_buffer": _int_range(1),
+    "data.calibration_fraction": _fraction,
     "data.precision": _one_of(*PRECISIONS),
     "data.manual_dir": _existing_path,
     "data.train_csv": _existing_path,

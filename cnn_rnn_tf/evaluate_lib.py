@@ -13,13 +13,23 @@ the run kept it, else the latest) and writes into `<workdir>/eval/`: `metrics.js
 `metrics.md` (a Markdown table) and `predictions.npz` (keys, y_true, decoded label ids,
 label scores) for reports. Decoding settings (`decode.*`) may be overridden; nothing else.
 
-What counts as a prediction (the issue's definitions):
-  * cnn_rnn: "top3" = the first 3 labels of the beam-search path; "all" = the whole path.
-  * bce:     "top3" = the 3 highest probabilities among those >= 0.5; "all" = every label
-             with probability >= 0.5.
-(`inference.prediction_masks`, from each head's entry in model.py's head registry; also
-importable here as `evaluate_lib.prediction_masks`.) Ranking scores for AP and MAP@10:
-`inference.predict_from_features`'s `label_scores`.
+What counts as a prediction: the evaluation rules, each a key of metrics.json with C-P C-R
+C-F1 O-P O-R O-F1 under it (`inference.RULES`):
+  * top3:            CNN-RNN: the first 3 labels of its path; BCE: the 3 most probable labels
+                     among those with p >= 0.5.
+  * all:             CNN-RNN: every label of its path; BCE: every label with p >= 0.5.
+  * top3_paper:      the paper's rule (section 4.1): CNN-RNN: the first 3 labels of its path
+                     (the same as top3; `decode.min_length=3` makes every path 3 long, the
+                     paper's NUS-WIDE setting); BCE: the 3 most probable labels, no threshold.
+  * top3_calibrated: BCE only, when the workdir has thresholds.json: the 3 most probable
+                     labels among those with p >= their class's calibrated threshold.
+  * all_calibrated:  BCE only, likewise: every label with p >= its class's calibrated
+                     threshold (`calibration.py`: chosen on the held-out part of the training
+                     split, `data.calibration_fraction`).
+Paper-reproduction tables use top3_paper; "which head should I use" tables use the
+thresholded (top3, all) and calibrated rules. (`inference.rule_masks`, from each head's
+entry in model.py's head registry; `evaluate_lib.prediction_masks` gives (top3, all).)
+Ranking scores for AP and MAP@10: `inference.predict_from_features`'s `label_scores`.
 """
 
 from __future__ import annotations
@@ -51,9 +61,12 @@ def _num_batches(source, split: str, batch_size: int) -> int | None:
 
 
 def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
-                   batch_size: int | None = None, source=None) -> dict:
+                   batch_size: int | None = None, source=None, part: str = "all") -> dict:
   """Decodes every image of `split` with `config.decode`. Returns NumPy arrays keyed like
-  `inference`'s outputs, plus 'y_true' bool [N, K], 'keys' [N] and 'skipped' (a dict)."""
+  `inference`'s outputs, plus 'y_true' bool [N, K], 'keys' [N] and 'skipped' (a dict).
+
+  `part`: "all", "fit" or "calibration" (`data.dataset_for`).
+  """
   source = source or data_lib.get_source(config.data)
   batch_size = batch_size or config.train.batch_size
   decode = config.decode
@@ -68,7 +81,7 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
 
   outputs = {k: [] for k in inference.OUTPUT_KEYS + ("y_true", "keys")}
   dataset = data_lib.dataset_for(config, split, vocab, training=False, cache_dir=cache_dir,
-                                 source=source, batch_size=batch_size)
+                                 source=source, batch_size=batch_size, part=part)
   with progress.bar(total=_num_batches(source, split, batch_size), desc=f"eval {split}",
                     unit="batch") as bar:
     for batch in dataset:
@@ -88,12 +101,16 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
 prediction_masks = inference.prediction_masks
 
 
-def metrics_of(config, vocab, pred: dict, split: str) -> dict:
-  """The metrics dict of `predict_models`' output (the keys `evaluate` returns)."""
-  top3, every = inference.prediction_masks(config.model.head, pred["labels"],
-                                           pred["label_scores"], vocab.num_labels)
+def metrics_of(config, vocab, pred: dict, split: str, thresholds=None) -> dict:
+  """The metrics dict of `predict_models`' output (the keys `evaluate` returns).
+
+  `thresholds`: float [K] calibrated thresholds (bce): adds top3_calibrated, all_calibrated.
+  """
+  masks = inference.rule_masks(config.model.head, pred["labels"], pred["label_scores"],
+                               vocab.num_labels, thresholds)
+  top3, every = masks.pop("top3"), masks.pop("all")
   metrics = metrics_lib.compute_all(pred["y_true"], top3, every, pred["label_scores"],
-                                    vocab.names)
+                                    vocab.names, rules=masks)
   metrics.update(head=config.model.head, split=split, source=config.data.source,
                  beam_size=int(config.decode.beam_size), skipped=pred["skipped"])
   return metrics
@@ -143,6 +160,9 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
     checkpoint: "auto" | "latest" | "best" | a path (`workdir.resolve_checkpoint`).
     decode: overrides of `decode.*` fields (beam_size, max_length, min_length).
 
+  A bce workdir with `thresholds.json` (`workdir.thresholds_path`, written by the trainer)
+  also gets the calibrated rules.
+
   Raises:
     ConfigError: a bad decode override (e.g. beam_size=0), named.
   """
@@ -159,7 +179,9 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
   pred = predict_models(config, vocab, trained.backbone, trained.head, split,
                         cache_dir=workdir_lib.feature_cache_dir(config, workdir),
                         batch_size=batch_size)
-  metrics = metrics_of(config, vocab, pred, split)
+  thresholds = workdir_lib.load_thresholds(  # float32 [K]; None: not calibrated
+      workdir, vocab, trained.checkpoint_path) if config.model.head == "bce" else None
+  metrics = metrics_of(config, vocab, pred, split, thresholds)
   metrics["checkpoint"] = trained.checkpoint_path
   _write(config, workdir, metrics, pred, split)
   return metrics
@@ -181,7 +203,7 @@ def _write(config, workdir: str, metrics: dict, pred: dict, split: str) -> None:
   step = int(found.group(1)) if found else int(config.train.num_steps)
   summary = tf.summary.create_file_writer(out_dir)
   with summary.as_default(step=step):
-    for setting in ("top3", "all"):
+    for setting in (s for s in inference.RULES if s in metrics):
       for key in metrics_lib.PRF_KEYS:
         tf.summary.scalar(f"{setting}/{key}", metrics[setting][key])
     tf.summary.scalar("mAP_noninterp", metrics["mAP_noninterp"] or 0.0)

@@ -35,6 +35,13 @@ Signatures (one `tf.function` per input kind, explicit `TensorSpec`s; beam searc
 with L = min(max_length, K) and N = the beam size (BCE: the one set, then N - 1 empty
 slots). Beam size and lengths are fixed at export time.
 
+Calibrated BCE: when the workdir has thresholds.json (`workdir.load_thresholds`, fitted by
+the trainer on the held-out part of the training split), the bce label set (labels,
+label_names, num_labels, path_log_prob, paths...) keeps every label with p >= its class's
+threshold instead of 0.5: the thresholds are a constant inside the exported functions, so
+TF Serving needs nothing else; `label_scores` are the probabilities either way. They are
+also written to `assets.extra/thresholds.json`. Signatures, inputs and outputs are the same.
+
 Refused with INVALID_ARGUMENT, naming the element: an element of `image_bytes` that is not
 an image, or whose header claims more than `max_pixels` pixels (config
 `data.max_image_pixels`, default 40 million; checked before it is decoded, e.g.
@@ -47,6 +54,7 @@ Layout of `<export_base>/<version>/`:
   saved_model.pb, variables/        the model
   assets/labels.txt                 the vocabulary (the `label_names` lookup table's file)
   assets.extra/config.json          the resolved config, `decode` as exported
+  assets.extra/thresholds.json      calibrated bce only: the thresholds baked in
   assets.extra/tf_serving_warmup_requests   PredictionLog records for serving_default
 
 The version folder appears atomically: everything is written to `<export_base>/tmp-<v>-<hex>`
@@ -57,6 +65,7 @@ On object stores without atomic directory rename (GCS, S3), export locally and c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -86,6 +95,7 @@ OUTPUT_KEYS = ("labels", "label_names", "num_labels", "path_log_prob", "label_sc
                "paths", "paths_label_names", "paths_log_prob")
 LABELS_ASSET = "labels.txt"
 CONFIG_FILE = "config.json"
+THRESHOLDS_FILE = "thresholds.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 TMP_PREFIX = "tmp-"
 
@@ -139,8 +149,12 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
   logging.info("Exporting %s (beam %d, lengths %d..%d) to %s via %s.", checkpoint,
                config.decode.beam_size, config.decode.min_length, config.decode.max_length,
                final_dir, tmp_dir)
+  thresholds = (workdir_lib.load_thresholds(workdir, vocab, checkpoint)  # float32 [K] or None
+                if config.model.head == "bce" else None)
+  if thresholds is not None:
+    logging.info("Exporting calibrated thresholds (%s).", workdir_lib.thresholds_path(workdir))
   try:
-    write_saved_model(tmp_dir, config, vocab.names, backbone, head)
+    write_saved_model(tmp_dir, config, vocab.names, backbone, head, thresholds=thresholds)
     validate(tmp_dir)
     _publish(tmp_dir, final_dir)
   except BaseException:
@@ -175,8 +189,11 @@ def next_version(export_base: str) -> int:
 
 
 def write_saved_model(export_dir: str, config, label_names, backbone: keras.Model,
-                      head: keras.Model) -> None:
-  """Writes the SavedModel, its labels asset, config.json and the warmup requests."""
+                      head: keras.Model, thresholds=None) -> None:
+  """Writes the SavedModel, its labels asset, config.json and the warmup requests.
+
+  `thresholds`: float [K] calibrated per-class thresholds of a bce head (None: 0.5).
+  """
   decode = config.decode
   max_pixels = int(config.data.get("max_image_pixels", None) or images_lib.DEFAULT_MAX_PIXELS)
   size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
@@ -202,7 +219,8 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
     def decode_features(features):
       out = inference.predict_from_features(
           head, features, beam_size=decode.beam_size, max_length=decode.max_length,
-          min_length=decode.min_length)
+          min_length=decode.min_length,
+          thresholds=None if thresholds is None else tf.constant(thresholds, tf.float32))
       out["label_names"] = table.lookup(tf.cast(out["labels"], tf.int64))  # [B, L]
       out["paths_label_names"] = table.lookup(tf.cast(out["paths"], tf.int64))  # [B, N, L]
       return {k: out[k] for k in OUTPUT_KEYS}
@@ -240,6 +258,9 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
   tf.io.gfile.makedirs(extra)
   with tf.io.gfile.GFile(os.path.join(extra, CONFIG_FILE), "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  if thresholds is not None:
+    with tf.io.gfile.GFile(os.path.join(extra, THRESHOLDS_FILE), "w") as f:
+      json.dump({str(n): float(t) for n, t in zip(label_names, thresholds)}, f, indent=2)
   write_warmup_requests(os.path.join(extra, WARMUP_FILE), size)
 
 

@@ -12,21 +12,26 @@ One function serves evaluation and the exported SavedModel, so both decode ident
 
     top3, every = prediction_masks("cnn_rnn", out["labels"], out["label_scores"], K)
     # bool [B, K] each: the "top3" and "all" predictions the metrics count
+    masks = rule_masks("bce", out["labels"], out["label_scores"], K, thresholds=None)
+    # {rule: bool [B, K]} for every rule of `RULES` the head has (calibrated: with thresholds)
 
 with L = min(max_length, K). Each head's part lives in its `model.HEADS` entry:
 
 CNN-RNN: beam search (`decoding.decode`); `label_scores` is the highest probability each
 label gets at any step of the best path; `paths` is the beam's candidate set C (see
 `decoding`); paths[:, 0] == labels and paths_log_prob[:, 0] == path_log_prob.
-Masks: "top3" = the first 3 labels of the path; "all" = the whole path.
+Masks: "top3" = "top3_paper" = the first 3 labels of the path; "all" = the whole path.
 
-BCE: the predicted set is every label with sigmoid probability >= 0.5, listed by decreasing
+BCE: the predicted set is every label with sigmoid probability >= 0.5 (or, with
+`thresholds` float [K], >= its calibrated threshold: `calibration.py`), listed by decreasing
 probability (at most `max_length`, at least `min_length`: the most probable labels fill up);
 `label_scores` is the sigmoid probability; `path_log_prob` is the log-probability of the
 returned set under the independent-labels model, sum_k log P(y_k = predicted_k); `paths`
 holds that one set, then N - 1 empty slots (-1 labels, -inf log-probability).
 Masks: "top3" = the 3 highest probabilities among those >= 0.5; "all" = every label with
-probability >= 0.5.
+probability >= 0.5; "top3_paper" = the 3 highest probabilities, no threshold; with
+thresholds, "top3_calibrated" / "all_calibrated" = "top3" / "all" with each label's
+calibrated threshold instead of 0.5.
 """
 
 from __future__ import annotations
@@ -41,14 +46,31 @@ OUTPUT_KEYS = ("labels", "num_labels", "path_log_prob", "label_scores", "paths",
                "paths_log_prob")
 
 
+# The evaluation rules: what counts as predicted, one sentence each (metrics.json keys).
+RULES = {
+    "top3": "CNN-RNN: the first 3 labels of its path; BCE: the 3 most probable labels among "
+            "those with p >= 0.5.",
+    "all": "CNN-RNN: every label of its path; BCE: every label with p >= 0.5.",
+    "top3_paper": "The paper's rule (section 4.1): CNN-RNN: the first 3 labels of its path; "
+                  "BCE: the 3 most probable labels, no threshold.",
+    "top3_calibrated": "BCE only: the 3 most probable labels among those with p >= their "
+                       "class's calibrated threshold.",
+    "all_calibrated": "BCE only: every label with p >= its class's calibrated threshold.",
+}
+
+
 def predict_from_features(head: keras.Model, features, *, beam_size: int, max_length: int,
-                          min_length: int = 0) -> dict:
-  """Decodes features [B, D] with the head; see the module docstring for the outputs."""
+                          min_length: int = 0, thresholds=None) -> dict:
+  """Decodes features [B, D] with the head; see the module docstring for the outputs.
+
+  `thresholds`: float [K] per-class thresholds (BCE only; None: 0.5 for every class).
+  """
   if beam_size < 1:
     raise ValueError(f"beam_size must be >= 1, got {beam_size}.")
   features = tf.convert_to_tensor(features, tf.float32)
   out = model_lib.head_spec(head).predict(head, features, beam_size=beam_size,
-                                          max_length=max_length, min_length=min_length)
+                                          max_length=max_length, min_length=min_length,
+                                          thresholds=thresholds)
   return {k: out[k] for k in OUTPUT_KEYS}
 
 
@@ -62,5 +84,16 @@ def prediction_masks(head: str, labels: np.ndarray, scores: np.ndarray,
     scores: float [N, K], the `label_scores` output.
     num_labels: K.
   """
+  masks = rule_masks(head, labels, scores, num_labels)
+  return masks["top3"], masks["all"]
+
+
+def rule_masks(head: str, labels: np.ndarray, scores: np.ndarray, num_labels: int,
+               thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
+  """{rule: bool [N, K]} for each rule of `RULES` the head has (see `prediction_masks`).
+
+  `thresholds`: float [K] calibrated per-class thresholds (bce only); given, the bce head
+  also gets "top3_calibrated" and "all_calibrated".
+  """
   return model_lib.head_spec(head).prediction_masks(np.asarray(labels), np.asarray(scores),
-                                                    num_labels)
+                                                    num_labels, thresholds)

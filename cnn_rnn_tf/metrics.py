@@ -334,7 +334,8 @@ def _json_float(x) -> float | None:
   return None if math.isnan(x) else x
 
 
-def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str]) -> dict:
+def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str], *,
+                rules: Mapping[str, np.ndarray] | None = None) -> dict:
   """The evaluation report of one head on one split (JSON-serializable, NaN -> None).
 
   Args:
@@ -343,11 +344,13 @@ def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str])
     all_pred: bool [N, K], the full prediction (whole decoded path / thresholded scores).
     scores: float [N, K] ranking scores for AP and MAP@10.
     label_names: K names, in label id order.
+    rules: more predictions, rule name -> bool [N, K] (e.g. "top3_paper"); each gets a prf
+      dict under its name.
 
   Returns:
-    {'top3': prf dict, 'all': prf dict, 'mAP_voc07', 'mAP_area', 'mAP_noninterp', 'MAP@10',
-     'num_images', 'per_class': {name: {'AP' (noninterp), 'AP_voc07', 'AP_area',
-     'precision', 'recall' (of top3), 'num_gt'}}}.
+    {'top3': prf dict, 'all': prf dict, <each rule>: prf dict, 'mAP_voc07', 'mAP_area',
+     'mAP_noninterp', 'MAP@10', 'num_images', 'per_class': {name: {'AP' (noninterp),
+     'AP_voc07', 'AP_area', 'precision', 'recall' (of top3), 'num_gt'}}}.
   """
   y_true = _as_bool_2d("y_true", y_true)
   top3_pred = _as_bool_2d("top3_pred", top3_pred)
@@ -355,6 +358,12 @@ def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str])
   scores = _as_scores_2d("scores", scores)
   for name, x in (("top3_pred", top3_pred), ("all_pred", all_pred), ("scores", scores)):
     _check_same_shape("y_true", y_true, name, x)
+  rules = dict(rules or {})
+  for name in rules:
+    if name in ("top3", "all"):
+      raise ValueError(f"rules[{name!r}]: {name!r} is given as its own argument already.")
+    rules[name] = _as_bool_2d(f"rules[{name!r}]", rules[name])
+    _check_same_shape("y_true", y_true, f"rules[{name!r}]", rules[name])
   label_names = [str(n) for n in label_names]
   if len(label_names) != y_true.shape[1]:
     raise ValueError(f"Got {len(label_names)} label names for y_true of shape {y_true.shape}.")
@@ -377,6 +386,7 @@ def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str])
   return {
       "top3": prf(y_true, top3_pred),
       "all": prf(y_true, all_pred),
+      **{name: prf(y_true, pred) for name, pred in rules.items()},
       "mAP_voc07": _json_float(mean_ap(ap["voc07"])),
       "mAP_area": _json_float(mean_ap(ap["area"])),
       "mAP_noninterp": _json_float(mean_ap(ap["noninterp"])),
@@ -386,7 +396,9 @@ def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str])
   }
 
 
-_SETTINGS = (("top3", "top-3"), ("all", "all"))
+# Rows of the tables, in this order, for the settings a report has (see evaluate_lib).
+_SETTINGS = (("top3", "top-3"), ("all", "all"), ("top3_paper", "top-3 (paper)"),
+             ("top3_calibrated", "top-3 calibrated"), ("all_calibrated", "all calibrated"))
 _PRF_HEADERS = ("C-P", "C-R", "C-F1", "O-P", "O-R", "O-F1")
 _MAP_KEYS = (("mAP_voc07", "mAP (VOC07 11-pt)"), ("mAP_area", "mAP (area)"),
              ("mAP_noninterp", "mAP (non-interp)"), ("MAP@10", "MAP@10"))
@@ -406,7 +418,8 @@ def _row(cells) -> str:
 def markdown_table(metrics: Mapping, title: str | None = None) -> str:
   """Headline numbers of a `compute_all` report as Markdown (percentages, 1 decimal).
 
-  One row per setting (top-3, all) with C-P C-R C-F1 O-P O-R O-F1, then one row of
+  One row per setting (top-3, all, and those of top-3 (paper), top-3 calibrated, all
+  calibrated the report has) with C-P C-R C-F1 O-P O-R O-F1, then one row of
   mAP (three conventions) and MAP@10. Settings or keys missing from `metrics` are skipped
   or shown as n/a.
   """

@@ -453,22 +453,37 @@ def head_loss(head: keras.Model, features, multi_hot, *, training: bool, max_lab
 
 # Predictions: features [B, D] -> the dict `inference.predict_from_features` documents.
 
-def _cnn_rnn_predict(head, features, *, beam_size, max_length, min_length):
+def _cnn_rnn_predict(head, features, *, beam_size, max_length, min_length, thresholds=None):
+  if thresholds is not None:
+    raise ValueError("thresholds are for the bce head; the cnn_rnn head has none.")
   step = head_step(head)
   result = decoding.decode(step, step.initial_state(features), num_labels=step.num_labels,
                            beam_size=beam_size, max_length=max_length, min_length=min_length)
   return result._asdict()
 
 
-def _bce_predict(head, features, *, beam_size, max_length, min_length):
-  """Every label with p >= 0.5 by decreasing p (at most max_length, at least min_length)."""
+def _bce_predict(head, features, *, beam_size, max_length, min_length, thresholds=None):
+  """Every label with p >= its threshold (0.5, or `thresholds` float [K]: the calibrated
+  ones) by decreasing p (at most max_length, at least min_length)."""
   logits = tf.cast(head(features, training=False), tf.float32)  # [B, K]
   num_labels = logits.shape[-1]
   length = decoding.check_lengths(num_labels, max_length, min_length)
   probs = tf.sigmoid(logits)
-  top_p, top_ids = tf.math.top_k(probs, length)  # [B, L]
+  if thresholds is None:
+    above = probs >= 0.5  # [B, K]
+  else:
+    thresholds = tf.convert_to_tensor(thresholds, tf.float32)
+    if thresholds.shape != (num_labels,):
+      raise ValueError(f"thresholds must be [K] = [{num_labels}], got shape "
+                       f"{thresholds.shape}.")
+    above = probs >= thresholds[tf.newaxis, :]  # [B, K]
+  # Labels above their threshold first (by p, exact), then the rest (by p): a prefix of the
+  # ranking is the set.
+  rank_score = tf.where(above, probs, probs - 2.0)  # [B, K]
+  _, top_ids = tf.math.top_k(rank_score, length)  # [B, L]
+  top_above = tf.gather(above, top_ids, batch_dims=1)  # [B, L]
   rank = tf.range(length)[tf.newaxis, :]
-  chosen = tf.logical_or(top_p >= 0.5, rank < min_length)  # [B, L], a prefix of each row
+  chosen = tf.logical_or(top_above, rank < min_length)  # [B, L], a prefix of each row
   labels = tf.cast(tf.where(chosen, top_ids, vocab_lib.PAD_ID), tf.int32)  # [B, L]
   picked = tf.reduce_any(tf.one_hot(tf.where(chosen, top_ids, num_labels), num_labels) > 0,
                          axis=1)  # [B, K]
@@ -487,20 +502,38 @@ def _bce_predict(head, features, *, beam_size, max_length, min_length):
   }
 
 
-# Prediction masks for the metrics: (top3, all) bool [N, K] from NumPy predictions.
+# Prediction masks for the metrics: rule name -> bool [N, K] from NumPy predictions (the
+# rules are defined in `inference.RULES`).
 
-def _cnn_rnn_masks(labels: np.ndarray, scores: np.ndarray, num_labels: int):
-  """top3: the first 3 labels of the path; all: the whole path."""
+def _cnn_rnn_masks(labels: np.ndarray, scores: np.ndarray, num_labels: int,
+                   thresholds: np.ndarray | None = None):
+  """top3 and top3_paper: the first 3 labels of the path; all: the whole path."""
   del scores
-  return (metrics_lib.path_mask(labels, num_labels, k=3),
-          metrics_lib.path_mask(labels, num_labels))
+  if thresholds is not None:
+    raise ValueError("thresholds are for the bce head; the cnn_rnn head has none.")
+  top3 = metrics_lib.path_mask(labels, num_labels, k=3)
+  return {"top3": top3, "all": metrics_lib.path_mask(labels, num_labels),
+          "top3_paper": top3}
 
 
-def _bce_masks(labels: np.ndarray, scores: np.ndarray, num_labels: int):
-  """top3: the 3 highest probabilities among those >= 0.5; all: every p >= 0.5."""
-  del labels, num_labels
+def _bce_masks(labels: np.ndarray, scores: np.ndarray, num_labels: int,
+               thresholds: np.ndarray | None = None):
+  """top3: the 3 highest probabilities among those >= 0.5; all: every p >= 0.5;
+  top3_paper: the 3 highest probabilities; with per-class `thresholds` [K] also
+  top3_calibrated / all_calibrated: the same with p >= thresholds[k] instead of 0.5."""
+  del labels
   scores = np.asarray(scores)
-  return metrics_lib.top_k_mask(scores, 3, threshold=0.5), scores >= 0.5
+  masks = {"top3": metrics_lib.top_k_mask(scores, 3, threshold=0.5), "all": scores >= 0.5,
+           "top3_paper": metrics_lib.top_k_mask(scores, 3)}
+  if thresholds is not None:
+    thresholds = np.asarray(thresholds, np.float64)
+    if thresholds.shape != (num_labels,):
+      raise ValueError(f"thresholds must be [K] = [{num_labels}], got shape "
+                       f"{thresholds.shape}.")
+    above = scores >= thresholds[np.newaxis, :]  # [N, K]
+    masks["top3_calibrated"] = masks["top3_paper"] & above
+    masks["all_calibrated"] = above
+  return masks
 
 
 class HeadSpec(NamedTuple):
@@ -510,9 +543,11 @@ class HeadSpec(NamedTuple):
   # (head, features [B, D], multi_hot [B, K], *, training, max_labels, options: LossOptions,
   #  step) -> float32 [B]
   loss: Callable
-  # (head, features [B, D], *, beam_size, max_length, min_length) -> dict of outputs
+  # (head, features [B, D], *, beam_size, max_length, min_length, thresholds=None)
+  #   -> dict of outputs (thresholds: float [K] calibrated ones, bce only)
   predict: Callable
-  # (labels int [N, L], scores float [N, K], num_labels) -> (top3, all) bool [N, K]
+  # (labels int [N, L], scores float [N, K], num_labels, thresholds=None)
+  #   -> {rule name: bool [N, K]} (`inference.RULES`)
   prediction_masks: Callable
 
 

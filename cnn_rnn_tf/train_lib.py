@@ -48,6 +48,11 @@ Workdir layout (only the chief writes):
   data_report.json     examples skipped as bad data (`data.skip_bad_examples`), by reason
   backbone.weights.h5  the trained backbone (when `model.train_backbone`), reusable as frozen
                        `model.backbone_weights` by later runs (the demo does this)
+  thresholds.json      bce: per-class thresholds fitted at the end on the held-out part of
+                       the training split (`data.calibration_fraction`, calibration.py)
+
+Training data: the "fit" part of `data.train_split` (`data.dataset_for`), for both heads:
+a fraction `data.calibration_fraction` of it (by key hash) is held out for calibration.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnn_rnn_tf import backbones
+from cnn_rnn_tf import calibration
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import evaluate_lib
@@ -389,6 +395,19 @@ def finish(config, workdir: str, chief: bool, source, models: Models) -> dict:
   return skipped
 
 
+def calibrate(config, workdir: str, vocab, source, models: Models) -> None:
+  """thresholds.json for the weights evaluate and export take by default (`--checkpoint=auto`):
+  the best checkpoint when the run kept one, else the weights as training ended."""
+  backbone, head, step = models.backbone, models.head, int(models.step.numpy())
+  if tf.train.latest_checkpoint(workdir_lib.best_dir(workdir)):
+    trained = workdir_lib.load_trained(workdir, "best")
+    backbone, head = trained.backbone, trained.head
+    step = int(trained.checkpoint_path.rsplit("-", 1)[1])
+  thresholds = calibration.calibrate(config, vocab, backbone, head, source=source,
+                                     cache_dir=workdir_lib.feature_cache_dir(config, workdir))
+  workdir_lib.save_thresholds(workdir, vocab.names, thresholds, step=step)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str,
           strategy: tf.distribute.Strategy | None = None) -> dict:
   """Trains until `config.train.num_steps`, resuming from the workdir. Returns a summary."""
@@ -424,7 +443,8 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
     logging.info("Already at step %d >= num_steps %d: nothing to train.", start_step, num_steps)
   dataset = data_lib.dataset_for(
       config, config.data.train_split, vocab, training=True, source=source,
-      cache_dir=workdir_lib.feature_cache_dir(config, workdir), start_step=start_step).take(
+      cache_dir=workdir_lib.feature_cache_dir(config, workdir), start_step=start_step,
+      part=data_lib.FIT).take(
           max(num_steps - start_step, 0))
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
   writer = MetricWriter(workdir_lib.train_dir(workdir), enabled=chief)
@@ -442,6 +462,8 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   if worker_dir:
     tf.io.gfile.rmtree(worker_dir)
   skipped = finish(config, workdir, chief, source, models)
+  if chief and config.model.head == "bce" and config.data.calibration_fraction:
+    calibrate(config, workdir, vocab, source, models)
   fingerprint = weights_fingerprint(models.variables)
   step = int(models.step.numpy())
   logging.info("Finished at step %d; weights fingerprint %s.", step, fingerprint)

@@ -22,6 +22,10 @@ Layout (this module owns every path; nobody else joins names onto a workdir):
   data_report.json     examples skipped as bad data, by reason (`data_report_path`)
   backbone.weights.h5  the trained backbone, reusable as a frozen `model.backbone_weights`
                        (`backbone_weights_path`)
+  thresholds.json      bce: {"step", "thresholds": {label name: threshold}}, per-class
+                       thresholds fitted on the held-out part of the training split
+                       (calibration.py); evaluate and export use them (`thresholds_path`,
+                       `save_thresholds`, `load_thresholds`)
   .lock                host and pid of the trainer that holds the workdir (`lock`)
 
 A frozen backbone is not checkpointed: its weights come from `config.model.backbone_weights`
@@ -44,12 +48,14 @@ import collections
 import contextlib
 import json
 import os
+import re
 import socket
 from typing import NamedTuple
 
 from absl import logging
 import keras
 import ml_collections
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
@@ -82,6 +88,7 @@ LAYOUT = {
     "eval": "eval",
     "data_report": "data_report.json",
     "backbone_weights": "backbone.weights.h5",
+    "thresholds": "thresholds.json",
     "lock": ".lock",
 }
 
@@ -103,6 +110,7 @@ eval_dir = _layout_path("eval")
 data_report_path = _layout_path("data_report")
 backbone_weights_path = _layout_path("backbone_weights")
 lock_path = _layout_path("lock")
+thresholds_path = _layout_path("thresholds")
 
 
 def feature_cache_dir(config, workdir: str) -> str:
@@ -205,6 +213,52 @@ def check_resume(config, workdir: str) -> None:
         f"Workdir {workdir!r} was trained with another model or data; resuming would mix "
         "them. Use a new --workdir, or set these back:\n" +
         "\n".join(f"  {d}" for d in diffs))
+
+
+def save_thresholds(workdir: str, label_names, thresholds, *, step: int) -> None:
+  """Writes thresholds.json: the calibrated threshold of each label of the weights of `step`."""
+  thresholds = np.asarray(thresholds, np.float64)
+  if thresholds.shape != (len(label_names),):
+    raise ValueError(f"{len(label_names)} label names but thresholds of shape "
+                     f"{thresholds.shape}; expected one threshold per label.")
+  body = {"step": int(step),
+          "thresholds": {str(n): float(t) for n, t in zip(label_names, thresholds)}}
+  tmp = thresholds_path(workdir) + ".tmp"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump(body, f, indent=2)
+  tf.io.gfile.rename(tmp, thresholds_path(workdir), overwrite=True)
+
+
+def load_thresholds(workdir: str, vocab: vocab_lib.LabelVocab,
+                    checkpoint_path: str | None = None) -> np.ndarray | None:
+  """float32 [K] calibrated thresholds in vocab order, or None when the workdir has none.
+
+  Raises ValueError naming the labels that thresholds.json lacks or has beyond the vocab, or
+  a threshold outside [0, 1]. Warns when `checkpoint_path` is of another step than the one
+  the thresholds were fitted for.
+  """
+  path = thresholds_path(workdir)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    body = json.load(f)
+  by_name = body.get("thresholds") if isinstance(body, dict) else None
+  if not isinstance(by_name, dict):
+    raise ValueError(f"{path}: expected {{'step': int, 'thresholds': {{label: threshold}}}}.")
+  missing = [n for n in vocab.names if n not in by_name]
+  extra = sorted(set(by_name) - set(vocab.names))
+  if missing or extra:
+    raise ValueError(f"{path} does not match labels.txt: missing labels {missing}, "
+                     f"unknown labels {extra}.")
+  values = np.array([by_name[n] for n in vocab.names], np.float64)
+  bad = [n for n, v in zip(vocab.names, values) if not 0 <= v <= 1]
+  if bad:
+    raise ValueError(f"{path}: thresholds of {bad} are outside [0, 1].")
+  found = re.search(r"-(\d+)$", checkpoint_path or "")
+  if found and int(found.group(1)) != body.get("step"):
+    logging.warning("%s was fitted for the weights of step %s; %s is of step %s.", path,
+                    body.get("step"), checkpoint_path, found.group(1))
+  return values.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ import tensorflow as tf
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import evaluate_lib
+from cnn_rnn_tf import inference
+from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf import workdir as workdir_lib
 
@@ -198,3 +200,58 @@ def test_evaluate_binary_from_another_folder_with_a_bar_and_overrides(tmp_path, 
   other = _evaluate_binary(elsewhere, f"--workdir={w}", "--config.model.head=bce")
   assert other.returncode == 2
   assert "only --config.decode.*" in other.stderr and "Traceback" not in other.stderr
+
+
+def test_evaluate_writes_the_paper_and_calibrated_rules(tmp_path, tfds_dir):
+  config = _config(tfds_dir, "bce")
+  vocab = _vocab(config)
+  w = _workdir(tmp_path / "w", config, vocab, steps=(2,))
+  plain = evaluate_lib.evaluate(w, batch_size=50)
+  assert "top3_paper" in plain and "top3_calibrated" not in plain  # no thresholds.json yet
+  pred = np.load(os.path.join(workdir_lib.eval_dir(w), "predictions.npz"))
+  scores, y_true = pred["label_scores"], pred["y_true"]
+  # Thresholds that differ per class: the median score of each class.
+  thresholds = np.median(scores, axis=0).astype(np.float32)
+  workdir_lib.save_thresholds(w, vocab.names, thresholds, step=2)
+  metrics = evaluate_lib.evaluate(w, batch_size=50)
+  above = scores >= thresholds
+  top3 = np.zeros_like(above)
+  np.put_along_axis(top3, np.argsort(-scores, axis=1, kind="stable")[:, :3], True, axis=1)
+  assert metrics["all_calibrated"] == pytest.approx(metrics_lib.prf(y_true, above))
+  assert metrics["top3_calibrated"] == pytest.approx(metrics_lib.prf(y_true, top3 & above))
+  assert metrics["top3_paper"] == pytest.approx(metrics_lib.prf(y_true, top3))
+  assert metrics["top3"] == pytest.approx(plain["top3"])  # the 0.5 rules stay
+  saved = json.load(open(os.path.join(workdir_lib.eval_dir(w), "metrics.json")))
+  assert saved["all_calibrated"] == pytest.approx(metrics["all_calibrated"])
+  table = open(os.path.join(workdir_lib.eval_dir(w), "metrics.md")).read()
+  for label, key in (("top-3 (paper)", "top3_paper"), ("top-3 calibrated", "top3_calibrated"),
+                     ("all calibrated", "all_calibrated")):
+    row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
+    assert f"{100 * metrics[key]['OF1']:.1f}" in row
+
+
+def test_thresholds_json_must_match_the_labels(tmp_path, tfds_dir):
+  config = _config(tfds_dir, "bce")
+  vocab = _vocab(config)
+  w = _workdir(tmp_path / "w", config, vocab, steps=(2,))
+  workdir_lib.save_thresholds(w, vocab.names[1:] + ["zebra"],
+                              np.full(vocab.num_labels, 0.3), step=2)
+  with pytest.raises(ValueError, match=rf"missing labels \['{vocab.names[0]}'\].*'zebra'"):
+    evaluate_lib.evaluate(w, batch_size=50)
+
+
+def test_min_length_3_is_the_papers_k_3_for_the_cnn_rnn(tmp_path, tfds_dir):
+  config = _config(tfds_dir)
+  vocab = _vocab(config)
+  w = _workdir(tmp_path / "w", config, vocab)
+  plain = evaluate_lib.evaluate(w, batch_size=50)
+  labels = np.load(os.path.join(workdir_lib.eval_dir(w), "predictions.npz"))["labels"]
+  lengths = ((labels >= 0) & (labels < vocab.num_labels)).cumprod(axis=1).sum(axis=1)
+  assert lengths.min() < 3  # some paths are shorter than 3 by default
+  assert plain["top3_paper"] == plain["top3"]  # the same rule for the CNN-RNN
+  paper = evaluate_lib.evaluate(w, decode={"min_length": 3}, batch_size=50)
+  labels = np.load(os.path.join(workdir_lib.eval_dir(w), "predictions.npz"))["labels"]
+  masks = inference.rule_masks("cnn_rnn", labels, np.zeros((len(labels), 1)),
+                                vocab.num_labels)
+  assert np.all(masks["top3_paper"].sum(axis=1) == 3)  # k = 3 labels for every image
+  assert paper["top3_paper"] != plain["top3_paper"]

@@ -513,3 +513,83 @@ def test_killed_export_leaves_no_version_and_the_next_gets_the_next_number(
   assert export_lib.export(workdir, str(base)) == str(base / "2")
   assert _numeric(base) == ["1", "2"]
   assert tf.saved_model.load(str(base / "2")).signatures["serving_default"] is not None
+
+
+# ---- Calibrated BCE: the thresholds travel inside the SavedModel. ----
+
+_THRESHOLDS_PROBE = textwrap.dedent("""
+    import sys
+    sys.modules["cnn_rnn_tf"] = None  # the export must not need the project's code
+    import numpy as np
+    import tensorflow as tf
+    export_dir, features_path, out_path = sys.argv[1:4]
+    model = tf.saved_model.load(export_dir)
+    out = model.signatures["predict_features"](features=tf.constant(np.load(features_path)))
+    np.savez(out_path, **{k: (v.numpy().astype(str) if v.dtype == tf.string else v.numpy())
+                          for k, v in out.items()})
+""")
+
+
+def _calibrated_workdir(tmp_path):
+  """A bce workdir with thresholds.json: per class the median probability of 12 images."""
+  workdir = export_fixtures.make_workdir(tmp_path / "bce", head="bce")
+  config, vocab, backbone, head, _ = workdir_lib.load_trained(workdir)
+  size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
+  pixels = np.random.default_rng(3).uniform(0, 255, (12, size, size, 3)).astype(np.float32)
+  features = backbone(pixels, training=False).numpy()  # [12, D]
+  probs = tf.sigmoid(head(features)).numpy()  # [12, K]
+  thresholds = np.median(probs, axis=0).astype(np.float32)  # [K]
+  workdir_lib.save_thresholds(workdir, vocab.names, thresholds, step=config.train.num_steps)
+  return workdir, config, vocab, features, probs, thresholds
+
+
+def _expected_sets(probs, thresholds, max_length):
+  return [[int(j) for j in np.argsort(-p, kind="stable") if p[j] >= thresholds[j]][:max_length]
+          for p in probs]
+
+
+@pytest.mark.slow
+def test_calibrated_thresholds_are_applied_by_the_export_loaded_without_the_package(tmp_path):
+  workdir, config, vocab, features, probs, thresholds = _calibrated_workdir(tmp_path)
+  length = min(config.decode.max_length, vocab.num_labels)
+  want = _expected_sets(probs, thresholds, length)
+  at_half = _expected_sets(probs, np.full_like(thresholds, 0.5), length)
+  assert want != at_half  # the thresholds change the label sets, or the test proves nothing
+  below_half = [(i, j) for i, s in enumerate(want) for j in s if probs[i, j] < 0.5]
+  assert below_half  # some label with p < 0.5 is predicted (its threshold is lower)
+
+  path = export_lib.export(workdir, str(tmp_path / "models"))
+  baked = json.load(open(os.path.join(path, "assets.extra", export_lib.THRESHOLDS_FILE)))
+  assert baked == pytest.approx(dict(zip(vocab.names, thresholds.tolist())))
+  os.remove(workdir_lib.thresholds_path(workdir))  # the export must not read the workdir
+  np.save(tmp_path / "features.npy", features)
+  script = tmp_path / "probe.py"
+  script.write_text(_THRESHOLDS_PROBE)
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  result = subprocess.run([sys.executable, str(script), path, str(tmp_path / "features.npy"),
+                           str(tmp_path / "out.npz")], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = np.load(tmp_path / "out.npz")
+  np.testing.assert_allclose(out["label_scores"], probs, rtol=1e-4, atol=1e-6)
+  for i, expected in enumerate(want):
+    n = int(out["num_labels"][i])
+    assert out["labels"][i, :n].tolist() == expected, (i, probs[i], thresholds)
+    assert out["label_names"][i, :n].tolist() == [vocab.names[j] for j in expected]
+    assert out["paths"][i, 0, :n].tolist() == expected
+
+
+def test_export_without_thresholds_keeps_one_half(tmp_path):
+  workdir, config, vocab, features, probs, thresholds = _calibrated_workdir(tmp_path)
+  os.remove(workdir_lib.thresholds_path(workdir))
+  path = export_lib.export(workdir, str(tmp_path / "models"))
+  assert not os.path.exists(os.path.join(path, "assets.extra", export_lib.THRESHOLDS_FILE))
+  out = tf.saved_model.load(path).signatures["predict_features"](
+      features=tf.constant(features))
+  length = min(config.decode.max_length, vocab.num_labels)
+  want = _expected_sets(probs, np.full_like(thresholds, 0.5), length)
+  for i, expected in enumerate(want):
+    n = int(out["num_labels"][i])
+    assert out["labels"][i, :n].numpy().tolist() == expected

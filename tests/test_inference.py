@@ -88,3 +88,53 @@ def test_a_new_head_is_one_registration(monkeypatch):
   out = inference.predict_from_features(head, feats, beam_size=2, max_length=K)
   top3, every = inference.prediction_masks("linear", out["labels"], out["label_scores"], K)
   assert top3.shape == every.shape == (2, K)
+
+
+def test_paper_rule_by_value():
+  scores = np.array([
+      [0.9, 0.8, 0.7, 0.6, 0.1],   # four >= 0.5: the three highest, as top3
+      [0.2, 0.95, 0.4, 0.3, 0.1],  # one >= 0.5: the paper's rule still takes three
+      [0.4, 0.3, 0.2, 0.1, 0.0],   # none >= 0.5: three all the same
+  ])
+  masks = inference.rule_masks("bce", np.full((3, 3), -1), scores, K)
+  assert sorted(masks) == ["all", "top3", "top3_paper"]  # no thresholds: no calibrated rules
+  np.testing.assert_array_equal(masks["top3_paper"], [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0],
+                                                      [1, 1, 1, 0, 0]])
+  labels = np.array([[3, 0, 4, 1], [2, -1, -1, -1]])
+  masks = inference.rule_masks("cnn_rnn", labels, np.zeros((2, K)), K)
+  np.testing.assert_array_equal(masks["top3_paper"], [[1, 0, 0, 1, 1], [0, 0, 1, 0, 0]])
+  assert set(masks) <= set(inference.RULES)
+
+
+def test_calibrated_rules_by_value():
+  scores = np.array([[0.9, 0.45, 0.42, 0.41, 0.1],
+                     [0.3, 0.2, 0.1, 0.05, 0.6]])
+  thresholds = np.array([0.95, 0.4, 0.4, 0.4, 0.7])
+  masks = inference.rule_masks("bce", np.full((2, 3), -1), scores, K, thresholds)
+  # label 0 (0.9) is under its 0.95; labels 1..3 are over 0.4; label 4 (0.6) under 0.7.
+  np.testing.assert_array_equal(masks["all_calibrated"], [[0, 1, 1, 1, 0], [0, 0, 0, 0, 0]])
+  # top3_calibrated: of the 3 most probable (0, 1, 2), those over their threshold.
+  np.testing.assert_array_equal(masks["top3_calibrated"], [[0, 1, 1, 0, 0], [0, 0, 0, 0, 0]])
+  with pytest.raises(ValueError, match=r"\[5\].*\(4,\)"):
+    inference.rule_masks("bce", np.full((2, 3), -1), scores, K, thresholds[:4])
+  with pytest.raises(ValueError, match="bce head"):
+    inference.rule_masks("cnn_rnn", np.full((2, 3), -1), scores, K, thresholds)
+
+
+def test_bce_outputs_use_the_thresholds():
+  head = tiny_head(num_labels=K, seed=2, head="bce")
+  feats = np.random.default_rng(1).normal(size=(4, 6)).astype("float32")
+  probs = tf.sigmoid(head(feats)).numpy()
+  thresholds = np.array([0.9, 0.1, 0.5, 0.3, 0.7], np.float32)
+  out = inference.predict_from_features(head, feats, beam_size=2, max_length=K,
+                                        thresholds=thresholds)
+  for i in range(4):
+    n = int(out["num_labels"][i])
+    want = [int(j) for j in np.argsort(-probs[i]) if probs[i, j] >= thresholds[j]]
+    assert out["labels"][i, :n].numpy().tolist() == want
+    assert np.all(out["labels"][i, n:].numpy() == -1)
+  default = inference.predict_from_features(head, feats, beam_size=2, max_length=K)
+  halves = inference.predict_from_features(head, feats, beam_size=2, max_length=K,
+                                           thresholds=np.full(K, 0.5, np.float32))
+  np.testing.assert_array_equal(default["labels"], halves["labels"])
+  assert not np.array_equal(out["num_labels"], default["num_labels"])

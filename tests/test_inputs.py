@@ -94,3 +94,77 @@ def test_features_mode_builds_the_cache_once_and_matches_images_order(config, tm
   config.model.train_backbone = False
   with pytest.raises(ValueError, match="needs cache_dir"):
     data_lib.dataset_for(config, "train", vocab, training=True, cache_dir=None)
+
+
+# ------------------------------------------------------------------------ calibration part
+
+
+def _many(tmp_path, n=40):
+  rows = ["image_name,tags"]
+  for i in range(n):
+    Image.fromarray(np.full((6, 5, 3), i, np.uint8)).save(tmp_path / f"m{i}.png")
+    rows.append(f"m{i}.png,{'a' if i % 2 else 'b c'}")
+  (tmp_path / "many.csv").write_text("\n".join(rows) + "\n")
+  return str(tmp_path / "many.csv")
+
+
+def test_calibration_part_is_a_hash_of_the_key_of_about_the_fraction():
+  keys_ = np.array([f"image_{i}.jpg" for i in range(4000)])
+  held = data_lib.in_calibration_part(keys_, 0.1).numpy()
+  assert abs(held.mean() - 0.1) < 0.02  # about the fraction
+  again = data_lib.in_calibration_part(keys_[::-1].copy(), 0.1).numpy()[::-1]
+  np.testing.assert_array_equal(held, again)  # per key, whatever the order
+  bigger = data_lib.in_calibration_part(keys_, 0.3).numpy()
+  assert np.all(bigger[held])  # a larger fraction holds out a superset
+  assert not data_lib.in_calibration_part(keys_, 0.0).numpy().any()
+  with pytest.raises(ValueError, match="calibration_fraction.*got 1.0"):
+    data_lib.in_calibration_part(keys_, 1.0)
+
+
+@pytest.mark.parametrize("features", [False, True])
+def test_fit_and_calibration_parts_are_disjoint_and_training_reads_only_fit(
+    config, tmp_path, features):
+  config.data.train_csv = config.data.eval_csv = _many(tmp_path)
+  config.data.calibration_fraction = 0.25
+  config.model.train_backbone = not features
+  vocab = vocab_of(config)
+  cache = str(tmp_path / "cache")
+  all_keys = [f"m{i}.png" for i in range(40)]
+  expected = set(np.array(all_keys)[data_lib.in_calibration_part(
+      np.array(all_keys), 0.25).numpy()])
+  assert 4 <= len(expected) <= 16  # 10 expected of 40
+  calib = data_lib.dataset_for(config, "train", vocab, training=False, cache_dir=cache,
+                               part=data_lib.CALIBRATION)
+  assert set(sum(keys(calib), [])) == expected
+  fit = data_lib.dataset_for(config, "train", vocab, training=False, cache_dir=cache,
+                             part=data_lib.FIT)
+  fit_keys = sum(keys(fit), [])
+  assert sorted(fit_keys + sorted(expected)) == sorted(all_keys)  # disjoint, complete
+  n_fit = len(fit_keys)
+  train = data_lib.dataset_for(config, "train", vocab, training=True, cache_dir=cache,
+                               part=data_lib.FIT)
+  stream = sum(keys(train, 2 * n_fit // 3 + 2), [])  # more than two epochs of the fit part
+  assert not set(stream) & expected
+  assert sorted(stream[:n_fit]) == sorted(fit_keys)  # one epoch = the fit part, exactly
+  assert sorted(stream[n_fit:2 * n_fit]) == sorted(fit_keys)
+  resumed = data_lib.dataset_for(config, "train", vocab, training=True, cache_dir=cache,
+                                 part=data_lib.FIT, start_step=2)
+  assert sum(keys(resumed, 3), []) == stream[6:15]  # resume positions on the fit stream
+  everything = data_lib.dataset_for(config, "train", vocab, training=False, cache_dir=cache)
+  assert sorted(sum(keys(everything), [])) == sorted(all_keys)  # part="all": the whole split
+
+
+def test_calibration_fraction_zero_and_empty_parts(config, tmp_path):
+  vocab = vocab_of(config)
+  config.model.train_backbone = True
+  config.data.calibration_fraction = 0.0
+  fit = data_lib.dataset_for(config, "train", vocab, training=False, cache_dir=None,
+                             part=data_lib.FIT)
+  assert len(sum(keys(fit), [])) == 8  # nothing held out
+  with pytest.raises(ValueError, match="calibration_fraction > 0"):
+    data_lib.dataset_for(config, "train", vocab, training=False, cache_dir=None,
+                         part=data_lib.CALIBRATION)
+  config.data.calibration_fraction = 1e-6  # 8 keys: the calibration part is empty
+  with pytest.raises(ValueError, match="'calibration' part of split 'train'.*empty"):
+    data_lib.dataset_for(config, "train", vocab, training=False, cache_dir=None,
+                         part=data_lib.CALIBRATION)

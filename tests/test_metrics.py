@@ -347,3 +347,25 @@ def test_markdown_table_and_comparison_show_the_numbers():
           or line.startswith("| BCE")]
   assert len(rows) == 4  # two heads x (top-3, all)
   assert f"{100 * report['top3']['CF1']:.1f}" in rows[0]
+
+
+def test_compute_all_rules_get_their_own_rows_by_value():
+  y = np.array([[1, 0, 0, 1], [0, 1, 0, 0]], bool)
+  top3 = np.array([[1, 0, 0, 0], [0, 0, 0, 0]], bool)
+  paper = np.array([[1, 1, 1, 0], [0, 1, 1, 1]], bool)  # 3 labels each
+  report = metrics.compute_all(y, top3, top3, np.eye(2, 4), ["a", "b", "c", "d"],
+                               rules={"top3_paper": paper})
+  # paper: Nc = 1 + 1 = 2 of Np = 6 predictions and Ng = 3 ground truths.
+  assert report["top3_paper"]["OP"] == pytest.approx(2 / 6)
+  assert report["top3_paper"]["OR"] == pytest.approx(2 / 3)
+  assert report["top3"]["OP"] == pytest.approx(1.0)
+  table = metrics.markdown_table(report)
+  row = next(line for line in table.splitlines() if line.startswith("| top-3 (paper)"))
+  assert "33.3" in row and "66.7" in row
+  comparison = metrics.markdown_comparison({"BCE": report})
+  assert sum(line.startswith("| BCE | top-3 (paper)") for line in comparison.splitlines()) == 1
+  assert "calibrated" not in comparison  # only the rules the report has
+  with pytest.raises(ValueError, match=r"rules\['x'\].*shape"):
+    metrics.compute_all(y, top3, top3, np.eye(2, 4), list("abcd"), rules={"x": paper[:, :3]})
+  with pytest.raises(ValueError, match="'top3' is given"):
+    metrics.compute_all(y, top3, top3, np.eye(2, 4), list("abcd"), rules={"top3": paper})

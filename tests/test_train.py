@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cnn_rnn_tf import calibration
 from cnn_rnn_tf import evaluate_lib
 from cnn_rnn_tf import train_lib
 from cnn_rnn_tf import workdir as workdir_lib
@@ -40,11 +41,24 @@ def _demo_config(tfds_dir, **train):
 
 
 @pytest.mark.parametrize("head", ["cnn_rnn", "bce"])
-def test_train_then_evaluate(tmp_path, tfds_dir, head):
+def test_train_then_evaluate(tmp_path, tfds_dir, head, monkeypatch):
   config = _demo_config(tfds_dir, num_steps=4, checkpoint_every=2)
   config.model.head = head
   workdir = str(tmp_path / head)
+  parts = []  # (split, training, part) of every dataset the run builds
+  dataset_for = train_lib.data_lib.dataset_for
+
+  def spy(config, split, vocab, **kwargs):
+    parts.append((split, kwargs["training"], kwargs.get("part", "all")))
+    return dataset_for(config, split, vocab, **kwargs)
+
+  monkeypatch.setattr(train_lib.data_lib, "dataset_for", spy)
   result = train_lib.train(config, workdir)
+  # Both heads train on the fit part only; bce's thresholds come from the calibration part.
+  assert (config.data.train_split, True, "fit") in parts
+  assert [p for p in parts if p[1]] == [(config.data.train_split, True, "fit")]
+  assert ((config.data.train_split, False, "calibration") in parts) == (head == "bce")
+  assert os.path.exists(workdir_lib.thresholds_path(workdir)) == (head == "bce")
   assert result["step"] == 4 and result["start_step"] == 0
   assert np.isfinite(result["loss"])
   assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-4")
@@ -55,8 +69,11 @@ def test_train_then_evaluate(tmp_path, tfds_dir, head):
   assert [r["step"] for r in log if "eval/top3/OF1" in r] == [4]  # eval_every=0: at the end
   metrics = evaluate_lib.evaluate(workdir)
   assert metrics["head"] == head and metrics["num_images"] > 0
-  for setting in ("top3", "all"):
+  settings = ["top3", "all", "top3_paper"]
+  settings += ["top3_calibrated", "all_calibrated"] if head == "bce" else []
+  for setting in settings:
     assert set(metrics[setting]) == {"CP", "CR", "CF1", "OP", "OR", "OF1"}
+  assert "all_calibrated" in metrics or head == "cnn_rnn"
   assert set(metrics["per_class"]) == set(vocab.names)
   saved = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
   assert saved["num_images"] == metrics["num_images"]
@@ -180,6 +197,25 @@ def test_keep_best_keeps_the_best_checkpoint_across_a_resume(tmp_path, tfds_dir,
   for key in trained:
     if not key.startswith("save_counter"):  # counts saves per manager, not training
       np.testing.assert_array_equal(kept[key], trained[key], err_msg=key)
+
+
+def test_bce_thresholds_are_fitted_for_the_best_checkpoint(tmp_path, tfds_dir, monkeypatch):
+  """With keep_best, evaluate and export take best/ (auto): the thresholds are fitted there."""
+  values = {2: 0.7, 4: 0.3}
+  monkeypatch.setattr(train_lib, "make_evaluate_fn", lambda config, workdir, vocab, models: (
+      lambda: {"top3": {"OF1": values[int(models.step.numpy())]}}))
+  config = _demo_config(tfds_dir, num_steps=4, checkpoint_every=2, eval_every=2,
+                        keep_best="top3.OF1")
+  config.model.head = "bce"
+  workdir = str(tmp_path / "bce")
+  train_lib.train(config, workdir)
+  saved = json.load(open(workdir_lib.thresholds_path(workdir)))
+  assert saved["step"] == 2  # the best step, not the last
+  best = workdir_lib.load_trained(workdir, "best")
+  want = calibration.calibrate(best.config, best.vocab, best.backbone, best.head,
+                               cache_dir=workdir_lib.feature_cache_dir(config, workdir))
+  got = workdir_lib.load_thresholds(workdir, best.vocab, best.checkpoint_path)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, tfds_dir):

@@ -24,7 +24,11 @@ from cnn_rnn_tf.data import options
 from cnn_rnn_tf.data import pipeline
 from cnn_rnn_tf.data import sources
 from cnn_rnn_tf.data.feature_cache import feature_dataset
+from cnn_rnn_tf.data.inputs import ALL
+from cnn_rnn_tf.data.inputs import CALIBRATION
 from cnn_rnn_tf.data.inputs import dataset_for
+from cnn_rnn_tf.data.inputs import FIT
+from cnn_rnn_tf.data.inputs import in_calibration_part
 from cnn_rnn_tf.data.inputs import uses_feature_cache
 from cnn_rnn_tf.data.pipeline import image_dataset
 from cnn_rnn_tf.data.sources import BadDataError

@@ -254,7 +254,8 @@ def _example(feature: np.ndarray, label: np.ndarray, key: bytes) -> bytes:
 def feature_dataset(path: str, *, batch_size: int, training: bool, seed: int | None = 0,
                     repeat: bool | None = None, start_step: int = 0,
                     drop_remainder: bool | None = None, shuffle_buffer: int | None = None,
-                    deterministic: bool = True) -> tf.data.Dataset:
+                    deterministic: bool = True,
+                    subset: pipeline.Subset | None = None) -> tf.data.Dataset:
   """Batches of cached features; shuffling, repeating and skipping as in image_dataset.
 
   Args:
@@ -262,6 +263,7 @@ def feature_dataset(path: str, *, batch_size: int, training: bool, seed: int | N
     batch_size, training, seed, repeat, start_step, drop_remainder, deterministic: as in
       `pipeline.image_dataset`.
     shuffle_buffer: default: the whole split, up to 512 MiB of features.
+    subset: only the records whose key it keeps (`pipeline.image_dataset`).
 
   Returns:
     {'features': float32 [B, D], 'labels': float32 [B, K], 'key': string [B]}.
@@ -281,6 +283,10 @@ def feature_dataset(path: str, *, batch_size: int, training: bool, seed: int | N
 
   files = [os.path.join(path, s) for s in meta["shards"]]
   ds = tf.data.TFRecordDataset(files)  # files in order, one after the other: deterministic
+  if subset is not None:
+    key_spec = {"key": spec["key"]}
+    ds = ds.filter(lambda r: subset.keep(tf.io.parse_single_example(r, key_spec)["key"]))
+    n = subset.num_examples
   skip = int(start_step) * batch_size
   if training:
     if shuffle_buffer is None:

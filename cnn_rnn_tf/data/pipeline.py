@@ -41,7 +41,7 @@ example, or, with the source's `skip_bad_examples`, skipped and counted in
 from __future__ import annotations
 
 import random
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from absl import logging
 import tensorflow as tf
@@ -61,12 +61,19 @@ _GRAPH_SEED = 20160627
 _AUGMENT_RESIZE = 8 / 7
 
 
+class Subset(NamedTuple):
+  """The examples of a split to keep: `keep(key)` -> bool tensor, and how many it keeps."""
+  keep: Callable[[tf.Tensor], tf.Tensor]
+  num_examples: int
+
+
 def image_dataset(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab, *,
                   image_size: int, batch_size: int, training: bool, seed: int | None = 0,
                   augment: bool = False, repeat: bool | None = None, start_step: int = 0,
                   drop_remainder: bool | None = None, shuffle_buffer: int = 2048,
                   deterministic: bool = True,
-                  max_pixels: int | None = images_lib.DEFAULT_MAX_PIXELS) -> tf.data.Dataset:
+                  max_pixels: int | None = images_lib.DEFAULT_MAX_PIXELS,
+                  subset: Subset | None = None) -> tf.data.Dataset:
   """Batches of decoded images of one split (see the module docstring).
 
   Args:
@@ -85,6 +92,8 @@ def image_dataset(source: sources_lib.Source, split: str, vocab: vocab_lib.Label
     deterministic: False lets parallel decoding reorder elements a little (faster).
     max_pixels: an image whose header gives more pixels fails before decoding, naming its
       key (config data.max_image_pixels; the CSV check finds such files up front).
+    subset: only the examples whose key it keeps (before shuffling, so the stream is that
+      of a split of `subset.num_examples` examples).
 
   Returns:
     {'image': float32 [B, S, S, 3] in 0..255, 'labels': float32 [B, K], 'key': string [B]}.
@@ -95,6 +104,9 @@ def image_dataset(source: sources_lib.Source, split: str, vocab: vocab_lib.Label
   repeat = training if repeat is None else repeat
   drop_remainder = training if drop_remainder is None else drop_remainder
   ds, num_examples = labeled_examples(source, split, vocab)
+  if subset is not None:
+    ds = ds.filter(lambda x: subset.keep(x["key"]))
+    num_examples = subset.num_examples
   skip = int(start_step) * batch_size
   if training:
     ds = training_stream(ds, num_examples=num_examples, seed=seed,
