@@ -69,4 +69,13 @@ def bar(total: int | None = None, desc: str = "", unit: str = "it", initial: int
     return _NoBar()
   import tqdm  # pylint: disable=g-import-not-at-top  (tensorflow-datasets depends on tqdm)
   return tqdm.tqdm(total=total, desc=desc, unit=unit, initial=initial, file=sys.stderr,
-                   dynamic_ncols=True, leave=True, mininterval=0.5, smoothing=0.1)
+                   ncols=_columns(), leave=True, mininterval=0.5, smoothing=0.1)
+
+
+def _columns() -> int:
+  """The terminal's width; 100 where it reports none (a fresh pseudo-terminal says 0)."""
+  try:
+    columns = os.get_terminal_size(sys.stderr.fileno()).columns
+  except (OSError, ValueError):
+    columns = 0
+  return columns if columns >= 40 else 100

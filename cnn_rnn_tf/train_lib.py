@@ -446,6 +446,7 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
       cache_dir=workdir_lib.feature_cache_dir(config, workdir), start_step=start_step,
       part=data_lib.FIT).take(
           max(num_steps - start_step, 0))
+  data_lib.options.without_autotune_on_devices()  # else releasing the iterator may stall
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
   writer = MetricWriter(workdir_lib.train_dir(workdir), enabled=chief)
   actions = make_actions(config, workdir, chief, worker_dir, vocab, models, manager, writer)

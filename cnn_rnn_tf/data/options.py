@@ -36,3 +36,29 @@ def dataset_options() -> tf.data.Options:
   options.autotune.enabled = False
   return options
 
+
+
+def without_autotune_on_devices() -> None:
+  """Autotuning off in the per-device datasets of tf.distribute's input iterators as well.
+
+  `strategy.experimental_distribute_dataset` feeds the replicas through a MultiDeviceIterator,
+  which builds one small dataset per device (a generator and a prefetch) with default
+  options: autotuning on, each with the model thread of the module docstring, so releasing
+  the distributed iterator could still wait seconds for it. TensorFlow has no option for
+  those datasets; this wraps the one private function that builds them
+  (`multi_device_iterator_ops._create_device_dataset`, TensorFlow 2.21) to apply
+  `autotune.enabled = False`. Idempotent. Where that function does not exist (another
+  TensorFlow) nothing changes but the release time, which `train_lib` logs.
+  """
+  from tensorflow.python.data.ops import multi_device_iterator_ops as mdi  # pylint: disable=g-import-not-at-top
+  create = getattr(mdi, "_create_device_dataset", None)
+  if create is None or getattr(create, "without_autotune", False):
+    return
+
+  def create_without_autotune(*args, **kwargs):
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return create(*args, **kwargs).with_options(options)
+
+  create_without_autotune.without_autotune = True
+  mdi._create_device_dataset = create_without_autotune  # pylint: disable=protected-access
