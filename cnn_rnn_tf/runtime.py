@@ -36,6 +36,10 @@ from absl import logging
 
 from cnn_rnn_tf import progress as progress_lib
 
+# The flags `define_progress_flag` and `define_checkpoint_flag` define belong to the binary
+# that calls them, so that its `--help` lists them (absl's key flags).
+flags.disclaim_key_flags()
+
 VERBOSE_ENV = "CNN_RNN_TF_VERBOSE"
 
 

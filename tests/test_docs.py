@@ -24,7 +24,8 @@ DOCS = ("README.md", "BUILD.md", "benchmarks/README.md", "export/README.md")
 _HEAVY = ("benchmarks.extract", "benchmarks.serving")
 BINARIES = ("cnn_rnn_tf.train", "cnn_rnn_tf.evaluate", "cnn_rnn_tf.export",
             "cnn_rnn_tf.predict", "cnn_rnn_tf.visualize", "cnn_rnn_tf.demo",
-            "cnn_rnn_tf.serving.client", "cnn_rnn_tf.serving.server", "benchmarks.run",
+            "cnn_rnn_tf.serving.client", "cnn_rnn_tf.serving.server",
+            "cnn_rnn_tf.data.make_synthetic", "benchmarks.run",
             "benchmarks.train_throughput") + _HEAVY
 
 
@@ -109,6 +110,9 @@ def test_help_names_the_binary(module):
                           timeout=300, check=False)
   assert result.returncode == 1, result.stdout[-2000:]  # absl: --help exits with 1
   assert f"python -m {module}" in result.stdout, result.stdout[:2000]
+  if module.startswith("cnn_rnn_tf."):  # quiet by default: no TensorFlow start-up lines
+    assert "cudart_stub" not in result.stdout and "cpu_feature_guard" not in result.stdout, (
+        result.stdout[:2000])
 
 
 # Every binary has --progress=auto|on|off (runtime.define_progress_flag).

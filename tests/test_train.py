@@ -42,7 +42,7 @@ def _demo_config(tfds_dir, **train):
 
 @pytest.mark.parametrize("head", ["cnn_rnn", "bce"])
 def test_train_then_evaluate(tmp_path, tfds_dir, head, monkeypatch):
-  config = _demo_config(tfds_dir, num_steps=4, checkpoint_every=2)
+  config = _demo_config(tfds_dir, num_steps=4, checkpoint_every=2, eval_every=0)
   config.model.head = head
   workdir = str(tmp_path / head)
   parts = []  # (split, training, part) of every dataset the run builds

@@ -18,20 +18,32 @@ feature_cache.py (key, layout), precision.py (data.precision=auto by measurement
 tfds_prepare.py (one preparer at a time) and the images module cnn_rnn_tf/images.py.
 """
 
-from cnn_rnn_tf.data import feature_cache
-from cnn_rnn_tf.data import inputs
-from cnn_rnn_tf.data import options
-from cnn_rnn_tf.data import pipeline
-from cnn_rnn_tf.data import sources
-from cnn_rnn_tf.data.feature_cache import feature_dataset
-from cnn_rnn_tf.data.inputs import ALL
-from cnn_rnn_tf.data.inputs import CALIBRATION
-from cnn_rnn_tf.data.inputs import dataset_for
-from cnn_rnn_tf.data.inputs import FIT
-from cnn_rnn_tf.data.inputs import in_calibration_part
-from cnn_rnn_tf.data.inputs import uses_feature_cache
-from cnn_rnn_tf.data.pipeline import image_dataset
-from cnn_rnn_tf.data.sources import BadDataError
-from cnn_rnn_tf.data.sources import get_source
-from cnn_rnn_tf.data.sources import SOURCES
-from cnn_rnn_tf.data.sources import Source
+import importlib
+
+# name -> the submodule it lives in (None: the name is the submodule). Loaded on first
+# use (PEP 562), so that `python -m cnn_rnn_tf.data.make_synthetic` reaches
+# `runtime.setup()` before TensorFlow is imported, and its start-up stays quiet.
+_PUBLIC = {
+    "feature_cache": None, "inputs": None, "options": None, "pipeline": None,
+    "sources": None,
+    "feature_dataset": "feature_cache",
+    "ALL": "inputs", "CALIBRATION": "inputs", "FIT": "inputs", "dataset_for": "inputs",
+    "in_calibration_part": "inputs", "uses_feature_cache": "inputs",
+    "image_dataset": "pipeline",
+    "BadDataError": "sources", "get_source": "sources", "SOURCES": "sources",
+    "Source": "sources",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+  if name not in _PUBLIC:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  module = importlib.import_module(f"{__name__}.{_PUBLIC[name] or name}")
+  value = module if _PUBLIC[name] is None else getattr(module, name)
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return __all__
