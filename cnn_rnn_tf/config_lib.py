@@ -75,6 +75,8 @@ def default_config() -> ml_collections.ConfigDict:
   data.voc_labels = "labels"  # voc2007: "labels" (any instance) or "labels_no_difficult"
   data.coco_empty_images = "skip"  # coco2014: images without objects: "skip" (counted) or "keep" (empty label set)
   data.synthetic_config = "default"  # synthetic_scenes builder config: "default" (64x64) | "small" (32x32)
+  data.synthetic_seed = 0  # synthetic_scenes: the seed of the images (another seed, other images)
+  data.synthetic_labels = "objects"  # synthetic_scenes: "objects" (20 labels) | "scene" (the scene type: another task)
   data.train_csv = ml_collections.FieldReference(None, field_type=str)  # csv: the training CSV
   data.eval_csv = ml_collections.FieldReference(None, field_type=str)  # csv: the evaluation CSV
   data.image_column = "image_name"  # csv: header of the image path column (Planet style)
@@ -334,6 +336,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.voc_labels": _one_of("labels", "labels_no_difficult"),
     "data.coco_empty_images": _one_of("skip", "keep"),
     "data.synthetic_config": _one_of("default", "small"),
+    "data.synthetic_seed": _int_range(0),
+    "data.synthetic_labels": _one_of("objects", "scene"),
     "data.image_column": _nonempty,
     "data.labels_column": _nonempty,
     "data.label_separator": _nonempty,

@@ -1,9 +1,11 @@
 r"""The demo: train CNN-RNN and BCE on the built-in synthetic_scenes, compare, export, report.
 
-  python -m cnn_rnn_tf.demo --workdir=runs/demo [--seeds=0,1,2] [--size=full|runlocal]
+  python -m cnn_rnn_tf.demo --workdir=runs/demo [--seeds=0,1,2] [--size=full|runlocal] [--grid]
 
-(`make demo` runs exactly the first line.) Prints a header per stage ("== [1/4] ..."), the two
-heads side by side and the path of the report (Markdown + PNG in the workdir). Running it
+(`make demo` runs exactly the first line.) Prints a header per stage ("== [1/5] ..."), per
+protocol (S, T, E: see demo_lib) the two heads side by side with their comparison, and the
+path of the report (Markdown + PNG in the workdir). `--grid`: E on every seed and the
+CNN-RNN variants (label orders x auxiliary BCE weight) in every protocol. Running it
 again resumes: trained seeds are re-evaluated, not retrained, and the export gets the next
 version. Flags in, one library call out (`demo_lib.run_demo`).
 """
@@ -19,6 +21,8 @@ _SIZE = flags.DEFINE_enum("size", "full", ["full", "runlocal"],
                           "runlocal: tiny data and a few steps (a smoke test).")
 _EXPORT_BASE = flags.DEFINE_string("export_base", "export/models",
                                    "Exports go to <export_base>/<head>/<version>.")
+_GRID = flags.DEFINE_bool("grid", False, "The full grid: E on every seed, and the CNN-RNN "
+                          "variants (label orders x aux BCE weight) in every protocol.")
 _PROGRESS = runtime.define_progress_flag()
 
 
@@ -33,7 +37,7 @@ def main(argv):
   runtime.setup(progress=_PROGRESS.value)
   from cnn_rnn_tf import demo_lib  # pylint: disable=g-import-not-at-top
   demo_lib.run_demo(_WORKDIR.value, seeds=seeds, size=_SIZE.value,
-                    export_base=_EXPORT_BASE.value)
+                    export_base=_EXPORT_BASE.value, grid=_GRID.value)
 
 
 if __name__ == "__main__":

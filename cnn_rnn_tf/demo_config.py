@@ -16,8 +16,13 @@ demo first trains the backbone end to end, then both heads on its frozen feature
   python -m cnn_rnn_tf.train --config=configs/demo.py:heads --workdir=runs/heads \
       --config.model.backbone_weights=runs/e2e/backbone.weights.h5
 
-Arguments (comma-separated): "heads" as above; "runlocal" shrinks everything for tests
-(synthetic_scenes/small, 32x32, a few steps). Everything not set here is
+The backbone of the transfer protocol T (another task on other images, as ImageNet is for
+VOC in the paper): the scene type only, one label per image, drawn with another seed:
+
+  python -m cnn_rnn_tf.train --config=configs/demo.py:transfer --workdir=runs/scene
+
+Arguments (comma-separated): "heads" as above; "transfer" the T backbone; "runlocal" shrinks
+everything for tests (synthetic_scenes/small, 32x32, a few steps). Everything not set here is
 `config_lib.default_config()` (synthetic_scenes, the paper's head, beam 3).
 """
 
@@ -28,10 +33,10 @@ from cnn_rnn_tf import config_lib
 
 def get_config(arg=None):
   args = set((arg or "").split(",")) - {""}
-  unknown = args - {"heads", "runlocal"}
-  if unknown:
-    raise ValueError(f"Unknown demo config argument(s) {sorted(unknown)}; "
-                     "expected 'heads' and/or 'runlocal'.")
+  unknown = args - {"heads", "transfer", "runlocal"}
+  if unknown or {"heads", "transfer"} <= args:
+    raise ValueError(f"Bad demo config argument(s) {sorted(unknown or args)}; expected "
+                     "'heads' or 'transfer', and/or 'runlocal'.")
   config = config_lib.default_config()
   config.model.backbone = "small_cnn"  # trains from scratch on a CPU in minutes
   config.model.backbone_weights = None  # e2e: random init; heads: the e2e run's file
@@ -53,6 +58,10 @@ def get_config(arg=None):
     config.train.num_steps = 900  # ~3 min on 2 cores in mixed bfloat16; mAP ~0.9
     config.train.learning_rate = 1e-3  # Adam from scratch
     config.train.checkpoint_every = 300  # three checkpoints in a short run
+  if "transfer" in args:
+    config.data.synthetic_seed = 1  # other images than the heads train and test on
+    config.data.synthetic_labels = "scene"  # another task: which of the 6 scenes
+    config.model.head = "bce"  # one label per image; the backbone is what is kept
 
   if "runlocal" in args:
     config.data.synthetic_config = "small"  # 300 train / 100 test images, 32x32

@@ -19,9 +19,23 @@ import numpy as np
 
 from cnn_rnn_tf import metrics as metrics_lib
 
-HEADLINE = [("top3", k) for k in metrics_lib.PRF_KEYS] + [("all", k) for k in
-                                                           metrics_lib.PRF_KEYS]
+# The label-set rules of `evaluate_lib` (keys of metrics.json), in table order. One sentence
+# each (docs/method.md has the details):
+RULES = {
+    "top3_paper": "the paper's rule: BCE's 3 highest-ranked labels, no threshold; the first 3 "
+                  "labels of the CNN-RNN's path",
+    "top3": "at most 3 labels: BCE's 3 most probable with p >= 0.5; the first 3 of the path",
+    "all": "every BCE label with p >= 0.5; the whole path",
+    "top3_calibrated": "BCE's 3 most probable labels that pass their per-class threshold "
+                       "(chosen on the calibration part of the training split)",
+    "all_calibrated": "every BCE label that passes its per-class threshold",
+}
+SETTINGS = tuple(RULES)
 MAP_KEYS = ("mAP_noninterp", "mAP_voc07", "MAP@10")
+# compare_heads' default: each headline metric against the same setting of the other head.
+SAME_SETTING = [(f"{s}/{k}", f"{s}/{k}") for s in ("top3", "all") for k in ("CP", "CF1", "OP",
+                                                                           "OF1")]
+SAME_SETTING.append(("mAP_noninterp", "mAP_noninterp"))
 
 
 def _value(metrics, setting, key=None):
@@ -30,13 +44,19 @@ def _value(metrics, setting, key=None):
 
 
 def summarize_seeds(by_head: dict[str, list[dict]]) -> dict:
-  """{head: {"top3/OF1": (mean, std, [per seed]), ...}} over the seeds' metrics dicts."""
+  """{head: {"top3/OF1": (mean, std, [per seed]), ...}} over the seeds' metrics dicts.
+
+  Every setting of `SETTINGS` that all of a head's runs have (BCE alone has the calibrated
+  ones), each with the six P/R/F1 keys, and `MAP_KEYS`.
+  """
   out = {}
   for head, runs in by_head.items():
     row = {}
-    for setting, key in HEADLINE:
-      vals = [_value(m, setting, key) for m in runs]
-      row[f"{setting}/{key}"] = (float(np.mean(vals)), float(np.std(vals)), vals)
+    for setting in SETTINGS:
+      if all(setting in m for m in runs):
+        for key in metrics_lib.PRF_KEYS:
+          vals = [_value(m, setting, key) for m in runs]
+          row[f"{setting}/{key}"] = (float(np.mean(vals)), float(np.std(vals)), vals)
     for key in MAP_KEYS:
       vals = [_value(m, key) for m in runs]
       row[key] = (float(np.mean(vals)), float(np.std(vals)), vals)
@@ -45,32 +65,43 @@ def summarize_seeds(by_head: dict[str, list[dict]]) -> dict:
 
 
 def summary_table(summary: dict) -> str:
-  """Markdown: one row per head and setting, mean ± std (percent) over seeds."""
+  """Markdown: one row per head and setting it has, mean ± std (percent) over seeds."""
   lines = ["| head | setting | C-P | C-R | C-F1 | O-P | O-R | O-F1 | mAP | MAP@10 |",
            "|---|---|---|---|---|---|---|---|---|---|"]
   fmt = lambda t: f"{100 * t[0]:.1f} ± {100 * t[1]:.1f}"
   for head, row in summary.items():
-    for setting in ("top3", "all"):
+    for setting in SETTINGS:
+      if f"{setting}/OF1" not in row:
+        continue
       cells = [fmt(row[f"{setting}/{k}"]) for k in metrics_lib.PRF_KEYS]
       lines.append(f"| {head} | {setting} | " + " | ".join(cells) +
                    f" | {fmt(row['mAP_noninterp'])} | {fmt(row['MAP@10'])} |")
   return "\n".join(lines)
 
 
-def compare_heads(summary: dict, a: str = "cnn_rnn", b: str = "bce") -> list[str]:
-  """Sentences: does head `a` beat head `b`, per headline metric, over the seeds."""
+def difference(summary: dict, a_key: str, b_key: str, a: str = "cnn_rnn", b: str = "bce"):
+  """(mean, std, wins, losses) of a's a_key minus b's b_key over the seeds, in points."""
+  diff = 100 * (np.array(summary[a][a_key][2]) - np.array(summary[b][b_key][2]))
+  return float(diff.mean()), float(diff.std()), int(np.sum(diff > 0)), int(np.sum(diff < 0))
+
+
+def compare_heads(summary: dict, a: str = "cnn_rnn", b: str = "bce",
+                  pairs=tuple(SAME_SETTING)) -> list[str]:
+  """Sentences: does head `a` beat head `b`, per (a's metric, b's metric) pair, over the seeds.
+
+      compare_heads(summary)   # top3 vs top3, all vs all, mAP
+      compare_heads(summary, pairs=[("top3/OF1", "top3_calibrated/OF1")])
+  """
   out = []
-  for name in ("top3/CP", "top3/CF1", "top3/OP", "top3/OF1", "all/CP", "all/CF1", "all/OP",
-               "all/OF1", "mAP_noninterp"):
-    va, vb = np.array(summary[a][name][2]), np.array(summary[b][name][2])
-    diff = 100 * (va - vb)
-    wins, losses = int(np.sum(diff > 0)), int(np.sum(diff < 0))
+  for a_key, b_key in pairs:
+    mean, std, wins, losses = difference(summary, a_key, b_key, a, b)
+    n = len(summary[a][a_key][2])
     # Equal on a seed is neither a win nor a loss: "ties with" unless every seed went one way.
-    verdict = ("beats" if wins == len(diff) else
-               "loses to" if losses == len(diff) else "ties with")
-    mean = round(float(diff.mean()), 1) + 0.0  # + 0.0: no "-0.0" from rounding noise
-    out.append(f"{name}: {a} {verdict} {b} ({wins}/{len(diff)} seeds), "
-               f"difference {mean:+.1f} ± {diff.std():.1f} points")
+    verdict = "beats" if wins == n else "loses to" if losses == n else "ties with"
+    mean = round(mean, 1) + 0.0  # + 0.0: no "-0.0" from rounding noise
+    name = a_key if a_key == b_key else f"{a_key} vs {b_key}"
+    out.append(f"{name}: {a} {verdict} {b} ({wins}/{n} seeds), "
+               f"difference {mean:+.1f} ± {std:.1f} points")
   return out
 
 

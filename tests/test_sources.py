@@ -308,3 +308,22 @@ def test_voc2007_offline_archives_are_taken_from_manual_dir(tmp_path):
   assert type(e.value.__cause__).__name__ == "NonMatchingChecksumError"
   assert str(manual) in str(e.value.__cause__)
 
+
+
+def test_synthetic_scenes_scene_labels_from_another_seed(tmp_path):
+  """Protocol T's task: the scene type (one label per image) of other images (seed 1)."""
+  config = data_config(source="synthetic_scenes", synthetic_config="small", synthetic_seed=1,
+                       synthetic_labels="scene", data_dir=str(tmp_path / "tfds"))
+  source = data_lib.get_source(config)
+  reference = tfds.builder("synthetic_scenes/small/seed=1", data_dir=str(tmp_path / "tfds"))
+  assert reference.builder_config.seed == 1 and source.builder.builder_config.seed == 1
+  assert source.label_names == reference.info.features["scene"].names
+  scenes = [source.label_names[e["scene"]] for e in tfds.as_numpy(
+      reference.as_dataset(split="train"))]
+  assert [sorted(s) for s in source.train_label_sets()] == [[s] for s in scenes]
+  objects = data_lib.get_source(data_config(source="synthetic_scenes", synthetic_config="small",
+                                            data_dir=str(tmp_path / "tfds")))
+  assert source.cache_key("train") != objects.cache_key("train")  # features never mixed up
+  with pytest.raises(ValueError, match="synthetic_labels.*'colour'"):
+    data_lib.get_source(data_config(source="synthetic_scenes", synthetic_config="small",
+                                    synthetic_labels="colour", data_dir=str(tmp_path / "tfds")))
