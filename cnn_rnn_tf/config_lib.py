@@ -151,6 +151,36 @@ def default_config() -> ml_collections.ConfigDict:
   return config
 
 
+# Where the default recipe departs from the paper (docs/method.md, "The default recipe"):
+# `paper(config)` sets these back; `configs/<variant>.py:paper` does it from the command line.
+PAPER = {"train.label_order": "frequent_first", "model.aux_bce_weight": 0.0}
+
+
+def paper(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The paper's exact head training: sets the `PAPER` fields back; returns `config`."""
+  for key, value in PAPER.items():
+    section, field = key.split(".")
+    config[section][field] = value
+  return config
+
+
+def variant_args(config, arg, variant: str) -> ml_collections.ConfigDict:
+  """Applies a config file's arguments ("paper", "runlocal", comma-separated) to `config`.
+
+      config = config_lib.variant_args(config, "paper,runlocal", "voc2007")
+  """
+  args = [a for a in (arg or "").split(",") if a]
+  unknown = sorted(set(args) - {"paper", "runlocal"})
+  if unknown:
+    raise ValueError(f"Unknown {variant} config argument(s) {unknown}; expected 'paper' "
+                     "and/or 'runlocal'.")
+  if "paper" in args:
+    paper(config)
+  if "runlocal" in args:
+    runlocal(config)
+  return config
+
+
 def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a config for a laptop or a test: the small CNN trained end to end, a few steps.
 

@@ -9,6 +9,8 @@ trains them with an empty label set (the target sequence is just END). Everythin
 here is `config_lib.default_config()` (the paper's head, VGG16, beam 3, no minimum length).
 
 `configs/coco2014.py:runlocal` shrinks it for a laptop or a test (`config_lib.runlocal`).
+`configs/coco2014.py:paper` trains the head exactly as the paper (`config_lib.PAPER`: the
+fields where the default recipe departs from it); arguments combine: `:paper,runlocal`.
 """
 
 from cnn_rnn_tf import config_lib
@@ -21,8 +23,4 @@ def get_config(arg=None):
   config.train.batch_size = 128  # 82k training images: larger batches, fewer steps per epoch
   config.train.num_steps = 30000  # ~46 epochs of 82k images
   config.train.checkpoint_every = 2000  # a checkpoint every ~3 epochs
-  if arg == "runlocal":
-    config_lib.runlocal(config)
-  elif arg:
-    raise ValueError(f"Unknown coco2014 config argument {arg!r}; expected 'runlocal'.")
-  return config
+  return config_lib.variant_args(config, arg, "coco2014")

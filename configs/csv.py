@@ -16,6 +16,8 @@ the file and row named; `--config.data.skip_bad_examples=True` skips and counts 
 
 `configs/csv.py:runlocal` (with the two CSV flags) trains the small CNN end to end at 32x32
 for a few steps (`config_lib.runlocal`): a quick check of your CSV files.
+`configs/csv.py:paper` trains the head exactly as the paper (`config_lib.PAPER`: the
+fields where the default recipe departs from it); arguments combine: `:paper,runlocal`.
 """
 
 from cnn_rnn_tf import config_lib
@@ -26,8 +28,4 @@ def get_config(arg=None):
   config.data.source = "csv"
   config.data.eval_split = "eval"  # the rows of data.eval_csv
   config.train.num_steps = 5000  # a few thousand images: ~50 epochs at batch 64
-  if arg == "runlocal":
-    config_lib.runlocal(config)
-  elif arg:
-    raise ValueError(f"Unknown csv config argument {arg!r}; expected 'runlocal'.")
-  return config
+  return config_lib.variant_args(config, arg, "csv")

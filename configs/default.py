@@ -4,7 +4,8 @@ the paper's head (d=64, ReLU-LSTM 512, RMSProp, weight decay 1e-4, dropout 0.5),
   python -m cnn_rnn_tf.train --config=configs/default.py --workdir=/tmp/run \
       [--config.train.num_steps=100 ...]
 
-`configs/default.py:runlocal` shrinks it for a laptop or a test (`config_lib.runlocal`).
+`configs/default.py:runlocal` shrinks it for a laptop or a test (`config_lib.runlocal`);
+`:paper` trains the head exactly as the paper (`config_lib.PAPER`).
 """
 
 from cnn_rnn_tf import config_lib
@@ -12,8 +13,4 @@ from cnn_rnn_tf import config_lib
 
 def get_config(arg=None):
   config = config_lib.default_config()
-  if arg == "runlocal":
-    config_lib.runlocal(config)
-  elif arg:
-    raise ValueError(f"Unknown default config argument {arg!r}; expected 'runlocal'.")
-  return config
+  return config_lib.variant_args(config, arg, "default")

@@ -12,6 +12,8 @@ is `config_lib.default_config()` (the paper's head, VGG16, beam 3, test split).
 
 `configs/voc2007.py:runlocal` shrinks it for a laptop or a test (`config_lib.runlocal`: the
 small CNN trained end to end, 32x32, a few steps; no ImageNet weights needed).
+`configs/voc2007.py:paper` trains the head exactly as the paper (`config_lib.PAPER`: the
+fields where the default recipe departs from it); arguments combine: `:paper,runlocal`.
 """
 
 from cnn_rnn_tf import config_lib
@@ -22,8 +24,4 @@ def get_config(arg=None):
   config.data.source = "voc2007"
   config.data.train_split = "trainval"  # the paper trains on trainval, tests on test
   config.train.num_steps = 6000  # ~75 epochs of 5011 trainval images at batch 64
-  if arg == "runlocal":
-    config_lib.runlocal(config)
-  elif arg:
-    raise ValueError(f"Unknown voc2007 config argument {arg!r}; expected 'runlocal'.")
-  return config
+  return config_lib.variant_args(config, arg, "voc2007")

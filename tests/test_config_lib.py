@@ -231,7 +231,7 @@ def test_train_binary_with_backbone_weights_none_trains(tmp_path):
 
 @pytest.mark.parametrize("config_arg, expected", [
     ("configs/nope.py", "No such file or directory: 'configs/nope.py"),
-    ("configs/demo.py:bogus", "Unknown demo config argument(s) ['bogus']"),
+    ("configs/demo.py:bogus", "Bad demo config argument(s) ['bogus']"),
 ])
 def test_bad_config_file_is_one_line(tmp_path, config_arg, expected):
   result = _run("cnn_rnn_tf.train", f"--config={config_arg}", f"--workdir={tmp_path}")

@@ -19,7 +19,8 @@ from helpers import load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
-VARIANTS = {"demo": [None, "heads", "runlocal", "heads,runlocal"]}
+VARIANTS = {"demo": [None, "heads", "transfer", "runlocal", "heads,runlocal"]}
+PAPER_VARIANTS = ("default", "voc2007", "coco2014", "csv")  # also "paper" and "paper,runlocal"
 
 
 def _name(path):
@@ -28,7 +29,7 @@ def _name(path):
 
 def _variants():
   for path in CONFIG_FILES:
-    for arg in VARIANTS.get(_name(path), [None, "runlocal"]):
+    for arg in VARIANTS.get(_name(path), [None, "runlocal", "paper", "paper,runlocal"]):
       yield pytest.param(path, arg, id=f"{_name(path)}:{arg}")
 
 
@@ -60,6 +61,19 @@ def test_config_validates(path, arg, tmp_path):
 def test_unknown_argument_is_refused(path):
   with pytest.raises(ValueError, match="nosuch"):
     load_config_file(path, "nosuch")
+
+
+@pytest.mark.parametrize("name", PAPER_VARIANTS)
+def test_paper_argument_sets_back_exactly_the_paper_fields(name):
+  """`:paper` = the variant with config_lib.PAPER's fields set back, nothing else."""
+  path = os.path.join(ROOT, "configs", f"{name}.py")
+  ours, paper = load_config_file(path, None), load_config_file(path, "paper")
+  for key, value in config_lib.PAPER.items():
+    section, field = key.split(".")
+    assert paper[section][field] == value, key
+    ours[section][field] = value
+  assert ours.to_dict() == paper.to_dict()
+  assert load_config_file(path, "paper,runlocal").model.backbone == "small_cnn"
 
 
 def _assignments(body):

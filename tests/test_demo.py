@@ -93,11 +93,27 @@ def test_demo_config_is_a_package_module():
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_and_twice(tmp_path):
+def test_demo_binary_runs_every_stage_prints_little_else_and_resumes(tmp_path):
+  """The binary once (issue 12: at most 25 lines that are not ours or progress bars, stdout
+  not a terminal), then the library on the same folder: resumed, the next export version."""
   run_dir, export_base = str(tmp_path / "demo"), str(tmp_path / "export")
-  report = demo_lib.run_demo(run_dir, seeds=(0, 1), size="runlocal", export_base=export_base,
-                             num_grid=4)
-  text = open(report).read()
+  env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                          "CNN_RNN_TF_VERBOSE")}
+  result = subprocess.run(
+      [sys.executable, "-m", "cnn_rnn_tf.demo", "--size=runlocal", "--seeds=0,1",
+       f"--workdir={run_dir}", f"--export_base={export_base}"],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      timeout=1200, check=False)
+  assert result.returncode == 0, result.stdout[-3000:]
+  headers = [l for l in result.stdout.splitlines() if l.startswith("== [")]
+  # 2 backbones; S and T x 2 seeds x 2 heads; E: the CNN-RNN (BCE seed 0 is S's backbone run).
+  assert [h[:8] for h in headers] == (["== [1/5]"] * 2 + ["== [2/5]"] * 8 +
+                                      ["== [3/5]", "== [4/5]", "== [5/5]"]), headers
+  assert "| cnn_rnn | top3 |" in result.stdout and "Report: " in result.stdout
+  foreign = foreign_lines(result.stdout, our_files())
+  assert len(foreign) <= 25, "\n".join(foreign)
+
+  text = open(os.path.join(run_dir, "report.md")).read()
   for section in ("## S: ", "## T: ", "## E: ", "Where each head wins", "Per-class precision",
                   "Training curves", "exported SavedModels", "Label embedding"):
     assert section in text, section
@@ -119,34 +135,22 @@ def test_demo_runs_end_to_end_and_twice(tmp_path):
   assert (t_config["data"]["synthetic_labels"], t_config["data"]["synthetic_seed"]) == (
       "scene", 1)
   assert len(summary["backbones"]["T"]["per_class"]) == 6
-  assert len(summary["predictions"]) == 4
+  assert len(summary["predictions"]) == 8
   assert sorted(os.listdir(os.path.join(export_base, "cnn_rnn"))) == ["1"]
   # Attention maps need non-empty paths, which a 6-step model may not give; neighbours are
   # always there.
   assert os.path.exists(os.path.join(run_dir, "visualize", "label_neighbours.json"))
-  # Running it again resumes (nothing retrained) and exports the next version.
+
+  # Again, from the library: resumes (nothing retrained) and exports the next version.
+  logs = {p: open(os.path.join(run_dir, p, "train", "log.jsonl")).read()
+          for p in ("backbone", "transfer_backbone", "seed1/bce", "T/seed1/cnn_rnn",
+                    "E/seed0/cnn_rnn")}
   demo_lib.run_demo(run_dir, seeds=(0, 1), size="runlocal", export_base=export_base,
                     num_grid=4)
   assert sorted(os.listdir(os.path.join(export_base, "cnn_rnn"))) == ["1", "2"]
-
-
-@pytest.mark.slow
-def test_demo_binary_prints_stage_headers_and_little_else(tmp_path):
-  """Issue 12: at most 25 lines that are not ours or progress bars (stdout not a terminal)."""
-  env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
-                                                          "CNN_RNN_TF_VERBOSE")}
-  result = subprocess.run(
-      [sys.executable, "-m", "cnn_rnn_tf.demo", "--size=runlocal", "--seeds=0",
-       f"--workdir={tmp_path / 'demo'}", f"--export_base={tmp_path / 'export'}"],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      timeout=1200, check=False)
-  assert result.returncode == 0, result.stdout[-3000:]
-  headers = [l for l in result.stdout.splitlines() if l.startswith("== [")]
-  assert [h[:8] for h in headers] == (["== [1/5]"] * 2 + ["== [2/5]"] * 4 +
-                                      ["== [3/5]", "== [4/5]", "== [5/5]"]), headers
-  assert "| cnn_rnn | top3 |" in result.stdout and "Report: " in result.stdout
-  foreign = foreign_lines(result.stdout, our_files())
-  assert len(foreign) <= 25, "\n".join(foreign)
+  for path, log in logs.items():  # training appends to log.jsonl: nothing was
+    assert open(os.path.join(run_dir, path, "train", "log.jsonl")).read() == log, path
+  assert len(json.load(open(os.path.join(run_dir, "summary.json")))["predictions"]) == 4
 
 
 def test_runs_of_grid_adds_the_cnn_rnn_variants_but_not_the_default_twice():
