@@ -181,6 +181,11 @@ def load_or_make_vocab(source, workdir: str, chief: bool) -> vocab_lib.LabelVoca
   return vocab
 
 
+# model.* fields that one head alone reads: a change does not stop another head's workdir from
+# resuming (a BCE run trained before the default of model.aux_bce_weight changed resumes).
+ONLY_FOR_HEAD = {"model.aux_bce_weight": "cnn_rnn"}
+
+
 def _differences(saved, config, prefixes) -> list[str]:
   saved_flat = dict(zip(config_lib.field_names(saved),
                         (config_lib._get(saved, n) for n in config_lib.field_names(saved))))  # pylint: disable=protected-access
@@ -189,6 +194,9 @@ def _differences(saved, config, prefixes) -> list[str]:
   lines = []
   for name in sorted(set(saved_flat) | set(new_flat)):
     if not name.startswith(prefixes) or name in RESUME_MAY_CHANGE:
+      continue
+    if name in ONLY_FOR_HEAD and ONLY_FOR_HEAD[name] not in (saved.model.head,
+                                                             config.model.head):
       continue
     old, new = saved_flat.get(name), new_flat.get(name)
     if old != new:
