@@ -135,9 +135,3 @@ def _small_cnn(images):
 def _check_name(name):
   if name not in BACKBONES:
     raise ValueError(f"Unknown backbone {name!r}; expected one of {BACKBONES}.")
-
-
-def resize_images(images, size: int):
-  """Kept only until export and visualize switch to `images.resize` (then deleted)."""
-  from cnn_rnn_tf import images as images_lib  # pylint: disable=g-import-not-at-top
-  return images_lib.resize(images, size)

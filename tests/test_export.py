@@ -1,7 +1,7 @@
 """SavedModel export for TF Serving (cnn_rnn_tf.export_lib, cnn_rnn_tf.export).
 
 The export is compared with the in-memory model: inference.predict_from_features on
-backbone(resize_images(decoded image)), the computation evaluation runs.
+backbone(images.resize(images.decode_rgb(bytes))), the computation evaluation runs.
 """
 
 import ast
