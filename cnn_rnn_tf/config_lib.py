@@ -158,12 +158,16 @@ def default_config() -> ml_collections.ConfigDict:
 PAPER = {"model.aux_bce_weight": 0.0}
 
 
+def set_fields(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
+  """Sets dotted fields in place: set_fields(config, {"model.head": "bce"}); returns it."""
+  for dotted, value in values.items():
+    _set(config, dotted, value)
+  return config
+
+
 def paper(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The paper's exact head training: sets the `PAPER` fields back; returns `config`."""
-  for key, value in PAPER.items():
-    section, field = key.split(".")
-    config[section][field] = value
-  return config
+  return set_fields(config, PAPER)
 
 
 def variant_args(config, arg, variant: str) -> ml_collections.ConfigDict:

@@ -90,10 +90,7 @@ def _config(arg: str, size: str, run_dir: str, head: str, seed: int = 0,
   config.model.head = head
   config.data.data_dir = os.path.join(run_dir, "tfds")
   config.seed = seed
-  for key, value in (overrides or {}).items():
-    section, field = key.split(".")
-    config[section][field] = value
-  return config
+  return config_lib.set_fields(config, overrides or {})
 
 
 def _predict_through_export(export_dir: str, images: np.ndarray) -> list[list[str]]:
@@ -294,8 +291,8 @@ def run_demo(run_dir: str, seeds=(0, 1, 2), size: str = "full",
                               for p, c in comparison.items()},
                "exports": exports, "predictions": rows}, f, indent=2)
   printed = _printed(comparison, seeds_of)
-  text = _report_text(seeds_of, printed, results, rows, exports, vis, backbone_metrics,
-                      time.time() - t_start)
+  text = _report_text(seeds_of, printed, comparison, results, rows, exports, vis,
+                      backbone_metrics, time.time() - t_start)
   with tf.io.gfile.GFile(path, "w") as f:
     f.write(text)
   print("\n" + printed)
@@ -318,7 +315,7 @@ def _verdicts(comparison: dict) -> str:
   return "\n".join(lines)
 
 
-def _report_text(seeds, printed, results, rows, exports, vis, backbone_metrics,
+def _report_text(seeds, printed, comparison, results, rows, exports, vis, backbone_metrics,
                  seconds) -> str:
   metrics = results["S"]
   per_seed = "\n\n".join(metrics_lib.markdown_comparison(
@@ -357,7 +354,7 @@ and the CNN-RNN is compared with the stronger BCE rule (@0.5 or calibrated) metr
 
 ## Where each head wins
 
-{_verdicts(compare(results))}
+{_verdicts(comparison)}
 
 Look-alike labels ({lookalikes}: identical alone, told apart only by the other objects),
 protocol S, top-3 precision and recall averaged over seeds:
