@@ -42,6 +42,12 @@ threshold instead of 0.5: the thresholds are a constant inside the exported func
 TF Serving needs nothing else; `label_scores` are the probabilities either way. They are
 also written to `assets.extra/thresholds.json`. Signatures, inputs and outputs are the same.
 
+The inputs' specs have unknown rank (`saved_model_cli` shows `unknown_rank`): neither TF
+Serving nor `loaded.signatures[...]` enforces a signature's shapes, so each function checks
+its input's shape itself (`check_shape`) and refuses another one with INVALID_ARGUMENT naming
+the input, the shape expected and the one received, e.g. "image_bytes must have shape [batch]
+(a vector of encoded images; one image is [1]), got shape []." for a scalar.
+
 Refused with INVALID_ARGUMENT, naming the element: an element of `image_bytes` that is not
 an image, or whose header claims more than `max_pixels` pixels (config
 `data.max_image_pixels`, default 40 million; checked before it is decoded, e.g.
@@ -212,6 +218,8 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
         default_value="")
 
     def from_features(features):  # [B, D] -> dict of outputs
+      features = check_shape(features, [None, feature_dim], "features",
+                             f"[batch, {feature_dim}] (backbone features)")
       with tf.control_dependencies([assert_finite(features, "features")]):
         features = tf.identity(features)
       return decode_features(features)
@@ -232,12 +240,16 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
                      lambda: tf.zeros([0, feature_dim], tf.float32))
 
     def from_images(images):  # float32 [B, H, W, 3] in 0..255
+      images = check_shape(images, [None, None, None, 3], "images",
+                           "[batch, height, width, 3] (RGB pixels)")
       checks = [assert_finite(images, "images"), assert_pixels(images, max_pixels)]
       with tf.control_dependencies(checks):
         images = tf.identity(images)
       return decode_features(features_of(images_lib.resize(images, size)))
 
     def from_image_bytes(image_bytes):  # string [B]
+      image_bytes = check_shape(image_bytes, [None], "image_bytes",
+                                "[batch] (a vector of encoded images; one image is [1])")
       return decode_features(features_of(
           images_lib.decode_batch(image_bytes, size, max_pixels=max_pixels)))
 
@@ -245,12 +257,13 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
     archive.track(backbone)
     archive.track(head)
     archive.track(table)
-    archive.add_endpoint("serving_default", from_image_bytes, input_signature=[
-        tf.TensorSpec([None], tf.string, name=INPUT_KEYS["serving_default"])])
-    archive.add_endpoint("predict_images", from_images, input_signature=[
-        tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_KEYS["predict_images"])])
-    archive.add_endpoint("predict_features", from_features, input_signature=[
-        tf.TensorSpec([None, feature_dim], tf.float32, name=INPUT_KEYS["predict_features"])])
+    # The specs have unknown rank: neither TF Serving nor `loaded.signatures[...]` enforces a
+    # signature's shape, and a rank or size known here would constant-fold check_shape away.
+    for name, fn, dtype in (("serving_default", from_image_bytes, tf.string),
+                            ("predict_images", from_images, tf.float32),
+                            ("predict_features", from_features, tf.float32)):
+      archive.add_endpoint(name, fn, input_signature=[
+          tf.TensorSpec(None, dtype, name=INPUT_KEYS[name])])
     tf.io.gfile.makedirs(export_dir)
     archive.write_out(export_dir, verbose=False)
 
@@ -262,6 +275,27 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
     with tf.io.gfile.GFile(os.path.join(extra, THRESHOLDS_FILE), "w") as f:
       json.dump({str(n): float(t) for n, t in zip(label_names, thresholds)}, f, indent=2)
   write_warmup_requests(os.path.join(extra, WARMUP_FILE), size)
+
+
+def check_shape(x, shape, name: str, expected: str) -> tf.Tensor:
+  """`x` with the static shape `shape` (None: any size), after an op that fails with
+  InvalidArgumentError when its rank or a fixed size differs, naming the input, the shape
+  expected and the one received, e.g. "image_bytes must have shape [batch] (...), got shape
+  [1, 1].". A signature's input spec is not enforced when it is called: this is the check.
+  """
+  x = tf.convert_to_tensor(x)
+  got = tf.shape(x)  # int32 [rank]
+  ok = tf.equal(tf.size(got), len(shape))
+  padded = tf.concat([got, tf.fill([len(shape)], -1)], 0)  # index i exists at any rank
+  for i, size in enumerate(shape):
+    if size is not None:
+      ok = tf.logical_and(ok, tf.equal(padded[i], size))
+  received = tf.strings.reduce_join(tf.strings.as_string(got), separator=", ")
+  check = tf.debugging.Assert(ok, [tf.strings.join([
+      f"{name} must have shape {expected}, got shape [", received, "]."])],
+                              name=f"check_{name}_shape")
+  with tf.control_dependencies([check]):
+    return tf.ensure_shape(x, shape)
 
 
 def assert_finite(x, name: str):

@@ -8,6 +8,7 @@ import ast
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -174,6 +175,32 @@ def test_nan_inputs_are_refused_naming_the_element(loaded):
     loaded.signatures["predict_features"](features=tf.constant(features))
   out = loaded.signatures["predict_features"](features=tf.constant(features[:1]))
   assert out["labels"].shape == (1, 6)
+
+
+@pytest.mark.parametrize("signature, key, shape, received", [
+    ("serving_default", "image_bytes", [], "[]"),  # one image, not wrapped in a list
+    ("serving_default", "image_bytes", [1, 1], "[1, 1]"),
+    ("predict_images", "images", [8, 8, 3], "[8, 8, 3]"),  # one image without the batch
+    ("predict_images", "images", [1, 8, 8, 4], "[1, 8, 8, 4]"),  # RGBA
+    ("predict_features", "features", [256], "[256]"),
+    ("predict_features", "features", [2, 3], "[2, 3]"),  # another backbone's features
+])
+def test_input_of_the_wrong_shape_is_refused_naming_it(loaded, signature, key, shape,
+                                                       received):
+  """Issue 13: a signature's input spec is not enforced when it is called (nor by TF
+  Serving): the export checks the shape itself, naming the input, the shape expected and
+  the one received."""
+  expected = {"image_bytes": r"\[batch\] \(a vector of encoded images; one image is \[1\]\)",
+              "images": r"\[batch, height, width, 3\]", "features": r"\[batch, 256\]"}[key]
+  png = export_fixtures.encoded_images()["rgb.png"]
+  value = tf.fill(shape, tf.constant(png)) if key == "image_bytes" else tf.zeros(shape)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=rf"{key} must have shape {expected}.*, got shape {re.escape(received)}"):
+    loaded.signatures[signature](**{key: value})
+  good = {"image_bytes": tf.constant([png, png]), "images": tf.zeros([2, 8, 8, 3]),
+          "features": tf.zeros([2, 256])}[key]
+  out = loaded.signatures[signature](**{key: good})  # a valid batch still works
+  assert out["labels"].shape == (2, 6) and out["num_labels"].shape == (2,)
 
 
 def test_empty_batch_gives_empty_outputs(loaded):
@@ -462,14 +489,16 @@ def test_saved_model_cli_lists_the_signatures(export_dir):
   for block in shown.split("signature_def[")[1:]:
     name = block[1:block.index("']")]
     blocks[name] = block
-  for signature, input_key, dtype, shape in [
-      ("serving_default", "image_bytes", "DT_STRING", "(-1)"),
-      ("predict_images", "images", "DT_FLOAT", "(-1, -1, -1, 3)"),
-      ("predict_features", "features", "DT_FLOAT", "(-1, 256)")]:
+  # The inputs have unknown rank: a signature's shape is not enforced when it is called, so
+  # the export checks it in the graph (test_input_of_the_wrong_shape_is_refused_naming_it);
+  # export/README.md states the shapes: image_bytes [batch], images [batch, H, W, 3], ...
+  for signature, input_key, dtype in [("serving_default", "image_bytes", "DT_STRING"),
+                                      ("predict_images", "images", "DT_FLOAT"),
+                                      ("predict_features", "features", "DT_FLOAT")]:
     block = blocks[signature]
     inputs, outputs = block.split("contains the following output(s):")
     assert f"inputs['{input_key}']" in inputs
-    assert f"dtype: {dtype}" in inputs and f"shape: {shape}" in inputs
+    assert f"dtype: {dtype}" in inputs and "shape: unknown_rank" in inputs, inputs
     for key, out_dtype, out_shape in [("labels", "DT_INT32", "(-1, 6)"),
                                       ("label_names", "DT_STRING", "(-1, 6)"),
                                       ("num_labels", "DT_INT32", "(-1)"),
@@ -477,6 +506,8 @@ def test_saved_model_cli_lists_the_signatures(export_dir):
                                       ("label_scores", "DT_FLOAT", "(-1, 6)")]:
       part = outputs.split(f"outputs['{key}']")[1].split("name:")[0]
       assert out_dtype in part and out_shape in part, (signature, key, part)
+  readme = (ROOT / "export" / "README.md").read_text()
+  assert "`image_bytes` string `[batch]`" in readme and "must have shape [batch]" in readme
 
 
 def _numeric(base):

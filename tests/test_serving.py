@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from cnn_rnn_tf import export_lib
@@ -244,6 +245,17 @@ def test_bad_requests_get_grpc_errors_and_the_server_keeps_serving(server):
   with pytest.raises(client.ServingError, match="Invalid JPEG data") as e:
     client.predict(server, MODEL, "serving_default", [images[1][:200]], timeout=30)
   assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+  # A scalar image_bytes (the client refuses one; a raw request can send it): the export's
+  # own shape check answers, naming the input and the shape (whichever server runs it).
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = MODEL
+  request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(images[0], dtype=tf.string))
+  with grpc.insecure_channel(server) as channel:
+    with pytest.raises(grpc.RpcError) as e:
+      prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+  assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert "image_bytes must have shape [batch]" in e.value.details(), e.value.details()
+  assert "got shape []" in e.value.details()
   with pytest.raises(client.ServingError, match="serves no model 'nope'") as e:
     client.predict(server, "nope", "serving_default", images, timeout=30)
   assert e.value.code == grpc.StatusCode.NOT_FOUND
