@@ -1,6 +1,6 @@
 r"""Runs the benchmarks and writes one table: each figure with the command that measured it.
 
-    python -m benchmarks.run --out=benchmarks [--only=extract,serving,train] \
+    python -m benchmarks.run --out=benchmarks [--only=extract,serving,train,strategy] \
         [--extract_images=192] [--serving_batch_calls=5] [--train_steps=300] \
         [--train_repeats=2]
 
@@ -16,6 +16,9 @@ TensorFlow runtime and its own memory:
                                             in the other precision
   train     benchmarks/train_throughput.py  the trainer on cached features: 1 vs 2 replicas;
                                             label orders frequent_first vs pla and mla
+  strategy  benchmarks/strategy.py          the trainer's step on one device: the default
+                                            strategy vs MirroredStrategy (make_strategy's
+                                            choice)
 
 Writes `<out>/results.json` (the rows, and each benchmark's command, seconds and full JSON)
 and `<out>/results.md` (the table). The defaults took 4 to 6 minutes on 2 cores before the
@@ -39,7 +42,8 @@ from absl import app
 from absl import flags
 
 _OUT = flags.DEFINE_string("out", "benchmarks", "Folder of results.json and results.md.")
-_ONLY = flags.DEFINE_list("only", ["extract", "serving", "train"], "Benchmarks to run.")
+_ONLY = flags.DEFINE_list("only", ["extract", "serving", "train", "strategy"],
+                         "Benchmarks to run.")
 _EXTRACT_IMAGES = flags.DEFINE_integer("extract_images", 192,
                                        "JPEGs the extraction benchmark extracts (3 rounds).")
 _SERVING_BATCH_CALLS = flags.DEFINE_integer("serving_batch_calls", 5,
@@ -65,6 +69,7 @@ def commands() -> dict[str, list[str]]:
                 f"--repeats={_TRAIN_REPEATS.value}", f"--num_steps={_TRAIN_STEPS.value}",
                 "--log_every=100", "--steps_per_loop=50", "--batch_size=64",
                 "--lstm_units=512", "--label_orders=frequent_first,pla,mla"],
+      "strategy": ["benchmarks.strategy", "--steps=20", "--rounds=2"],
   }
 
 
@@ -177,7 +182,16 @@ def train_rows(r: dict, command: str) -> list[dict]:
   return rows
 
 
-ROWS = {"extract": extract_rows, "serving": serving_rows, "train": train_rows}
+def strategy_rows(r: dict, command: str) -> list[dict]:
+  what = {"end_to_end": "the demo's end-to-end step (small CNN + CNN-RNN head, batch 32)",
+          "head": "the CNN-RNN head on 256-d features (batch 64)"}
+  return [_row(f"One device, {what[kind]}: default strategy / MirroredStrategy",
+               k["ratio_default_over_mirrored"], "ratio", command, 3)
+          for kind, k in r["kinds"].items()]
+
+
+ROWS = {"extract": extract_rows, "serving": serving_rows, "train": train_rows,
+        "strategy": strategy_rows}
 
 
 def markdown(results: dict) -> str:

@@ -120,15 +120,15 @@ def _vgg16_fc7(images, weights):
 def _small_cnn(images):
   """[B, S, S, 3] -> [B, 256]: (conv 3x3, batch norm, ReLU, max pool) x 3, conv, GAP, dense."""
   x = layers.Rescaling(1.0 / 255, name="rescale")(images)
-  for i, filters in enumerate((32, 64, 128)):
+  for i, filters in enumerate((16, 32, 64)):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
     # Synchronized: with several replicas the statistics cover the global batch, so
     # training does not depend on how the batch is split.
     x = layers.BatchNormalization(synchronized=True, name=f"bn{i + 1}")(x)
     x = layers.ReLU(name=f"relu{i + 1}")(x)
     x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)  # S/2, S/4, S/8
-  x = layers.Conv2D(128, 3, padding="same", activation="relu", name="last_conv")(x)
-  x = layers.GlobalAveragePooling2D(name="gap")(x)  # [B, 128]
+  x = layers.Conv2D(64, 3, padding="same", activation="relu", name="last_conv")(x)
+  x = layers.GlobalAveragePooling2D(name="gap")(x)  # [B, 64]
   return layers.Dense(FEATURE_DIM["small_cnn"], activation="relu", name="fc")(x)  # [B, 256]
 
 

@@ -72,15 +72,22 @@ def _with_size(arg: str, size: str) -> str | None:
   return ",".join(a for a in (arg, "runlocal" if size == "runlocal" else "") if a) or None
 
 
-def runs_of(grid: bool) -> dict[str, tuple[str, dict]]:
-  """{run name: (head, config overrides)}: both heads, and with `grid` the CNN-RNN variants."""
+def runs_of(grid: bool, variants=None) -> dict[str, tuple[str, dict]]:
+  """{run name: (head, config overrides)}: both heads, and with `grid` the CNN-RNN variants
+  (`cnn_rnn-<label order>-aux<weight>`; `variants`: only these names of them)."""
   runs = {"cnn_rnn": ("cnn_rnn", {}), "bce": ("bce", {})}
   default = config_lib.default_config()
-  for order in GRID_LABEL_ORDERS if grid else ():
+  every = {}
+  for order in GRID_LABEL_ORDERS:
     for weight in GRID_AUX_BCE_WEIGHTS:
       if (order, weight) != (default.train.label_order, default.model.aux_bce_weight):
-        runs[f"cnn_rnn-{order}-aux{weight:g}"] = (
+        every[f"cnn_rnn-{order}-aux{weight:g}"] = (
             "cnn_rnn", {"train.label_order": order, "model.aux_bce_weight": weight})
+  unknown = sorted(set(variants or ()) - set(every))
+  if unknown:
+    raise ValueError(f"Unknown grid variant(s) {unknown}; expected some of {sorted(every)}.")
+  if grid:
+    runs.update({k: v for k, v in every.items() if not variants or k in variants})
   return runs
 
 
@@ -251,18 +258,18 @@ def _printed(comparison: dict, seeds: dict) -> str:
 
 def run_demo(run_dir: str, seeds=(0, 1, 2), size: str = "full",
              export_base: str = "export/models", num_grid: int = 8,
-             grid: bool = False) -> str:
+             grid: bool = False, variants=None) -> str:
   """Runs the whole demo (five stages, a header printed for each); returns report.md's path.
 
   grid=False: the default CNN-RNN and BCE; S and T on every seed, E on the first seed only
   (end-to-end runs are the slow ones). grid=True: E on every seed, and the CNN-RNN variants of
-  `runs_of(True)` in every protocol.
+  `runs_of(True, variants)` in every protocol (`variants`: only these of them).
   """
   t_start = time.time()
   if not progress.enabled():
     tfds.disable_progress_bar()  # TFDS draws its own bars (data generation) otherwise
   tf.io.gfile.makedirs(run_dir)
-  runs = runs_of(grid)
+  runs = runs_of(grid, variants)
   weights, backbone_metrics = _train_backbones(run_dir, size, t_start)
   results, logs = _train_frozen(run_dir, seeds, size, weights, runs, t_start)
   e_seeds = tuple(seeds) if grid else tuple(seeds[:1])

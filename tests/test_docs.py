@@ -26,7 +26,7 @@ BINARIES = ("cnn_rnn_tf.train", "cnn_rnn_tf.evaluate", "cnn_rnn_tf.export",
             "cnn_rnn_tf.predict", "cnn_rnn_tf.visualize", "cnn_rnn_tf.demo",
             "cnn_rnn_tf.serving.client", "cnn_rnn_tf.serving.server",
             "cnn_rnn_tf.data.make_synthetic", "benchmarks.run",
-            "benchmarks.train_throughput") + _HEAVY
+            "benchmarks.train_throughput", "benchmarks.strategy") + _HEAVY
 
 
 def _env():

@@ -2,21 +2,26 @@
 
     from cnn_rnn_tf.data import precision
     precision.resolve_precision("auto", "vgg16", 224)   # "bfloat16" or "float32"
+    precision.resolve_precision("auto", "small_cnn", 64, training=True)  # trained backbone
     precision.resolve_precision("on")                   # "bfloat16" ("off": "float32")
 
 Whether mixed bfloat16 is faster depends on the machine, not on a CPU flag: measured with
 VGG16, 0.55x of float32 on a Xeon with AVX-512 BF16 but no AMX, 1.95x on an AMD EPYC, about
-6x on an AMX Xeon. So "auto", on first use per machine, times the backbone in float32 and
-under mixed_bfloat16 on one small batch with random weights (`measure_images_per_second`:
-one warm-up call, then timed calls; a few seconds for VGG16 on a CPU), picks bfloat16 only
+6x on an AMX Xeon; and it depends on the work: on an AMD EPYC the small CNN's forward pass
+was 1.33x faster in mixed bfloat16 while its training step was 4.6x slower. So "auto", on
+first use per machine, times the backbone in float32 and under mixed_bfloat16 on one small
+batch with random weights, doing what the run will do: the forward pass for extraction and
+serving, forward and backward (`training=True`) when the backbone is trained
+(`measure_images_per_second`: one warm-up call, then timed calls; a few seconds for VGG16 on
+a CPU), picks bfloat16 only
 when it is at least `BF16_MARGIN` (10%) faster (it costs precision), logs the choice and both
 speeds, and caches the answer in
 
     $CNN_RNN_TF_PRECISION_CACHE, else $XDG_CACHE_HOME/cnn_rnn_tf/precision.json,
     else ~/.cache/cnn_rnn_tf/precision.json
 
-keyed by the machine (CPU model from /proc/cpuinfo, GPU names), the TensorFlow version and
-the backbone and its input size. Delete the file (or its entry) to measure again; set
+keyed by the machine (CPU model from /proc/cpuinfo, GPU names), the TensorFlow version, the
+backbone, its input size and "train" for a trained backbone. Delete the file (or its entry) to measure again; set
 data.precision to "on" or "off" to skip the measurement.
 """
 
@@ -36,10 +41,11 @@ PRECISIONS = ("auto", "on", "off")
 CACHE_ENV = "CNN_RNN_TF_PRECISION_CACHE"
 BF16_MARGIN = 1.10  # bfloat16 must be this much faster than float32 to be chosen
 MEASURE_BATCH = 4  # images per timed call
+MEASURE_TRAIN_BATCH = 16  # images per timed training call (a batch norm needs more than 4)
 MEASURE_CALLS = 2  # timed calls per policy (after one warm-up call)
 
-# (backbone name, image size, keras dtype policy or None) -> images per second.
-Timer = Callable[[str, int, "str | None"], float]
+# (backbone name, image size, keras dtype policy or None, training) -> images per second.
+Timer = Callable[[str, int, "str | None", bool], float]
 
 
 def cache_file() -> str:
@@ -62,8 +68,8 @@ def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
   return platform.processor() or platform.machine() or "unknown cpu"
 
 
-def machine_key(backbone: str, image_size: int) -> str:
-  """The cache key: CPU model, GPUs, TensorFlow version, backbone and input size."""
+def machine_key(backbone: str, image_size: int, training: bool = False) -> str:
+  """The cache key: CPU model, GPUs, TensorFlow version, backbone, input size, "train"."""
   gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
   details = []
   for gpu in tf.config.list_physical_devices("GPU"):
@@ -72,21 +78,34 @@ def machine_key(backbone: str, image_size: int) -> str:
     except (ValueError, RuntimeError):
       pass
   gpu_part = ",".join(d for d in details if d) or (f"{len(gpus)} GPU" if gpus else "no GPU")
-  return f"{cpu_model()} | {gpu_part} | TF {tf.__version__} | {backbone} {image_size}"
+  return (f"{cpu_model()} | {gpu_part} | TF {tf.__version__} | {backbone} {image_size}" +
+          (" train" if training else ""))
 
 
-def measure_images_per_second(backbone: str, image_size: int, policy: str | None) -> float:
-  """Images/s of the backbone (random weights) under a dtype policy, on one small batch."""
+def measure_images_per_second(backbone: str, image_size: int, policy: str | None,
+                              training: bool = False) -> float:
+  """Images/s of the backbone (random weights) under a dtype policy, on one small batch:
+  the forward pass, or with `training` forward and backward (the gradients of its weights)."""
   from cnn_rnn_tf import backbones  # pylint: disable=g-import-not-at-top
   model = backbones.build_backbone(backbone, weights=None, image_size=image_size,
                                    policy=policy)
-  call = tf.function(lambda x: model(x, training=False))
-  images = tf.random.uniform([MEASURE_BATCH, image_size, image_size, 3], 0, 255, seed=0)
+  batch = MEASURE_TRAIN_BATCH if training else MEASURE_BATCH
+  images = tf.random.uniform([batch, image_size, image_size, 3], 0, 255, seed=0)
+  if training:
+    model.trainable = True
+
+    @tf.function
+    def call(x):
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.cast(model(x, training=True), tf.float32))
+      return tape.gradient(loss, model.trainable_variables)[0]
+  else:
+    call = tf.function(lambda x: model(x, training=False))
   call(images).numpy()  # warm-up: tracing, oneDNN primitive creation
   start = time.perf_counter()
   for _ in range(MEASURE_CALLS):
     call(images).numpy()
-  return MEASURE_BATCH * MEASURE_CALLS / max(time.perf_counter() - start, 1e-9)
+  return batch * MEASURE_CALLS / max(time.perf_counter() - start, 1e-9)
 
 
 def _read_cache(path: str) -> dict[str, Any]:
@@ -110,8 +129,8 @@ def _write_cache(path: str, data: dict[str, Any]) -> None:
     logging.warning("data.precision=auto: could not write the cache %s (%s).", path, e)
 
 
-def auto_choice(backbone: str, image_size: int, *, timer: Timer | None = None,
-                path: str | None = None) -> dict[str, Any]:
+def auto_choice(backbone: str, image_size: int, *, training: bool = False,
+                timer: Timer | None = None, path: str | None = None) -> dict[str, Any]:
   """The cached or newly measured decision for this machine and backbone.
 
   Returns:
@@ -120,16 +139,16 @@ def auto_choice(backbone: str, image_size: int, *, timer: Timer | None = None,
      "cached": True when read from the cache file}.
   """
   path = path or cache_file()
-  key = machine_key(backbone, image_size)
+  key = machine_key(backbone, image_size, training)
   cache = _read_cache(path)
   entry = cache.get(key)
   if isinstance(entry, dict) and entry.get("precision") in ("bfloat16", "float32"):
     return {**entry, "cached": True}
   timer = timer or measure_images_per_second
-  logging.info("data.precision=auto: timing %s in float32 and mixed bfloat16 (once per "
-               "machine; cached in %s).", backbone, path)
-  f32 = float(timer(backbone, image_size, None))
-  bf16 = float(timer(backbone, image_size, "mixed_bfloat16"))
+  logging.info("data.precision=auto: timing %s%s in float32 and mixed bfloat16 (once per "
+               "machine; cached in %s).", backbone, " training" if training else "", path)
+  f32 = float(timer(backbone, image_size, None, training))
+  bf16 = float(timer(backbone, image_size, "mixed_bfloat16", training))
   ratio = bf16 / max(f32, 1e-12)
   entry = {"precision": "bfloat16" if ratio >= BF16_MARGIN else "float32",
            "bfloat16_images_per_second": round(bf16, 3),
@@ -142,11 +161,12 @@ def auto_choice(backbone: str, image_size: int, *, timer: Timer | None = None,
 
 
 def resolve_precision(precision: str | bool | None, backbone: str = "vgg16",
-                      image_size: int | None = None, *, timer: Timer | None = None,
-                      path: str | None = None) -> str:
+                      image_size: int | None = None, *, training: bool = False,
+                      timer: Timer | None = None, path: str | None = None) -> str:
   """data.precision ("auto" | "on" | "off") -> "bfloat16" or "float32".
 
-  "auto" measures once per machine (see the module docstring) and logs the choice.
+  "auto" measures once per machine and kind of work (`training`: the backbone is trained;
+  see the module docstring) and logs the choice.
   """
   p = {True: "on", False: "off", None: "auto"}.get(precision, precision)
   p = str(p).lower()
@@ -158,9 +178,10 @@ def resolve_precision(precision: str | bool | None, backbone: str = "vgg16",
     raise ValueError(f"data.precision must be one of {PRECISIONS}, got {precision!r}.")
   from cnn_rnn_tf import backbones  # pylint: disable=g-import-not-at-top
   size = backbones.backbone_image_size(backbone, image_size)
-  choice = auto_choice(backbone, size, timer=timer, path=path)
-  logging.info("data.precision=auto -> %s for %s (mixed bfloat16 %.2f images/s, float32 %.2f "
+  choice = auto_choice(backbone, size, training=training, timer=timer, path=path)
+  logging.info("data.precision=auto -> %s for %s%s (mixed bfloat16 %.2f images/s, float32 %.2f "
                "images/s: %.2fx; %s).", choice["precision"], backbone,
+               " training" if training else "",
                choice["bfloat16_images_per_second"], choice["float32_images_per_second"],
                choice["ratio"], "cached" if choice["cached"] else "measured now")
   return choice["precision"]
