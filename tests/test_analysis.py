@@ -190,7 +190,7 @@ def test_activation_model_small_cnn(trained):
   _, _, _, backbone, _ = trained
   x = images_lib.resize(np.stack([e["image"] for e in toy_examples(2, seed=3)]), 32)
   conv, features = attention.activation_model(backbone)(x)
-  assert conv.shape == (2, 4, 4, 128)  # 32 / 2^3
+  assert conv.shape == (2, 4, 4, 64)  # 32 / 2^3; last_conv has 64 channels
   np.testing.assert_allclose(features.numpy(), backbone(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
