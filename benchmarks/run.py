@@ -69,7 +69,7 @@ def commands() -> dict[str, list[str]]:
                 f"--repeats={_TRAIN_REPEATS.value}", f"--num_steps={_TRAIN_STEPS.value}",
                 "--log_every=100", "--steps_per_loop=50", "--batch_size=64",
                 "--lstm_units=512", "--label_orders=frequent_first,pla,mla"],
-      "strategy": ["benchmarks.strategy", "--steps=20", "--rounds=2"],
+      "strategy": ["benchmarks.strategy", "--steps=20", "--repeats=2"],
   }
 
 

@@ -1,6 +1,6 @@
 r"""The trainer's step on one device: the default strategy against MirroredStrategy.
 
-    python -m benchmarks.strategy [--steps=20] [--rounds=2] [--out=/tmp/strategy.json]
+    python -m benchmarks.strategy [--steps=20] [--repeats=2] [--out=/tmp/strategy.json]
 
 `train_lib.make_strategy` uses the default strategy when there is one device and
 MirroredStrategy only over several. This benchmark is the measurement behind that choice:
@@ -11,38 +11,53 @@ of the demo's two kinds of run, on one in-memory batch of random inputs, under e
                64x64 images, batch 32 (`demo_config.get_config()`, float32)
   head         the CNN-RNN head alone on 256-d features, batch 64 (`get_config("heads")`)
 
-Each setting is built once, traced by one call, then timed `--rounds` times over `--steps`
-steps in the order default, mirrored, mirrored, default, ... (a drift of other load on the
-machine meets both alike). The figure is the best round's images per second; the ratio is
-default / mirrored, measured in this one run.
+Each (strategy, kind) runs in its own subprocess (a strategy made in a process may change
+what the other finds there), in the order default, mirrored, mirrored, default, ... over
+`--repeats` (a drift of other load on the machine meets both alike). A run builds the step,
+traces it with one call, then times three calls of `--steps` steps; its figure is the best
+call's images per second, a setting's the median over its runs. The ratio is default /
+mirrored, measured in this one run.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 from absl import app
 from absl import flags
+import numpy as np
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed call.")
-_ROUNDS = flags.DEFINE_integer("rounds", 2, "Timed calls per setting (ABBA order).")
+_REPEATS = flags.DEFINE_integer("repeats", 2, "Runs per setting (ABBA order).")
 _OUT = flags.DEFINE_string("out", "/tmp/strategy_benchmark.json", "Where the JSON goes.")
+_CHILD = flags.DEFINE_string("child", None, "Internal: '<strategy>:<kind>' to time here.")
 
 NUM_LABELS = 20
+STRATEGIES = ("default", "mirrored")
+KINDS = ("end_to_end", "head")
+TIMED_CALLS = 3
 
 
-def _step_fn(kind: str, strategy):
-  """(multi_step, distributed iterator, batch size) of one run kind under `strategy`."""
+def measure(strategy_name: str, kind: str, steps: int) -> float:
+  """Images/s of one kind of step under one strategy, in this process (best of 3 calls)."""
+  from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
+  runtime.setup()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from cnn_rnn_tf import demo_config  # pylint: disable=g-import-not-at-top
   from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
 
+  device = tf.config.list_logical_devices("CPU")[0].name
+  strategy = (tf.distribute.get_strategy() if strategy_name == "default"
+              else tf.distribute.MirroredStrategy([device]))
   config = demo_config.get_config("heads" if kind == "head" else None)
   config.data.precision = "off"
   config.model.backbone_weights = None
-  if kind == "head":
-    config.model.train_backbone = False
+  config.model.train_backbone = kind != "head"
   models = train_lib.build_models(config, NUM_LABELS, strategy)
   batch_size = config.train.batch_size
   labels = tf.cast(tf.random.uniform([batch_size, NUM_LABELS], seed=1) < 0.15, tf.float32)
@@ -50,41 +65,44 @@ def _step_fn(kind: str, strategy):
             {"image": tf.random.uniform([batch_size, 64, 64, 3], 0, 255, seed=2)})
   dataset = tf.data.Dataset.from_tensors({**inputs, "labels": labels}).repeat()
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
-  return train_lib.make_multi_step(strategy, train_lib.make_train_step(config, models)), \
-      iterator, batch_size
+  multi_step = train_lib.make_multi_step(strategy, train_lib.make_train_step(config, models))
+  multi_step(iterator, tf.constant(2))[0].numpy()  # tracing
+  rates = []
+  for _ in range(TIMED_CALLS):
+    start = time.perf_counter()
+    multi_step(iterator, tf.constant(steps))[0].numpy()
+    rates.append(steps * batch_size / (time.perf_counter() - start))
+  return max(rates)
 
 
 def main(argv):
   del argv
-  from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
-  runtime.setup()
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  device = tf.config.list_logical_devices("CPU")[0].name
-  strategies = {"default": tf.distribute.get_strategy,
-                "mirrored": lambda: tf.distribute.MirroredStrategy([device])}
-  result = {"steps": _STEPS.value, "rounds": _ROUNDS.value, "kinds": {}}
-  for kind in ("end_to_end", "head"):
-    built = {}
-    for name, make in strategies.items():
-      multi_step, iterator, batch_size = _step_fn(kind, make())
-      multi_step(iterator, tf.constant(2))[0].numpy()  # tracing
-      built[name] = (multi_step, iterator)
-    rates = {name: [] for name in strategies}
-    names = list(strategies)
-    for i in range(_ROUNDS.value):
-      for name in names if i % 2 == 0 else names[::-1]:
-        multi_step, iterator = built[name]
-        start = time.perf_counter()
-        multi_step(iterator, tf.constant(_STEPS.value))[0].numpy()
-        rates[name].append(_STEPS.value * batch_size / (time.perf_counter() - start))
-    summary = {name: round(max(r), 1) for name, r in rates.items()}
-    result["kinds"][kind] = {"images_per_second": summary, "all_rounds": rates,
-                             "ratio_default_over_mirrored": round(
-                                 summary["default"] / summary["mirrored"], 3)}
-    print(f"{kind}: default {summary['default']:.0f} images/s, MirroredStrategy over one "
-          f"device {summary['mirrored']:.0f} images/s: "
-          f"{summary['default'] / summary['mirrored']:.2f}x", flush=True)
+  if _CHILD.value:
+    strategy_name, kind = _CHILD.value.split(":")
+    with open(_OUT.value, "w") as f:
+      json.dump({"images_per_second": measure(strategy_name, kind, _STEPS.value)}, f)
+    return
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  runs = {(s, k): [] for s in STRATEGIES for k in KINDS}
+  order = [s for i in range(_REPEATS.value)
+           for s in (STRATEGIES if i % 2 == 0 else STRATEGIES[::-1])]
+  with tempfile.TemporaryDirectory() as folder:
+    for kind in KINDS:
+      for i, name in enumerate(order):
+        out = os.path.join(folder, f"{kind}_{i}.json")
+        subprocess.run([sys.executable, "-m", "benchmarks.strategy", f"--child={name}:{kind}",
+                        f"--steps={_STEPS.value}", f"--out={out}"], check=True, cwd=root)
+        with open(out) as f:
+          runs[(name, kind)].append(json.load(f)["images_per_second"])
+  result = {"steps": _STEPS.value, "repeats": _REPEATS.value, "order": order, "kinds": {}}
+  for kind in KINDS:
+    median = {s: round(float(np.median(runs[(s, kind)])), 1) for s in STRATEGIES}
+    ratio = median["default"] / median["mirrored"]
+    result["kinds"][kind] = {"images_per_second": median,
+                             "runs": {s: runs[(s, kind)] for s in STRATEGIES},
+                             "ratio_default_over_mirrored": round(ratio, 3)}
+    print(f"{kind}: default {median['default']:.0f} images/s, MirroredStrategy over one "
+          f"device {median['mirrored']:.0f} images/s: {ratio:.2f}x", flush=True)
   with open(_OUT.value, "w") as f:
     json.dump(result, f, indent=1)
 
