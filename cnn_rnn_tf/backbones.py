@@ -16,8 +16,11 @@ Backbones:
              weights: "imagenet" (Keras' cache `~/.keras/models/
              vgg16_weights_tf_dim_ordering_tf_kernels.h5`, downloaded only if missing),
              None (random init), or a path to a local weights file (.h5 or .weights.h5).
-  small_cnn  three conv + batch-norm + pool blocks, a conv, global average pooling and a
-             256-d dense layer; trains from scratch at low resolution (the demo, 64x64).
+  small_cnn  three conv + batch-norm + pool blocks (16, 32, 64 filters), a 64-filter conv,
+             global average pooling and a 256-d dense layer; trains from scratch at low
+             resolution (the demo, 64x64). Before 2026-12-03 it had 32/64/128/128 filters:
+             3x slower to train on a 2-core CPU for the demo's budget; old weights files of
+             it do not load into this one.
              weights: None or a file a previous run wrote (`backbone.weights.h5`).
 
 `LAST_CONV_LAYER[name]` names the last convolutional layer, for Grad-CAM.
