@@ -8,9 +8,8 @@ protocol (S, T, E: see demo_lib) the two heads side by side with their compariso
 path of the report (Markdown + PNG in the workdir). `--grid`: E on every seed and the
 CNN-RNN variants (label orders x auxiliary BCE weight) in every protocol; `--variants`
 picks some of them (E on every seed and the paper's training only, in the second line).
-Running it
-again resumes: trained seeds are re-evaluated, not retrained, and the export gets the next
-version. Flags in, one library call out (`demo_lib.run_demo`).
+Running it again resumes: trained seeds are re-evaluated, not retrained, and the export gets
+the next version. Flags in, one library call out (`demo_lib.run_demo`).
 """
 
 from absl import app

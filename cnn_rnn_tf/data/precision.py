@@ -8,21 +8,20 @@
 Whether mixed bfloat16 is faster depends on the machine, not on a CPU flag: measured with
 VGG16, 0.55x of float32 on a Xeon with AVX-512 BF16 but no AMX, 1.95x on an AMD EPYC, about
 6x on an AMX Xeon; and it depends on the work: on an AMD EPYC the small CNN's forward pass
-was 1.33x faster in mixed bfloat16 while its training step was 4.6x slower. So "auto", on
-first use per machine, times the backbone in float32 and under mixed_bfloat16 on one small
-batch with random weights, doing what the run will do: the forward pass for extraction and
-serving, forward and backward (`training=True`) when the backbone is trained
+was 1.27-1.33x faster in mixed bfloat16 while its training step ran at 0.28-0.39x. So
+"auto", on first use per machine, times the backbone in float32 and under mixed_bfloat16 on
+one small batch with random weights, doing what the run will do: the forward pass for
+extraction and serving, forward and backward (`training=True`) when the backbone is trained
 (`measure_images_per_second`: one warm-up call, then timed calls; a few seconds for VGG16 on
-a CPU), picks bfloat16 only
-when it is at least `BF16_MARGIN` (10%) faster (it costs precision), logs the choice and both
-speeds, and caches the answer in
+a CPU). It picks bfloat16 only when it is at least `BF16_MARGIN` (10%) faster (it costs
+precision), logs the choice and both speeds, and caches the answer in
 
     $CNN_RNN_TF_PRECISION_CACHE, else $XDG_CACHE_HOME/cnn_rnn_tf/precision.json,
     else ~/.cache/cnn_rnn_tf/precision.json
 
 keyed by the machine (CPU model from /proc/cpuinfo, GPU names), the TensorFlow version, the
-backbone, its input size and "train" for a trained backbone. Delete the file (or its entry) to measure again; set
-data.precision to "on" or "off" to skip the measurement.
+backbone, its input size and "train" for a trained backbone. Delete the file (or its entry)
+to measure again; set data.precision to "on" or "off" to skip the measurement.
 """
 
 from __future__ import annotations
