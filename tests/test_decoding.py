@@ -17,22 +17,32 @@ def _features(n, seed=1):
   return np.random.default_rng(seed).normal(size=(n, 6)).astype("float32")
 
 
-def _path_log_prob(step, feature, path):
-  """log P(path, END | image) by replaying the path one step at a time (eager)."""
-  state = step.initial_state(feature[None])
-  prev, total = K + 1, 0.0
-  for token in list(path) + [K]:
-    log_probs, state = step(tf.constant([prev]), state)
-    total += float(log_probs[0, token])
-    prev = token
+def _paths_log_prob(step, feature, paths):
+  """log P(path, END | image) of each of `paths` (equal lengths), replayed one step at a time
+  from START (eager, all the paths as one batch): float [len(paths)]."""
+  paths = np.asarray(paths, np.int32).reshape(len(paths), -1)  # [P, m]
+  tokens = np.concatenate([paths, np.full((len(paths), 1), K, np.int32)], axis=1)  # + END
+  state = step.initial_state(np.repeat(feature[None], len(paths), axis=0))
+  prev, total = np.full(len(paths), K + 1, np.int32), np.zeros(len(paths))
+  for t in range(tokens.shape[1]):
+    log_probs, state = step(tf.constant(prev), state)  # [P, K + 1]
+    total += log_probs.numpy()[np.arange(len(paths)), tokens[:, t]]
+    prev = tokens[:, t]
   return total
 
 
+def _path_log_prob(step, feature, path):
+  """log P(path, END | image) of one path."""
+  return float(_paths_log_prob(step, feature, [list(path)])[0])
+
+
 def _exhaustive_best(step, feature, max_length, min_length):
-  paths = [p for m in range(min_length, max_length + 1)
-           for p in itertools.permutations(range(K), m)]
-  scored = [(_path_log_prob(step, feature, p), p) for p in paths]
-  return max(scored), len(paths)
+  """(best (log-prob, path) over every path of min_length..max_length labels, their count)."""
+  scored = []
+  for m in range(min_length, max_length + 1):
+    paths = list(itertools.permutations(range(K), m))
+    scored += zip(_paths_log_prob(step, feature, paths), paths)
+  return max(scored), len(scored)
 
 
 @pytest.mark.parametrize("seed,min_length", [(0, 0), (1, 0), (2, 2), (3, 1)])
