@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
+# Test processes (pytest-xdist): 2 matches this project's 2-core machines; 0 runs the tests
+# in the pytest process itself (for pdb).
+PYTEST_WORKERS ?= 2
 
 .PHONY: venv test test-fast demo bench wheel clean
 
@@ -17,11 +20,11 @@ venv: $(STAMP)
 
 # The whole suite (slow end-to-end tests included).
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
 
 # Everything but the tests marked `slow`.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) -m cnn_rnn_tf.demo --workdir=runs/demo

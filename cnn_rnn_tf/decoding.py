@@ -192,50 +192,8 @@ def beam_search(step_fn: Callable, init_state: Any, *, num_labels: int, beam_siz
   if beam_size < 1:
     raise ValueError(f"beam_size must be >= 1, got {beam_size}.")
   length = check_lengths(num_labels, max_length, min_length)
-  k_lab, n = num_labels, beam_size
-  end_id, start_id = vocab_lib.end_id_of(k_lab), vocab_lib.start_id_of(k_lab)
-  ext = min(n, k_lab + 1)  # extensions per beam
-  batch = tf.shape(tf.nest.flatten(init_state)[0])[0]
-
-  def body(s: BeamState) -> BeamState:
-    log_probs, new_cache = step_fn(flatten_beam_dim(s.last_ids), s.cache)  # [B * N, K + 1]
-    log_probs = unflatten_beam_dim(tf.cast(log_probs, tf.float32), batch, n)  # [B, N, K + 1]
-    masked = tf.where(_token_mask(s.alive_used, s.step, min_length, length), NEG, log_probs)
-    top_lp, top_ids = tf.math.top_k(masked, ext)  # [B, N, E]
-    total = s.alive_log_prob[..., None] + top_lp  # [B, N, E]
-    is_end = tf.equal(top_ids, end_id)  # [B, N, E]
-    scores = tf.maximum(s.alive_scores, tf.exp(log_probs[..., :k_lab]))  # [B, N, K]
-
-    # Paths ending here join the candidate set C; keep its N best (sorted, best first).
-    end_logp = tf.reshape(tf.where(is_end, total, NEG), [batch, n * ext])  # [B, N*E]
-    src = tf.repeat(tf.range(n), ext)[None, :] + tf.zeros([batch, 1], tf.int32)  # [B, N*E]
-    c_logp = tf.concat([s.finished_log_prob, end_logp], axis=1)  # [B, N + N*E]
-    c_seq = tf.concat([s.finished_seq, gather_beams(s.alive_seq, src)], axis=1)
-    c_scores = tf.concat([s.finished_scores, gather_beams(scores, src)], axis=1)
-    c_len = tf.concat([s.finished_len, tf.fill([batch, n * ext], s.step)], axis=1)
-    f_logp, keep = tf.math.top_k(c_logp, n)  # [B, N]
-
-    # The N best other extensions stay intermediate.
-    alive_logp = tf.reshape(tf.where(is_end, NEG, total), [batch, n * ext])  # [B, N*E]
-    a_logp, flat = tf.math.top_k(alive_logp, n)  # [B, N]
-    parent = flat // ext  # [B, N]
-    tok = gather_beams(tf.reshape(top_ids, [batch, n * ext]), flat)  # [B, N]
-    write = tf.equal(tf.range(length), s.step)[None, None, :]  # [1, 1, L]
-    return BeamState(
-        step=s.step + 1,
-        last_ids=tok,
-        alive_seq=tf.where(write, tok[..., None], gather_beams(s.alive_seq, parent)),
-        alive_log_prob=a_logp,
-        alive_used=tf.logical_or(gather_beams(s.alive_used, parent),
-                                 tf.one_hot(tok, k_lab) > 0),
-        alive_scores=gather_beams(scores, parent),
-        cache=tf.nest.map_structure(
-            lambda x: flatten_beam_dim(gather_beams(unflatten_beam_dim(x, batch, n), parent)),
-            new_cache),
-        finished_seq=gather_beams(c_seq, keep),
-        finished_log_prob=f_logp,
-        finished_scores=gather_beams(c_scores, keep),
-        finished_len=gather_beams(c_len, keep))
+  sizes = _BeamSizes(batch=tf.shape(tf.nest.flatten(init_state)[0])[0], beam=beam_size,
+                     ext=min(beam_size, num_labels + 1), num_labels=num_labels, length=length)
 
   def cond(s: BeamState):
     best_alive = tf.reduce_max(s.alive_log_prob, axis=1)  # [B]
@@ -243,32 +201,89 @@ def beam_search(step_fn: Callable, init_state: Any, *, num_labels: int, beam_siz
                          best_alive < tf.reduce_max(s.finished_log_prob, axis=1))
     return tf.logical_and(s.step <= length, tf.logical_not(tf.reduce_all(done)))
 
-  pad = tf.constant(vocab_lib.PAD_ID, tf.int32)
-  init = BeamState(
-      step=tf.constant(0),
-      last_ids=tf.fill([batch, n], tf.constant(start_id, tf.int32)),
-      alive_seq=tf.fill([batch, n, length], pad),
-      # One live beam at the start: the others are empty (NEG) until the first step.
-      alive_log_prob=tf.concat([tf.zeros([batch, 1]), tf.fill([batch, n - 1], NEG)], axis=1),
-      alive_used=tf.zeros([batch, n, k_lab], tf.bool),
-      alive_scores=tf.zeros([batch, n, k_lab], tf.float32),
-      cache=tf.nest.map_structure(lambda x: flatten_beam_dim(add_beam_dim(x, n)), init_state),
-      finished_seq=tf.fill([batch, n, length], pad),
-      finished_log_prob=tf.fill([batch, n], tf.constant(NEG, tf.float32)),
-      finished_scores=tf.zeros([batch, n, k_lab], tf.float32),
-      finished_len=tf.zeros([batch, n], tf.int32))
-  (out,) = tf.while_loop(cond, lambda s: (body(s),), (init,), maximum_iterations=length + 1)
+  def body(s: BeamState):
+    return (_beam_step(step_fn, s, sizes, min_length),)
+
+  (out,) = tf.while_loop(cond, body, (_initial_beam_state(init_state, sizes),),
+                         maximum_iterations=length + 1)
   # finished_* are sorted best first (top_k), so slot 0 is the answer.
   empty = out.finished_log_prob < _DEAD  # [B, N], slots no path reached
-  paths = tf.where(empty[..., None], pad, out.finished_seq)  # [B, N, L]
-  paths_log_prob = tf.where(empty, -float("inf"), out.finished_log_prob)  # [B, N]
   return DecodeResult(
       labels=out.finished_seq[:, 0],
       num_labels=out.finished_len[:, 0],
       path_log_prob=out.finished_log_prob[:, 0],
       label_scores=out.finished_scores[:, 0],
-      paths=paths,
-      paths_log_prob=paths_log_prob)
+      paths=tf.where(empty[..., None], vocab_lib.PAD_ID, out.finished_seq),  # [B, N, L]
+      paths_log_prob=tf.where(empty, -float("inf"), out.finished_log_prob))  # [B, N]
+
+
+class _BeamSizes(NamedTuple):
+  batch: tf.Tensor  # int32 [], B
+  beam: int  # N
+  ext: int  # E = min(N, K + 1): extensions kept per beam and step
+  num_labels: int  # K
+  length: int  # L = min(max_length, K)
+
+
+def _initial_beam_state(init_state: Any, z: _BeamSizes) -> BeamState:
+  """One live beam per image (START read, log-probability 0), the others empty (NEG)."""
+  batch, n, k = z.batch, z.beam, z.num_labels
+  pad = tf.constant(vocab_lib.PAD_ID, tf.int32)
+  return BeamState(
+      step=tf.constant(0),
+      last_ids=tf.fill([batch, n], tf.constant(vocab_lib.start_id_of(k), tf.int32)),
+      alive_seq=tf.fill([batch, n, z.length], pad),
+      alive_log_prob=tf.concat([tf.zeros([batch, 1]), tf.fill([batch, n - 1], NEG)], axis=1),
+      alive_used=tf.zeros([batch, n, k], tf.bool),
+      alive_scores=tf.zeros([batch, n, k], tf.float32),
+      cache=tf.nest.map_structure(lambda x: flatten_beam_dim(add_beam_dim(x, n)), init_state),
+      finished_seq=tf.fill([batch, n, z.length], pad),
+      finished_log_prob=tf.fill([batch, n], tf.constant(NEG, tf.float32)),
+      finished_scores=tf.zeros([batch, n, k], tf.float32),
+      finished_len=tf.zeros([batch, n], tf.int32))
+
+
+def _beam_step(step_fn: Callable, s: BeamState, z: _BeamSizes, min_length: int) -> BeamState:
+  """One step: every alive beam extended by its E best tokens; END extensions join the
+  candidate set C (its N best kept, best first), the N best others stay alive."""
+  batch, n, ext, k = z.batch, z.beam, z.ext, z.num_labels
+  log_probs, new_cache = step_fn(flatten_beam_dim(s.last_ids), s.cache)  # [B * N, K + 1]
+  log_probs = unflatten_beam_dim(tf.cast(log_probs, tf.float32), batch, n)  # [B, N, K + 1]
+  masked = tf.where(_token_mask(s.alive_used, s.step, min_length, z.length), NEG, log_probs)
+  top_lp, top_ids = tf.math.top_k(masked, ext)  # [B, N, E]
+  total = s.alive_log_prob[..., None] + top_lp  # [B, N, E]
+  is_end = tf.equal(top_ids, vocab_lib.end_id_of(k))  # [B, N, E]
+  scores = tf.maximum(s.alive_scores, tf.exp(log_probs[..., :k]))  # [B, N, K]
+
+  # Paths ending here join the candidate set C; keep its N best (sorted, best first).
+  end_logp = tf.reshape(tf.where(is_end, total, NEG), [batch, n * ext])  # [B, N*E]
+  src = tf.repeat(tf.range(n), ext)[None, :] + tf.zeros([batch, 1], tf.int32)  # [B, N*E]
+  c_logp = tf.concat([s.finished_log_prob, end_logp], axis=1)  # [B, N + N*E]
+  c_seq = tf.concat([s.finished_seq, gather_beams(s.alive_seq, src)], axis=1)
+  c_scores = tf.concat([s.finished_scores, gather_beams(scores, src)], axis=1)
+  c_len = tf.concat([s.finished_len, tf.fill([batch, n * ext], s.step)], axis=1)
+  f_logp, keep = tf.math.top_k(c_logp, n)  # [B, N]
+
+  # The N best other extensions stay intermediate.
+  alive_logp = tf.reshape(tf.where(is_end, NEG, total), [batch, n * ext])  # [B, N*E]
+  a_logp, flat = tf.math.top_k(alive_logp, n)  # [B, N]
+  parent = flat // ext  # [B, N]
+  tok = gather_beams(tf.reshape(top_ids, [batch, n * ext]), flat)  # [B, N]
+  write = tf.equal(tf.range(z.length), s.step)[None, None, :]  # [1, 1, L]
+  return BeamState(
+      step=s.step + 1,
+      last_ids=tok,
+      alive_seq=tf.where(write, tok[..., None], gather_beams(s.alive_seq, parent)),
+      alive_log_prob=a_logp,
+      alive_used=tf.logical_or(gather_beams(s.alive_used, parent), tf.one_hot(tok, k) > 0),
+      alive_scores=gather_beams(scores, parent),
+      cache=tf.nest.map_structure(
+          lambda x: flatten_beam_dim(gather_beams(unflatten_beam_dim(x, batch, n), parent)),
+          new_cache),
+      finished_seq=gather_beams(c_seq, keep),
+      finished_log_prob=f_logp,
+      finished_scores=gather_beams(c_scores, keep),
+      finished_len=gather_beams(c_len, keep))
 
 
 def decode(step_fn: Callable, init_state: Any, *, num_labels: int, beam_size: int,

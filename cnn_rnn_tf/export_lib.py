@@ -200,68 +200,15 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
 
   `thresholds`: float [K] calibrated per-class thresholds of a bce head (None: 0.5).
   """
-  decode = config.decode
-  max_pixels = int(config.data.get("max_image_pixels", None) or images_lib.DEFAULT_MAX_PIXELS)
-  size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
-  feature_dim = backbone.output_shape[-1]
-  num_labels = len(label_names)
-
-  with tempfile.TemporaryDirectory() as labels_dir:
-    labels_path = os.path.join(labels_dir, LABELS_ASSET)
-    with tf.io.gfile.GFile(labels_path, "w") as f:
-      f.write("".join(f"{n}\n" for n in label_names))
-    # id -> name; ids outside 0..K-1 (the -1 padding) -> ''. The file becomes assets/labels.txt.
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.TextFileInitializer(
-            labels_path, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
-            tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, vocab_size=num_labels),
-        default_value="")
-
-    def from_features(features):  # [B, D] -> dict of outputs
-      features = check_shape(features, [None, feature_dim], "features",
-                             f"[batch, {feature_dim}] (backbone features)")
-      with tf.control_dependencies([assert_finite(features, "features")]):
-        features = tf.identity(features)
-      return decode_features(features)
-
-    def decode_features(features):
-      out = inference.predict_from_features(
-          head, features, beam_size=decode.beam_size, max_length=decode.max_length,
-          min_length=decode.min_length,
-          thresholds=None if thresholds is None else tf.constant(thresholds, tf.float32))
-      out["label_names"] = table.lookup(tf.cast(out["labels"], tf.int64))  # [B, L]
-      out["paths_label_names"] = table.lookup(tf.cast(out["paths"], tf.int64))  # [B, N, L]
-      return {k: out[k] for k in OUTPUT_KEYS}
-
-    def features_of(images):  # float32 [B, S, S, 3] -> [B, D]
-      # TF's CPU convolutions fail on an empty batch; an empty request gets empty outputs.
-      return tf.cond(tf.shape(images)[0] > 0,
-                     lambda: tf.cast(backbone(images, training=False), tf.float32),
-                     lambda: tf.zeros([0, feature_dim], tf.float32))
-
-    def from_images(images):  # float32 [B, H, W, 3] in 0..255
-      images = check_shape(images, [None, None, None, 3], "images",
-                           "[batch, height, width, 3] (RGB pixels)")
-      checks = [assert_finite(images, "images"), assert_pixels(images, max_pixels)]
-      with tf.control_dependencies(checks):
-        images = tf.identity(images)
-      return decode_features(features_of(images_lib.resize(images, size)))
-
-    def from_image_bytes(image_bytes):  # string [B]
-      image_bytes = check_shape(image_bytes, [None], "image_bytes",
-                                "[batch] (a vector of encoded images; one image is [1])")
-      return decode_features(features_of(
-          images_lib.decode_batch(image_bytes, size, max_pixels=max_pixels)))
-
+  with tempfile.TemporaryDirectory() as labels_dir:  # the asset's source, until write_out
+    table = _label_table(labels_dir, label_names)
     archive = keras.export.ExportArchive()
     archive.track(backbone)
     archive.track(head)
     archive.track(table)
     # The specs have unknown rank: neither TF Serving nor `loaded.signatures[...]` enforces a
     # signature's shape, and a rank or size known here would constant-fold check_shape away.
-    for name, fn, dtype in (("serving_default", from_image_bytes, tf.string),
-                            ("predict_images", from_images, tf.float32),
-                            ("predict_features", from_features, tf.float32)):
+    for name, (fn, dtype) in _signatures(config, backbone, head, table, thresholds).items():
       archive.add_endpoint(name, fn, input_signature=[
           tf.TensorSpec(None, dtype, name=INPUT_KEYS[name])])
     tf.io.gfile.makedirs(export_dir)
@@ -274,7 +221,73 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
   if thresholds is not None:
     with tf.io.gfile.GFile(os.path.join(extra, THRESHOLDS_FILE), "w") as f:
       json.dump({str(n): float(t) for n, t in zip(label_names, thresholds)}, f, indent=2)
-  write_warmup_requests(os.path.join(extra, WARMUP_FILE), size)
+  write_warmup_requests(os.path.join(extra, WARMUP_FILE), _image_size(config))
+
+
+def _image_size(config) -> int:
+  return backbones.backbone_image_size(config.model.backbone, config.model.image_size)
+
+
+def _label_table(folder: str, label_names) -> tf.lookup.StaticHashTable:
+  """id -> name from `folder`/labels.txt (which the SavedModel copies to assets/labels.txt);
+  ids outside 0..K-1 (the -1 padding) -> ''."""
+  labels_path = os.path.join(folder, LABELS_ASSET)
+  with tf.io.gfile.GFile(labels_path, "w") as f:
+    f.write("".join(f"{n}\n" for n in label_names))
+  return tf.lookup.StaticHashTable(
+      tf.lookup.TextFileInitializer(
+          labels_path, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+          tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, vocab_size=len(label_names)),
+      default_value="")
+
+
+def _signatures(config, backbone, head, table, thresholds) -> dict:
+  """{signature name: (function of its one input, the input's dtype)}; all three share the
+  decoding of `decode_features` and return OUTPUT_KEYS."""
+  decode = config.decode
+  max_pixels = int(config.data.get("max_image_pixels", None) or images_lib.DEFAULT_MAX_PIXELS)
+  size = _image_size(config)
+  feature_dim = backbone.output_shape[-1]
+
+  def decode_features(features):  # float32 [B, D] -> dict of outputs
+    out = inference.predict_from_features(
+        head, features, beam_size=decode.beam_size, max_length=decode.max_length,
+        min_length=decode.min_length,
+        thresholds=None if thresholds is None else tf.constant(thresholds, tf.float32))
+    out["label_names"] = table.lookup(tf.cast(out["labels"], tf.int64))  # [B, L]
+    out["paths_label_names"] = table.lookup(tf.cast(out["paths"], tf.int64))  # [B, N, L]
+    return {k: out[k] for k in OUTPUT_KEYS}
+
+  def features_of(images):  # float32 [B, S, S, 3] -> [B, D]
+    # TF's CPU convolutions fail on an empty batch; an empty request gets empty outputs.
+    return tf.cond(tf.shape(images)[0] > 0,
+                   lambda: tf.cast(backbone(images, training=False), tf.float32),
+                   lambda: tf.zeros([0, feature_dim], tf.float32))
+
+  def from_features(features):  # [B, D]
+    features = check_shape(features, [None, feature_dim], "features",
+                           f"[batch, {feature_dim}] (backbone features)")
+    with tf.control_dependencies([assert_finite(features, "features")]):
+      features = tf.identity(features)
+    return decode_features(features)
+
+  def from_images(images):  # float32 [B, H, W, 3] in 0..255
+    images = check_shape(images, [None, None, None, 3], "images",
+                         "[batch, height, width, 3] (RGB pixels)")
+    checks = [assert_finite(images, "images"), assert_pixels(images, max_pixels)]
+    with tf.control_dependencies(checks):
+      images = tf.identity(images)
+    return decode_features(features_of(images_lib.resize(images, size)))
+
+  def from_image_bytes(image_bytes):  # string [B]
+    image_bytes = check_shape(image_bytes, [None], "image_bytes",
+                              "[batch] (a vector of encoded images; one image is [1])")
+    return decode_features(features_of(
+        images_lib.decode_batch(image_bytes, size, max_pixels=max_pixels)))
+
+  return {"serving_default": (from_image_bytes, tf.string),
+          "predict_images": (from_images, tf.float32),
+          "predict_features": (from_features, tf.float32)}
 
 
 def check_shape(x, shape, name: str, expected: str) -> tf.Tensor:

@@ -224,10 +224,17 @@ def augment_image(image: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tens
 
 
 def batch_and_finish(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool,
-                     deterministic: bool = True,
-                     map_fn: Callable | None = None) -> tf.data.Dataset:
-  """Optional parallel map, batch, prefetch and the common options."""
+                     deterministic: bool = True, map_fn: Callable | None = None,
+                     batch_map_fn: Callable | None = None) -> tf.data.Dataset:
+  """Optional parallel map, batch, optional map of whole batches, prefetch, the common options.
+
+  `map_fn` runs per element (before batching); `batch_map_fn` once per batch (after it),
+  which is much cheaper where the work vectorizes (parsing records: one op per batch).
+  """
   if map_fn is not None:
     ds = ds.map(map_fn, num_parallel_calls=options_lib.PARALLELISM, deterministic=deterministic)
-  ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(options_lib.PREFETCH_BATCHES)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  if batch_map_fn is not None:
+    ds = ds.map(batch_map_fn)
+  ds = ds.prefetch(options_lib.PREFETCH_BATCHES)
   return ds.with_options(options_lib.dataset_options())
