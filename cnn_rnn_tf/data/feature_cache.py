@@ -251,6 +251,9 @@ def _example(feature: np.ndarray, label: np.ndarray, key: bytes) -> bytes:
   })).SerializeToString()
 
 
+_FILTER_CHUNK = 1024  # records per `subset` filter call
+
+
 def feature_dataset(path: str, *, batch_size: int, training: bool, seed: int | None = 0,
                     repeat: bool | None = None, start_step: int = 0,
                     drop_remainder: bool | None = None, shuffle_buffer: int | None = None,
@@ -285,8 +288,11 @@ def feature_dataset(path: str, *, batch_size: int, training: bool, seed: int | N
   files = [os.path.join(path, s) for s in meta["shards"]]
   ds = tf.data.TFRecordDataset(files)  # files in order, one after the other: deterministic
   if subset is not None:
+    # The filter on chunks of records (one parse and one `keep` per chunk; the records keep
+    # their order): per record it cost ~80 us, 5x the whole training step of a bce head.
     key_spec = {"key": spec["key"]}
-    ds = ds.filter(lambda r: subset.keep(tf.io.parse_single_example(r, key_spec)["key"]))
+    ds = ds.batch(_FILTER_CHUNK).map(lambda r: tf.boolean_mask(
+        r, subset.keep(tf.io.parse_example(r, key_spec)["key"]))).unbatch()
     n = subset.num_examples
   skip = int(start_step) * batch_size
   if training:
