@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
-# Test processes (pytest-xdist): 2 matches this project's 2-core machines; 0 runs the tests
+# Test processes (pytest-xdist; each file stays in one process, so its module fixtures are
+# built once): 2 matches this project's 2-core machines; 0 runs the tests
 # in the pytest process itself (for pdb).
 PYTEST_WORKERS ?= 2
 
@@ -20,11 +21,11 @@ venv: $(STAMP)
 
 # The whole suite (slow end-to-end tests included).
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 # Everything but the tests marked `slow`.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) -m cnn_rnn_tf.demo --workdir=runs/demo
