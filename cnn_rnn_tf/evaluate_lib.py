@@ -72,7 +72,6 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
   decode = config.decode
   use_cache = data_lib.uses_feature_cache(config)
 
-  @tf.function
   def predict(batch):
     features = batch["features"] if use_cache else backbone(batch["image"], training=False)
     return inference.predict_from_features(
@@ -82,6 +81,9 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
   outputs = {k: [] for k in inference.OUTPUT_KEYS + ("y_true", "keys")}
   dataset = data_lib.dataset_for(config, split, vocab, training=False, cache_dir=cache_dir,
                                  source=source, batch_size=batch_size, part=part)
+  # One trace for every batch size (the last batch is smaller); no autograph: decoding is
+  # explicit tf.while_loops, and converting it was most of the tracing time.
+  predict = tf.function(predict, input_signature=[dataset.element_spec], autograph=False)
   with progress.bar(total=_num_batches(source, split, batch_size), desc=f"eval {split}",
                     unit="batch") as bar:
     for batch in dataset:

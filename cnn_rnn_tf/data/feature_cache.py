@@ -198,7 +198,7 @@ def _extract(source, split, vocab, key, folder, backbone, backbone_name, backbon
 
   bar = (progress.bar(total=num_examples, desc=f"features {source.name}/{split}", unit="img")
          if verbose else None)
-  shards, writer, in_shard, written, dim = [], None, 0, 0, None
+  writer, dim = _ShardWriter(folder, examples_per_shard), None
   start = time.time()
   try:
     for batch in ds:
@@ -209,23 +209,15 @@ def _extract(source, split, vocab, key, folder, backbone, backbone_name, backbon
       dim = dim or features.shape[1]
       labels = batch["labels"].numpy()  # [b, K]
       for feature, label, k in zip(features, labels, batch["key"].numpy()):
-        if writer is None or in_shard == examples_per_shard:
-          if writer is not None:
-            writer.close()
-          shards.append(f"shard-{len(shards):05d}.tfrecord")
-          writer = tf.io.TFRecordWriter(os.path.join(folder, shards[-1]))
-          in_shard = 0
         writer.write(_example(feature, label, k))
-        in_shard += 1
-        written += 1
       if bar is not None:
         bar.update(len(labels))
   finally:
     if bar is not None:
       bar.close()
-    if writer is not None:
-      writer.close()
+    writer.close()
   seconds = time.time() - start
+  written, shards = writer.written, writer.shards
   if written != num_examples:
     raise RuntimeError(f"Feature cache {folder}: wrote {written} examples, the source "
                        f"announced {num_examples} for split {split!r}.")
@@ -241,6 +233,31 @@ def _extract(source, split, vocab, key, folder, backbone, backbone_name, backbon
       "images_per_second": round(written / max(seconds, 1e-9), 3),
       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
   }
+
+
+class _ShardWriter:
+  """Records into `shard-00000.tfrecord`, ... of `folder`, `per_shard` records each."""
+
+  def __init__(self, folder: str, per_shard: int):
+    self.folder, self.per_shard = folder, per_shard
+    self.shards: list[str] = []  # file names, in order
+    self.written = 0
+    self._writer, self._in_shard = None, 0
+
+  def write(self, record: bytes) -> None:
+    if self._writer is None or self._in_shard == self.per_shard:
+      self.close()
+      self.shards.append(f"shard-{len(self.shards):05d}.tfrecord")
+      self._writer = tf.io.TFRecordWriter(os.path.join(self.folder, self.shards[-1]))
+      self._in_shard = 0
+    self._writer.write(record)
+    self._in_shard += 1
+    self.written += 1
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
 
 
 def _example(feature: np.ndarray, label: np.ndarray, key: bytes) -> bytes:
