@@ -294,3 +294,80 @@ def decode(step_fn: Callable, init_state: Any, *, num_labels: int, beam_size: in
                          min_length=min_length)
   return beam_search(step_fn, init_state, num_labels=num_labels, beam_size=beam_size,
                      max_length=max_length, min_length=min_length)
+
+
+# Ancestral sampling: M label sets per image from the model's own distribution.
+
+def _mix32(x: tf.Tensor) -> tf.Tensor:
+  """A 32-bit integer hash (lowbias32): uint32 -> uint32, elementwise."""
+  x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+  x = x * tf.constant(0x7FEB352D, tf.uint32)
+  x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(15, tf.uint32)))
+  x = x * tf.constant(0x846CA68B, tf.uint32)
+  return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
+
+
+def image_seeds(features, seed: int) -> tf.Tensor:
+  """uint32 [B]: one sampling seed per image, from its features' bytes and `seed`.
+
+  The samples of an image then depend on the image (and the seed) only, not on the batch it
+  came in: evaluation and a served SavedModel draw the same sets for the same features.
+  """
+  fingerprint = tf.fingerprint(tf.convert_to_tensor(features, tf.float32))  # uint8 [B, 8]
+  fingerprint = tf.bitcast(tf.reshape(fingerprint, [-1, 2, 4]), tf.uint32)  # [B, 2]
+  salt = _mix32(tf.constant(seed % 2**32, tf.uint32) + tf.constant(0x9E3779B9, tf.uint32))
+  return _mix32(tf.bitwise.bitwise_xor(fingerprint[:, 0], _mix32(fingerprint[:, 1] + salt)))
+
+
+def _uniform(seeds, t, num_tokens: int) -> tf.Tensor:
+  """float32 [B, M, num_tokens] in (0, 1) from seeds uint32 [B, M] and the step t."""
+  key = _mix32(seeds + _mix32(tf.cast(t, tf.uint32) + tf.constant(0x85EBCA6B, tf.uint32)))
+  tokens = tf.cast(tf.range(num_tokens), tf.uint32) * tf.constant(0xC2B2AE35, tf.uint32)
+  bits = _mix32(tf.bitwise.bitwise_xor(key[..., tf.newaxis], tokens))  # [B, M, T]
+  return (tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32)
+          + 0.5) * (1.0 / 2**24)
+
+
+def sample_sets(step_fn: Callable, init_state: Any, *, num_labels: int, num_samples: int,
+                max_length: int, min_length: int = 0, seeds) -> tf.Tensor:
+  """bool [B, M, K]: M label sets per image drawn from the model, label by label.
+
+  Each step draws the next token from the step's softmax renormalised over the allowed
+  tokens (no label twice, END not before `min_length` labels, only END after `max_length`)
+  with the Gumbel-max trick, until END. Same masking as the beam search, so a sampled path
+  is one the beam could return.
+
+  Args:
+    step_fn, init_state, num_labels, max_length, min_length: as `beam_search`.
+    num_samples: M >= 1.
+    seeds: uint32 [B], one per image (`image_seeds`): the same seed, the same sets.
+  """
+  if num_samples < 1:
+    raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+  length = check_lengths(num_labels, max_length, min_length)
+  k, m = num_labels, num_samples
+  end_id = vocab_lib.end_id_of(k)
+  batch = tf.shape(tf.nest.flatten(init_state)[0])[0]
+  sample_seeds = _mix32(tf.cast(seeds, tf.uint32)[:, tf.newaxis]
+                        + tf.cast(tf.range(m), tf.uint32)[tf.newaxis, :]
+                        * tf.constant(0x9E3779B9, tf.uint32))  # [B, M]
+  state = tf.nest.map_structure(lambda x: flatten_beam_dim(add_beam_dim(x, m)), init_state)
+
+  def body(t, last, done, used, state):
+    log_probs, state = step_fn(flatten_beam_dim(last), state)  # [B * M, K + 1]
+    log_probs = unflatten_beam_dim(tf.cast(log_probs, tf.float32), batch, m)  # [B, M, K + 1]
+    masked = tf.where(_token_mask(used, t, min_length, length), NEG, log_probs)
+    gumbel = -tf.math.log(-tf.math.log(_uniform(sample_seeds, t, k + 1)))
+    tok = tf.argmax(masked + gumbel, axis=-1, output_type=tf.int32)  # [B, M]
+    write = tf.logical_and(tf.logical_not(done), tf.not_equal(tok, end_id))
+    used = tf.logical_or(used, tf.logical_and(write[..., tf.newaxis], tf.one_hot(tok, k) > 0))
+    done = tf.logical_or(done, tf.equal(tok, end_id))
+    return t + 1, tok, done, used, state
+
+  loop_vars = (tf.constant(0), tf.fill([batch, m], tf.constant(vocab_lib.start_id_of(k))),
+               tf.zeros([batch, m], tf.bool), tf.zeros([batch, m, k], tf.bool), state)
+  _, _, _, used, _ = tf.while_loop(
+      lambda t, last, done, *_: tf.logical_and(t <= length,
+                                               tf.logical_not(tf.reduce_all(done))),
+      body, loop_vars, maximum_iterations=length + 1)
+  return used
