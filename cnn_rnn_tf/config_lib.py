@@ -43,6 +43,11 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd")
 PRECISIONS = ("auto", "on", "off")
 LABEL_ORDERS = ("frequent_first", "rare_first", "random", "pla", "mla")
 ALIGN_INPUTS = ("predictions", "targets")
+HEAD_DECODERS = {"cnn_rnn": ("path", "marginals", "expected_f1"),
+                 "bce": ("threshold", "expected_f1")}
+DECODERS = ("path", "marginals", "threshold", "expected_f1")
+RANKINGS = ("marginals", "path", "samples")
+MARGINALS = ("side_head", "joint_space")
 
 # Optional path fields: None / "None" / "none" / "" all mean not set.
 PATH_FIELDS = ("data.data_dir", "data.manual_dir", "data.cache_dir", "data.train_csv",
@@ -117,12 +122,28 @@ def default_config() -> ml_collections.ConfigDict:
   # 1 is the default recipe (docs/method.md): end to end it is what lets the CNN-RNN learn the
   # encoder at all; on frozen features it changes little.
   model.aux_bce_weight = 1.0
+  # cnn_rnn: what scores each label from the image alone (the `marginals` decoder, the ranking
+  # scores, and the aux BCE loss above): side_head, a Dense(K) on the dropped features inside
+  # the CNN-RNN model (full rank: the BCE baseline's classifier; its gradient reaches a trained
+  # backbone); joint_space, U_I dropout(I) . U_l[:K]^T (rank d; before 2026-12-04).
+  model.marginals = "side_head"
 
   # ---- Decoding: cnn_rnn_tf.decoding ----
   config.decode = decode = ml_collections.ConfigDict()
   decode.beam_size = 3  # the paper's beam
   decode.max_length = 10  # at most this many labels per image
   decode.min_length = 0  # END is masked until this many labels (paper: k on NUS-WIDE, 0 on COCO)
+  # The label set of the `labels` output (the others are exported too, `labels_<decoder>`):
+  # default = the head's own (cnn_rnn: path, bce: threshold); path (the beam's best path,
+  # the mode); marginals (cnn_rnn: marginal probabilities >= calibrated thresholds);
+  # threshold (bce: p >= calibrated thresholds, or 0.5); expected_f1 (the set of maximal
+  # expected example-F1, GFM: docs/method.md).
+  decode.decoder = "default"
+  decode.num_samples = 100  # cnn_rnn expected_f1: ancestral samples per image (0: no expected_f1)
+  decode.sample_seed = 0  # the samples' seed (with each image's features: batch-independent)
+  # cnn_rnn label_scores, the ranking of AP and MAP@10: marginals (the marginal probabilities),
+  # path (the highest probability a label gets along the best path), samples (sample frequency)
+  decode.ranking = "marginals"
 
   # ---- Training: cnn_rnn_tf.train_lib ----
   config.train = train = ml_collections.ConfigDict()
@@ -155,7 +176,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 # Where the default recipe departs from the paper (docs/method.md, "The default recipe"):
 # `paper(config)` sets these back; `configs/<variant>.py:paper` does it from the command line.
-PAPER = {"model.aux_bce_weight": 0.0}
+PAPER = {"model.aux_bce_weight": 0.0, "model.marginals": "joint_space", "decode.ranking": "path"}
 
 
 def set_fields(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
@@ -400,6 +421,11 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "decode.beam_size": _int_range(1),
     "decode.max_length": _int_range(1),
     "decode.min_length": _int_range(0),
+    "decode.decoder": _one_of("default", *DECODERS),
+    "decode.num_samples": _int_range(0),
+    "decode.sample_seed": _int_range(0),
+    "decode.ranking": _one_of(*RANKINGS),
+    "model.marginals": _one_of(*MARGINALS),
     "train.batch_size": _int_range(1),
     "train.num_steps": _int_range(1),
     "train.optimizer": _one_of(*OPTIMIZERS),
@@ -503,6 +529,7 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
   if isinstance(min_length, int) and isinstance(max_length, int) and min_length > max_length:
     found.append(f"decode.min_length = {min_length}: must be <= decode.max_length "
                  f"({max_length})")
+  found += _decoder_problems(values)
   backbone = get("model.backbone")
   weights = optional_path(get("model.backbone_weights"))
   if backbone == "vgg16" and get("model.image_size") != 224:
@@ -525,6 +552,26 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
     if optional_path(get("data.train_csv")) is None and optional_path(get("data.eval_csv")) is None:
       found.append("data.train_csv = None and data.eval_csv = None: the csv source needs at "
                    "least one CSV file")
+  return found
+
+
+def _decoder_problems(values: dict[str, Any]) -> list[str]:
+  """The decoder and ranking must be ones the head has, with what they need trained."""
+  get = values.get
+  head, decoder, ranking = get("model.head"), get("decode.decoder"), get("decode.ranking")
+  found = []
+  if head in HEAD_DECODERS and decoder not in ("default", *HEAD_DECODERS[head]):
+    found.append(f"decode.decoder = {decoder!r}: the {head} head's decoders are "
+                 f"{HEAD_DECODERS[head]}")
+  if head == "cnn_rnn":
+    no_marginals = get("model.aux_bce_weight") == 0
+    if no_marginals and "marginals" in (decoder, ranking):
+      which = "decoder" if decoder == "marginals" else "ranking"
+      found.append(f"decode.{which} = 'marginals' with model.aux_bce_weight = 0: the marginals "
+                   "are not trained; use decode.ranking = 'path' (as `:paper` does)")
+    if get("decode.num_samples") == 0 and (decoder == "expected_f1" or ranking == "samples"):
+      found.append("decode.num_samples = 0: decode.decoder = 'expected_f1' and "
+                   "decode.ranking = 'samples' need ancestral samples (e.g. 100)")
   return found
 
 

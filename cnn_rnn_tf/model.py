@@ -50,6 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from cnn_rnn_tf import decoding
+from cnn_rnn_tf import expected_f1
 from cnn_rnn_tf import label_order as label_order_lib
 from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import vocab as vocab_lib
@@ -230,10 +231,33 @@ def build_cnn_rnn_head(model_config, feature_dim: int, num_labels: int) -> keras
   logits = label_embedding(joint, reverse=True)  # [B, T, K + 1]
   head = keras.Model({"image_features": features, "input_ids": input_ids}, logits,
                      name="cnn_rnn_head")
+  marginal_head = None
+  if _marginals(model_config) == "side_head":
+    # Dense(K) on the dropped features, the BCE head inside the CNN-RNN: an attribute of the
+    # head, so its weights are the head's (checkpoints, optimizer) though the logits above
+    # do not read it.
+    marginal_head = layers.Dense(num_labels, kernel_regularizer=l2, dtype="float32",
+                                 name="marginal_head")
+    marginal_head.build((None, feature_dim))
+    head.marginal_head = marginal_head
   setattr(head, _STEP_ATTR, CNNRNNStep(label_embedding, lstm, output_projection,
                                        image_projection, joint_space,
-                                       image_dropout=image_dropout, rnn_dropout=rnn_dropout))
+                                       image_dropout=image_dropout, rnn_dropout=rnn_dropout,
+                                       marginal_head=marginal_head))
   return head
+
+
+MARGINALS = ("side_head", "joint_space")  # model.marginals
+# The named decoders of each head (decode.decoder; the first is the head's default), each a
+# label set of its predictions' "sets".
+DECODERS = {"cnn_rnn": ("path", "marginals", "expected_f1"), "bce": ("threshold", "expected_f1")}
+
+
+def _marginals(model_config) -> str:
+  kind = model_config.marginals
+  if kind not in MARGINALS:
+    raise ValueError(f"Unknown model.marginals {kind!r}; expected one of {MARGINALS}.")
+  return kind
 
 
 def attach_backbone(backbone: keras.Model, head: keras.Model) -> keras.Model:
@@ -269,7 +293,8 @@ class CNNRNNStep:
   def __init__(self, label_embedding: TiedLabelEmbedding, lstm: ReLULSTM,
                output_projection: layers.Dense, image_projection: layers.Dense,
                joint_space: JointSpace, image_dropout: layers.Dropout | None = None,
-               rnn_dropout: layers.Dropout | None = None):
+               rnn_dropout: layers.Dropout | None = None,
+               marginal_head: layers.Dense | None = None):
     self.label_embedding = label_embedding
     self.lstm = lstm
     self.output_projection = output_projection
@@ -277,6 +302,7 @@ class CNNRNNStep:
     self.joint_space = joint_space
     self.image_dropout = image_dropout
     self.rnn_dropout = rnn_dropout
+    self.marginal_head = marginal_head
     self.num_labels = label_embedding.num_labels
     self.start_id = vocab_lib.start_id_of(self.num_labels)
     self.end_id = vocab_lib.end_id_of(self.num_labels)
@@ -287,6 +313,21 @@ class CNNRNNStep:
     if training and self.image_dropout is not None:
       features = self.image_dropout(features, training=True)
     return tf.cast(self.image_projection(features), tf.float32)
+
+  def marginal_logits(self, features, training=False):
+    """float32 [B, K]: one logit per label from the image alone (`model.marginals`).
+
+    side_head: the head's Dense(K) on dropout(I) (a full-rank BCE classifier);
+    joint_space: U_I dropout(I) . U_l[:K]^T, the image side of the joint space scored by the
+    tied label embedding's label rows (rank d). Either draws its own dropout in training.
+    """
+    features = tf.convert_to_tensor(features)
+    if self.marginal_head is None:
+      table = tf.cast(self.label_embedding.embeddings[: self.num_labels], tf.float32)  # [K, d]
+      return tf.matmul(self.image(features, training=training), table, transpose_b=True)
+    if training and self.image_dropout is not None:
+      features = self.image_dropout(features, training=True)
+    return tf.cast(self.marginal_head(features), tf.float32)  # [B, K]
 
   def initial_state(self, features, training=False):
     features = tf.convert_to_tensor(features)
@@ -383,17 +424,16 @@ def free_running_pass(step: CNNRNNStep, features, num_steps, *, training: bool):
 
 
 def aux_bce_loss(head, features, multi_hot, *, training: bool):
-  """The image side of the joint space as a BCE classifier: per example [B] (unweighted).
+  """BCE on the head's marginal logits (`CNNRNNStep.marginal_logits`): per example [B],
+  unweighted; sigmoid cross-entropy summed over the K labels (all of an image's labels,
+  max_labels or not).
 
-  logits = U_I dropout(I) . U_l[:K]^T   # [B, K]: the tied label embedding's label rows only
-  (its own dropout draw), sigmoid cross-entropy summed over the K labels (all of an image's
-  labels, max_labels or not). Its gradient reaches the image projection, the label
-  embedding's label rows and the features, never the ReLU-LSTM nor the output projection.
+  model.marginals = side_head: logits = Dense(K)(dropout(I)); the gradient reaches that layer
+  and the features (so a trained backbone). joint_space: logits = U_I dropout(I) . U_l[:K]^T;
+  the gradient reaches the image projection, the label embedding's label rows and the
+  features. Never the ReLU-LSTM nor the output projection.
   """
-  step = head_step(head)
-  image = step.image(features, training=training)  # [B, d]
-  table = tf.cast(step.label_embedding.embeddings[: step.num_labels], tf.float32)  # [K, d]
-  logits = tf.matmul(image, table, transpose_b=True)  # [B, K]
+  logits = head_step(head).marginal_logits(features, training=training)  # [B, K]
   return bce_loss(logits, multi_hot)
 
 
@@ -453,30 +493,57 @@ def head_loss(head: keras.Model, features, multi_hot, *, training: bool, max_lab
 
 # Predictions: features [B, D] -> the dict `inference.predict_from_features` documents.
 
-def _cnn_rnn_predict(head, features, *, beam_size, max_length, min_length, thresholds=None):
-  if thresholds is not None:
-    raise ValueError("thresholds are for the bce head; the cnn_rnn head has none.")
+def _cnn_rnn_predict(head, features, *, beam_size, max_length, min_length, thresholds=None,
+                     num_samples=0, sample_seed=0, ranking="path"):
+  """The beam's path, and the label sets of the named decoders (`DECODERS["cnn_rnn"]`):
+  path (the beam's best path), marginals (sigmoid of the marginal logits >= `thresholds`, or
+  0.5), expected_f1 (GFM over `num_samples` ancestral samples; only when num_samples > 0)."""
   step = head_step(head)
   result = decoding.decode(step, step.initial_state(features), num_labels=step.num_labels,
                            beam_size=beam_size, max_length=max_length, min_length=min_length)
-  return result._asdict()
+  out = result._asdict()
+  k = step.num_labels
+  marginals = tf.sigmoid(step.marginal_logits(features))  # [B, K]
+  out["marginal_scores"] = marginals
+  out["sets"] = {"path": tf.reduce_any(tf.one_hot(result.labels, k) > 0, axis=1),  # [B, K]
+                 "marginals": _above(marginals, thresholds)}
+  if num_samples:
+    samples = decoding.sample_sets(step, step.initial_state(features), num_labels=k,
+                                   num_samples=num_samples, max_length=max_length,
+                                   min_length=min_length,
+                                   seeds=decoding.image_seeds(features, sample_seed))
+    out["sets"]["expected_f1"], _ = expected_f1.gfm(*expected_f1.size_joint_from_sets(samples))
+    out["sample_scores"] = tf.reduce_mean(tf.cast(samples, tf.float32), axis=1)  # [B, K]
+  out["label_scores"] = {"path": out["label_scores"], "marginals": marginals,
+                         "samples": out.get("sample_scores")}[ranking]
+  if out["label_scores"] is None:
+    raise ValueError("decode.ranking='samples' needs decode.num_samples > 0.")
+  return out
 
 
-def _bce_predict(head, features, *, beam_size, max_length, min_length, thresholds=None):
+def _above(probs, thresholds):
+  """bool [B, K]: probs >= thresholds (float [K]; None: 0.5 for every label)."""
+  if thresholds is None:
+    return probs >= 0.5
+  thresholds = tf.convert_to_tensor(thresholds, tf.float32)
+  if thresholds.shape != (probs.shape[-1],):
+    raise ValueError(f"thresholds must be [K] = [{probs.shape[-1]}], got shape "
+                     f"{thresholds.shape}.")
+  return probs >= thresholds[tf.newaxis, :]
+
+
+def _bce_predict(head, features, *, beam_size, max_length, min_length, thresholds=None,
+                 num_samples=0, sample_seed=0, ranking="marginals"):
   """Every label with p >= its threshold (0.5, or `thresholds` float [K]: the calibrated
-  ones) by decreasing p (at most max_length, at least min_length)."""
+  ones) by decreasing p (at most max_length, at least min_length); the named decoders'
+  sets (`DECODERS["bce"]`): threshold (that set, uncapped), expected_f1 (GFM, exact under
+  independent labels; `num_samples` is not needed)."""
+  del num_samples, sample_seed, ranking  # exact, no sampling; p is the only ranking score
   logits = tf.cast(head(features, training=False), tf.float32)  # [B, K]
   num_labels = logits.shape[-1]
   length = decoding.check_lengths(num_labels, max_length, min_length)
   probs = tf.sigmoid(logits)
-  if thresholds is None:
-    above = probs >= 0.5  # [B, K]
-  else:
-    thresholds = tf.convert_to_tensor(thresholds, tf.float32)
-    if thresholds.shape != (num_labels,):
-      raise ValueError(f"thresholds must be [K] = [{num_labels}], got shape "
-                       f"{thresholds.shape}.")
-    above = probs >= thresholds[tf.newaxis, :]  # [B, K]
+  above = _above(probs, thresholds)  # [B, K]
   # Labels above their threshold first (by p, exact), then the rest (by p): a prefix of the
   # ranking is the set.
   rank_score = tf.where(above, probs, probs - 2.0)  # [B, K]
@@ -492,7 +559,9 @@ def _bce_predict(head, features, *, beam_size, max_length, min_length, threshold
   # The N best sets: the one set, then N - 1 empty slots (-1 labels, -inf log-probability).
   paths, paths_log_prob = decoding.pad_paths(labels[:, tf.newaxis], path_log_prob[:, tf.newaxis],
                                              beam_size)
+  best_f1, _ = expected_f1.gfm(*expected_f1.size_joint_independent(probs))
   return {
+      "sets": {"threshold": above, "expected_f1": best_f1},  # bool [B, K] each
       "labels": labels,
       "num_labels": tf.reduce_sum(tf.cast(chosen, tf.int32), axis=1),
       "path_log_prob": path_log_prob,

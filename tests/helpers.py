@@ -6,15 +6,18 @@ import zlib
 import ml_collections
 import numpy as np
 
+from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import model as model_lib
 
 
 def tiny_model_config(head="cnn_rnn", **overrides):
-  """The model section of a config at toy size (d=8, 16 units, no dropout, no decay)."""
-  config = ml_collections.ConfigDict(dict(
+  """The model section of a config at toy size (d=8, 16 units, no dropout, no decay); the
+  other fields are the defaults of `config_lib.default_config()`."""
+  config = config_lib.default_config().model
+  config.update(dict(
       head=head, backbone="small_cnn", backbone_weights=None, image_size=32,
       train_backbone=True, embedding_dim=8, lstm_units=16, joint_activation="relu",
-      dropout=0.0, weight_decay=0.0, max_labels=None))
+      dropout=0.0, weight_decay=0.0))
   config.update(overrides)
   return config
 

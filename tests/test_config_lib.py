@@ -159,6 +159,9 @@ def test_choices_agree_with_the_library():
   from cnn_rnn_tf import label_order  # pylint: disable=g-import-not-at-top
   assert config_lib.LABEL_ORDERS == label_order.ORDERS
   assert config_lib.ALIGN_INPUTS == label_order.ALIGN_INPUTS
+  assert config_lib.HEAD_DECODERS == model.DECODERS
+  assert set(config_lib.DECODERS) == {d for names in model.DECODERS.values() for d in names}
+  assert config_lib.MARGINALS == model.MARGINALS
   for key in metrics.PRF_KEYS:
     assert config_lib._keep_best(f"top3.{key}") is None  # pylint: disable=protected-access
 
@@ -238,3 +241,20 @@ def test_bad_config_file_is_one_line(tmp_path, config_arg, expected):
   assert result.returncode == 2
   assert result.stderr.startswith("FATAL ") and expected in result.stderr, result.stderr[-2000:]
   assert "Traceback" not in result.stderr
+
+
+def test_decoders_must_be_the_heads_and_have_what_they_need():
+  config = config_lib.default_config()
+  config.decode.decoder = "threshold"  # a bce decoder on the cnn_rnn head
+  with pytest.raises(config_lib.ConfigError, match="decode.decoder = 'threshold'"):
+    config_lib.validate(config)
+  config = config_lib.paper(config_lib.default_config())
+  config.decode.ranking = "marginals"  # untrained marginals (aux weight 0)
+  with pytest.raises(config_lib.ConfigError, match="decode.ranking = 'marginals'"):
+    config_lib.validate(config)
+  config = config_lib.default_config()
+  config.decode.decoder, config.decode.num_samples = "expected_f1", 0
+  with pytest.raises(config_lib.ConfigError, match="decode.num_samples = 0"):
+    config_lib.validate(config)
+  config.model.head, config.decode.decoder = "bce", "expected_f1"  # exact for bce: no samples
+  config_lib.validate(config)

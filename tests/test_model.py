@@ -146,7 +146,7 @@ def _grads(loss_fn, head, feats):
 
 
 def test_aux_bce_loss_scores_the_image_projection_against_the_label_rows():
-  head = tiny_head(num_labels=K, seed=6)
+  head = tiny_head(num_labels=K, seed=6, marginals="joint_space")
   step = model_lib.head_step(head)
   rng = np.random.default_rng(4)
   feats = rng.normal(size=(3, 6)).astype("float32")
@@ -167,7 +167,7 @@ def test_aux_bce_loss_scores_the_image_projection_against_the_label_rows():
 
 
 def test_aux_bce_gradient_reaches_only_the_image_side_and_the_label_rows():
-  head = tiny_head(num_labels=K, seed=7)
+  head = tiny_head(num_labels=K, seed=7, marginals="joint_space")
   rng = np.random.default_rng(5)
   feats = rng.normal(size=(4, 6)).astype("float32")
   multi_hot = (rng.random((4, K)) < 0.5).astype("float32")
@@ -217,3 +217,40 @@ def test_losses_of_every_order_run_inside_a_distributed_step():
     np.testing.assert_allclose(loss, model_lib.head_loss(
         head, feats, multi_hot, training=False, max_labels=3, options=options, step=3),
         rtol=1e-4)
+
+
+def test_side_head_is_a_full_rank_bce_classifier_on_the_features():
+  head = tiny_head(num_labels=K, seed=8)  # model.marginals = "side_head" (the default)
+  step = model_lib.head_step(head)
+  assert step.marginal_head is not None
+  assert {v.path for v in step.marginal_head.trainable_variables} <= {
+      v.path for v in head.trainable_variables}  # the head's weights: checkpointed, trained
+  rng = np.random.default_rng(6)
+  feats = rng.normal(size=(3, 6)).astype("float32")
+  multi_hot = (rng.random((3, K)) < 0.5).astype("float32")
+  kernel, bias = (np.float64(w.numpy()) for w in step.marginal_head.weights)
+  logits = feats @ kernel + bias  # [3, K]
+  want = (np.maximum(logits, 0) - logits * multi_hot + np.log1p(np.exp(-np.abs(logits)))).sum(1)
+  np.testing.assert_allclose(model_lib.aux_bce_loss(head, feats, multi_hot, training=False),
+                             want, rtol=1e-4)
+  probs = model_lib.head_spec(head).predict(head, feats, beam_size=2, max_length=K,
+                                            min_length=0)["marginal_scores"]
+  np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits)), rtol=1e-4)
+
+
+def test_side_head_gradient_reaches_the_backbone_end_to_end_and_not_the_lstm():
+  backbone = backbones.build_backbone("small_cnn", image_size=16, trainable=True)
+  head = tiny_head(num_labels=K, seed=9, feature_dim=backbone.output_shape[-1])
+  images = tf.constant(np.random.default_rng(7).uniform(0, 255, (2, 16, 16, 3)), tf.float32)
+  multi_hot = tf.one_hot([[0, 2], [1, 1]], K)  # [2, K]
+  multi_hot = tf.reduce_max(multi_hot, axis=1)
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(model_lib.aux_bce_loss(head, backbone(images, training=True),
+                                                multi_hot, training=True))
+  variables = backbone.trainable_variables + head.trainable_variables
+  grads = dict(zip([v.path for v in variables], tape.gradient(loss, variables)))
+  touched = {p for p, g in grads.items() if g is not None and np.abs(np.asarray(
+      tf.convert_to_tensor(g))).max() > 0}
+  assert any(p.startswith("conv1") for p in touched), sorted(touched)  # the backbone learns
+  assert {p.split("/")[0] for p in touched if p in {v.path for v in head.trainable_variables}
+          } == {"marginal_head"}  # not the LSTM, the projections or the label embedding
