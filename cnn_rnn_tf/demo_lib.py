@@ -338,7 +338,7 @@ def _report_text(seeds, printed, comparison, results, rows, exports, vis, backbo
         r = np.mean([m["per_class"][name]["recall"] or 0 for m in metrics[h]])
         cells += [f"{100 * p:.1f}", f"{100 * r:.1f}"]
       look_rows.append(f"| {name} | " + " | ".join(cells) + " |")
-  rules = "\n".join(f"- `{k}`: {v}." for k, v in report.RULES.items())
+  rules = "\n".join(f"- `{k}`: {r.definition}." for k, r in metrics_lib.RULES.items())
   mean_ap = lambda m: 100 * (m["mAP_noninterp"] or 0)
   return f"""# CNN-RNN vs BCE on synthetic_scenes: protocols S, T and E
 

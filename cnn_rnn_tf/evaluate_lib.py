@@ -13,8 +13,8 @@ the run kept it, else the latest) and writes into `<workdir>/eval/`: `metrics.js
 `metrics.md` (a Markdown table) and `predictions.npz` (keys, y_true, decoded label ids,
 label scores) for reports. Decoding settings (`decode.*`) may be overridden; nothing else.
 
-What counts as a prediction: the evaluation rules, each a key of metrics.json with C-P C-R
-C-F1 O-P O-R O-F1 under it (`inference.RULES`):
+What counts as a prediction: the evaluation rules (`metrics.RULES`), each a key of
+metrics.json with the set metrics of `metrics.METRICS` under it (C-P C-R C-F1 O-P O-R O-F1 ...):
   * top3:            CNN-RNN: the first 3 labels of its path; BCE: the 3 most probable labels
                      among those with p >= 0.5.
   * all:             CNN-RNN: every label of its path; BCE: every label with p >= 0.5.
@@ -205,9 +205,7 @@ def _write(config, workdir: str, metrics: dict, pred: dict, split: str) -> None:
   step = int(found.group(1)) if found else int(config.train.num_steps)
   summary = tf.summary.create_file_writer(out_dir)
   with summary.as_default(step=step):
-    for setting in (s for s in inference.RULES if s in metrics):
-      for key in metrics_lib.PRF_KEYS:
-        tf.summary.scalar(f"{setting}/{key}", metrics[setting][key])
-    tf.summary.scalar("mAP_noninterp", metrics["mAP_noninterp"] or 0.0)
+    for tag, value in metrics_lib.scalars(metrics).items():
+      tf.summary.scalar(tag, value)
   summary.flush()
   logging.info("\n%s", table)

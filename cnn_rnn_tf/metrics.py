@@ -14,6 +14,17 @@ bool [N, K] (the labels the model outputs) and, for average precision, `scores` 
 
 All values are fractions in [0, 1]; `markdown_table` shows them as percentages.
 
+Two tables name what the rest of the package reads (metrics.json, metrics.md, the demo
+report, TensorBoard, the `train.keep_best` keys and their direction):
+
+    RULES["top3"]      # Rule(definition, display_name, needs_thresholds): a label-set rule
+    METRICS["OF1"]     # Metric(fn, higher_is_better, display_name, of="sets" | "scores")
+    metric_keys()      # ['top3.CP', ..., 'mAP_noninterp', 'MAP@10'] (keep_best spelling)
+
+Adding a metric is one function and one entry, e.g.
+
+    METRICS["size_error"] = Metric(lambda y_true, y_pred: ..., False, "size error")
+
 Conventions (the paper leaves these open; each is tested in tests/test_metrics.py):
 
 - Per-class precision of a class that is never predicted is 0 (as in the paper's COCO
@@ -29,7 +40,7 @@ Conventions (the paper leaves these open; each is tested in tests/test_metrics.p
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -326,12 +337,126 @@ def path_mask(label_ids, num_labels: int, k: int | None = None) -> np.ndarray:
   return mask
 
 
+# ----------------------------------------------------------------------------- the tables
+
+
+class Rule(NamedTuple):
+  """A label-set rule: what counts as predicted (an entry of `RULES`)."""
+  definition: str  # one sentence, for docs and reports
+  display_name: str  # its row in the Markdown tables
+  needs_thresholds: bool = False  # True: only with calibrated thresholds (not in training)
+
+
+# The label-set rules, in table order: each is a key of metrics.json with every "sets" metric
+# of `METRICS` under it. The masks come from each head's entry in model.py's `HEADS`.
+RULES: dict[str, Rule] = {
+    "top3": Rule("at most 3 labels: the first 3 of the CNN-RNN's path; BCE's 3 most probable "
+                 "labels among those with p >= 0.5", "top-3"),
+    "all": Rule("every label of the CNN-RNN's path; every BCE label with p >= 0.5", "all"),
+    "top3_paper": Rule("the paper's rule (section 4.1): the first 3 labels of the CNN-RNN's "
+                       "path; BCE's 3 most probable labels, no threshold", "top-3 (paper)"),
+    "top3_calibrated": Rule("BCE only: the 3 most probable labels among those that pass their "
+                            "class's calibrated threshold (chosen on the calibration part of "
+                            "the training split)", "top-3 calibrated", needs_thresholds=True),
+    "all_calibrated": Rule("BCE only: every label that passes its class's calibrated "
+                           "threshold", "all calibrated", needs_thresholds=True),
+}
+
+
+class Metric(NamedTuple):
+  """A metric of the report (an entry of `METRICS`).
+
+  of="sets": fn(y_true bool [N, K], y_pred bool [N, K]) -> float, computed for every rule
+  (metrics.json key "<rule>"."<key>", keep_best key "<rule>.<key>").
+  of="scores": fn(y_true bool [N, K], scores float [N, K]) -> float, computed once on the
+  ranking scores (metrics.json and keep_best key "<key>").
+  A NaN result (undefined) is written as None in metrics.json.
+  """
+  fn: Callable[[np.ndarray, np.ndarray], float]
+  higher_is_better: bool  # the direction train.keep_best takes
+  display_name: str  # its column in the Markdown tables
+  of: str = "sets"  # "sets" | "scores"
+
+
+def _prf_metric(key: str) -> Callable[[np.ndarray, np.ndarray], float]:
+  return lambda y_true, y_pred: prf(y_true, y_pred)[key]
+
+
+def _map_metric(method: str) -> Callable[[np.ndarray, np.ndarray], float]:
+  return lambda y_true, scores: mean_ap(average_precision(y_true, scores, method))
+
+
+# Every metric of the report, in table order. Adding a metric: one function and one entry.
+METRICS: dict[str, Metric] = {
+    "CP": Metric(_prf_metric("CP"), True, "C-P"),
+    "CR": Metric(_prf_metric("CR"), True, "C-R"),
+    "CF1": Metric(_prf_metric("CF1"), True, "C-F1"),
+    "OP": Metric(_prf_metric("OP"), True, "O-P"),
+    "OR": Metric(_prf_metric("OR"), True, "O-R"),
+    "OF1": Metric(_prf_metric("OF1"), True, "O-F1"),
+    "mAP_voc07": Metric(_map_metric("voc07"), True, "mAP (VOC07 11-pt)", "scores"),
+    "mAP_area": Metric(_map_metric("area"), True, "mAP (area)", "scores"),
+    "mAP_noninterp": Metric(_map_metric("noninterp"), True, "mAP (non-interp)", "scores"),
+    "MAP@10": Metric(lambda y_true, scores: map_at_k(y_true, scores, k=10), True, "MAP@10",
+                     "scores"),
+}
+
+
+def set_metrics() -> list[str]:
+  """The keys of `METRICS` computed per rule, in table order."""
+  return [k for k, m in METRICS.items() if m.of == "sets"]
+
+
+def score_metrics() -> list[str]:
+  """The keys of `METRICS` computed on the ranking scores, in table order."""
+  return [k for k, m in METRICS.items() if m.of == "scores"]
+
+
+def metric_keys(rules=tuple(RULES)) -> list[str]:
+  """Dotted keys "<rule>.<metric>" of `rules` x the set metrics, then the score metrics.
+
+      metric_keys()   # ['top3.CP', ..., 'all_calibrated.OF1', 'mAP_voc07', ..., 'MAP@10']
+  """
+  return [f"{r}.{m}" for r in rules for m in set_metrics()] + score_metrics()
+
+
+def keep_best_keys() -> list[str]:
+  """The keys `train.keep_best` may name: those the trainer's evaluation reports (the rules
+  that need no calibrated thresholds)."""
+  return metric_keys([r for r, rule in RULES.items() if not rule.needs_thresholds])
+
+
+def higher_is_better(key: str) -> bool:
+  """The direction of a dotted metric key ("top3.OF1", "mAP_noninterp"), from `METRICS`."""
+  name = key.rpartition(".")[2]
+  if name not in METRICS:
+    raise KeyError(f"Metric {key!r}: {name!r} is not a metric of metrics.METRICS "
+                   f"({list(METRICS)}).")
+  return METRICS[name].higher_is_better
+
+
+def scalars(report: Mapping) -> dict[str, float]:
+  """{"top3/OF1": 0.61, ..., "mAP_noninterp": 0.7}: every metric key of the tables that the
+  report has, as TensorBoard tags; an undefined one (None) is left out."""
+  out = {}
+  for key in metric_keys([r for r in RULES if r in report]):
+    rule, _, name = key.rpartition(".")
+    node = report[rule] if rule else report
+    if isinstance(node, Mapping) and node.get(name) is not None:
+      out[key.replace(".", "/")] = float(node[name])
+  return out
+
+
 # ----------------------------------------------------------------------------- report
 
 
 def _json_float(x) -> float | None:
   x = float(x)
   return None if math.isnan(x) else x
+
+
+def _rule_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
+  return {k: _json_float(METRICS[k].fn(y_true, y_pred)) for k in set_metrics()}
 
 
 def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str], *,
@@ -344,13 +469,15 @@ def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str],
     all_pred: bool [N, K], the full prediction (whole decoded path / thresholded scores).
     scores: float [N, K] ranking scores for AP and MAP@10.
     label_names: K names, in label id order.
-    rules: more predictions, rule name -> bool [N, K] (e.g. "top3_paper"); each gets a prf
-      dict under its name.
+    rules: more predictions, rule name -> bool [N, K] (e.g. "top3_paper"); each gets a dict
+      of the set metrics under its name.
 
   Returns:
-    {'top3': prf dict, 'all': prf dict, <each rule>: prf dict, 'mAP_voc07', 'mAP_area',
-     'mAP_noninterp', 'MAP@10', 'num_images', 'per_class': {name: {'AP' (noninterp),
-     'AP_voc07', 'AP_area', 'precision', 'recall' (of top3), 'num_gt'}}}.
+    {'top3': {set metric: value}, 'all': {...}, <each rule>: {...}, <each score metric of
+     `METRICS`> ('mAP_voc07', 'mAP_area', 'mAP_noninterp', 'MAP@10'), 'num_images',
+     'per_class': {name: {'AP' (noninterp), 'AP_voc07', 'AP_area', 'precision', 'recall'
+     (of top3), 'num_gt'}}}. The set metrics are those of `METRICS` with of="sets" ('CP',
+     'CR', 'CF1', 'OP', 'OR', 'OF1', ...).
   """
   y_true = _as_bool_2d("y_true", y_true)
   top3_pred = _as_bool_2d("top3_pred", top3_pred)
@@ -384,24 +511,13 @@ def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str],
         "num_gt": int(num_gt[c]),
     }
   return {
-      "top3": prf(y_true, top3_pred),
-      "all": prf(y_true, all_pred),
-      **{name: prf(y_true, pred) for name, pred in rules.items()},
-      "mAP_voc07": _json_float(mean_ap(ap["voc07"])),
-      "mAP_area": _json_float(mean_ap(ap["area"])),
-      "mAP_noninterp": _json_float(mean_ap(ap["noninterp"])),
-      "MAP@10": _json_float(map_at_k(y_true, scores, k=10)),
+      "top3": _rule_metrics(y_true, top3_pred),
+      "all": _rule_metrics(y_true, all_pred),
+      **{name: _rule_metrics(y_true, pred) for name, pred in rules.items()},
+      **{k: _json_float(METRICS[k].fn(y_true, scores)) for k in score_metrics()},
       "num_images": int(y_true.shape[0]),
       "per_class": per_class,
   }
-
-
-# Rows of the tables, in this order, for the settings a report has (see evaluate_lib).
-_SETTINGS = (("top3", "top-3"), ("all", "all"), ("top3_paper", "top-3 (paper)"),
-             ("top3_calibrated", "top-3 calibrated"), ("all_calibrated", "all calibrated"))
-_PRF_HEADERS = ("C-P", "C-R", "C-F1", "O-P", "O-R", "O-F1")
-_MAP_KEYS = (("mAP_voc07", "mAP (VOC07 11-pt)"), ("mAP_area", "mAP (area)"),
-             ("mAP_noninterp", "mAP (non-interp)"), ("MAP@10", "MAP@10"))
 
 
 def _pct(x) -> str:
@@ -415,36 +531,43 @@ def _row(cells) -> str:
   return "| " + " | ".join(cells) + " |"
 
 
+def _rule_cells(metrics: Mapping, rule: str) -> list[str]:
+  return [_pct(metrics[rule].get(k)) for k in set_metrics()]
+
+
 def markdown_table(metrics: Mapping, title: str | None = None) -> str:
   """Headline numbers of a `compute_all` report as Markdown (percentages, 1 decimal).
 
-  One row per setting (top-3, all, and those of top-3 (paper), top-3 calibrated, all
-  calibrated the report has) with C-P C-R C-F1 O-P O-R O-F1, then one row of
-  mAP (three conventions) and MAP@10. Settings or keys missing from `metrics` are skipped
-  or shown as n/a.
+  One row per rule of `RULES` the report has (top-3, all, top-3 (paper), top-3 calibrated,
+  all calibrated) with a column per set metric of `METRICS` (C-P C-R C-F1 O-P O-R O-F1 ...),
+  then one row of the score metrics (mAP in three conventions, MAP@10) and the image count.
+  Keys missing from `metrics` are shown as n/a.
   """
+  set_names = [METRICS[k].display_name for k in set_metrics()]
+  score_keys = score_metrics()
   lines = [f"### {title}", ""] if title else []
-  lines += [_row(("setting",) + _PRF_HEADERS), _row(("---",) * 7)]
-  for key, label in _SETTINGS:
-    if key in metrics:
-      lines.append(_row([label] + [_pct(metrics[key].get(k)) for k in PRF_KEYS]))
-  lines += ["", _row([h for _, h in _MAP_KEYS] + ["images"]), _row(("---",) * 5)]
-  lines.append(_row([_pct(metrics.get(k)) for k, _ in _MAP_KEYS]
+  lines += [_row(["setting"] + set_names), _row(["---"] * (1 + len(set_names)))]
+  for rule, spec in RULES.items():
+    if rule in metrics:
+      lines.append(_row([spec.display_name] + _rule_cells(metrics, rule)))
+  lines += ["", _row([METRICS[k].display_name for k in score_keys] + ["images"]),
+            _row(["---"] * (len(score_keys) + 1))]
+  lines.append(_row([_pct(metrics.get(k)) for k in score_keys]
                     + [str(metrics.get("num_images", "n/a"))]))
   return "\n".join(lines) + "\n"
 
 
 def markdown_comparison(named_metrics: Mapping[str, Mapping]) -> str:
-  """Several heads side by side: one row per head and setting, mAPs repeated per head.
+  """Several heads side by side: one row per head and rule, score metrics repeated per head.
 
     markdown_comparison({"CNN-RNN": report_rnn, "BCE": report_bce})
   """
-  headers = ("head", "setting") + _PRF_HEADERS + tuple(h for _, h in _MAP_KEYS)
-  lines = [_row(headers), _row(("---",) * len(headers))]
+  headers = (["head", "setting"] + [METRICS[k].display_name for k in set_metrics()]
+             + [METRICS[k].display_name for k in score_metrics()])
+  lines = [_row(headers), _row(["---"] * len(headers))]
   for head, metrics in named_metrics.items():
-    maps = [_pct(metrics.get(k)) for k, _ in _MAP_KEYS]
-    for key, label in _SETTINGS:
-      if key in metrics:
-        lines.append(_row([str(head), label] + [_pct(metrics[key].get(k)) for k in PRF_KEYS]
-                          + maps))
+    maps = [_pct(metrics.get(k)) for k in score_metrics()]
+    for rule, spec in RULES.items():
+      if rule in metrics:
+        lines.append(_row([str(head), spec.display_name] + _rule_cells(metrics, rule) + maps))
   return "\n".join(lines) + "\n"

@@ -135,4 +135,7 @@ def test_evaluation_does_not_import_the_trainer(graph):
 
 def test_config_lib_imports_no_package_module(graph):
   # configs/*.py import config_lib; keeping it a leaf keeps every config file cheap to load.
-  assert graph["cnn_rnn_tf.config_lib"] == set()
+  # The one exception: the train.keep_best check reads the metric table, inside the check,
+  # from `metrics`, itself a leaf (NumPy only).
+  assert graph["cnn_rnn_tf.config_lib"] <= {"cnn_rnn_tf.metrics"}
+  assert graph["cnn_rnn_tf.metrics"] == set()
