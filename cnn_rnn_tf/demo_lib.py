@@ -350,7 +350,9 @@ features of each; stage 3 (**E**) trained both heads end to end from scratch wit
 data and steps. {seconds / 60:.1f} minutes on this machine.
 
 Metrics in percent, mean ± std over the seeds (population std; E on one seed has none). mAP
-is non-interpolated average precision over the per-label ranking scores. The label-set rules:
+is non-interpolated average precision over the per-label ranking scores. Exact match, E-P,
+E-R and E-F1 (example-based) and Hamming loss (lower is better) judge each image's whole
+label set (docs/method.md, "Metrics"). The label-set rules:
 
 {rules}
 

@@ -9,6 +9,9 @@ bool [N, K] (the labels the model outputs) and, for average precision, `scores` 
     ap = average_precision(y_true, scores, "voc07")  # float [K], NaN for a class with no positive
     mean_ap(ap)                  # float
     map_at_k(y_true, scores, k=10)                   # MAP@10 (NUS-WIDE)
+    exact_match(y_true, top3)    # subset accuracy (the whole set right)
+    example_prf(y_true, top3)    # {'EP': .., 'ER': .., 'EF1': ..}: per image, then the mean
+    hamming_loss(y_true, top3)   # wrong (image, label) pairs / (N K); lower is better
     report = compute_all(y_true, top3, path_mask(decoded_ids, num_labels), scores, vocab.names)
     print(markdown_table(report, title="COCO val"))
 
@@ -35,6 +38,9 @@ Conventions (the paper leaves these open; each is tested in tests/test_metrics.p
 - Average precision: tied scores form one threshold (all of them enter the ranking together,
   as in scikit-learn), so the result does not depend on the order of the images.
 - Top-k of a score row (`top_k_mask`, `map_at_k`): ties are broken by the lower label id.
+- Example-based P / R / F1 with an empty set: the ratio counts as 1 (scikit-learn's
+  `average="samples"` with `zero_division=1`): an empty prediction for an image without
+  labels scores 1 on all three; for an image with labels, precision 1, recall and F1 0.
 """
 
 from __future__ import annotations
@@ -101,11 +107,16 @@ def _f1(p: float, r: float) -> float:
 # ----------------------------------------------------------------------------- P / R / F1
 
 
-def _counts(y_true, y_pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Validated (Nc, Np, Ng), each int [K]."""
+def _true_pred(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
   y_true = _as_bool_2d("y_true", y_true)
   y_pred = _as_bool_2d("y_pred", y_pred)
   _check_same_shape("y_true", y_true, "y_pred", y_pred)
+  return y_true, y_pred
+
+
+def _counts(y_true, y_pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Validated (Nc, Np, Ng), each int [K]."""
+  y_true, y_pred = _true_pred(y_true, y_pred)
   n_correct = (y_true & y_pred).sum(axis=0)  # Nc [K]
   return n_correct, y_pred.sum(axis=0), y_true.sum(axis=0)
 
@@ -152,6 +163,59 @@ def prf(y_true, y_pred) -> dict[str, float]:
   op = float(_ratio(n_correct.sum(), n_pred.sum()))
   o_r = float(_ratio(n_correct.sum(), n_gt.sum()))
   return {"CP": cp, "CR": cr, "CF1": _f1(cp, cr), "OP": op, "OR": o_r, "OF1": _f1(op, o_r)}
+
+
+# ----------------------------------------------------------------------------- label sets
+
+
+def exact_match(y_true, y_pred) -> float:
+  """Subset accuracy: the fraction of images whose predicted set equals the true set
+  (= sklearn.metrics.accuracy_score on multi-label input).
+
+  Args:
+    y_true: bool [N, K] ground truth.
+    y_pred: bool [N, K] predicted labels.
+  """
+  y_true, y_pred = _true_pred(y_true, y_pred)
+  return float((y_true == y_pred).all(axis=1).mean())
+
+
+def example_prf(y_true, y_pred) -> dict[str, float]:
+  """Example-based precision, recall and F1: per image, then the mean over the images.
+
+  With T the true and P the predicted set of an image:
+    EP = mean |T & P| / |P|,  ER = mean |T & P| / |T|,  EF1 = mean 2 |T & P| / (|T| + |P|).
+  An empty set's ratio counts as 1 (= sklearn's precision_recall_fscore_support(
+  average="samples", zero_division=1)): an empty prediction has precision 1, an image
+  without labels recall 1, and an empty prediction for an image without labels F1 1 (it is
+  right); an empty prediction for an image with labels has F1 0.
+
+  Args:
+    y_true: bool [N, K] ground truth.
+    y_pred: bool [N, K] predicted labels.
+
+  Returns:
+    {'EP', 'ER', 'EF1'}: python floats in [0, 1].
+  """
+  y_true, y_pred = _true_pred(y_true, y_pred)
+  n_correct = (y_true & y_pred).sum(axis=1)  # [N]
+  n_pred, n_true = y_pred.sum(axis=1), y_true.sum(axis=1)  # [N] each
+  ratio = lambda num, den: np.where(den > 0, _ratio(num, den), 1.0)  # empty set: 1
+  return {"EP": float(ratio(n_correct, n_pred).mean()),
+          "ER": float(ratio(n_correct, n_true).mean()),
+          "EF1": float(ratio(2 * n_correct, n_true + n_pred).mean())}
+
+
+def hamming_loss(y_true, y_pred) -> float:
+  """The fraction of (image, label) pairs predicted wrongly (= sklearn.metrics.hamming_loss);
+  lower is better.
+
+  Args:
+    y_true: bool [N, K] ground truth.
+    y_pred: bool [N, K] predicted labels.
+  """
+  y_true, y_pred = _true_pred(y_true, y_pred)
+  return float((y_true != y_pred).mean())
 
 
 # ----------------------------------------------------------------------------- ranking
@@ -394,6 +458,11 @@ METRICS: dict[str, Metric] = {
     "OP": Metric(_prf_metric("OP"), True, "O-P"),
     "OR": Metric(_prf_metric("OR"), True, "O-R"),
     "OF1": Metric(_prf_metric("OF1"), True, "O-F1"),
+    "exact_match": Metric(exact_match, True, "exact match"),
+    "EP": Metric(lambda y_true, y_pred: example_prf(y_true, y_pred)["EP"], True, "E-P"),
+    "ER": Metric(lambda y_true, y_pred: example_prf(y_true, y_pred)["ER"], True, "E-R"),
+    "EF1": Metric(lambda y_true, y_pred: example_prf(y_true, y_pred)["EF1"], True, "E-F1"),
+    "hamming_loss": Metric(hamming_loss, False, "Hamming loss"),
     "mAP_voc07": Metric(_map_metric("voc07"), True, "mAP (VOC07 11-pt)", "scores"),
     "mAP_area": Metric(_map_metric("area"), True, "mAP (area)", "scores"),
     "mAP_noninterp": Metric(_map_metric("noninterp"), True, "mAP (non-interp)", "scores"),
@@ -455,7 +524,10 @@ def _json_float(x) -> float | None:
   return None if math.isnan(x) else x
 
 
-def _rule_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
+def rule_metrics(y_true, y_pred) -> dict[str, float | None]:
+  """Every set metric of `METRICS` of one prediction: {'CP': .., ..., 'hamming_loss': ..}
+  (a rule's entry of `compute_all`; NaN -> None)."""
+  y_true, y_pred = _true_pred(y_true, y_pred)
   return {k: _json_float(METRICS[k].fn(y_true, y_pred)) for k in set_metrics()}
 
 
@@ -511,9 +583,9 @@ def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str],
         "num_gt": int(num_gt[c]),
     }
   return {
-      "top3": _rule_metrics(y_true, top3_pred),
-      "all": _rule_metrics(y_true, all_pred),
-      **{name: _rule_metrics(y_true, pred) for name, pred in rules.items()},
+      "top3": rule_metrics(y_true, top3_pred),
+      "all": rule_metrics(y_true, all_pred),
+      **{name: rule_metrics(y_true, pred) for name, pred in rules.items()},
       **{k: _json_float(METRICS[k].fn(y_true, scores)) for k in score_metrics()},
       "num_images": int(y_true.shape[0]),
       "per_class": per_class,
