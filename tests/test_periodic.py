@@ -198,3 +198,33 @@ def test_a_lower_is_better_metric_keeps_the_lowest_and_ties_keep_the_later(tmp_p
   with pytest.raises(KeyError, match="'nope'"):
     periodic.BestCheckpoint("top3.nope", tf.train.Checkpoint(w=tf.Variable(1.0)),
                             str(tmp_path / "unknown"))
+
+
+@pytest.mark.slow
+def test_a_registered_metric_reaches_a_real_runs_files(tmp_path, monkeypatch):
+  """End to end: train with keep_best on the registered metric, then evaluate the workdir."""
+  from cnn_rnn_tf import evaluate_lib  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
+  from helpers import load_config_file  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(metrics_lib.METRICS, "size_error",
+                      metrics_lib.Metric(_size_error, False, "size error"))
+  config = load_config_file(os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), "configs", "demo.py"), "runlocal")
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.train.update(num_steps=4, checkpoint_every=2, eval_every=2, keep_best="all.size_error")
+  config_lib.validate(config)
+  workdir = str(tmp_path / "run")
+  train_lib.train(config, workdir)
+  log = [json.loads(l) for l in open(os.path.join(workdir, "train", "log.jsonl"))]
+  evals = {r["step"]: r["eval/all/size_error"] for r in log if "eval/all/size_error" in r}
+  assert sorted(evals) == [2, 4]
+  assert "eval/all/size_error" in _tensorboard_tags(os.path.join(workdir, "train"))
+  best = json.load(open(os.path.join(workdir, "best", "best.json")))
+  assert best["metric"] == "all.size_error" and best["value"] == min(evals.values())
+  assert best["step"] == max(s for s, v in evals.items() if v == min(evals.values()))
+  evaluate_lib.evaluate(workdir, checkpoint="latest")
+  eval_dir = os.path.join(workdir, "eval")
+  saved = json.load(open(os.path.join(eval_dir, "metrics.json")))
+  assert saved["all"]["size_error"] == pytest.approx(evals[4])
+  assert "size error" in open(os.path.join(eval_dir, "metrics.md")).read()
+  assert "all/size_error" in _tensorboard_tags(eval_dir)
