@@ -71,9 +71,14 @@ def summary_table(summary: dict) -> str:
 
 
 def difference(summary: dict, a_key: str, b_key: str, a: str = "cnn_rnn", b: str = "bce"):
-  """(mean, std, wins, losses) of a's a_key minus b's b_key over the seeds, in points."""
+  """(mean, std, wins, losses) of a's a_key minus b's b_key over the seeds, in points.
+
+  A win is a seed where a is better by the metric's direction (`metrics.METRICS`: lower
+  for Hamming loss).
+  """
   diff = 100 * (np.array(summary[a][a_key][2]) - np.array(summary[b][b_key][2]))
-  return float(diff.mean()), float(diff.std()), int(np.sum(diff > 0)), int(np.sum(diff < 0))
+  better = diff if metrics_lib.higher_is_better(a_key.replace("/", ".")) else -diff
+  return float(diff.mean()), float(diff.std()), int(np.sum(better > 0)), int(np.sum(better < 0))
 
 
 def compare_heads(summary: dict, a: str = "cnn_rnn", b: str = "bce",
