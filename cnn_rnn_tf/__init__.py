@@ -9,7 +9,9 @@ knows the model, not the trainer):
   model         the CNN-RNN head and the BCE baseline head (Keras functional models)
   decoding      greedy and beam search in TensorFlow ops
   data/         sources (VOC 2007, COCO 2014, CSV, synthetic_scenes), pipeline, feature cache
-  metrics       C-P/C-R/C-F1, O-P/O-R/O-F1, AP (three conventions), MAP@10; NumPy only
+  metrics       C-P/C-R/C-F1, O-P/O-R/O-F1, set-level metrics; the tables of metrics and
+                label-set rules; NumPy only
+  ranking       AP (three conventions), mAP, MAP@10, top-k masks; NumPy only
   train_lib     the distributed custom training loop (binary: cnn_rnn_tf.train)
   evaluate_lib  decoding + metrics over a split (binary: cnn_rnn_tf.evaluate)
   export_lib    SavedModel export for TF Serving (binary: cnn_rnn_tf.export)

@@ -374,10 +374,9 @@ def _activation(value):
 def _keep_best(value):
   if not value:
     return None
-  settings = ("top3", "all")
-  prf = ("CP", "CR", "CF1", "OP", "OR", "OF1")
-  known = [f"{s}.{k}" for s in settings for k in prf] + [
-      "mAP_voc07", "mAP_area", "mAP_noninterp", "MAP@10"]
+  # The metric table (NumPy only; imported here, not when a config file loads).
+  from cnn_rnn_tf import metrics  # pylint: disable=g-import-not-at-top
+  known = metrics.keep_best_keys()
   if value not in known:
     close = difflib.get_close_matches(value, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -338,7 +338,7 @@ def _report_text(seeds, printed, comparison, results, rows, exports, vis, backbo
         r = np.mean([m["per_class"][name]["recall"] or 0 for m in metrics[h]])
         cells += [f"{100 * p:.1f}", f"{100 * r:.1f}"]
       look_rows.append(f"| {name} | " + " | ".join(cells) + " |")
-  rules = "\n".join(f"- `{k}`: {v}." for k, v in report.RULES.items())
+  rules = "\n".join(f"- `{k}`: {r.definition}." for k, r in metrics_lib.RULES.items())
   mean_ap = lambda m: 100 * (m["mAP_noninterp"] or 0)
   return f"""# CNN-RNN vs BCE on synthetic_scenes: protocols S, T and E
 
@@ -350,7 +350,9 @@ features of each; stage 3 (**E**) trained both heads end to end from scratch wit
 data and steps. {seconds / 60:.1f} minutes on this machine.
 
 Metrics in percent, mean ± std over the seeds (population std; E on one seed has none). mAP
-is non-interpolated average precision over the per-label ranking scores. The label-set rules:
+is non-interpolated average precision over the per-label ranking scores. Exact match, E-P,
+E-R and E-F1 (example-based) and Hamming loss (lower is better) judge each image's whole
+label set (docs/method.md, "Metrics"). The label-set rules:
 
 {rules}
 

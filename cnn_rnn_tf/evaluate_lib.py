@@ -13,19 +13,10 @@ the run kept it, else the latest) and writes into `<workdir>/eval/`: `metrics.js
 `metrics.md` (a Markdown table) and `predictions.npz` (keys, y_true, decoded label ids,
 label scores) for reports. Decoding settings (`decode.*`) may be overridden; nothing else.
 
-What counts as a prediction: the evaluation rules, each a key of metrics.json with C-P C-R
-C-F1 O-P O-R O-F1 under it (`inference.RULES`):
-  * top3:            CNN-RNN: the first 3 labels of its path; BCE: the 3 most probable labels
-                     among those with p >= 0.5.
-  * all:             CNN-RNN: every label of its path; BCE: every label with p >= 0.5.
-  * top3_paper:      the paper's rule (section 4.1): CNN-RNN: the first 3 labels of its path
-                     (the same as top3; `decode.min_length=3` makes every path 3 long, the
-                     paper's NUS-WIDE setting); BCE: the 3 most probable labels, no threshold.
-  * top3_calibrated: BCE only, when the workdir has thresholds.json: the 3 most probable
-                     labels among those with p >= their class's calibrated threshold.
-  * all_calibrated:  BCE only, likewise: every label with p >= its class's calibrated
-                     threshold (`calibration.py`: chosen on the held-out part of the training
-                     split, `data.calibration_fraction`).
+What counts as a prediction: the label-set rules of `metrics.RULES` (top3, all, top3_paper,
+and for a bce workdir with thresholds.json top3_calibrated and all_calibrated; their
+definitions are there and in docs/method.md), each a key of metrics.json with every set
+metric of `metrics.METRICS` under it (C-P ... O-F1, exact match, E-P/E-R/E-F1, Hamming loss).
 Paper-reproduction tables use top3_paper; "which head should I use" tables use the
 thresholded (top3, all) and calibrated rules. (`inference.rule_masks`, from each head's
 entry in model.py's head registry; `evaluate_lib.prediction_masks` gives (top3, all).)
@@ -205,9 +196,7 @@ def _write(config, workdir: str, metrics: dict, pred: dict, split: str) -> None:
   step = int(found.group(1)) if found else int(config.train.num_steps)
   summary = tf.summary.create_file_writer(out_dir)
   with summary.as_default(step=step):
-    for setting in (s for s in inference.RULES if s in metrics):
-      for key in metrics_lib.PRF_KEYS:
-        tf.summary.scalar(f"{setting}/{key}", metrics[setting][key])
-    tf.summary.scalar("mAP_noninterp", metrics["mAP_noninterp"] or 0.0)
+    for tag, value in metrics_lib.scalars(metrics).items():
+      tf.summary.scalar(tag, value)
   summary.flush()
   logging.info("\n%s", table)

@@ -13,7 +13,8 @@ One function serves evaluation and the exported SavedModel, so both decode ident
     top3, every = prediction_masks("cnn_rnn", out["labels"], out["label_scores"], K)
     # bool [B, K] each: the "top3" and "all" predictions the metrics count
     masks = rule_masks("bce", out["labels"], out["label_scores"], K, thresholds=None)
-    # {rule: bool [B, K]} for every rule of `RULES` the head has (calibrated: with thresholds)
+    # {rule: bool [B, K]} for every rule of `metrics.RULES` the head has (calibrated:
+    # with thresholds)
 
 with L = min(max_length, K). Each head's part lives in its `model.HEADS` entry:
 
@@ -40,23 +41,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import model as model_lib
 
 OUTPUT_KEYS = ("labels", "num_labels", "path_log_prob", "label_scores", "paths",
                "paths_log_prob")
-
-
-# The evaluation rules: what counts as predicted, one sentence each (metrics.json keys).
-RULES = {
-    "top3": "CNN-RNN: the first 3 labels of its path; BCE: the 3 most probable labels among "
-            "those with p >= 0.5.",
-    "all": "CNN-RNN: every label of its path; BCE: every label with p >= 0.5.",
-    "top3_paper": "The paper's rule (section 4.1): CNN-RNN: the first 3 labels of its path; "
-                  "BCE: the 3 most probable labels, no threshold.",
-    "top3_calibrated": "BCE only: the 3 most probable labels among those with p >= their "
-                       "class's calibrated threshold.",
-    "all_calibrated": "BCE only: every label with p >= its class's calibrated threshold.",
-}
 
 
 def predict_from_features(head: keras.Model, features, *, beam_size: int, max_length: int,
@@ -90,10 +79,15 @@ def prediction_masks(head: str, labels: np.ndarray, scores: np.ndarray,
 
 def rule_masks(head: str, labels: np.ndarray, scores: np.ndarray, num_labels: int,
                thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
-  """{rule: bool [N, K]} for each rule of `RULES` the head has (see `prediction_masks`).
+  """{rule: bool [N, K]} for each rule of `metrics.RULES` the head has (`prediction_masks`).
 
   `thresholds`: float [K] calibrated per-class thresholds (bce only); given, the bce head
   also gets "top3_calibrated" and "all_calibrated".
   """
-  return model_lib.head_spec(head).prediction_masks(np.asarray(labels), np.asarray(scores),
-                                                    num_labels, thresholds)
+  masks = model_lib.head_spec(head).prediction_masks(np.asarray(labels), np.asarray(scores),
+                                                     num_labels, thresholds)
+  unknown = sorted(set(masks) - set(metrics_lib.RULES))
+  if unknown:
+    raise ValueError(f"Head {head!r} returned the rules {unknown}, which metrics.RULES does "
+                     f"not declare (known: {list(metrics_lib.RULES)}).")
+  return masks

@@ -9,10 +9,24 @@ bool [N, K] (the labels the model outputs) and, for average precision, `scores` 
     ap = average_precision(y_true, scores, "voc07")  # float [K], NaN for a class with no positive
     mean_ap(ap)                  # float
     map_at_k(y_true, scores, k=10)                   # MAP@10 (NUS-WIDE)
+    exact_match(y_true, top3)    # subset accuracy (the whole set right)
+    example_prf(y_true, top3)    # {'EP': .., 'ER': .., 'EF1': ..}: per image, then the mean
+    hamming_loss(y_true, top3)   # wrong (image, label) pairs / (N K); lower is better
     report = compute_all(y_true, top3, path_mask(decoded_ids, num_labels), scores, vocab.names)
     print(markdown_table(report, title="COCO val"))
 
 All values are fractions in [0, 1]; `markdown_table` shows them as percentages.
+
+Two tables name what the rest of the package reads (metrics.json, metrics.md, the demo
+report, TensorBoard, the `train.keep_best` keys and their direction):
+
+    RULES["top3"]      # Rule(definition, display_name, needs_thresholds): a label-set rule
+    METRICS["OF1"]     # Metric(fn, higher_is_better, display_name, of="sets" | "scores")
+    metric_keys()      # ['top3.CP', ..., 'mAP_noninterp', 'MAP@10'] (keep_best spelling)
+
+Adding a metric is one function and one entry, e.g.
+
+    METRICS["size_error"] = Metric(lambda y_true, y_pred: ..., False, "size error")
 
 Conventions (the paper leaves these open; each is tested in tests/test_metrics.py):
 
@@ -24,56 +38,31 @@ Conventions (the paper leaves these open; each is tested in tests/test_metrics.p
 - Average precision: tied scores form one threshold (all of them enter the ranking together,
   as in scikit-learn), so the result does not depend on the order of the images.
 - Top-k of a score row (`top_k_mask`, `map_at_k`): ties are broken by the lower label id.
+- Example-based P / R / F1 with an empty set: the ratio counts as 1 (scikit-learn's
+  `average="samples"` with `zero_division=1`): an empty prediction for an image without
+  labels scores 1 on all three; for an image with labels, precision 1, recall and F1 0.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-AP_METHODS = ("voc07", "area", "noninterp")
+from cnn_rnn_tf import ranking
+
 PRF_KEYS = ("CP", "CR", "CF1", "OP", "OR", "OF1")
 
-
-# ----------------------------------------------------------------------------- validation
-
-
-def _as_bool_2d(name: str, x) -> np.ndarray:
-  """bool [N, K] from bool or 0/1 input; anything else (e.g. probabilities) is an error."""
-  x = np.asarray(x)
-  if x.ndim != 2:
-    raise ValueError(f"{name} must be 2-D [N, K], got shape {x.shape}.")
-  if x.shape[0] == 0:
-    raise ValueError("no images")
-  if x.shape[1] == 0:
-    raise ValueError(f"{name} has no labels (shape {x.shape}).")
-  if x.dtype != bool:
-    if not np.isin(x, (0, 1)).all():
-      bad = x[~np.isin(x, (0, 1))].flat[0]
-      raise ValueError(f"{name} must be bool or 0/1, got value {bad!r} (dtype {x.dtype}).")
-    x = x.astype(bool)
-  return x
+# The ranking metrics of `ranking.py`, under the names the package has always used.
+AP_METHODS = ranking.AP_METHODS
+average_precision = ranking.average_precision
+mean_ap = ranking.mean_ap
+map_at_k = ranking.map_at_k
+top_k_mask = ranking.top_k_mask
 
 
-def _as_scores_2d(name: str, x) -> np.ndarray:
-  """float64 [N, K]; NaN is an error (it has no place in a ranking), +-inf is allowed."""
-  x = np.asarray(x, dtype=np.float64)
-  if x.ndim != 2:
-    raise ValueError(f"{name} must be 2-D [N, K], got shape {x.shape}.")
-  if x.shape[0] == 0:
-    raise ValueError("no images")
-  if np.isnan(x).any():
-    rows, cols = np.nonzero(np.isnan(x))
-    raise ValueError(f"{name} contains NaN, first at [image {rows[0]}, label {cols[0]}].")
-  return x
-
-
-def _check_same_shape(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:
-  if a.shape != b.shape:
-    raise ValueError(f"{name_a} has shape {a.shape} but {name_b} has shape {b.shape}; "
-                     "they must be equal [N, K].")
+# ----------------------------------------------------------------------------- helpers
 
 
 def _ratio(num, den):
@@ -90,11 +79,16 @@ def _f1(p: float, r: float) -> float:
 # ----------------------------------------------------------------------------- P / R / F1
 
 
+def _true_pred(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+  y_true = ranking.as_bool_2d("y_true", y_true)
+  y_pred = ranking.as_bool_2d("y_pred", y_pred)
+  ranking.check_same_shape("y_true", y_true, "y_pred", y_pred)
+  return y_true, y_pred
+
+
 def _counts(y_true, y_pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Validated (Nc, Np, Ng), each int [K]."""
-  y_true = _as_bool_2d("y_true", y_true)
-  y_pred = _as_bool_2d("y_pred", y_pred)
-  _check_same_shape("y_true", y_true, "y_pred", y_pred)
+  y_true, y_pred = _true_pred(y_true, y_pred)
   n_correct = (y_true & y_pred).sum(axis=0)  # Nc [K]
   return n_correct, y_pred.sum(axis=0), y_true.sum(axis=0)
 
@@ -143,151 +137,57 @@ def prf(y_true, y_pred) -> dict[str, float]:
   return {"CP": cp, "CR": cr, "CF1": _f1(cp, cr), "OP": op, "OR": o_r, "OF1": _f1(op, o_r)}
 
 
-# ----------------------------------------------------------------------------- ranking
+# ----------------------------------------------------------------------------- label sets
 
 
-def _pr_points(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Precision and recall at each distinct score threshold, highest score first.
-
-  positive: bool [N], with at least one True; score: float [N].
-  Returns (precision [T], recall [T]), T = number of distinct scores.
-  """
-  order = np.argsort(-score, kind="stable")
-  score, positive = score[order], positive[order]
-  tp = np.cumsum(positive)  # [N]
-  # A threshold sits after the last image of each group of equal scores.
-  last = np.r_[np.nonzero(score[1:] != score[:-1])[0], score.size - 1]  # [T]
-  tp = tp[last]
-  precision = tp / (last + 1.0)
-  recall = tp / tp[-1]
-  return precision, recall
-
-
-def _ap_voc07(precision: np.ndarray, recall: np.ndarray) -> float:
-  """VOC2007 devkit: mean over t = 0, 0.1, ..., 1 of max precision at recall >= t."""
-  total = 0.0
-  for t in np.arange(11) / 10.0:  # i / 10, not a float step: recall 3/10 must reach t = 0.3
-    reached = recall >= t
-    total += precision[reached].max() if reached.any() else 0.0
-  return total / 11.0
-
-
-def _ap_area(precision: np.ndarray, recall: np.ndarray) -> float:
-  """VOC2010+ devkit: area under the precision envelope (max precision at recall >= r)."""
-  mrec = np.r_[0.0, recall, 1.0]
-  mpre = np.r_[0.0, precision, 0.0]
-  mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-  i = np.nonzero(mrec[1:] != mrec[:-1])[0] + 1
-  return float(np.sum((mrec[i] - mrec[i - 1]) * mpre[i]))
-
-
-def _ap_noninterp(precision: np.ndarray, recall: np.ndarray) -> float:
-  """sum_t (R_t - R_t-1) P_t: without ties, the mean precision at each positive."""
-  return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-_AP_FNS = {"voc07": _ap_voc07, "area": _ap_area, "noninterp": _ap_noninterp}
-
-
-def average_precision(y_true, scores, method: str = "noninterp") -> np.ndarray:
-  """Per-class average precision of a ranking of the images by score.
+def exact_match(y_true, y_pred) -> float:
+  """Subset accuracy: the fraction of images whose predicted set equals the true set
+  (= sklearn.metrics.accuracy_score on multi-label input).
 
   Args:
     y_true: bool [N, K] ground truth.
-    scores: float [N, K] ranking scores (higher = more confident).
-    method: 'voc07' (VOC2007 devkit, 11-point interpolated), 'area' (VOC2010+ devkit, area
-      under the monotone precision envelope) or 'noninterp' (mean of the precision at each
-      positive, = sklearn.metrics.average_precision_score).
-
-  Returns:
-    float [K]; NaN for a class with no positive image. Tied scores count as one threshold.
-    (VOC "difficult" objects are not handled here: drop or relabel them before.)
+    y_pred: bool [N, K] predicted labels.
   """
-  if method not in _AP_FNS:
-    raise ValueError(f"Unknown AP method {method!r}; expected one of {AP_METHODS}.")
-  y_true = _as_bool_2d("y_true", y_true)
-  scores = _as_scores_2d("scores", scores)
-  _check_same_shape("y_true", y_true, "scores", scores)
-  ap = np.full(y_true.shape[1], np.nan)
-  for c in range(y_true.shape[1]):
-    if y_true[:, c].any():
-      ap[c] = _AP_FNS[method](*_pr_points(y_true[:, c], scores[:, c]))
-  return ap
+  y_true, y_pred = _true_pred(y_true, y_pred)
+  return float((y_true == y_pred).all(axis=1).mean())
 
 
-def mean_ap(ap) -> float:
-  """Mean of per-class APs over the classes that have one (NaN ignored); NaN if none has."""
-  ap = np.asarray(ap, dtype=np.float64)
-  valid = ~np.isnan(ap)
-  return float(ap[valid].mean()) if valid.any() else math.nan
+def example_prf(y_true, y_pred) -> dict[str, float]:
+  """Example-based precision, recall and F1: per image, then the mean over the images.
 
-
-def _rank_labels(scores: np.ndarray) -> np.ndarray:
-  """Label ids of each row, highest score first, ties by lower id: int [N, K]."""
-  return np.argsort(-scores, axis=1, kind="stable")
-
-
-def _check_k(k) -> int:
-  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-    raise ValueError(f"k must be a positive integer, got {k!r}.")
-  return int(k)
-
-
-def top_k_mask(scores, k: int, threshold: float | None = None) -> np.ndarray:
-  """The k highest-scored labels of each image (the BCE baseline's top-k prediction).
+  With T the true and P the predicted set of an image:
+    EP = mean |T & P| / |P|,  ER = mean |T & P| / |T|,  EF1 = mean 2 |T & P| / (|T| + |P|).
+  An empty set's ratio counts as 1 (= sklearn's precision_recall_fscore_support(
+  average="samples", zero_division=1)): an empty prediction has precision 1, an image
+  without labels recall 1, and an empty prediction for an image without labels F1 1 (it is
+  right); an empty prediction for an image with labels has F1 0.
 
   Args:
-    scores: float [N, K].
-    k: labels per image (all K if k >= K). Ties are broken by the lower label id.
-    threshold: if given, a label must also have score >= threshold (so fewer than k
-      labels may be kept).
+    y_true: bool [N, K] ground truth.
+    y_pred: bool [N, K] predicted labels.
 
   Returns:
-    bool [N, K].
+    {'EP', 'ER', 'EF1'}: python floats in [0, 1].
   """
-  k = _check_k(k)
-  scores = _as_scores_2d("scores", scores)
-  top = _rank_labels(scores)[:, :k]  # [N, min(k, K)]
-  mask = np.zeros(scores.shape, dtype=bool)
-  np.put_along_axis(mask, top, True, axis=1)
-  if threshold is not None:
-    mask &= scores >= threshold
-  return mask
+  y_true, y_pred = _true_pred(y_true, y_pred)
+  n_correct = (y_true & y_pred).sum(axis=1)  # [N]
+  n_pred, n_true = y_pred.sum(axis=1), y_true.sum(axis=1)  # [N] each
+  ratio = lambda num, den: np.where(den > 0, _ratio(num, den), 1.0)  # empty set: 1
+  return {"EP": float(ratio(n_correct, n_pred).mean()),
+          "ER": float(ratio(n_correct, n_true).mean()),
+          "EF1": float(ratio(2 * n_correct, n_true + n_pred).mean())}
 
 
-def map_at_k(y_true, scores, k: int = 10) -> float:
-  """MAP@k (MAP@10 of the paper's NUS-WIDE and COCO tables): a per-image ranking metric.
-
-  Each image ranks its K labels by score (ties by lower label id). With rel_i = 1 if the
-  label at rank i is in the ground truth, P@i the precision of the first i ranks and n_pos
-  the number of ground-truth labels of the image:
-
-    AP@k = 1 / min(k, n_pos) * sum_{i <= k} P@i * rel_i
-
-  MAP@k is the mean of AP@k over the images with at least one ground-truth label (NaN if
-  there is none).
+def hamming_loss(y_true, y_pred) -> float:
+  """The fraction of (image, label) pairs predicted wrongly (= sklearn.metrics.hamming_loss);
+  lower is better.
 
   Args:
-    y_true: bool [N, K].
-    scores: float [N, K].
-    k: ranks considered per image.
-
-  Returns:
-    float in [0, 1].
+    y_true: bool [N, K] ground truth.
+    y_pred: bool [N, K] predicted labels.
   """
-  k = _check_k(k)
-  y_true = _as_bool_2d("y_true", y_true)
-  scores = _as_scores_2d("scores", scores)
-  _check_same_shape("y_true", y_true, "scores", scores)
-  top = _rank_labels(scores)[:, :k]  # [N, k']
-  rel = np.take_along_axis(y_true, top, axis=1).astype(np.float64)  # [N, k']
-  precision_at = np.cumsum(rel, axis=1) / np.arange(1, rel.shape[1] + 1)  # P@i [N, k']
-  n_pos = y_true.sum(axis=1)  # [N]
-  has_pos = n_pos > 0
-  if not has_pos.any():
-    return math.nan
-  ap = (precision_at * rel).sum(axis=1)[has_pos] / np.minimum(k, n_pos[has_pos])
-  return float(ap.mean())
+  y_true, y_pred = _true_pred(y_true, y_pred)
+  return float((y_true != y_pred).mean())
 
 
 # ----------------------------------------------------------------------------- decoded paths
@@ -317,7 +217,7 @@ def path_mask(label_ids, num_labels: int, k: int | None = None) -> np.ndarray:
   if num_labels < 1:
     raise ValueError(f"num_labels must be >= 1, got {num_labels!r}.")
   if k is not None:
-    label_ids = label_ids[:, :_check_k(k)]
+    label_ids = label_ids[:, :ranking.check_k(k)]
   valid = (label_ids >= 0) & (label_ids < num_labels)  # [N, L']
   in_path = np.cumprod(valid, axis=1).astype(bool)  # False from the first invalid id on
   rows = np.broadcast_to(np.arange(label_ids.shape[0])[:, None], label_ids.shape)
@@ -326,12 +226,134 @@ def path_mask(label_ids, num_labels: int, k: int | None = None) -> np.ndarray:
   return mask
 
 
+# ----------------------------------------------------------------------------- the tables
+
+
+class Rule(NamedTuple):
+  """A label-set rule: what counts as predicted (an entry of `RULES`)."""
+  definition: str  # one sentence, for docs and reports
+  display_name: str  # its row in the Markdown tables
+  needs_thresholds: bool = False  # True: only with calibrated thresholds (not in training)
+
+
+# The label-set rules, in table order: each is a key of metrics.json with every "sets" metric
+# of `METRICS` under it. The masks come from each head's entry in model.py's `HEADS`.
+RULES: dict[str, Rule] = {
+    "top3": Rule("at most 3 labels: the first 3 of the CNN-RNN's path; BCE's 3 most probable "
+                 "labels among those with p >= 0.5", "top-3"),
+    "all": Rule("every label of the CNN-RNN's path; every BCE label with p >= 0.5", "all"),
+    "top3_paper": Rule("the paper's rule (section 4.1): the first 3 labels of the CNN-RNN's "
+                       "path; BCE's 3 most probable labels, no threshold", "top-3 (paper)"),
+    "top3_calibrated": Rule("BCE only: the 3 most probable labels among those that pass their "
+                            "class's calibrated threshold (chosen on the calibration part of "
+                            "the training split)", "top-3 calibrated", needs_thresholds=True),
+    "all_calibrated": Rule("BCE only: every label that passes its class's calibrated "
+                           "threshold", "all calibrated", needs_thresholds=True),
+}
+
+
+class Metric(NamedTuple):
+  """A metric of the report (an entry of `METRICS`).
+
+  of="sets": fn(y_true bool [N, K], y_pred bool [N, K]) -> float, computed for every rule
+  (metrics.json key "<rule>"."<key>", keep_best key "<rule>.<key>").
+  of="scores": fn(y_true bool [N, K], scores float [N, K]) -> float, computed once on the
+  ranking scores (metrics.json and keep_best key "<key>").
+  A NaN result (undefined) is written as None in metrics.json.
+  """
+  fn: Callable[[np.ndarray, np.ndarray], float]
+  higher_is_better: bool  # the direction train.keep_best takes
+  display_name: str  # its column in the Markdown tables
+  of: str = "sets"  # "sets" | "scores"
+
+
+def _prf_metric(key: str) -> Callable[[np.ndarray, np.ndarray], float]:
+  return lambda y_true, y_pred: prf(y_true, y_pred)[key]
+
+
+def _map_metric(method: str) -> Callable[[np.ndarray, np.ndarray], float]:
+  return lambda y_true, scores: mean_ap(average_precision(y_true, scores, method))
+
+
+# Every metric of the report, in table order. Adding a metric: one function and one entry.
+METRICS: dict[str, Metric] = {
+    "CP": Metric(_prf_metric("CP"), True, "C-P"),
+    "CR": Metric(_prf_metric("CR"), True, "C-R"),
+    "CF1": Metric(_prf_metric("CF1"), True, "C-F1"),
+    "OP": Metric(_prf_metric("OP"), True, "O-P"),
+    "OR": Metric(_prf_metric("OR"), True, "O-R"),
+    "OF1": Metric(_prf_metric("OF1"), True, "O-F1"),
+    "exact_match": Metric(exact_match, True, "exact match"),
+    "EP": Metric(lambda y_true, y_pred: example_prf(y_true, y_pred)["EP"], True, "E-P"),
+    "ER": Metric(lambda y_true, y_pred: example_prf(y_true, y_pred)["ER"], True, "E-R"),
+    "EF1": Metric(lambda y_true, y_pred: example_prf(y_true, y_pred)["EF1"], True, "E-F1"),
+    "hamming_loss": Metric(hamming_loss, False, "Hamming loss"),
+    "mAP_voc07": Metric(_map_metric("voc07"), True, "mAP (VOC07 11-pt)", "scores"),
+    "mAP_area": Metric(_map_metric("area"), True, "mAP (area)", "scores"),
+    "mAP_noninterp": Metric(_map_metric("noninterp"), True, "mAP (non-interp)", "scores"),
+    "MAP@10": Metric(lambda y_true, scores: map_at_k(y_true, scores, k=10), True, "MAP@10",
+                     "scores"),
+}
+
+
+def set_metrics() -> list[str]:
+  """The keys of `METRICS` computed per rule, in table order."""
+  return [k for k, m in METRICS.items() if m.of == "sets"]
+
+
+def score_metrics() -> list[str]:
+  """The keys of `METRICS` computed on the ranking scores, in table order."""
+  return [k for k, m in METRICS.items() if m.of == "scores"]
+
+
+def metric_keys(rules=tuple(RULES)) -> list[str]:
+  """Dotted keys "<rule>.<metric>" of `rules` x the set metrics, then the score metrics.
+
+      metric_keys()   # ['top3.CP', ..., 'all_calibrated.OF1', 'mAP_voc07', ..., 'MAP@10']
+  """
+  return [f"{r}.{m}" for r in rules for m in set_metrics()] + score_metrics()
+
+
+def keep_best_keys() -> list[str]:
+  """The keys `train.keep_best` may name: those the trainer's evaluation reports (the rules
+  that need no calibrated thresholds)."""
+  return metric_keys([r for r, rule in RULES.items() if not rule.needs_thresholds])
+
+
+def higher_is_better(key: str) -> bool:
+  """The direction of a dotted metric key ("top3.OF1", "mAP_noninterp"), from `METRICS`."""
+  name = key.rpartition(".")[2]
+  if name not in METRICS:
+    raise KeyError(f"Metric {key!r}: {name!r} is not a metric of metrics.METRICS "
+                   f"({list(METRICS)}).")
+  return METRICS[name].higher_is_better
+
+
+def scalars(report: Mapping) -> dict[str, float]:
+  """{"top3/OF1": 0.61, ..., "mAP_noninterp": 0.7}: every metric key of the tables that the
+  report has, as TensorBoard tags; an undefined one (None) is left out."""
+  out = {}
+  for key in metric_keys([r for r in RULES if r in report]):
+    rule, _, name = key.rpartition(".")
+    node = report[rule] if rule else report
+    if isinstance(node, Mapping) and node.get(name) is not None:
+      out[key.replace(".", "/")] = float(node[name])
+  return out
+
+
 # ----------------------------------------------------------------------------- report
 
 
 def _json_float(x) -> float | None:
   x = float(x)
   return None if math.isnan(x) else x
+
+
+def rule_metrics(y_true, y_pred) -> dict[str, float | None]:
+  """Every set metric of `METRICS` of one prediction: {'CP': .., ..., 'hamming_loss': ..}
+  (a rule's entry of `compute_all`; NaN -> None)."""
+  y_true, y_pred = _true_pred(y_true, y_pred)
+  return {k: _json_float(METRICS[k].fn(y_true, y_pred)) for k in set_metrics()}
 
 
 def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str], *,
@@ -344,26 +366,28 @@ def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str],
     all_pred: bool [N, K], the full prediction (whole decoded path / thresholded scores).
     scores: float [N, K] ranking scores for AP and MAP@10.
     label_names: K names, in label id order.
-    rules: more predictions, rule name -> bool [N, K] (e.g. "top3_paper"); each gets a prf
-      dict under its name.
+    rules: more predictions, rule name -> bool [N, K] (e.g. "top3_paper"); each gets a dict
+      of the set metrics under its name.
 
   Returns:
-    {'top3': prf dict, 'all': prf dict, <each rule>: prf dict, 'mAP_voc07', 'mAP_area',
-     'mAP_noninterp', 'MAP@10', 'num_images', 'per_class': {name: {'AP' (noninterp),
-     'AP_voc07', 'AP_area', 'precision', 'recall' (of top3), 'num_gt'}}}.
+    {'top3': {set metric: value}, 'all': {...}, <each rule>: {...}, <each score metric of
+     `METRICS`> ('mAP_voc07', 'mAP_area', 'mAP_noninterp', 'MAP@10'), 'num_images',
+     'per_class': {name: {'AP' (noninterp), 'AP_voc07', 'AP_area', 'precision', 'recall'
+     (of top3), 'num_gt'}}}. The set metrics are those of `METRICS` with of="sets" ('CP',
+     'CR', 'CF1', 'OP', 'OR', 'OF1', ...).
   """
-  y_true = _as_bool_2d("y_true", y_true)
-  top3_pred = _as_bool_2d("top3_pred", top3_pred)
-  all_pred = _as_bool_2d("all_pred", all_pred)
-  scores = _as_scores_2d("scores", scores)
+  y_true = ranking.as_bool_2d("y_true", y_true)
+  top3_pred = ranking.as_bool_2d("top3_pred", top3_pred)
+  all_pred = ranking.as_bool_2d("all_pred", all_pred)
+  scores = ranking.as_scores_2d("scores", scores)
   for name, x in (("top3_pred", top3_pred), ("all_pred", all_pred), ("scores", scores)):
-    _check_same_shape("y_true", y_true, name, x)
+    ranking.check_same_shape("y_true", y_true, name, x)
   rules = dict(rules or {})
   for name in rules:
     if name in ("top3", "all"):
       raise ValueError(f"rules[{name!r}]: {name!r} is given as its own argument already.")
-    rules[name] = _as_bool_2d(f"rules[{name!r}]", rules[name])
-    _check_same_shape("y_true", y_true, f"rules[{name!r}]", rules[name])
+    rules[name] = ranking.as_bool_2d(f"rules[{name!r}]", rules[name])
+    ranking.check_same_shape("y_true", y_true, f"rules[{name!r}]", rules[name])
   label_names = [str(n) for n in label_names]
   if len(label_names) != y_true.shape[1]:
     raise ValueError(f"Got {len(label_names)} label names for y_true of shape {y_true.shape}.")
@@ -384,24 +408,13 @@ def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str],
         "num_gt": int(num_gt[c]),
     }
   return {
-      "top3": prf(y_true, top3_pred),
-      "all": prf(y_true, all_pred),
-      **{name: prf(y_true, pred) for name, pred in rules.items()},
-      "mAP_voc07": _json_float(mean_ap(ap["voc07"])),
-      "mAP_area": _json_float(mean_ap(ap["area"])),
-      "mAP_noninterp": _json_float(mean_ap(ap["noninterp"])),
-      "MAP@10": _json_float(map_at_k(y_true, scores, k=10)),
+      "top3": rule_metrics(y_true, top3_pred),
+      "all": rule_metrics(y_true, all_pred),
+      **{name: rule_metrics(y_true, pred) for name, pred in rules.items()},
+      **{k: _json_float(METRICS[k].fn(y_true, scores)) for k in score_metrics()},
       "num_images": int(y_true.shape[0]),
       "per_class": per_class,
   }
-
-
-# Rows of the tables, in this order, for the settings a report has (see evaluate_lib).
-_SETTINGS = (("top3", "top-3"), ("all", "all"), ("top3_paper", "top-3 (paper)"),
-             ("top3_calibrated", "top-3 calibrated"), ("all_calibrated", "all calibrated"))
-_PRF_HEADERS = ("C-P", "C-R", "C-F1", "O-P", "O-R", "O-F1")
-_MAP_KEYS = (("mAP_voc07", "mAP (VOC07 11-pt)"), ("mAP_area", "mAP (area)"),
-             ("mAP_noninterp", "mAP (non-interp)"), ("MAP@10", "MAP@10"))
 
 
 def _pct(x) -> str:
@@ -415,36 +428,43 @@ def _row(cells) -> str:
   return "| " + " | ".join(cells) + " |"
 
 
+def _rule_cells(metrics: Mapping, rule: str) -> list[str]:
+  return [_pct(metrics[rule].get(k)) for k in set_metrics()]
+
+
 def markdown_table(metrics: Mapping, title: str | None = None) -> str:
   """Headline numbers of a `compute_all` report as Markdown (percentages, 1 decimal).
 
-  One row per setting (top-3, all, and those of top-3 (paper), top-3 calibrated, all
-  calibrated the report has) with C-P C-R C-F1 O-P O-R O-F1, then one row of
-  mAP (three conventions) and MAP@10. Settings or keys missing from `metrics` are skipped
-  or shown as n/a.
+  One row per rule of `RULES` the report has (top-3, all, top-3 (paper), top-3 calibrated,
+  all calibrated) with a column per set metric of `METRICS` (C-P C-R C-F1 O-P O-R O-F1 ...),
+  then one row of the score metrics (mAP in three conventions, MAP@10) and the image count.
+  Keys missing from `metrics` are shown as n/a.
   """
+  set_names = [METRICS[k].display_name for k in set_metrics()]
+  score_keys = score_metrics()
   lines = [f"### {title}", ""] if title else []
-  lines += [_row(("setting",) + _PRF_HEADERS), _row(("---",) * 7)]
-  for key, label in _SETTINGS:
-    if key in metrics:
-      lines.append(_row([label] + [_pct(metrics[key].get(k)) for k in PRF_KEYS]))
-  lines += ["", _row([h for _, h in _MAP_KEYS] + ["images"]), _row(("---",) * 5)]
-  lines.append(_row([_pct(metrics.get(k)) for k, _ in _MAP_KEYS]
+  lines += [_row(["setting"] + set_names), _row(["---"] * (1 + len(set_names)))]
+  for rule, spec in RULES.items():
+    if rule in metrics:
+      lines.append(_row([spec.display_name] + _rule_cells(metrics, rule)))
+  lines += ["", _row([METRICS[k].display_name for k in score_keys] + ["images"]),
+            _row(["---"] * (len(score_keys) + 1))]
+  lines.append(_row([_pct(metrics.get(k)) for k in score_keys]
                     + [str(metrics.get("num_images", "n/a"))]))
   return "\n".join(lines) + "\n"
 
 
 def markdown_comparison(named_metrics: Mapping[str, Mapping]) -> str:
-  """Several heads side by side: one row per head and setting, mAPs repeated per head.
+  """Several heads side by side: one row per head and rule, score metrics repeated per head.
 
     markdown_comparison({"CNN-RNN": report_rnn, "BCE": report_bce})
   """
-  headers = ("head", "setting") + _PRF_HEADERS + tuple(h for _, h in _MAP_KEYS)
-  lines = [_row(headers), _row(("---",) * len(headers))]
+  headers = (["head", "setting"] + [METRICS[k].display_name for k in set_metrics()]
+             + [METRICS[k].display_name for k in score_metrics()])
+  lines = [_row(headers), _row(["---"] * len(headers))]
   for head, metrics in named_metrics.items():
-    maps = [_pct(metrics.get(k)) for k, _ in _MAP_KEYS]
-    for key, label in _SETTINGS:
-      if key in metrics:
-        lines.append(_row([str(head), label] + [_pct(metrics[key].get(k)) for k in PRF_KEYS]
-                          + maps))
+    maps = [_pct(metrics.get(k)) for k in score_metrics()]
+    for rule, spec in RULES.items():
+      if rule in metrics:
+        lines.append(_row([str(head), spec.display_name] + _rule_cells(metrics, rule) + maps))
   return "\n".join(lines) + "\n"

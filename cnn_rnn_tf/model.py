@@ -572,7 +572,7 @@ def _bce_predict(head, features, *, beam_size, max_length, min_length, threshold
 
 
 # Prediction masks for the metrics: rule name -> bool [N, K] from NumPy predictions (the
-# rules are defined in `inference.RULES`).
+# rules are defined in `metrics.RULES`).
 
 def _cnn_rnn_masks(labels: np.ndarray, scores: np.ndarray, num_labels: int,
                    thresholds: np.ndarray | None = None):
@@ -616,7 +616,7 @@ class HeadSpec(NamedTuple):
   #   -> dict of outputs (thresholds: float [K] calibrated ones, bce only)
   predict: Callable
   # (labels int [N, L], scores float [N, K], num_labels, thresholds=None)
-  #   -> {rule name: bool [N, K]} (`inference.RULES`)
+  #   -> {rule name: bool [N, K]} (`metrics.RULES`)
   prediction_masks: Callable
 
 

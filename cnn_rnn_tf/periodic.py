@@ -29,6 +29,8 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from cnn_rnn_tf import metrics as metrics_lib
+
 
 class PeriodicAction:
   """Fires at every multiple of `every` that a step crosses, and at `last_step`.
@@ -147,15 +149,18 @@ def flat_scalars(metrics: dict, prefix: str = "") -> dict:
 
 
 class BestCheckpoint:
-  """Keeps the checkpoint with the highest `metric` in `directory` (+ best.json).
+  """Keeps the checkpoint with the best `metric` in `directory` (+ best.json).
 
-  best.json: {"metric": "top3.OF1", "value": 0.61, "step": 1500}. A resumed run reads it, so
-  the best so far is kept across restarts.
+  Best is the highest value, or the lowest for a metric whose `metrics.METRICS` entry says
+  lower is better (e.g. Hamming loss). A tie keeps the later checkpoint (the longer-trained
+  weights). best.json: {"metric": "top3.OF1", "value": 0.61, "step": 1500}. A resumed run
+  reads it, so the best so far is kept across restarts.
   """
 
   def __init__(self, metric: str, checkpoint: tf.train.Checkpoint, directory: str,
                enabled: bool = True):
     self.metric = metric
+    self.higher_is_better = metrics_lib.higher_is_better(metric)  # KeyError: names the key
     self.directory = directory
     self._enabled = enabled
     self._manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1,
@@ -174,10 +179,15 @@ class BestCheckpoint:
       return None
     return best
 
+  def _worse(self, value: float) -> bool:
+    """Strictly worse than the best so far (a tie is not: the later checkpoint is kept)."""
+    best = self.best["value"]
+    return value < best if self.higher_is_better else value > best
+
   def update(self, step: int, metrics: dict) -> bool:
-    """Saves when `metrics` beats the best so far; returns whether it did."""
+    """Saves when `metrics` is at least as good as the best so far; returns whether it did."""
     value = metric_value(metrics, self.metric)
-    if not np.isfinite(value) or (self.best is not None and value <= self.best["value"]):
+    if not np.isfinite(value) or (self.best is not None and self._worse(value)):
       return False
     path = self._manager.save(checkpoint_number=step)
     self.best = {"metric": self.metric, "value": value, "step": int(step)}
@@ -202,15 +212,10 @@ class Evaluate(PeriodicAction):
   def run(self, step: int, **_) -> None:
     t0 = time.time()
     metrics = self._evaluate()
-    scalars = {f"eval/{k.replace('.', '/')}": v for k, v in flat_scalars(metrics).items()
-               if k in _EVAL_KEYS}
+    scalars = {f"eval/{k}": v for k, v in metrics_lib.scalars(metrics).items()}
     scalars["eval/seconds"] = time.time() - t0
     self._writer.write(step, scalars, prefix=f"eval at step {step}")
     if self._best is not None:
       self._best.update(step, metrics)
     self.last_metrics = metrics
 
-
-_EVAL_KEYS = tuple(f"{s}.{k}" for s in ("top3", "all") for k in
-                   ("CP", "CR", "CF1", "OP", "OR", "OF1")) + (
-                       "mAP_noninterp", "mAP_voc07", "mAP_area", "MAP@10")

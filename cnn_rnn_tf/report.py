@@ -19,19 +19,6 @@ import numpy as np
 
 from cnn_rnn_tf import metrics as metrics_lib
 
-# The label-set rules of `evaluate_lib` (keys of metrics.json), in table order. One sentence
-# each (docs/method.md has the details):
-RULES = {
-    "top3_paper": "the paper's rule: BCE's 3 highest-ranked labels, no threshold; the first 3 "
-                  "labels of the CNN-RNN's path",
-    "top3": "at most 3 labels: BCE's 3 most probable with p >= 0.5; the first 3 of the path",
-    "all": "every BCE label with p >= 0.5; the whole path",
-    "top3_calibrated": "BCE's 3 most probable labels that pass their per-class threshold "
-                       "(chosen on the calibration part of the training split)",
-    "all_calibrated": "every BCE label that passes its per-class threshold",
-}
-SETTINGS = tuple(RULES)
-MAP_KEYS = ("mAP_noninterp", "mAP_voc07", "MAP@10")
 # compare_heads' default: each headline metric against the same setting of the other head.
 SAME_SETTING = [(f"{s}/{k}", f"{s}/{k}") for s in ("top3", "all") for k in ("CP", "CF1", "OP",
                                                                            "OF1")]
@@ -46,43 +33,52 @@ def _value(metrics, setting, key=None):
 def summarize_seeds(by_head: dict[str, list[dict]]) -> dict:
   """{head: {"top3/OF1": (mean, std, [per seed]), ...}} over the seeds' metrics dicts.
 
-  Every setting of `SETTINGS` that all of a head's runs have (BCE alone has the calibrated
-  ones), each with the six P/R/F1 keys, and `MAP_KEYS`.
+  Every metric of `metrics.METRICS` that all of a head's runs have: the set metrics as
+  "<rule>/<key>" for each rule of `metrics.RULES` (BCE alone has the calibrated ones), the
+  score metrics as "<key>".
   """
   out = {}
   for head, runs in by_head.items():
     row = {}
-    for setting in SETTINGS:
-      if all(setting in m for m in runs):
-        for key in metrics_lib.PRF_KEYS:
-          vals = [_value(m, setting, key) for m in runs]
-          row[f"{setting}/{key}"] = (float(np.mean(vals)), float(np.std(vals)), vals)
-    for key in MAP_KEYS:
-      vals = [_value(m, key) for m in runs]
-      row[key] = (float(np.mean(vals)), float(np.std(vals)), vals)
+    for key in metrics_lib.metric_keys():
+      rule, _, name = key.rpartition(".")
+      if all(name in (m.get(rule, {}) if rule else m) for m in runs):
+        vals = [_value(m, rule, name) if rule else _value(m, name) for m in runs]
+        row[key.replace(".", "/")] = (float(np.mean(vals)), float(np.std(vals)), vals)
     out[head] = row
   return out
 
 
 def summary_table(summary: dict) -> str:
-  """Markdown: one row per head and setting it has, mean ± std (percent) over seeds."""
-  lines = ["| head | setting | C-P | C-R | C-F1 | O-P | O-R | O-F1 | mAP | MAP@10 |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-  fmt = lambda t: f"{100 * t[0]:.1f} ± {100 * t[1]:.1f}"
+  """Markdown: one row per head and rule it has, mean ± std (percent) over seeds; a column
+  per set metric, then per score metric, of `metrics.METRICS` that the summary has."""
+  keys = [k for k in metrics_lib.METRICS
+          if any(f"{r}/{k}" in row or k in row for row in summary.values()
+                 for r in metrics_lib.RULES)]
+  sets = [k for k in keys if k in metrics_lib.set_metrics()]
+  scores = [k for k in keys if k in metrics_lib.score_metrics()]
+  names = [metrics_lib.METRICS[k].display_name for k in sets + scores]
+  lines = ["| head | setting | " + " | ".join(names) + " |",
+           "|---|---|" + "---|" * len(names)]
+  fmt = lambda t: "n/a" if t is None else f"{100 * t[0]:.1f} ± {100 * t[1]:.1f}"
   for head, row in summary.items():
-    for setting in SETTINGS:
-      if f"{setting}/OF1" not in row:
+    for rule in metrics_lib.RULES:
+      if not any(f"{rule}/{k}" in row for k in sets):
         continue
-      cells = [fmt(row[f"{setting}/{k}"]) for k in metrics_lib.PRF_KEYS]
-      lines.append(f"| {head} | {setting} | " + " | ".join(cells) +
-                   f" | {fmt(row['mAP_noninterp'])} | {fmt(row['MAP@10'])} |")
+      cells = [fmt(row.get(f"{rule}/{k}")) for k in sets] + [fmt(row.get(k)) for k in scores]
+      lines.append(f"| {head} | {rule} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
 def difference(summary: dict, a_key: str, b_key: str, a: str = "cnn_rnn", b: str = "bce"):
-  """(mean, std, wins, losses) of a's a_key minus b's b_key over the seeds, in points."""
+  """(mean, std, wins, losses) of a's a_key minus b's b_key over the seeds, in points.
+
+  A win is a seed where a is better by the metric's direction (`metrics.METRICS`: lower
+  for Hamming loss).
+  """
   diff = 100 * (np.array(summary[a][a_key][2]) - np.array(summary[b][b_key][2]))
-  return float(diff.mean()), float(diff.std()), int(np.sum(diff > 0)), int(np.sum(diff < 0))
+  better = diff if metrics_lib.higher_is_better(a_key.replace("/", ".")) else -diff
+  return float(diff.mean()), float(diff.std()), int(np.sum(better > 0)), int(np.sum(better < 0))
 
 
 def compare_heads(summary: dict, a: str = "cnn_rnn", b: str = "bce",

@@ -13,6 +13,7 @@ import pytest
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import demo_config
 from cnn_rnn_tf import demo_lib
+from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import report as report_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,7 +118,7 @@ def test_demo_binary_runs_every_stage_prints_little_else_and_resumes(tmp_path):
   for section in ("## S: ", "## T: ", "## E: ", "Where each head wins", "Per-class precision",
                   "Training curves", "exported SavedModels", "Label embedding"):
     assert section in text, section
-  for rule in report_lib.RULES:
+  for rule in metrics_lib.RULES:
     assert f"`{rule}`: " in text and f"| bce | {rule} |" in text
   for png in ("per_class.png", "curves.png", "predictions.png"):
     assert os.path.getsize(os.path.join(run_dir, png)) > 1000

@@ -217,9 +217,10 @@ def test_evaluate_writes_the_paper_and_calibrated_rules(tmp_path, tfds_dir):
   above = scores >= thresholds
   top3 = np.zeros_like(above)
   np.put_along_axis(top3, np.argsort(-scores, axis=1, kind="stable")[:, :3], True, axis=1)
-  assert metrics["all_calibrated"] == pytest.approx(metrics_lib.prf(y_true, above))
-  assert metrics["top3_calibrated"] == pytest.approx(metrics_lib.prf(y_true, top3 & above))
-  assert metrics["top3_paper"] == pytest.approx(metrics_lib.prf(y_true, top3))
+  rule_metrics = metrics_lib.rule_metrics  # every set metric, exact match etc. included
+  assert metrics["all_calibrated"] == pytest.approx(rule_metrics(y_true, above))
+  assert metrics["top3_calibrated"] == pytest.approx(rule_metrics(y_true, top3 & above))
+  assert metrics["top3_paper"] == pytest.approx(rule_metrics(y_true, top3))
   assert metrics["top3"] == pytest.approx(plain["top3"])  # the 0.5 rules stay
   saved = json.load(open(os.path.join(workdir_lib.eval_dir(w), "metrics.json")))
   assert saved["all_calibrated"] == pytest.approx(metrics["all_calibrated"])

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from cnn_rnn_tf import inference
+from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import model as model_lib
 from helpers import tiny_head, tiny_model_config
 
@@ -103,7 +104,7 @@ def test_paper_rule_by_value():
   labels = np.array([[3, 0, 4, 1], [2, -1, -1, -1]])
   masks = inference.rule_masks("cnn_rnn", labels, np.zeros((2, K)), K)
   np.testing.assert_array_equal(masks["top3_paper"], [[1, 0, 0, 1, 1], [0, 0, 1, 0, 0]])
-  assert set(masks) <= set(inference.RULES)
+  assert set(masks) <= set(metrics_lib.RULES)
 
 
 def test_calibrated_rules_by_value():

@@ -369,3 +369,68 @@ def test_compute_all_rules_get_their_own_rows_by_value():
     metrics.compute_all(y, top3, top3, np.eye(2, 4), list("abcd"), rules={"x": paper[:, :3]})
   with pytest.raises(ValueError, match="'top3' is given"):
     metrics.compute_all(y, top3, top3, np.eye(2, 4), list("abcd"), rules={"top3": paper})
+
+
+# ----------------------------------------------------------------------------- label sets
+
+
+def _random_sets(seed, n=50, k=6):
+  """Random y_true and y_pred bool [n, k] with empty rows in both, and rows empty in both."""
+  rng = np.random.default_rng(seed)
+  y_true = rng.random((n, k)) < 0.3
+  y_pred = rng.random((n, k)) < 0.3
+  y_true[:5] = False  # images without labels ...
+  y_pred[3:8] = False  # ... and empty predictions; rows 3, 4 are empty in both
+  y_pred[10:13] = y_true[10:13]  # some exact matches
+  return y_true, y_pred
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_set_level_metrics_match_sklearn(seed):
+  sk = pytest.importorskip("sklearn.metrics")
+  y_true, y_pred = _random_sets(seed)
+  assert metrics.exact_match(y_true, y_pred) == pytest.approx(sk.accuracy_score(y_true, y_pred))
+  assert metrics.hamming_loss(y_true, y_pred) == pytest.approx(sk.hamming_loss(y_true, y_pred))
+  p, r, f, _ = sk.precision_recall_fscore_support(y_true, y_pred, average="samples",
+                                                  zero_division=1)
+  assert metrics.example_prf(y_true, y_pred) == pytest.approx({"EP": p, "ER": r, "EF1": f})
+
+
+def test_set_level_metrics_on_empty_sets_by_hand():
+  y_true = np.array([[1, 0], [0, 0], [0, 0], [1, 1]], bool)
+  y_pred = np.array([[0, 0], [0, 0], [1, 0], [1, 0]], bool)
+  # Per image (P, R, F1): (1, 0, 0), (1, 1, 1), (0, 1, 0), (1, 1/2, 2/3).
+  assert metrics.example_prf(y_true, y_pred) == pytest.approx(
+      {"EP": 3 / 4, "ER": 2.5 / 4, "EF1": (1 + 2 / 3) / 4})
+  assert metrics.exact_match(y_true, y_pred) == 0.25
+  assert metrics.hamming_loss(y_true, y_pred) == 3 / 8
+  with pytest.raises(ValueError, match="y_pred has shape"):
+    metrics.exact_match(y_true, y_pred[:, :1])
+
+
+def test_every_rule_gets_the_set_level_metrics_with_their_direction():
+  y_true, y_pred = _random_sets(0)
+  scores = np.random.default_rng(0).random(y_true.shape)
+  report = metrics.compute_all(y_true, y_pred, ~y_pred, scores, list("abcdef"),
+                               rules={"top3_paper": y_true})
+  for rule, pred in (("top3", y_pred), ("all", ~y_pred), ("top3_paper", y_true)):
+    assert report[rule]["exact_match"] == metrics.exact_match(y_true, pred)
+    assert report[rule]["hamming_loss"] == metrics.hamming_loss(y_true, pred)
+    assert {k: report[rule][k] for k in ("EP", "ER", "EF1")} == metrics.example_prf(
+        y_true, pred)
+  assert report["top3_paper"]["exact_match"] == 1.0
+  assert report["top3_paper"]["hamming_loss"] == 0.0
+  assert not metrics.METRICS["hamming_loss"].higher_is_better
+  assert metrics.higher_is_better("all.exact_match")
+  assert not metrics.higher_is_better("top3.hamming_loss")
+  for key in ("top3.exact_match", "all.EF1", "top3_paper.hamming_loss"):
+    assert key in metrics.keep_best_keys()
+  assert "all_calibrated.EF1" not in metrics.keep_best_keys()  # no thresholds in training
+  table = metrics.markdown_table(report)
+  assert "| setting | C-P | C-R | C-F1 | O-P | O-R | O-F1 | exact match | E-P | E-R | E-F1 | " \
+         "Hamming loss |" in table
+  row = next(line for line in table.splitlines() if line.startswith("| top-3 (paper)"))
+  assert row.endswith("| 100.0 | 100.0 | 100.0 | 100.0 | 0.0 |")
+  scalars = metrics.scalars(report)
+  assert scalars["all/hamming_loss"] == metrics.hamming_loss(y_true, ~y_pred)
+  assert scalars["top3/EF1"] == report["top3"]["EF1"]

@@ -4,10 +4,14 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
+from cnn_rnn_tf import config_lib
+from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import periodic
+from cnn_rnn_tf.metric_writer import MetricWriter
 
 
 class Recorder(periodic.PeriodicAction):
@@ -118,3 +122,109 @@ def test_evaluate_writes_eval_scalars_and_feeds_the_best(tmp_path):
   assert writer.records[1][1]["eval/mAP_noninterp"] == 0.7
   assert writer.records[0][1]["eval/top3/OF1"] == 0.1
   assert best.best["step"] == 4
+
+
+def _size_error(y_true, y_pred):
+  """An example metric: mean |predicted set size - true set size| (lower is better)."""
+  return float(np.abs(y_pred.sum(axis=1) - y_true.sum(axis=1)).mean())
+
+
+def _tensorboard_tags(logdir):
+  tags = {}
+  for name in os.listdir(logdir):
+    if name.startswith("events."):
+      for event in tf.compat.v1.train.summary_iterator(os.path.join(logdir, name)):
+        for value in event.summary.value:
+          tags.setdefault(value.tag, []).append(event.step)
+  return tags
+
+
+def test_one_registered_function_is_a_metric_everywhere(tmp_path, monkeypatch):
+  """Issue 21 item 1: a metric registered in a test module (one function, one table entry)
+  reaches metrics.json (compute_all), the TensorBoard scalars of train.eval_every, and is a
+  valid train.keep_best key that the best checkpoint follows in its direction."""
+  config = config_lib.default_config()
+  config.train.keep_best = "all.size_error"
+  with pytest.raises(config_lib.ConfigError, match="train.keep_best"):
+    config_lib.validate(config)  # not a metric before it is registered
+  monkeypatch.setitem(metrics_lib.METRICS, "size_error",
+                      metrics_lib.Metric(_size_error, False, "size error"))
+  config_lib.validate(config)
+
+  rng = np.random.default_rng(0)
+  y_true = rng.random((30, 5)) < 0.4
+  scores = rng.random((30, 5))
+  preds = [metrics_lib.top_k_mask(scores, 5, threshold=t) for t in (0.9, 0.5, 0.2)]
+  reports = [metrics_lib.compute_all(y_true, metrics_lib.top_k_mask(scores, 3), p, scores,
+                                     list("abcde")) for p in preds]
+  written = json.loads(json.dumps(reports[0], allow_nan=False))  # as in metrics.json
+  assert written["all"]["size_error"] == pytest.approx(_size_error(y_true, preds[0]))
+  assert written["top3"]["size_error"] == pytest.approx(
+      _size_error(y_true, metrics_lib.top_k_mask(scores, 3)))
+  assert "size error" in metrics_lib.markdown_table(reports[0])
+
+  values = [r["all"]["size_error"] for r in reports]
+  best_step = 2 * (int(np.argmin(values)) + 1)
+  assert values[best_step // 2 - 1] < max(values)  # the lowest wins, not the highest
+  writer = MetricWriter(str(tmp_path / "train"))
+  best = periodic.BestCheckpoint("all.size_error", tf.train.Checkpoint(w=tf.Variable(1.0)),
+                                 str(tmp_path / "best"))
+  action = periodic.Evaluate(2, iter(reports).__next__, writer, best)
+  action.start(0, last_step=6)
+  for step in range(1, 7):
+    action(step)
+  writer.close()
+  assert sorted(_tensorboard_tags(str(tmp_path / "train"))["eval/all/size_error"]) == [2, 4, 6]
+  assert best.best == {"metric": "all.size_error", "value": min(values), "step": best_step}
+
+
+def test_a_lower_is_better_metric_keeps_the_lowest_and_ties_keep_the_later(tmp_path,
+                                                                          monkeypatch):
+  monkeypatch.setitem(metrics_lib.METRICS, "size_error",
+                      metrics_lib.Metric(_size_error, False, "size error"))
+  lower = periodic.BestCheckpoint("top3.size_error", tf.train.Checkpoint(w=tf.Variable(1.0)),
+                                  str(tmp_path / "lower"))
+  assert lower.update(2, {"top3": {"size_error": 0.5}})
+  assert not lower.update(4, {"top3": {"size_error": 0.6}})
+  assert lower.update(6, {"top3": {"size_error": 0.5}})  # a tie: the later step
+  assert lower.best["step"] == 6
+  higher = periodic.BestCheckpoint("top3.OF1", tf.train.Checkpoint(w=tf.Variable(1.0)),
+                                   str(tmp_path / "higher"))
+  assert higher.update(10, {"top3": {"OF1": 0.305}})
+  assert higher.update(60, {"top3": {"OF1": 0.305}})  # issue 20 item 5: ties keep the later
+  assert not higher.update(70, {"top3": {"OF1": 0.3}})
+  assert higher.best["step"] == 60
+  assert tf.train.latest_checkpoint(str(tmp_path / "higher")).endswith("ckpt-60")
+  with pytest.raises(KeyError, match="'nope'"):
+    periodic.BestCheckpoint("top3.nope", tf.train.Checkpoint(w=tf.Variable(1.0)),
+                            str(tmp_path / "unknown"))
+
+
+@pytest.mark.slow
+def test_a_registered_metric_reaches_a_real_runs_files(tmp_path, monkeypatch):
+  """End to end: train with keep_best on the registered metric, then evaluate the workdir."""
+  from cnn_rnn_tf import evaluate_lib  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
+  from helpers import load_config_file  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(metrics_lib.METRICS, "size_error",
+                      metrics_lib.Metric(_size_error, False, "size error"))
+  config = load_config_file(os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), "configs", "demo.py"), "runlocal")
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.train.update(num_steps=4, checkpoint_every=2, eval_every=2, keep_best="all.size_error")
+  config_lib.validate(config)
+  workdir = str(tmp_path / "run")
+  train_lib.train(config, workdir)
+  log = [json.loads(l) for l in open(os.path.join(workdir, "train", "log.jsonl"))]
+  evals = {r["step"]: r["eval/all/size_error"] for r in log if "eval/all/size_error" in r}
+  assert sorted(evals) == [2, 4]
+  assert "eval/all/size_error" in _tensorboard_tags(os.path.join(workdir, "train"))
+  best = json.load(open(os.path.join(workdir, "best", "best.json")))
+  assert best["metric"] == "all.size_error" and best["value"] == min(evals.values())
+  assert best["step"] == max(s for s, v in evals.items() if v == min(evals.values()))
+  evaluate_lib.evaluate(workdir, checkpoint="latest")
+  eval_dir = os.path.join(workdir, "eval")
+  saved = json.load(open(os.path.join(eval_dir, "metrics.json")))
+  assert saved["all"]["size_error"] == pytest.approx(evals[4])
+  assert "size error" in open(os.path.join(eval_dir, "metrics.md")).read()
+  assert "all/size_error" in _tensorboard_tags(eval_dir)

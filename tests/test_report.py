@@ -28,7 +28,8 @@ def test_summarize_seeds_mean_std_and_values():
   assert summary["cnn_rnn"]["all/CP"][2] == pytest.approx([0.55, 0.75])
   mean, std, values = summary["bce"]["MAP@10"]
   assert (mean, std) == pytest.approx((0.8, 0.0)) and values == pytest.approx([0.8])
-  assert len(summary["bce"]) == 2 * len(metrics_lib.PRF_KEYS) + len(report.MAP_KEYS)
+  # The six P/R/F1 of top3 and all, and the three score metrics the runs have.
+  assert len(summary["bce"]) == 2 * len(metrics_lib.PRF_KEYS) + 3
 
 
 def test_summarize_seeds_none_is_nan():
@@ -84,3 +85,16 @@ def test_plots_write_png_files(tmp_path):
   report.plot_predictions(images, rows, str(tmp_path / "predictions.png"), columns=4)
   for name in ("per_class.png", "curves.png", "predictions.png"):
     assert _png(tmp_path / name) and os.path.getsize(tmp_path / name) > 1000, name
+
+
+def test_compare_heads_follows_the_metrics_direction():
+  """Hamming loss is lower-is-better: the head with the lower loss beats the other."""
+  def with_loss(loss):
+    m = fake_metrics(0.5)
+    m["all"]["hamming_loss"] = loss
+    return m
+  summary = report.summarize_seeds({"x": [with_loss(0.1)], "y": [with_loss(0.2)]})
+  line, = report.compare_heads(summary, a="x", b="y",
+                               pairs=[("all/hamming_loss", "all/hamming_loss")])
+  assert line == "all/hamming_loss: x beats y (1/1 seeds), difference -10.0 ± 0.0 points"
+  assert "Hamming loss" in report.summary_table(summary).splitlines()[0]
