@@ -62,19 +62,26 @@ def _best_threshold(positive: np.ndarray, score: np.ndarray, default: float) -> 
   return float((s[best] + lower) / 2)
 
 
+def calibrates(config) -> bool:
+  """Whether a run of `config` fits thresholds: a held-out part, and probabilities to fit
+  (bce: its own; cnn_rnn: its trained marginals, model.aux_bce_weight > 0)."""
+  trained = config.model.head == "bce" or config.model.aux_bce_weight > 0
+  return bool(config.data.calibration_fraction) and trained
+
+
 def calibrate(config, vocab, backbone, head, *, cache_dir: str, source=None,
               batch_size: int | None = None) -> np.ndarray:
-  """float32 [K]: thresholds of a bce head fitted on the calibration part of the training
-  split (`data.calibration_fraction` > 0)."""
-  if config.model.head != "bce":
-    raise ValueError(f"Calibration is for the bce head; model.head is {config.model.head!r}.")
+  """float32 [K]: per-class thresholds fitted on the calibration part of the training split
+  (`data.calibration_fraction` > 0): of a bce head's probabilities, or of a cnn_rnn head's
+  marginal probabilities (the `marginals` decoder)."""
   if not config.data.calibration_fraction:
     raise ValueError("data.calibration_fraction is 0: there is no held-out part to "
                      "calibrate on.")
   pred = evaluate_lib.predict_models(config, vocab, backbone, head, config.data.train_split,
                                      cache_dir=cache_dir, batch_size=batch_size,
                                      source=source, part=data_lib.CALIBRATION)
-  thresholds = fit_thresholds(pred["y_true"], pred["label_scores"])
+  scores = pred["marginal_scores"] if config.model.head == "cnn_rnn" else pred["label_scores"]
+  thresholds = fit_thresholds(pred["y_true"], scores)
   logging.info("Calibrated %d thresholds on %d held-out examples of %r (median %.3f).",
                len(thresholds), len(pred["y_true"]), config.data.train_split,
                float(np.median(thresholds)))

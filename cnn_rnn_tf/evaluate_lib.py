@@ -25,6 +25,7 @@ Ranking scores for AP and MAP@10: `inference.predict_from_features`'s `label_sco
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import math
@@ -65,11 +66,9 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
 
   def predict(batch):
     features = batch["features"] if use_cache else backbone(batch["image"], training=False)
-    return inference.predict_from_features(
-        head, features, beam_size=decode.beam_size, max_length=decode.max_length,
-        min_length=decode.min_length)
+    return inference.predict_from_features(head, features, **inference.decode_options(decode))
 
-  outputs = {k: [] for k in inference.OUTPUT_KEYS + ("y_true", "keys")}
+  outputs = collections.defaultdict(list)
   dataset = data_lib.dataset_for(config, split, vocab, training=False, cache_dir=cache_dir,
                                  source=source, batch_size=batch_size, part=part)
   # One trace for every batch size (the last batch is smaller); no autograph: decoding is
@@ -99,8 +98,7 @@ def metrics_of(config, vocab, pred: dict, split: str, thresholds=None) -> dict:
 
   `thresholds`: float [K] calibrated thresholds (bce): adds top3_calibrated, all_calibrated.
   """
-  masks = inference.rule_masks(config.model.head, pred["labels"], pred["label_scores"],
-                               vocab.num_labels, thresholds)
+  masks = inference.rule_masks(config.model.head, pred, vocab.num_labels, thresholds)
   top3, every = masks.pop("top3"), masks.pop("all")
   metrics = metrics_lib.compute_all(pred["y_true"], top3, every, pred["label_scores"],
                                     vocab.names, rules=masks)
@@ -173,7 +171,7 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
                         cache_dir=workdir_lib.feature_cache_dir(config, workdir),
                         batch_size=batch_size)
   thresholds = workdir_lib.load_thresholds(  # float32 [K]; None: not calibrated
-      workdir, vocab, trained.checkpoint_path) if config.model.head == "bce" else None
+      workdir, vocab, trained.checkpoint_path)
   metrics = metrics_of(config, vocab, pred, split, thresholds)
   metrics["checkpoint"] = trained.checkpoint_path
   _write(config, workdir, metrics, pred, split)

@@ -49,18 +49,46 @@ OUTPUT_KEYS = ("labels", "num_labels", "path_log_prob", "label_scores", "paths",
 
 
 def predict_from_features(head: keras.Model, features, *, beam_size: int, max_length: int,
-                          min_length: int = 0, thresholds=None) -> dict:
+                          min_length: int = 0, thresholds=None, num_samples: int = 0,
+                          sample_seed: int = 0, ranking: str = "marginals") -> dict:
   """Decodes features [B, D] with the head; see the module docstring for the outputs.
 
-  `thresholds`: float [K] per-class thresholds (BCE only; None: 0.5 for every class).
+  `thresholds`: float [K] per-class thresholds (BCE: of its probabilities; CNN-RNN: of its
+  marginals; None: 0.5 for every class). `num_samples` > 0 adds the CNN-RNN's expected_f1
+  set (GFM over that many seeded ancestral samples); `ranking`: the CNN-RNN's label_scores
+  (`decode.ranking`). Besides OUTPUT_KEYS: "set_<decoder>" bool [B, K] for each named
+  decoder the head has (`model.DECODERS`), and "marginal_scores" float [B, K] (CNN-RNN).
   """
   if beam_size < 1:
     raise ValueError(f"beam_size must be >= 1, got {beam_size}.")
   features = tf.convert_to_tensor(features, tf.float32)
   out = model_lib.head_spec(head).predict(head, features, beam_size=beam_size,
                                           max_length=max_length, min_length=min_length,
-                                          thresholds=thresholds)
-  return {k: out[k] for k in OUTPUT_KEYS}
+                                          thresholds=thresholds, num_samples=num_samples,
+                                          sample_seed=sample_seed, ranking=ranking)
+  result = {k: out[k] for k in OUTPUT_KEYS}
+  result.update({f"set_{name}": chosen for name, chosen in out["sets"].items()})
+  if "marginal_scores" in out:
+    result["marginal_scores"] = out["marginal_scores"]
+  return result
+
+
+def decode_options(decode) -> dict:
+  """The keyword arguments of `predict_from_features` from a config's `decode` section."""
+  return dict(beam_size=decode.beam_size, max_length=decode.max_length,
+              min_length=decode.min_length, num_samples=decode.num_samples,
+              sample_seed=decode.sample_seed, ranking=decode.ranking)
+
+
+def default_decoder(head: str, decoder: str) -> str:
+  """The named decoder of `decode.decoder` ("default": the head's first of model.DECODERS)."""
+  names = model_lib.DECODERS[head]
+  if decoder == "default":
+    return names[0]
+  if decoder not in names:
+    raise ValueError(f"decode.decoder {decoder!r} is not one of the {head} head's decoders "
+                     f"{names}.")
+  return decoder
 
 
 def prediction_masks(head: str, labels: np.ndarray, scores: np.ndarray,
@@ -73,19 +101,22 @@ def prediction_masks(head: str, labels: np.ndarray, scores: np.ndarray,
     scores: float [N, K], the `label_scores` output.
     num_labels: K.
   """
-  masks = rule_masks(head, labels, scores, num_labels)
+  masks = rule_masks(head, {"labels": labels, "label_scores": scores}, num_labels)
   return masks["top3"], masks["all"]
 
 
-def rule_masks(head: str, labels: np.ndarray, scores: np.ndarray, num_labels: int,
+def rule_masks(head: str, pred, num_labels: int,
                thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
   """{rule: bool [N, K]} for each rule of `metrics.RULES` the head has (`prediction_masks`).
 
-  `thresholds`: float [K] calibrated per-class thresholds (bce only); given, the bce head
-  also gets "top3_calibrated" and "all_calibrated".
+  `pred`: NumPy predictions, "labels" and "label_scores", and where present
+  "marginal_scores" and "set_expected_f1" (`predict_from_features`' outputs).
+  `thresholds`: float [K] calibrated per-class thresholds; given, the bce head also gets
+  "top3_calibrated" and "all_calibrated", the cnn_rnn head "top3_marginals" and
+  "all_marginals". With "set_expected_f1", both get "top3_expected_f1" and "all_expected_f1".
   """
-  masks = model_lib.head_spec(head).prediction_masks(np.asarray(labels), np.asarray(scores),
-                                                     num_labels, thresholds)
+  pred = {k: np.asarray(v) for k, v in pred.items() if not isinstance(v, dict)}
+  masks = model_lib.head_spec(head).prediction_masks(pred, num_labels, thresholds)
   unknown = sorted(set(masks) - set(metrics_lib.RULES))
   if unknown:
     raise ValueError(f"Head {head!r} returned the rules {unknown}, which metrics.RULES does "

@@ -249,6 +249,17 @@ RULES: dict[str, Rule] = {
                             "the training split)", "top-3 calibrated", needs_thresholds=True),
     "all_calibrated": Rule("BCE only: every label that passes its class's calibrated "
                            "threshold", "all calibrated", needs_thresholds=True),
+    "top3_marginals": Rule("CNN-RNN only: the 3 highest marginal probabilities among those "
+                           "that pass their class's calibrated threshold", "top-3 marginals",
+                           needs_thresholds=True),
+    "all_marginals": Rule("CNN-RNN only: every label whose marginal probability passes its "
+                          "class's calibrated threshold (the marginals decoder)",
+                          "all marginals", needs_thresholds=True),
+    "top3_expected_f1": Rule("the 3 highest-ranked labels of the expected_f1 set",
+                             "top-3 expected F1"),
+    "all_expected_f1": Rule("the set of maximal expected example-F1 (GFM): the CNN-RNN's from "
+                            "its ancestral samples, BCE's exact under independent labels",
+                            "all expected F1"),
 }
 
 

@@ -574,34 +574,53 @@ def _bce_predict(head, features, *, beam_size, max_length, min_length, threshold
 # Prediction masks for the metrics: rule name -> bool [N, K] from NumPy predictions (the
 # rules are defined in `metrics.RULES`).
 
-def _cnn_rnn_masks(labels: np.ndarray, scores: np.ndarray, num_labels: int,
-                   thresholds: np.ndarray | None = None):
-  """top3 and top3_paper: the first 3 labels of the path; all: the whole path."""
-  del scores
-  if thresholds is not None:
-    raise ValueError("thresholds are for the bce head; the cnn_rnn head has none.")
+def _calibrated(probs: np.ndarray, thresholds, num_labels: int) -> np.ndarray:
+  """bool [N, K]: probs >= the per-class thresholds float [K]."""
+  thresholds = np.asarray(thresholds, np.float64)
+  if thresholds.shape != (num_labels,):
+    raise ValueError(f"thresholds must be [K] = [{num_labels}], got shape {thresholds.shape}.")
+  return np.asarray(probs) >= thresholds[np.newaxis, :]
+
+
+def _top3_and_all(name: str, chosen: np.ndarray, scores: np.ndarray) -> dict:
+  """{"top3_<name>", "all_<name>"}: a decoder's set, and its 3 best-ranked labels."""
+  return {f"top3_{name}": metrics_lib.top_k_mask(np.where(chosen, scores, -np.inf), 3) & chosen,
+          f"all_{name}": chosen}
+
+
+def _cnn_rnn_masks(pred, num_labels: int, thresholds: np.ndarray | None = None):
+  """top3 and top3_paper: the first 3 labels of the path; all: the whole path; with
+  `thresholds` [K] (fitted on the marginals) top3_marginals / all_marginals: marginal
+  probabilities >= them; with the expected_f1 set, top3_expected_f1 / all_expected_f1
+  (top3_*: the 3 labels of the set with the highest ranking score)."""
+  labels = pred["labels"]
   top3 = metrics_lib.path_mask(labels, num_labels, k=3)
-  return {"top3": top3, "all": metrics_lib.path_mask(labels, num_labels),
-          "top3_paper": top3}
+  masks = {"top3": top3, "all": metrics_lib.path_mask(labels, num_labels), "top3_paper": top3}
+  if thresholds is not None and "marginal_scores" in pred:
+    masks.update(_top3_and_all(
+        "marginals", _calibrated(pred["marginal_scores"], thresholds, num_labels),
+        np.asarray(pred["marginal_scores"])))
+  if "set_expected_f1" in pred:
+    masks.update(_top3_and_all("expected_f1", np.asarray(pred["set_expected_f1"], bool),
+                               np.asarray(pred["label_scores"])))
+  return masks
 
 
-def _bce_masks(labels: np.ndarray, scores: np.ndarray, num_labels: int,
-               thresholds: np.ndarray | None = None):
+def _bce_masks(pred, num_labels: int, thresholds: np.ndarray | None = None):
   """top3: the 3 highest probabilities among those >= 0.5; all: every p >= 0.5;
   top3_paper: the 3 highest probabilities; with per-class `thresholds` [K] also
-  top3_calibrated / all_calibrated: the same with p >= thresholds[k] instead of 0.5."""
-  del labels
-  scores = np.asarray(scores)
+  top3_calibrated / all_calibrated: the same with p >= thresholds[k] instead of 0.5; with
+  the expected_f1 set, top3_expected_f1 / all_expected_f1."""
+  scores = np.asarray(pred["label_scores"])
   masks = {"top3": metrics_lib.top_k_mask(scores, 3, threshold=0.5), "all": scores >= 0.5,
            "top3_paper": metrics_lib.top_k_mask(scores, 3)}
   if thresholds is not None:
-    thresholds = np.asarray(thresholds, np.float64)
-    if thresholds.shape != (num_labels,):
-      raise ValueError(f"thresholds must be [K] = [{num_labels}], got shape "
-                       f"{thresholds.shape}.")
-    above = scores >= thresholds[np.newaxis, :]  # [N, K]
+    above = _calibrated(scores, thresholds, num_labels)  # [N, K]
     masks["top3_calibrated"] = masks["top3_paper"] & above
     masks["all_calibrated"] = above
+  if "set_expected_f1" in pred:
+    masks.update(_top3_and_all("expected_f1", np.asarray(pred["set_expected_f1"], bool),
+                               scores))
   return masks
 
 
@@ -612,10 +631,12 @@ class HeadSpec(NamedTuple):
   # (head, features [B, D], multi_hot [B, K], *, training, max_labels, options: LossOptions,
   #  step) -> float32 [B]
   loss: Callable
-  # (head, features [B, D], *, beam_size, max_length, min_length, thresholds=None)
-  #   -> dict of outputs (thresholds: float [K] calibrated ones, bce only)
+  # (head, features [B, D], *, beam_size, max_length, min_length, thresholds=None,
+  #  num_samples=0, sample_seed=0, ranking) -> dict of outputs, with "sets": {decoder name
+  #  (`DECODERS`): bool [B, K]} (thresholds: float [K] calibrated ones)
   predict: Callable
-  # (labels int [N, L], scores float [N, K], num_labels, thresholds=None)
+  # (predictions {"labels" int [N, L], "label_scores" float [N, K], optional
+  #  "marginal_scores", "set_<decoder>"}, num_labels, thresholds=None)
   #   -> {rule name: bool [N, K]} (`metrics.RULES`)
   prediction_masks: Callable
 

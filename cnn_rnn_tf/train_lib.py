@@ -482,7 +482,7 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   if worker_dir:
     tf.io.gfile.rmtree(worker_dir)
   skipped = finish(config, workdir, chief, source, models)
-  if chief and config.model.head == "bce" and config.data.calibration_fraction:
+  if chief and calibration.calibrates(config):
     calibrate(config, workdir, vocab, source, models)
   fingerprint = weights_fingerprint(models.variables)
   step = int(models.step.numpy())

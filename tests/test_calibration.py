@@ -106,12 +106,26 @@ def test_calibrate_fits_on_the_held_out_part_only(csv_config, tmp_path):
       assert np.isclose(_f1(pos, score >= thresholds[c]), _best_f1(pos, score))
 
 
-def test_calibrate_refuses_cnn_rnn_and_fraction_zero(csv_config, tmp_path):
+def test_cnn_rnn_calibrates_its_marginals_on_the_held_out_part(csv_config, tmp_path):
+  config = csv_config
+  config.model.head = "cnn_rnn"
+  config.model.embedding_dim, config.model.lstm_units = 8, 16
+  assert calibration.calibrates(config)
+  source = data_lib.get_source(config.data)
+  vocab = vocab_lib.LabelVocab.from_label_sets(source.train_label_sets(),
+                                               all_names=source.label_names)
+  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
+  thresholds = calibration.calibrate(config, vocab, backbone, head, cache_dir=str(tmp_path))
+  held = evaluate_lib.predict_models(config, vocab, backbone, head, "train",
+                                     cache_dir=str(tmp_path), part=data_lib.CALIBRATION)
+  np.testing.assert_array_equal(thresholds, calibration.fit_thresholds(
+      held["y_true"], held["marginal_scores"]))
+  config.model.aux_bce_weight = 0.0  # the paper's training: no marginals to calibrate
+  assert not calibration.calibrates(config)
+
+
+def test_calibrate_refuses_fraction_zero(csv_config, tmp_path):
   vocab = vocab_lib.LabelVocab(["a", "b", "c"])
-  csv_config.model.head = "cnn_rnn"
-  with pytest.raises(ValueError, match="bce head; model.head is 'cnn_rnn'"):
-    calibration.calibrate(csv_config, vocab, None, None, cache_dir=str(tmp_path))
-  csv_config.model.head = "bce"
   csv_config.data.calibration_fraction = 0.0
   with pytest.raises(ValueError, match="calibration_fraction is 0"):
     calibration.calibrate(csv_config, vocab, None, None, cache_dir=str(tmp_path))

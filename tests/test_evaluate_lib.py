@@ -252,7 +252,8 @@ def test_min_length_3_is_the_papers_k_3_for_the_cnn_rnn(tmp_path, tfds_dir):
   assert plain["top3_paper"] == plain["top3"]  # the same rule for the CNN-RNN
   paper = evaluate_lib.evaluate(w, decode={"min_length": 3}, batch_size=50)
   labels = np.load(os.path.join(workdir_lib.eval_dir(w), "predictions.npz"))["labels"]
-  masks = inference.rule_masks("cnn_rnn", labels, np.zeros((len(labels), 1)),
+  masks = inference.rule_masks("cnn_rnn", {"labels": labels,
+                                           "label_scores": np.zeros((len(labels), 1))},
                                 vocab.num_labels)
   assert np.all(masks["top3_paper"].sum(axis=1) == 3)  # k = 3 labels for every image
   assert paper["top3_paper"] != plain["top3_paper"]
