@@ -89,6 +89,7 @@ from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import decoding
 from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import inference
+from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import workdir as workdir_lib
 
 SIGNATURES = ("serving_default", "predict_images", "predict_features")
@@ -155,8 +156,7 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
   logging.info("Exporting %s (beam %d, lengths %d..%d) to %s via %s.", checkpoint,
                config.decode.beam_size, config.decode.min_length, config.decode.max_length,
                final_dir, tmp_dir)
-  thresholds = (workdir_lib.load_thresholds(workdir, vocab, checkpoint)  # float32 [K] or None
-                if config.model.head == "bce" else None)
+  thresholds = workdir_lib.load_thresholds(workdir, vocab, checkpoint)  # float32 [K] or None
   if thresholds is not None:
     logging.info("Exporting calibrated thresholds (%s).", workdir_lib.thresholds_path(workdir))
   try:
@@ -249,14 +249,18 @@ def _signatures(config, backbone, head, table, thresholds) -> dict:
   size = _image_size(config)
   feature_dim = backbone.output_shape[-1]
 
+  keys = output_keys(config)
+
   def decode_features(features):  # float32 [B, D] -> dict of outputs
     out = inference.predict_from_features(
-        head, features, beam_size=decode.beam_size, max_length=decode.max_length,
-        min_length=decode.min_length,
+        head, features, **inference.decode_options(decode),
         thresholds=None if thresholds is None else tf.constant(thresholds, tf.float32))
+    out.update(decoder_outputs(config.model.head, decode, out))
     out["label_names"] = table.lookup(tf.cast(out["labels"], tf.int64))  # [B, L]
     out["paths_label_names"] = table.lookup(tf.cast(out["paths"], tf.int64))  # [B, N, L]
-    return {k: out[k] for k in OUTPUT_KEYS}
+    for name in exported_decoders(config):
+      out[f"label_names_{name}"] = table.lookup(tf.cast(out[f"labels_{name}"], tf.int64))
+    return {k: out[k] for k in keys}
 
   def features_of(images):  # float32 [B, S, S, 3] -> [B, D]
     # TF's CPU convolutions fail on an empty batch; an empty request gets empty outputs.
@@ -288,6 +292,48 @@ def _signatures(config, backbone, head, table, thresholds) -> dict:
   return {"serving_default": (from_image_bytes, tf.string),
           "predict_images": (from_images, tf.float32),
           "predict_features": (from_features, tf.float32)}
+
+
+def exported_decoders(config) -> tuple[str, ...]:
+  """The named decoders whose sets the export carries (`model.DECODERS` of the head; the
+  cnn_rnn's expected_f1 only with decode.num_samples > 0)."""
+  names = model_lib.DECODERS[config.model.head]
+  if config.model.head == "cnn_rnn" and not config.decode.num_samples:
+    names = tuple(n for n in names if n != "expected_f1")
+  return names
+
+
+def output_keys(config) -> tuple[str, ...]:
+  """OUTPUT_KEYS and `labels_<decoder>`, `label_names_<decoder>` of each exported decoder."""
+  return OUTPUT_KEYS + tuple(f"{kind}_{name}" for name in exported_decoders(config)
+                             for kind in ("labels", "label_names"))
+
+
+def decoder_outputs(head: str, decode, out: dict) -> dict:
+  """`labels_<decoder>` int32 [B, L] for each decoder set `set_<decoder>` of `out`, and the
+  configured decoder's (`decode.decoder`) as `labels` / `num_labels`.
+
+  The head's own decoder (the first of `model.DECODERS`: the path, the thresholded set)
+  keeps the order of `labels`; another set lists its labels by decreasing label_scores, at
+  most L = labels.shape[1] (the rest of a larger set is cut), -1 padded.
+  """
+  own = model_lib.DECODERS[head][0]
+  length = out["labels"].shape[1]
+  result = {}
+  for key in [k for k in out if k.startswith("set_")]:
+    name = key[len("set_"):]
+    if name == own:
+      result[f"labels_{name}"] = out["labels"]
+      continue
+    chosen = out[key]  # bool [B, K]
+    rank = tf.where(chosen, tf.cast(out["label_scores"], tf.float32), -1.0)  # [B, K]
+    top, ids = tf.math.top_k(rank, length)  # [B, L]
+    result[f"labels_{name}"] = tf.where(top >= 0.0, ids, -1)
+  default = inference.default_decoder(head, decode.decoder)
+  if default != own:
+    result["labels"] = result[f"labels_{default}"]
+    result["num_labels"] = tf.reduce_sum(tf.cast(result["labels"] >= 0, tf.int32), axis=1)
+  return result
 
 
 def check_shape(x, shape, name: str, expected: str) -> tf.Tensor:
@@ -391,6 +437,6 @@ def validate(export_dir: str) -> None:
     inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
     out = fn(**inputs)
     batch = int(next(iter(inputs.values())).shape[0])
-    if sorted(out) != sorted(OUTPUT_KEYS) or out["num_labels"].shape != (batch,):
+    if not set(OUTPUT_KEYS) <= set(out) or out["num_labels"].shape != (batch,):
       raise ValueError(f"Warmup request {i} of {export_dir!r} gave outputs "
                        f"{ {k: v.shape for k, v in out.items()} } for a batch of {batch}.")

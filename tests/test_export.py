@@ -274,7 +274,8 @@ def test_versions_increase_and_are_never_overwritten(workdir, tmp_path):
   first = export_lib.export(workdir, base, beam_size=1, max_length=2, min_length=1)
   assert first == os.path.join(base, "1")
   config = json.loads(pathlib.Path(first, "assets.extra", "config.json").read_text())
-  assert config["decode"] == {"beam_size": 1, "max_length": 2, "min_length": 1}
+  assert {k: config["decode"][k] for k in ("beam_size", "max_length", "min_length")} == {
+      "beam_size": 1, "max_length": 2, "min_length": 1}
   out = tf.saved_model.load(first).signatures["serving_default"](
       image_bytes=tf.constant(list(export_fixtures.encoded_images().values())))
   assert out["labels"].shape[1] == 2 and min(out["num_labels"].numpy()) >= 1
@@ -624,3 +625,61 @@ def test_export_without_thresholds_keeps_one_half(tmp_path):
   for i, expected in enumerate(want):
     n = int(out["num_labels"][i])
     assert out["labels"][i, :n].numpy().tolist() == expected
+
+
+def _as_masks(ids, num_labels):
+  """int [B, L] label ids, -1 padded -> bool [B, K]."""
+  masks = np.zeros((len(ids), num_labels), bool)
+  for i, row in enumerate(ids):
+    masks[i, [j for j in row if j >= 0]] = True
+  return masks
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["cnn_rnn", "bce"])
+def test_named_decoders_of_the_export_loaded_without_the_package_equal_evaluates(tmp_path,
+                                                                                 head):
+  """Each decoder's labels_<name> output of the export, run in a process that cannot import
+  the package, is the set evaluate counts for that decoder (rule all_<name>)."""
+  workdir = export_fixtures.make_workdir(tmp_path / head, head=head)
+  config, vocab, backbone, model, _ = workdir_lib.load_trained(workdir)
+  size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
+  pixels = np.random.default_rng(4).uniform(0, 255, (16, size, size, 3)).astype(np.float32)
+  features = backbone(pixels, training=False).numpy()  # [16, D]
+  pred = inference.predict_from_features(model, features, **inference.decode_options(
+      config.decode))
+  scores = pred["marginal_scores" if head == "cnn_rnn" else "label_scores"].numpy()
+  thresholds = np.median(scores, axis=0).astype(np.float32)  # [K]
+  workdir_lib.save_thresholds(workdir, vocab.names, thresholds, step=config.train.num_steps)
+  # What evaluate counts: its predictions (thresholds and all) and the head's rule masks.
+  pred = inference.predict_from_features(model, features, thresholds=thresholds,
+                                         **inference.decode_options(config.decode))
+  masks = inference.rule_masks(head, {k: v.numpy() for k, v in pred.items()},
+                               vocab.num_labels, thresholds)
+  rules = {"cnn_rnn": {"path": "all", "marginals": "all_marginals",
+                       "expected_f1": "all_expected_f1"},
+           "bce": {"threshold": "all_calibrated", "expected_f1": "all_expected_f1"}}[head]
+
+  path = export_lib.export(workdir, str(tmp_path / "models"))
+  np.save(tmp_path / "features.npy", features)
+  script = tmp_path / "probe.py"
+  script.write_text(_THRESHOLDS_PROBE)
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  result = subprocess.run([sys.executable, str(script), path, str(tmp_path / "features.npy"),
+                           str(tmp_path / "out.npz")], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = np.load(tmp_path / "out.npz")
+  assert {f"labels_{name}" for name in rules} <= set(out.files)
+  differ = 0
+  for name, rule in rules.items():
+    got = _as_masks(out[f"labels_{name}"], vocab.num_labels)
+    np.testing.assert_array_equal(got, masks[rule], err_msg=name)
+    names = out[f"label_names_{name}"]
+    assert all(names[i, t] == vocab.names[j] for i, t in zip(*np.nonzero(
+        out[f"labels_{name}"] >= 0)) for j in [out[f"labels_{name}"][i, t]])
+    differ += not np.array_equal(masks[rule], masks[next(iter(rules.values()))])
+  assert differ, "the decoders should not all give the same sets, or the test proves little"
+  np.testing.assert_array_equal(out["labels"], out[f"labels_{next(iter(rules))}"])
