@@ -76,7 +76,10 @@ def default_config() -> ml_collections.ConfigDict:
   data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data_dir (None: ~/tensorflow_datasets)
   data.manual_dir = ml_collections.FieldReference(None, field_type=str)  # where original archives lie (VOC/COCO offline)
   data.train_split = "train"
-  data.eval_split = "test"
+  data.eval_split = "test"  # what evaluate reports on; no choice is ever made on it
+  # What training-time evaluation selects on (train.eval_every, train.keep_best): None, the
+  # held-out calibration part of data.train_split; or a split of its own (VOC: "validation").
+  data.validation_split = ml_collections.FieldReference(None, field_type=str)
   data.voc_labels = "labels"  # voc2007: "labels" (any instance) or "labels_no_difficult"
   data.coco_empty_images = "skip"  # coco2014: images without objects: "skip" (counted) or "keep" (empty label set)
   data.synthetic_config = "default"  # synthetic_scenes builder config: "default" (64x64) | "small" (32x32)
@@ -168,7 +171,7 @@ def default_config() -> ml_collections.ConfigDict:
   train.log_every = 100
   train.checkpoint_every = 1000
   train.max_checkpoints = 3
-  train.eval_every = 0  # evaluate on data.eval_split every N steps; 0: only at the end; -1: never
+  train.eval_every = 0  # evaluate on the validation part (data.validation_split) every N steps; 0: only at the end; -1: never
   train.keep_best = ""  # "" off; else a metric key ("top3.OF1", "mAP_noninterp"): best/ keeps its best checkpoint
   train.fallback_on_corrupt_checkpoint = True  # a corrupt latest checkpoint: warn, resume from the previous one
   return config
@@ -507,7 +510,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     value = values[name]
     if name in PATH_FIELDS:
       value = optional_path(value)
-    optional = name in PATH_FIELDS or name == "model.max_labels"
+    optional = name in PATH_FIELDS or name in ("model.max_labels", "data.validation_split")
     if value is None and not optional:
       found.append(f"{name} = None: must be set")
       continue
@@ -529,6 +532,16 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
     found.append(f"decode.min_length = {min_length}: must be <= decode.max_length "
                  f"({max_length})")
   found += _decoder_problems(values)
+  if get("train.keep_best") and get("train.eval_every") == -1:
+    found.append(f"train.keep_best = {get('train.keep_best')!r} with train.eval_every = -1: "
+                 "no evaluation, so no best checkpoint; set train.eval_every >= 0 or "
+                 "train.keep_best = ''")
+  if (get("train.eval_every") != -1 and optional_path(get("data.validation_split")) is None
+      and get("data.calibration_fraction") == 0):
+    found.append("train.eval_every >= 0 with data.calibration_fraction = 0 and no "
+                 "data.validation_split: training evaluates on a validation part, never on "
+                 "the test split; hold one out (data.calibration_fraction > 0), name "
+                 "data.validation_split, or set train.eval_every = -1")
   backbone = get("model.backbone")
   weights = optional_path(get("model.backbone_weights"))
   if backbone == "vgg16" and get("model.image_size") != 224:

@@ -108,15 +108,28 @@ def metrics_of(config, vocab, pred: dict, split: str, thresholds=None) -> dict:
 
 
 def evaluate_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
-                    batch_size: int | None = None, source=None) -> dict:
+                    batch_size: int | None = None, source=None, part: str = "all") -> dict:
   """Metrics of in-memory models on `split` (same keys as `evaluate`); writes no files.
 
   `source`: the data source when the caller has one (the trainer), so that it is not built
   (and its CSV checked) again at every evaluation; default `data.get_source(config.data)`.
+  `part`: "all", or "calibration" (the held-out part of the training split).
   """
   pred = predict_models(config, vocab, backbone, head, split, cache_dir=cache_dir,
-                        batch_size=batch_size, source=source)
-  return metrics_of(config, vocab, pred, split)
+                        batch_size=batch_size, source=source, part=part)
+  return metrics_of(config, vocab, pred, split if part == "all" else f"{split}[{part}]")
+
+
+def validation_part(config) -> tuple[str, str]:
+  """(split, part) that every choice made during training is made on, never the test split:
+  `data.validation_split` when set, else the calibration part of `data.train_split`."""
+  split = config_lib.optional_path(config.data.validation_split)
+  if split is not None:
+    return split, data_lib.ALL
+  if not config.data.calibration_fraction:
+    raise ValueError("No validation part: data.calibration_fraction is 0 and "
+                     "data.validation_split is None.")
+  return config.data.train_split, data_lib.CALIBRATION
 
 
 def with_decode(config, decode: dict | None) -> ml_collections.ConfigDict:

@@ -353,10 +353,12 @@ def teardown(held: list) -> float:
 
 
 def make_evaluate_fn(config, workdir: str, vocab, models: Models):
-  """A no-argument function: the eval split's metrics for the weights as they are now."""
+  """A no-argument function: the validation part's metrics for the weights as they are now
+  (`evaluate_lib.validation_part`: keep_best and eval_every never see the test split)."""
   cache_dir = workdir_lib.feature_cache_dir(config, workdir)
+  split, part = evaluate_lib.validation_part(config)
   return lambda: evaluate_lib.evaluate_models(config, vocab, models.backbone, models.head,
-                                              config.data.eval_split, cache_dir=cache_dir)
+                                              split, cache_dir=cache_dir, part=part)
 
 
 def make_actions(config, workdir: str, chief: bool, worker_dir: str | None, vocab,

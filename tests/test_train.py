@@ -57,8 +57,11 @@ def test_train_then_evaluate(tmp_path, tfds_dir, head, monkeypatch):
   # Both heads train on the fit part only; bce's thresholds come from the calibration part.
   assert (config.data.train_split, True, "fit") in parts
   assert [p for p in parts if p[1]] == [(config.data.train_split, True, "fit")]
-  assert ((config.data.train_split, False, "calibration") in parts) == (head == "bce")
-  assert os.path.exists(workdir_lib.thresholds_path(workdir)) == (head == "bce")
+  # The end-of-training evaluation, and both heads' thresholds (bce: its probabilities;
+  # cnn_rnn: its marginals), use the calibration part; the test split is never read.
+  assert (config.data.train_split, False, "calibration") in parts
+  assert not [p for p in parts if p[0] == config.data.eval_split]
+  assert os.path.exists(workdir_lib.thresholds_path(workdir))
   assert result["step"] == 4 and result["start_step"] == 0
   assert np.isfinite(result["loss"])
   assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-4")
@@ -69,11 +72,11 @@ def test_train_then_evaluate(tmp_path, tfds_dir, head, monkeypatch):
   assert [r["step"] for r in log if "eval/top3/OF1" in r] == [4]  # eval_every=0: at the end
   metrics = evaluate_lib.evaluate(workdir)
   assert metrics["head"] == head and metrics["num_images"] > 0
-  settings = ["top3", "all", "top3_paper"]
-  settings += ["top3_calibrated", "all_calibrated"] if head == "bce" else []
+  settings = ["top3", "all", "top3_paper", "top3_expected_f1", "all_expected_f1"]
+  settings += (["top3_calibrated", "all_calibrated"] if head == "bce" else
+               ["top3_marginals", "all_marginals"])
   for setting in settings:
-    assert set(metrics[setting]) == {"CP", "CR", "CF1", "OP", "OR", "OF1"}
-  assert "all_calibrated" in metrics or head == "cnn_rnn"
+    assert {"CP", "CR", "CF1", "OP", "OR", "OF1", "exact_match", "EF1"} <= set(metrics[setting])
   assert set(metrics["per_class"]) == set(vocab.names)
   saved = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
   assert saved["num_images"] == metrics["num_images"]
@@ -465,3 +468,52 @@ def test_a_workdir_locked_by_another_trainer_is_refused_before_any_write(tmp_pat
       train_lib.train(config, workdir)
   assert not os.path.exists(os.path.join(workdir, "config.json"))
   assert not os.path.exists(os.path.join(workdir, "labels.txt"))
+
+
+@pytest.mark.parametrize("validation_split", [None, "train"])
+def test_training_evaluates_on_the_validation_part_only(tmp_path, tfds_dir, monkeypatch,
+                                                       validation_split):
+  """eval_every and keep_best select on the calibration part of the training split (or a
+  named validation split), never on the test split nor on the examples trained on."""
+  config = _demo_config(tfds_dir, num_steps=4, eval_every=2, keep_best="top3.OF1")
+  config.data.validation_split = validation_split
+  read = []
+  predict_models = evaluate_lib.predict_models
+
+  def spy(config, vocab, backbone, head, split, **kwargs):
+    read.append((split, kwargs.get("part", "all")))
+    return predict_models(config, vocab, backbone, head, split, **kwargs)
+
+  monkeypatch.setattr(evaluate_lib, "predict_models", spy)
+  result = train_lib.train(config, str(tmp_path / "run"))
+  want = ("train", "calibration") if validation_split is None else ("train", "all")
+  evaluations = [r for r in read if r != ("train", "calibration") or validation_split is None]
+  assert evaluations and set(evaluations) == {want}, read
+  assert result["eval"]["split"] == ("train[calibration]" if validation_split is None
+                                     else "train")
+
+
+def test_keep_best_reads_no_test_example(tmp_path):
+  """A test split whose every image is broken: training with keep_best and eval_every never
+  touches it (it would fail), and best/ is kept."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rows = []
+  for i in range(40):
+    tags = ["a"] + (["b"] if i % 2 else [])
+    pixels = np.full((8, 8, 3), (90 * (i % 3), 40 * len(tags), i), np.uint8)
+    Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+    rows.append(f"{i}.png,{' '.join(tags)}")
+  (tmp_path / "train.csv").write_text("image_name,tags\n" + "\n".join(rows) + "\n")
+  (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
+  (tmp_path / "test.csv").write_text("image_name,tags\nbroken.png,a\nmissing.png,b\n")
+  config = load_config_file(os.path.join(ROOT, "configs", "csv.py"), "runlocal")
+  config.data.train_csv = str(tmp_path / "train.csv")
+  config.data.eval_csv = str(tmp_path / "test.csv")
+  config.data.check_images = "header"  # the test CSV is never opened to check its images
+  config.data.calibration_fraction = 0.3
+  config.train.update(num_steps=4, eval_every=2, keep_best="all.EF1", checkpoint_every=2)
+  workdir = str(tmp_path / "run")
+  train_lib.train(config, workdir)
+  assert os.path.exists(os.path.join(workdir, "best", "best.json"))
+  with pytest.raises(Exception, match="broken.png|missing.png"):
+    evaluate_lib.evaluate(workdir)  # evaluate does read it: the test split is really broken
