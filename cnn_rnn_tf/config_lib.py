@@ -297,9 +297,9 @@ def _non_negative_finite(value):
   return None
 
 
-def _fraction(value):  # 0 <= value < 1
+def _fraction(value):  # 0 <= value < 1 (NaN fails both comparisons)
   if not 0 <= value < 1:
-    return "must be in [0, 1)"
+    return "must be a finite number in [0, 1)"
   return None
 
 
@@ -365,7 +365,10 @@ def _keep_best(value):
 
 
 # Field -> check(value) -> None or what is wrong. Types are checked against default_config().
+# Every numeric field (int or float in default_config()) has a range here; every float field
+# refuses NaN and +-inf (tests/test_config_lib.py walks the defaults to keep it so).
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "seed": _int_range(0, 2**32 - 1),  # keras.utils.set_random_seed (NumPy) takes [0, 2**32)
     "data.source": _one_of(*SOURCES),
     "data.train_split": _nonempty,
     "data.eval_split": _nonempty,
@@ -394,7 +397,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "model.lstm_units": _int_range(1),
     "model.joint_activation": _activation,
     "model.dropout": _fraction,
-    "model.weight_decay": _int_range(0),
+    "model.weight_decay": _non_negative_finite,
     "model.max_labels": _int_range(1),
     "model.aux_bce_weight": _non_negative_finite,
     "decode.beam_size": _int_range(1),
@@ -531,8 +534,9 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError (one line per problem) unless every field is sound.
 
-  Checks every field's type against `default_config()`, ranges (beam_size >= 1,
-  0 <= min_length <= max_length, positive learning rate, batch size and intervals), enum
+  Checks every field's type against `default_config()`, ranges (every numeric field has
+  one: seed in [0, 2**32), beam_size >= 1, 0 <= min_length <= max_length, positive learning
+  rate, batch size and intervals; NaN and +-inf are refused in every float field), enum
   values, and that the files named exist. Unset optional paths ("None", "none", "") are made
   None in place first (`canonical`), so the library never sees the string "None".
   """
