@@ -11,7 +11,8 @@ what differs, each with a one-line why:
       return config
 
 and are loaded by the binaries with `--config=path/to/file.py`, overridden with
-`--config.a.b=value`. Every binary checks the config before any work:
+`--config.a.b=value`. The package's own configs also load by name, from a clone or an
+installed wheel alike: `--config=csv:runlocal` is `configs/csv.py:runlocal` (`config_file`). Every binary checks the config before any work:
 
     config_lib.validate(config)     # raises ConfigError, one line per problem
 
@@ -549,6 +550,68 @@ def validate(config: ml_collections.ConfigDict) -> None:
 # ---------------------------------------------------------------------------------------------
 # Command line.
 # ---------------------------------------------------------------------------------------------
+
+
+def named_configs() -> dict[str, str]:
+  """The configs shipped with the package: name -> file ({"csv": ".../configs/csv.py", ...}).
+
+  An installed wheel holds them as `cnn_rnn_tf/configs/*.py` (setup.py maps the top-level
+  `configs/` there); a checkout reads its top-level `configs/`.
+  """
+  package = os.path.dirname(os.path.abspath(__file__))
+  for folder in (os.path.join(package, "configs"), os.path.join(os.path.dirname(package), "configs")):
+    if os.path.isdir(folder):
+      return {f[:-3]: os.path.join(folder, f) for f in sorted(os.listdir(folder))
+              if f.endswith(".py") and not f.startswith("_")}
+  return {}
+
+
+def config_file(spec: str) -> str:
+  """A `--config=` value with a config name replaced by the package's file; paths unchanged.
+
+      config_file("voc2007:runlocal")         # ".../configs/voc2007.py:runlocal"
+      config_file("configs/voc2007.py:paper")  # unchanged: a path (a "/" or ".py", or a file)
+
+  Raises ValueError for a bare name that is neither a file nor a named config.
+  """
+  name, sep, arg = spec.partition(":")
+  if not name or os.path.exists(name) or name.endswith(".py") or "/" in name or os.sep in name:
+    return spec
+  named = named_configs()
+  if name not in named:
+    raise ValueError(f"no file {name!r} and no named config {name!r} (named "
+                     f"configs: {', '.join(named)}; or give a path such as configs/csv.py)")
+  return named[name] + sep + arg
+
+
+def define_config_file_flag(name: str, help_string: str, flag_values=None):
+  """`config_flags.DEFINE_config_file` that also takes a config name (`config_file`).
+
+      _CONFIG = config_lib.define_config_file_flag("config", "Config: a name or a file.")
+      # --config=csv:runlocal or --config=configs/csv.py:runlocal or --config=/my/config.py
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  flag_values = flags.FLAGS if flag_values is None else flag_values
+  holder = config_flags.DEFINE_config_file(name, None, help_string, flag_values=flag_values,
+                                           lock_config=True)
+  flag = flag_values[name]
+  flag.parser = _NamedConfigParser(flag.parser)
+  return holder
+
+
+class _NamedConfigParser:
+  """config_flags' file parser (not public API) behind `config_file`'s name lookup."""
+
+  def __init__(self, parser):
+    self._parser = parser
+
+  def parse(self, path):
+    return self._parser.parse(config_file(path))
+
+  def __getattr__(self, attr):  # flag_type() and the rest: the file parser's
+    return getattr(self._parser, attr)
 
 
 def _config_flags(argv, flag_values) -> dict[str, ml_collections.ConfigDict]:
