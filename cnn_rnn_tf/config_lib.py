@@ -276,7 +276,10 @@ def resolve_paths(config: ml_collections.ConfigDict,
 _MISSING = object()
 
 
-def _int_range(lo=None, hi=None):
+_INT64_MAX = 2**63 - 1  # TensorFlow holds the int fields (steps, sizes, seeds) as int64
+
+
+def _int_range(lo=None, hi=_INT64_MAX):
   def check(value):
     if lo is not None and value < lo:
       return f"must be >= {lo}"

@@ -85,13 +85,13 @@ def test_the_defaults_have_numeric_fields_of_both_kinds():
 def test_every_numeric_field_refuses_nan_infinity_and_far_out_of_range(name, kind):
   """A field without a range check would let one of these through to TensorFlow.
 
-  Float fields: NaN, +-inf and -1e6 each give a line naming the field. Int fields: -10**6 does;
-  a float (NaN included) cannot even be set (ConfigDict keeps the field's type).
+  Float fields: NaN, +-inf and -1e6 each give a line naming the field. Int fields: -10**6 and
+  2**63 do; a float (NaN included) cannot even be set (ConfigDict keeps the field's type).
   """
   if kind is float:
     bad = [float("nan"), float("inf"), float("-inf"), -1e6]
   else:
-    bad = [-10**6]
+    bad = [-10**6, 2**63]  # 2**63: past TensorFlow's int64
     with pytest.raises(TypeError, match="cannot be casted"):
       _problems(**{name.replace(".", "__"): float("nan")})
   for value in bad:
