@@ -217,3 +217,26 @@ def test_losses_of_every_order_run_inside_a_distributed_step():
     np.testing.assert_allclose(loss, model_lib.head_loss(
         head, feats, multi_hot, training=False, max_labels=3, options=options, step=3),
         rtol=1e-4)
+
+
+# Keras' own layer harness for TiedLabelEmbedding, the mixed_float16 policy included (as
+# keras/src/layers/core/embedding_test.py calls it).
+from keras.src import testing as keras_testing  # noqa: E402
+
+
+class TiedLabelEmbeddingKerasHarnessTest(keras_testing.TestCase):
+
+  def test_forward_embeds_ids(self):
+    self.run_layer_test(
+        model_lib.TiedLabelEmbedding, init_kwargs={"num_labels": K, "embedding_dim": 4},
+        input_data=np.array([[K + 1, 0, 3, -1], [K + 1, K, -1, -1]], "int32"),
+        expected_output_shape=(2, 4, 4), expected_num_trainable_weights=1,
+        expected_num_non_trainable_weights=0, supports_masking=True,
+        expected_mask_shape=(2, 4))
+
+  def test_reverse_scores_the_joint_space(self):
+    self.run_layer_test(
+        model_lib.TiedLabelEmbedding, init_kwargs={"num_labels": K, "embedding_dim": 4},
+        input_shape=(2, 3, 4), call_kwargs={"reverse": True},
+        expected_output_shape=(2, 3, K + 1), expected_num_trainable_weights=1,
+        expected_num_non_trainable_weights=0, supports_masking=True)
