@@ -38,6 +38,7 @@ timed once per machine and backbone, cached). Features are stored as float32 eit
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -157,8 +158,11 @@ def build(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
   tmp = f"{path}{_TMP}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
   os.makedirs(tmp)
   try:
-    meta = _extract(source, split, vocab, key, tmp, backbone, backbone_name, backbone_weights,
-                    batch_size, examples_per_shard, deterministic, verbose, max_pixels)
+    meta = _extract(_Extraction(
+        source=source, split=split, vocab=vocab, key=key, backbone=backbone,
+        backbone_name=backbone_name, backbone_weights=backbone_weights, batch_size=batch_size,
+        examples_per_shard=examples_per_shard, deterministic=deterministic, verbose=verbose,
+        max_pixels=max_pixels), tmp)
     with open(os.path.join(tmp, KEY_FILE), "w") as f:
       f.write(_canonical(key, indent=1))
     with open(os.path.join(tmp, META_FILE), "w") as f:
@@ -177,28 +181,49 @@ def build(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
   return path
 
 
-def _extract(source, split, vocab, key, folder, backbone, backbone_name, backbone_weights,
-             batch_size, examples_per_shard, deterministic, verbose,
-             max_pixels) -> dict[str, Any]:
-  size = key["image_size"]
-  num_examples = source.num_examples(split)
-  ds = pipeline.image_dataset(source, split, vocab, image_size=size, batch_size=batch_size,
-                              training=False, deterministic=deterministic,
-                              max_pixels=max_pixels)
+@dataclasses.dataclass(frozen=True)
+class _Extraction:
+  """One extraction of `build`: what to read, the backbone, how to write (as `build`'s Args)."""
+  source: sources_lib.Source
+  split: str
+  vocab: vocab_lib.LabelVocab
+  key: dict[str, Any]  # cache_key(...): its image_size and precision are the resolved ones
+  backbone: Callable | None
+  backbone_name: str
+  backbone_weights: str | None
+  batch_size: int
+  examples_per_shard: int
+  deterministic: bool
+  verbose: int
+  max_pixels: int | None
+
+
+def _backbone_call(job: _Extraction) -> Callable:
+  """images float32 [b, S, S, 3] -> features [b, D]: the given backbone, or one built."""
+  size, backbone = job.key["image_size"], job.backbone
   if backbone is None:
-    policy = "mixed_bfloat16" if key["precision"] == "bfloat16" else None
-    backbone = backbones.build_backbone(backbone_name, weights=backbone_weights,
+    policy = "mixed_bfloat16" if job.key["precision"] == "bfloat16" else None
+    backbone = backbones.build_backbone(job.backbone_name, weights=job.backbone_weights,
                                         image_size=size, policy=policy)
   if isinstance(backbone, keras.Model):
     model = backbone
-    call = tf.function(lambda images: model(images, training=False),
+    return tf.function(lambda images: model(images, training=False),
                        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-  else:
-    call = lambda images: backbone(images, training=False)
+  return lambda images: backbone(images, training=False)
+
+
+def _extract(job: _Extraction, folder: str) -> dict[str, Any]:
+  """Writes the shards of `job` into `folder`; returns meta.json's contents."""
+  source, split, vocab = job.source, job.split, job.vocab
+  num_examples = source.num_examples(split)
+  ds = pipeline.image_dataset(source, split, vocab, image_size=job.key["image_size"],
+                              batch_size=job.batch_size, training=False,
+                              deterministic=job.deterministic, max_pixels=job.max_pixels)
+  call = _backbone_call(job)
 
   bar = (progress.bar(total=num_examples, desc=f"features {source.name}/{split}", unit="img")
-         if verbose else None)
-  writer, dim = _ShardWriter(folder, examples_per_shard), None
+         if job.verbose else None)
+  writer, dim = _ShardWriter(folder, job.examples_per_shard), None
   start = time.time()
   try:
     for batch in ds:
@@ -228,7 +253,7 @@ def _extract(source, split, vocab, key, folder, backbone, backbone_name, backbon
       "label_names": list(vocab.names),
       "shards": shards,
       "skipped": source.skipped_in(split),
-      "precision": key["precision"],
+      "precision": job.key["precision"],
       "seconds": round(seconds, 3),
       "images_per_second": round(written / max(seconds, 1e-9), 3),
       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
