@@ -20,11 +20,12 @@ The key covers everything the features and targets depend on: the source and its
 (`source.cache_key(split)`: TFDS name, version and split, voc_labels, coco_empty_images,
 skip_bad_examples; for CSV the file's absolute path, size and mtime and the column
 settings), the split, the backbone, its weights ("imagenet", "random", or a file's path, size
-and mtime), the input resolution, the precision actually used, the image preprocessing
-(`pipeline.PREPROCESSING`) and the vocabulary (names in id order). Change any of them and a
-new folder is built; nothing is ever overwritten. Not covered: the contents of image files
-(a CSV's images edited in place; delete the folder), and random weights (weights=None: two
-random networks get the same key; pass the same `backbone` for all splits of a run).
+and SHA-256: a file retrained in place is another key), the input resolution, the precision
+actually used, the image preprocessing (`pipeline.PREPROCESSING`) and the vocabulary (names
+in id order). Change any of them and a new folder is built; nothing is ever overwritten. Not
+covered: the contents of image files (a CSV's images edited in place; delete the folder), and
+random weights (weights=None: two random networks get the same key; pass the same `backbone`
+for all splits of a run).
 
 Atomic: the folder is written as `<folder>.tmp-<host>-<pid>-<random>` and renamed when
 complete, so a reader either sees a complete cache or none. A failed write removes its
@@ -62,6 +63,7 @@ from cnn_rnn_tf.data import pipeline
 from cnn_rnn_tf.data.precision import PRECISIONS  # pylint: disable=unused-import
 from cnn_rnn_tf.data.precision import resolve_precision
 from cnn_rnn_tf.data import sources as sources_lib
+from cnn_rnn_tf.data.sources import hygiene
 
 FORMAT_VERSION = 1
 KEY_FILE = "key.json"
@@ -70,7 +72,7 @@ _TMP = ".tmp-"
 
 
 def describe_weights(weights: str | None) -> Any:
-  """The weights part of the cache key: "imagenet", "random" or the file's identity."""
+  """The weights part of the cache key: "imagenet", "random" or the file's path and content."""
   if weights in (None, "none", "None", ""):
     return "random"
   if weights == "imagenet":
@@ -78,8 +80,9 @@ def describe_weights(weights: str | None) -> Any:
   path = os.path.abspath(os.fspath(weights))
   if not os.path.exists(path):
     raise FileNotFoundError(f"Backbone weights file {weights!r} does not exist.")
-  stat = os.stat(path)
-  return {"path": path, "size": stat.st_size, "mtime": stat.st_mtime}
+  # The bytes, not the mtime: a backbone retrained in place (the demo's backbone.weights.h5)
+  # can keep the size and, within one timestamp tick, the mtime. ~0.5 s per 500 MB.
+  return {"path": path, "size": os.path.getsize(path), "sha256": hygiene.file_digest(path)}
 
 
 def cache_key(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,

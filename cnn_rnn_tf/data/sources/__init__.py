@@ -37,6 +37,8 @@ conventions, bad data, where the offline archives go):
   coco2014.py     MS-COCO 2014 (`data.coco_empty_images`)
   csv_source.py   CSV files (the Planet format): columns, bad data, the image check, NUS-WIDE
   synthetic.py    the project's synthetic scenes (`data.synthetic_*`)
+  hygiene.py      duplicate rows and train/eval overlap (by path or content); the CSV
+                  source counts them into `source.hygiene` (`data.allow_overlap`)
 
 A new source: a `base.Source` subclass in its own module here, and one entry in `SOURCES`.
 """

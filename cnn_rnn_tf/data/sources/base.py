@@ -30,7 +30,25 @@ UNDECODABLE_IMAGE = "undecodable_image"
 # Set by the pipeline: a label of the data that the vocab it was given does not have.
 LABEL_NOT_IN_VOCAB = "label_not_in_vocab"
 
-_MAX_LISTED_PROBLEMS = 10
+MAX_LISTED = 10  # problems (or other findings) a message lists, then their total
+# Characters of an echoed input (a CSV line, a field, a path) that a message shows.
+SHOWN_CHARS = 300
+
+
+def clip(text: str, limit: int = SHOWN_CHARS, total: int | None = None) -> str:
+  """`text` for a message: cut after `limit` characters, saying so and how long it was.
+
+      clip("x" * 20_000_000)  # "xxx...x... (cut at 300 of 20000000 characters)"
+  """
+  if len(text) <= limit:
+    return text
+  total = len(text) if total is None else total
+  return f"{text[:limit]}... (cut at {limit} of {total} characters)"
+
+
+def shown(value: Any) -> str:
+  """repr(value) for a message, cut as `clip` does (a 20 MB CSV line is not echoed whole)."""
+  return clip(repr(value), total=len(value) if isinstance(value, str) else None)
 
 
 class BadDataError(ValueError):
@@ -60,15 +78,19 @@ class SplitIndex:
   where: list[str]  # human-readable location of each example, for error messages
 
 
-def format_problems(problems: Sequence[Problem], header: str, hint: str = "") -> str:
-  """A multi-line message: header, the first problems, how many there are in all."""
-  lines = [f"{header}: {len(problems)} bad example(s)."]
-  lines += [f"  {p}" for p in problems[:_MAX_LISTED_PROBLEMS]]
-  if len(problems) > _MAX_LISTED_PROBLEMS:
-    lines.append(f"  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more.")
+def format_listed(items: Sequence[Any], header: str, hint: str = "") -> str:
+  """A multi-line message: header, the first MAX_LISTED items, how many more; the hint."""
+  lines = [header] + [f"  {item}" for item in items[:MAX_LISTED]]
+  if len(items) > MAX_LISTED:
+    lines.append(f"  ... and {len(items) - MAX_LISTED} more.")
   if hint:
     lines.append(hint)
   return "\n".join(lines)
+
+
+def format_problems(problems: Sequence[Problem], header: str, hint: str = "") -> str:
+  """A multi-line message: header, the first problems, how many there are in all."""
+  return format_listed(problems, f"{header}: {len(problems)} bad example(s).", hint)
 
 
 SKIP_HINT = ("Fix the data, or set data.skip_bad_examples=True to skip such examples "
@@ -91,6 +113,7 @@ class Source:
     self.skip_bad_examples = bool(config.skip_bad_examples)
     self._indexes: dict[str, SplitIndex] = {}
     self._skipped: dict[str, dict[str, int]] = {}  # split -> reason -> count
+    self._hygiene: dict[str, Any] = {}  # see `hygiene`
 
   # ---- What the trainer uses. ----
 
@@ -126,6 +149,16 @@ class Source:
   def set_skipped(self, split: str, reason: str, count: int) -> None:
     """Records how many examples of `split` are skipped for `reason` (idempotent: sets)."""
     self._skipped.setdefault(split, {})[reason] = int(count)
+
+  @property
+  def hygiene(self) -> dict[str, Any]:
+    """Duplicates and train/eval overlap found so far (sources/hygiene.py), for
+    data_report.json: {"duplicate_rows": {split: count}, "train_eval_overlap": {"same_path":
+    count, "same_content": count}}; empty for a source that does not check (the TFDS ones)."""
+    return dict(self._hygiene)
+
+  def set_hygiene(self, name: str, value: Any) -> None:
+    self._hygiene[name] = value
 
   def index(self, split: str) -> SplitIndex:
     """The split's keys and label ids (computed once; finds and handles bad data)."""

@@ -80,17 +80,20 @@ are missing from your copy of the Flickr archive are reported as `missing_file`.
 from __future__ import annotations
 
 import codecs
+import collections
 import csv
 import dataclasses
 import os
 from typing import Sequence
 
+from absl import logging
 import tensorflow as tf
 
 from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import options as options_lib
 from cnn_rnn_tf.data.sources import base
+from cnn_rnn_tf.data.sources import hygiene
 
 
 @dataclasses.dataclass
@@ -142,6 +145,7 @@ class CsvSource(base.Source):
     self._parsed: dict[str, tuple[list[_Row], list[base.Problem]]] = {}
     self._label_names: list[str] | None = None
     self._paths: dict[str, list[str]] = {}  # split -> absolute image paths of the index
+    self.allow_overlap = bool(config.allow_overlap)
 
   def csv_path(self, split: str) -> str:
     self.check_split(split)
@@ -191,7 +195,7 @@ class CsvSource(base.Source):
                           (self.labels_column, "data.labels_column")):
       if column not in header:
         raise base.BadDataError(f"{path} line {line}: no column {column!r} ({field}); "
-                           f"the header has {header}.")
+                                f"the header has {base.shown(header)}.")
     image_col, labels_col = header.index(self.image_column), header.index(self.labels_column)
     for line, fields, error in lines:
       where = f"{path} line {line}"
@@ -203,7 +207,7 @@ class CsvSource(base.Source):
       if len(fields) != len(header):
         problems.append(base.Problem(base.MALFORMED_ROW, where,
                                 f"{len(fields)} fields, expected {len(header)} ({header}): "
-                                f"{fields!r}"))
+                                f"{base.shown(fields)}"))
         continue
       image = fields[image_col].strip()
       if not image:
@@ -216,13 +220,13 @@ class CsvSource(base.Source):
                               for s in fields[labels_col].split(self.label_separator))
             if name))
       except vocab_lib.BadLabelError as e:
-        problems.append(base.Problem(base.BAD_LABEL, where, f"image {image!r}, column "
-                                f"{self.labels_column!r}: {e}"))
+        problems.append(base.Problem(base.BAD_LABEL, where, f"image {base.shown(image)}, "
+                                     f"column {self.labels_column!r}: {base.clip(str(e))}"))
         continue
       if not labels and self.empty_labels == "error":
         problems.append(base.Problem(
             base.EMPTY_LABELS, where,
-            f"image {image!r} has no labels in column {self.labels_column!r} "
+            f"image {base.shown(image)} has no labels in column {self.labels_column!r} "
             "(data.csv_empty_labels='keep' allows that)"))
         continue
       rows.append(_Row(line, image, os.path.join(folder, image), labels))
@@ -233,6 +237,7 @@ class CsvSource(base.Source):
     path = self.csv_path(split)
     rows, problems = self._parse(path)
     problems = list(problems)
+    self._check_hygiene(split, path, rows)
     known = {n: i for i, n in enumerate(self.label_names)}
     good = []
     for row in rows:
@@ -240,11 +245,12 @@ class CsvSource(base.Source):
       if unknown:
         problems.append(base.Problem(
             base.UNKNOWN_LABEL, f"{path} line {row.line}",
-            f"image {row.image!r}: unknown label(s) {unknown} (not in the labels of "
-            f"{self.train_csv or self.eval_csv!r})"))
+            f"image {base.shown(row.image)}: unknown label(s) {base.shown(unknown)} (not in "
+            f"the labels of {self.train_csv or self.eval_csv!r})"))
       elif not os.path.isfile(row.path):
-        problems.append(base.Problem(base.MISSING_FILE, f"{path} line {row.line}",
-                                f"image {row.image!r} does not exist ({row.path})"))
+        problems.append(base.Problem(
+            base.MISSING_FILE, f"{path} line {row.line}",
+            f"image {base.shown(row.image)} does not exist ({base.clip(row.path)})"))
       else:
         good.append(row)
     if problems and not self.skip_bad_examples:
@@ -254,9 +260,10 @@ class CsvSource(base.Source):
     kept = []
     for i, row in enumerate(good):
       if i in undecodable:
-        problems.append(base.Problem(base.UNDECODABLE_IMAGE, f"{path} line {row.line}",
-                                f"image {row.image!r} ({row.path}) cannot be decoded: "
-                                f"{undecodable[i]}"))
+        problems.append(base.Problem(
+            base.UNDECODABLE_IMAGE, f"{path} line {row.line}",
+            f"image {base.shown(row.image)} ({base.clip(row.path)}) cannot be decoded: "
+            f"{undecodable[i]}"))
       else:
         kept.append(row)
     problems.sort(key=lambda p: int(p.where.rsplit(" ", 1)[1]))
@@ -267,7 +274,38 @@ class CsvSource(base.Source):
     return base.SplitIndex(
         keys=[r.image for r in kept],
         label_ids=[tuple(sorted(known[n] for n in r.labels)) for r in kept],
-        where=[f"{path} line {r.line} (image {r.image!r})" for r in kept])
+        where=[f"{path} line {r.line} (image {base.shown(r.image)})" for r in kept])
+
+  def _check_hygiene(self, split: str, path: str, rows: Sequence[_Row]) -> None:
+    """Counts the split's duplicate rows and (once) the train/eval overlap; warns or refuses."""
+    repeats = hygiene.duplicates([_entry(path, row) for row in rows])
+    self.set_hygiene("duplicate_rows", {**self.hygiene.get("duplicate_rows", {}),
+                                        split: len(repeats)})
+    if repeats:
+      logging.warning("%s", base.format_listed(
+          [f"{row.where} repeats {first.where}" for row, first in repeats],
+          f"{path}: {len(repeats)} row(s) repeat an earlier row (same image and labels); "
+          "they count twice in training or evaluation:"))
+    if "train_eval_overlap" in self.hygiene or not (self.train_csv and self.eval_csv):
+      return
+    if not os.path.isfile(self.eval_csv) or not os.path.isfile(self.train_csv):
+      return  # Named when the split that reads it is used.
+    shared = hygiene.overlap([_entry(self.train_csv, r) for r in self._parse(self.train_csv)[0]],
+                             [_entry(self.eval_csv, r) for r in self._parse(self.eval_csv)[0]])
+    counts = collections.Counter(s.how for s in shared)
+    self.set_hygiene("train_eval_overlap", {
+        "same_path": counts[hygiene.SAME_PATH], "same_content": counts[hygiene.SAME_CONTENT]})
+    if not shared:
+      return
+    header = (f"{len(shared)} image(s) of {self.eval_csv} are also in {self.train_csv} "
+              f"({counts[hygiene.SAME_PATH]} by path, {counts[hygiene.SAME_CONTENT]} by "
+              "content): evaluation on them measures memory, not generalization")
+    if not self.allow_overlap:
+      raise base.BadDataError(base.format_listed(
+          shared, f"{header} (data.allow_overlap=False):",
+          "Remove them from one of the files, or set data.allow_overlap=True to only warn."))
+    logging.warning("%s", base.format_listed(
+        shared, f"{header} (data.allow_overlap=True: a warning only):"))
 
   def examples(self, split: str) -> tf.data.Dataset:
     index = self.index(split)
@@ -289,6 +327,11 @@ class CsvSource(base.Source):
             "image_column": self.image_column, "labels_column": self.labels_column,
             "label_separator": self.label_separator, "csv_empty_labels": self.empty_labels,
             "check_images": self.check_images, "csv_encoding": self.encoding}
+
+
+def _entry(path: str, row: _Row) -> hygiene.Entry:
+  return hygiene.Entry(f"{path} line {row.line} (image {base.shown(row.image)})", row.path,
+                       row.labels)
 
 
 def _csv_lines(path: str, encoding: str):
@@ -314,7 +357,7 @@ def _csv_lines(path: str, encoding: str):
       try:
         fields = next(csv.reader([text], strict=True), [])
       except csv.Error as e:
-        yield number, None, f"CSV quoting fault ({e}): {text!r}"
+        yield number, None, f"CSV quoting fault ({e}): {base.shown(text)}"
         continue
       yield number, fields, None
 
