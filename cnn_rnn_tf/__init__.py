@@ -15,8 +15,16 @@ every module file is listed and every listed module exists):
   calibration     the BCE head's per-class thresholds (max per-class F1)
   images          reads, checks (format, pixel limit), decodes and resizes image files
   data/           tf.data input
-    sources         VOC 2007, COCO 2014, CSV, synthetic_scenes behind one registry
+    sources/        the data sources behind one registry (SOURCES, get_source)
+      base          the Source interface, bad-data problems and their messages
+      tfds_source   a TFDS dataset as a source; where offline archives go (manual_dir)
+      voc2007       PASCAL VOC 2007 (TFDS voc/2007)
+      coco2014      MS-COCO 2014 (TFDS coco/2014)
+      csv_source    your own images: a CSV of paths and labels
+      synthetic     the package's synthetic_scenes dataset
+      hygiene       duplicate rows and train/eval overlap, counted
     synthetic_scenes  the procedural multi-label dataset (a TFDS builder)
+    scene_drawing   the NumPy world and generator behind synthetic_scenes
     make_synthetic  generates a synthetic_scenes config into a TFDS data_dir (binary)
     tfds_prepare    TFDS preparation that several processes may start at once
     pipeline        a split -> batches of resized RGB images and multi-hot labels

@@ -87,6 +87,7 @@ def default_config() -> ml_collections.ConfigDict:
   data.csv_empty_labels = "error"  # csv: a row without labels is bad data; "keep": a valid example (target END)
   data.check_images = "decode"  # csv: decode each image once per split (catches corrupt files); "header": fast
   data.csv_encoding = "utf-8"  # csv: text encoding of the CSV files (a BOM is skipped); bad bytes name file and line
+  data.allow_overlap = True  # csv: an eval image also in train_csv (same path or bytes) is warned about and counted; False: an error
   data.max_image_pixels = 40_000_000  # = images.DEFAULT_MAX_PIXELS; larger images (by header) are refused before decoding
   data.shuffle_buffer = 2048
   data.deterministic = False  # True: fixed op order and seeds (reproducible, a bit slower)

@@ -141,10 +141,10 @@ def test_default_config_holds_every_field_the_library_reads():
     if field not in methods and field not in defaults[section]:
       missing.append(f"{section}.{field}")
   # The data sources read config.data's fields as `config.<field>`.
-  for field in _fields_read(r"\bconfig\.(\w+)\b", [os.path.join(ROOT, "cnn_rnn_tf", "data",
-                                                                 "sources.py")]):
+  for field in _fields_read(r"\bconfig\.(\w+)\b", glob.glob(
+      os.path.join(ROOT, "cnn_rnn_tf", "data", "sources", "*.py"))):
     if field not in methods and field not in ("data",) and field not in defaults.data:
-      missing.append(f"data.{field} (sources.py)")
+      missing.append(f"data.{field} (sources/)")
   assert not missing, missing
 
 
