@@ -11,7 +11,8 @@ what differs, each with a one-line why:
       return config
 
 and are loaded by the binaries with `--config=path/to/file.py`, overridden with
-`--config.a.b=value`. Every binary checks the config before any work:
+`--config.a.b=value`. The package's own configs also load by name, from a clone or an
+installed wheel alike: `--config=csv:runlocal` is `configs/csv.py:runlocal` (`config_file`). Every binary checks the config before any work:
 
     config_lib.validate(config)     # raises ConfigError, one line per problem
 
@@ -94,6 +95,7 @@ def default_config() -> ml_collections.ConfigDict:
   data.csv_empty_labels = "error"  # csv: a row without labels is bad data; "keep": a valid example (target END)
   data.check_images = "decode"  # csv: decode each image once per split (catches corrupt files); "header": fast
   data.csv_encoding = "utf-8"  # csv: text encoding of the CSV files (a BOM is skipped); bad bytes name file and line
+  data.allow_overlap = True  # csv: an eval image also in train_csv (same path or bytes) is warned about and counted; False: an error
   data.max_image_pixels = 40_000_000  # = images.DEFAULT_MAX_PIXELS; larger images (by header) are refused before decoding
   data.shuffle_buffer = 2048
   data.deterministic = False  # True: fixed op order and seeds (reproducible, a bit slower)
@@ -299,7 +301,10 @@ def resolve_paths(config: ml_collections.ConfigDict,
 _MISSING = object()
 
 
-def _int_range(lo=None, hi=None):
+_INT64_MAX = 2**63 - 1  # TensorFlow holds the int fields (steps, sizes, seeds) as int64
+
+
+def _int_range(lo=None, hi=_INT64_MAX):
   def check(value):
     if lo is not None and value < lo:
       return f"must be >= {lo}"
@@ -321,9 +326,9 @@ def _non_negative_finite(value):
   return None
 
 
-def _fraction(value):  # 0 <= value < 1
+def _fraction(value):  # 0 <= value < 1 (NaN fails both comparisons)
   if not 0 <= value < 1:
-    return "must be in [0, 1)"
+    return "must be a finite number in [0, 1)"
   return None
 
 
@@ -388,7 +393,10 @@ def _keep_best(value):
 
 
 # Field -> check(value) -> None or what is wrong. Types are checked against default_config().
+# Every numeric field (int or float in default_config()) has a range here; every float field
+# refuses NaN and +-inf (tests/test_config_lib.py walks the defaults to keep it so).
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "seed": _int_range(0, 2**32 - 1),  # keras.utils.set_random_seed (NumPy) takes [0, 2**32)
     "data.source": _one_of(*SOURCES),
     "data.train_split": _nonempty,
     "data.eval_split": _nonempty,
@@ -417,7 +425,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "model.lstm_units": _int_range(1),
     "model.joint_activation": _activation,
     "model.dropout": _fraction,
-    "model.weight_decay": _int_range(0),
+    "model.weight_decay": _non_negative_finite,
     "model.max_labels": _int_range(1),
     "model.aux_bce_weight": _non_negative_finite,
     "decode.beam_size": _int_range(1),
@@ -590,8 +598,9 @@ def _decoder_problems(values: dict[str, Any]) -> list[str]:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError (one line per problem) unless every field is sound.
 
-  Checks every field's type against `default_config()`, ranges (beam_size >= 1,
-  0 <= min_length <= max_length, positive learning rate, batch size and intervals), enum
+  Checks every field's type against `default_config()`, ranges (every numeric field has
+  one: seed in [0, 2**32), beam_size >= 1, 0 <= min_length <= max_length, positive learning
+  rate, batch size and intervals; NaN and +-inf are refused in every float field), enum
   values, and that the files named exist. Unset optional paths ("None", "none", "") are made
   None in place first (`canonical`), so the library never sees the string "None".
   """
@@ -604,6 +613,68 @@ def validate(config: ml_collections.ConfigDict) -> None:
 # ---------------------------------------------------------------------------------------------
 # Command line.
 # ---------------------------------------------------------------------------------------------
+
+
+def named_configs() -> dict[str, str]:
+  """The configs shipped with the package: name -> file ({"csv": ".../configs/csv.py", ...}).
+
+  An installed wheel holds them as `cnn_rnn_tf/configs/*.py` (setup.py maps the top-level
+  `configs/` there); a checkout reads its top-level `configs/`.
+  """
+  package = os.path.dirname(os.path.abspath(__file__))
+  for folder in (os.path.join(package, "configs"), os.path.join(os.path.dirname(package), "configs")):
+    if os.path.isdir(folder):
+      return {f[:-3]: os.path.join(folder, f) for f in sorted(os.listdir(folder))
+              if f.endswith(".py") and not f.startswith("_")}
+  return {}
+
+
+def config_file(spec: str) -> str:
+  """A `--config=` value with a config name replaced by the package's file; paths unchanged.
+
+      config_file("voc2007:runlocal")         # ".../configs/voc2007.py:runlocal"
+      config_file("configs/voc2007.py:paper")  # unchanged: a path (a "/" or ".py", or a file)
+
+  Raises ValueError for a bare name that is neither a file nor a named config.
+  """
+  name, sep, arg = spec.partition(":")
+  if not name or os.path.exists(name) or name.endswith(".py") or "/" in name or os.sep in name:
+    return spec
+  named = named_configs()
+  if name not in named:
+    raise ValueError(f"no file {name!r} and no named config {name!r} (named "
+                     f"configs: {', '.join(named)}; or give a path such as configs/csv.py)")
+  return named[name] + sep + arg
+
+
+def define_config_file_flag(name: str, help_string: str, flag_values=None):
+  """`config_flags.DEFINE_config_file` that also takes a config name (`config_file`).
+
+      _CONFIG = config_lib.define_config_file_flag("config", "Config: a name or a file.")
+      # --config=csv:runlocal or --config=configs/csv.py:runlocal or --config=/my/config.py
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  flag_values = flags.FLAGS if flag_values is None else flag_values
+  holder = config_flags.DEFINE_config_file(name, None, help_string, flag_values=flag_values,
+                                           lock_config=True)
+  flag = flag_values[name]
+  flag.parser = _NamedConfigParser(flag.parser)
+  return holder
+
+
+class _NamedConfigParser:
+  """config_flags' file parser (not public API) behind `config_file`'s name lookup."""
+
+  def __init__(self, parser):
+    self._parser = parser
+
+  def parse(self, path):
+    return self._parser.parse(config_file(path))
+
+  def __getattr__(self, attr):  # flag_type() and the rest: the file parser's
+    return getattr(self._parser, attr)
 
 
 def _config_flags(argv, flag_values) -> dict[str, ml_collections.ConfigDict]:

@@ -106,8 +106,10 @@ class TiedLabelEmbedding(layers.Layer):
       table = ops.cast(self.embeddings[: self.num_labels + 1], self.compute_dtype)
       return ops.matmul(inputs, ops.transpose(table))  # [..., K + 1]
     ids = ops.cast(inputs, "int32")
+    # Both factors in the compute dtype (float16 under mixed_float16; a no-op at float32).
+    table = ops.cast(self.embeddings, self.compute_dtype)  # [K + 2, d]
     valid = ops.cast(ops.expand_dims(ids >= 0, -1), self.compute_dtype)
-    return ops.take(self.embeddings, ops.maximum(ids, 0), axis=0) * valid  # [B, T, d]
+    return ops.take(table, ops.maximum(ids, 0), axis=0) * valid  # [B, T, d]
 
   def compute_mask(self, inputs, mask=None, reverse=False):
     if reverse:

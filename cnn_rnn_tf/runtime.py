@@ -18,6 +18,17 @@ Keras: "Using MirroredStrategy", "Reusing dataset", deprecation notices, "retrac
 notices) only warnings that are not about deprecation or retracing, and errors, are shown
 (`DependencyLogFilter`).
 
+One C++ line escapes TF_CPP_MIN_LOG_LEVEL=2, as it is an error-level log: oneDNN's
+"util.cc:131] oneDNN supports DT_BOOL only on platforms with AVX-512. Falling back to the
+default Eigen-based implementation if present." It is harmless (the Eigen kernel runs) and
+TensorFlow prints it once per process, at the first op on a bool tensor that oneDNN would
+take (a transpose of a bool mask, say). `setup` runs such an op with stderr captured
+(`spend_once_only_notices`, after the CPU split, which must precede any op), so the notice is
+spent there; `--verbosity=1` skips it and the line shows at the first graph run.
+Chosen over TF_CPP_MIN_LOG_LEVEL=3, which would hide every later C++ error too, and over a
+filter on stderr, which would need a pipe for the process's whole life (a terminal no longer a
+terminal, lines lost on a crash).
+
 This module must not import TensorFlow at module level: the point is to control how it is
 imported.
 """
@@ -81,6 +92,24 @@ def quiet_tensorflow() -> None:
       raise
 
 
+def spend_once_only_notices() -> None:
+  """Runs, with stderr captured, the ops whose once-per-process C++ notices would otherwise
+  print mid-run: the oneDNN DT_BOOL line, at the first bool transpose. What they print is
+  shown only if they fail."""
+  with _stderr_to_file() as captured:
+    try:
+      _once_only_ops()
+    except BaseException:
+      captured.seek(0)
+      sys.__stderr__.write(captured.read().decode("utf-8", "replace"))
+      raise
+
+
+def _once_only_ops() -> None:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.transpose(tf.zeros([1, 1], tf.bool))  # oneDNN's DT_BOOL notice
+
+
 def setup(cpu_devices: int = 0, progress: str = "auto") -> None:
   """Start of every binary's main(): quiet TensorFlow import, logging, devices, bars.
 
@@ -100,6 +129,8 @@ def setup(cpu_devices: int = 0, progress: str = "auto") -> None:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+  if not verbose():
+    spend_once_only_notices()  # after the split: this op starts TensorFlow's runtime
 
 
 

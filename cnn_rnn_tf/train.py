@@ -2,6 +2,7 @@ r"""Trains a CNN-RNN (or BCE baseline) head. Flags in, one library call out.
 
   python -m cnn_rnn_tf.train --config=configs/demo.py --workdir=runs/demo \
       [--config.train.num_steps=500] [--config.model.head=bce]
+  python -m cnn_rnn_tf.train --config=demo:runlocal --workdir=runs/demo   # by name (pip install)
 
 Starting again with the same workdir resumes from its last checkpoint. Distributed: on one
 machine all local GPUs are used (MirroredStrategy); across machines set TF_CONFIG on each
@@ -14,13 +15,13 @@ import sys
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import runtime
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
-                                          lock_config=True)
+_CONFIG = config_lib.define_config_file_flag(
+    "config", "Config: a name (csv, voc2007, ...: the package's configs/*.py, also from an "
+    "installed wheel) or a file (configs/csv.py, my_config.py), then ':arg' (e.g. :runlocal).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and labels go.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0,
                                     "Split the CPU into this many logical devices (0: no split).")

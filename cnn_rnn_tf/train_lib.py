@@ -46,7 +46,8 @@ Workdir layout (only the chief writes):
   best/                the checkpoint with the best `train.keep_best` metric + best.json
   train/               TensorBoard summaries and `log.jsonl` (step, loss, examples/s, lr;
                        eval/* metrics every `train.eval_every` steps and at the end)
-  data_report.json     examples skipped as bad data (`data.skip_bad_examples`), by reason
+  data_report.json     examples skipped as bad data (`data.skip_bad_examples`), by reason;
+                       duplicate rows and train/eval overlap (`hygiene`, csv)
   backbone.weights.h5  the trained backbone (when `model.train_backbone`), reusable as frozen
                        `model.backbone_weights` by later runs (the demo does this)
   thresholds.json      bce: per-class thresholds fitted at the end on the held-out part of
@@ -410,7 +411,7 @@ def finish(config, workdir: str, chief: bool, source, models: Models) -> dict:
     # Reusable as a frozen backbone: --config.model.backbone_weights=<workdir>/backbone.weights.h5
     models.backbone.save_weights(workdir_lib.backbone_weights_path(workdir))
   with tf.io.gfile.GFile(workdir_lib.data_report_path(workdir), "w") as f:
-    json.dump({"skipped": skipped}, f, indent=2)
+    json.dump({"skipped": skipped, "hygiene": getattr(source, "hygiene", {})}, f, indent=2)
   if skipped:
     logging.warning("Skipped bad examples: %s (data.skip_bad_examples=True).", skipped)
   return skipped

@@ -1,6 +1,7 @@
 """Bad data, each kind in both modes: an error naming the file and line, or a counted skip."""
 
 import io
+import json
 import logging
 import os
 import struct
@@ -280,3 +281,92 @@ def test_real_20000_square_png_in_a_csv_costs_no_memory(folder):
   assert "examples 3 skipped {'undecodable_image': 1}" in out
   growth = float(out.split("peak_growth_mb")[1])
   assert growth < 1024, out
+
+
+# ------------------------------------------------------------ duplicates and train/eval overlap
+
+
+def test_thirty_copies_of_one_row_are_counted_and_warned(folder, caplog):
+  train = write(folder, "train.csv", GOOD_ROWS + ["img/0.jpg,cat dog"] * 30)
+  evaluation = write(folder, "eval.csv", ["img/2.jpg,person"])
+  source = source_for(train, evaluation)
+  with caplog.at_level(logging.WARNING):
+    assert source.num_examples("train") == 33  # kept (a warning, not bad data)
+  assert source.hygiene["duplicate_rows"] == {"train": 30}
+  warning = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+  assert "30 row(s) repeat an earlier row" in warning
+  assert f"{train} line 5 (image 'img/0.jpg') repeats {train} line 2" in warning
+  # The same image with other labels is not a copy.
+  other = write(folder, "other.csv", GOOD_ROWS + ["img/0.jpg,cat"])
+  relabelled = source_for(other, evaluation)
+  relabelled.index("train")
+  assert relabelled.hygiene["duplicate_rows"] == {"train": 0}
+
+
+def test_eval_csv_equal_to_train_csv_is_counted_as_overlap(folder, caplog):
+  train = write(folder, "train.csv", GOOD_ROWS)
+  source = source_for(train, train)
+  with caplog.at_level(logging.WARNING):
+    source.index("train")
+  assert source.hygiene["train_eval_overlap"] == {"same_path": 3, "same_content": 0}
+  warning = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+  assert f"3 image(s) of {train} are also in {train}" in warning
+
+
+def test_overlap_is_refused_naming_the_files_with_allow_overlap_false(folder):
+  train = write(folder, "train.csv", GOOD_ROWS)
+  evaluation = write(folder, "eval.csv", ["img/2.jpg,person", "img/1.jpg,dog"])
+  source = source_for(train, evaluation, allow_overlap=False)
+  with pytest.raises(sources.BadDataError, match="data.allow_overlap") as e:
+    source.index("eval")  # either split refuses, before its images are checked
+  text = str(e.value)
+  assert f"{evaluation} line 2 (image 'img/2.jpg') is {train} line 4 (image 'img/2.jpg')" in text
+  assert f"{evaluation} line 3 (image 'img/1.jpg')" in text
+  with pytest.raises(sources.BadDataError, match="2 image"):
+    source_for(train, evaluation, allow_overlap=False).index("train")
+  clean = write(folder, "clean.csv", ["img/1.jpg,dog"])
+  assert source_for(write(folder, "t2.csv", [GOOD_ROWS[0], GOOD_ROWS[2]]), clean,
+                    allow_overlap=False).num_examples("eval") == 1
+
+
+def test_identical_files_under_other_paths_are_caught_by_content(folder):
+  os.makedirs(folder / "copy")
+  (folder / "copy/same_as_0.jpg").write_bytes((folder / "img/0.jpg").read_bytes())
+  # Same size, other bytes: not an overlap.
+  other = bytearray((folder / "img/1.jpg").read_bytes())
+  other[-3] ^= 0xFF
+  (folder / "copy/like_1.jpg").write_bytes(bytes(other))
+  train = write(folder, "train.csv", GOOD_ROWS)
+  evaluation = write(folder, "eval.csv", ["copy/same_as_0.jpg,cat", "copy/like_1.jpg,dog"])
+  source = source_for(train, evaluation)
+  source.index("train")
+  assert source.hygiene["train_eval_overlap"] == {"same_path": 0, "same_content": 1}
+  with pytest.raises(sources.BadDataError, match=r"same_as_0.jpg.*img/0.jpg.*same content"):
+    source_for(train, evaluation, allow_overlap=False).index("train")
+
+
+def test_a_20_mb_csv_line_is_refused_without_echoing_it(folder):
+  huge = "img/0.jpg," + "x" * 20_000_000
+  train = write(folder, "train.csv", GOOD_ROWS + [huge, "img/1.jpg," + ",".join(["a"] * 300_000)])
+  with pytest.raises(sources.BadDataError) as e:
+    source_for(train).train_label_sets()
+  text = str(e.value)
+  assert len(text) < 5000, len(text)
+  assert f"{train} line 5: CSV quoting fault" in text
+  assert "(cut at 300 of 20000010 characters)" in text
+  assert f"{train} line 6: 300001 fields, expected 2" in text and "characters)" in text
+
+
+def test_the_counts_reach_data_report_json(folder, tmp_path):
+  from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
+  train = write(folder, "train.csv", GOOD_ROWS + ["img/1.jpg,dog"] * 2)
+  source = source_for(train, train)
+  source.index("train")
+  config = config_lib.default_config()
+  config.model.train_backbone = False  # finish() then writes data_report.json only
+  workdir = tmp_path / "workdir"
+  workdir.mkdir()
+  train_lib.finish(config, str(workdir), True, source, models=None)
+  report = json.loads((workdir / "data_report.json").read_text())
+  assert report["hygiene"] == {"duplicate_rows": {"train": 2},
+                               "train_eval_overlap": {"same_path": 5, "same_content": 0}}

@@ -58,11 +58,61 @@ def test_default_config_is_valid():
     ({"train__align_inputs": "both"}, "train.align_inputs"),
     ({"model__aux_bce_weight": -0.5}, "model.aux_bce_weight"),
     ({"model__aux_bce_weight": float("inf")}, "model.aux_bce_weight"),
+    ({"model__weight_decay": float("nan")}, "model.weight_decay"),
+    ({"model__weight_decay": float("inf")}, "model.weight_decay"),
+    ({"model__weight_decay": -1e-4}, "model.weight_decay"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 2**32}, "seed"),  # NumPy's seed range
 ])
 def test_each_bad_field_gives_one_line_naming_it(fields, field):
   lines = _problems(**fields)
   assert len(lines) == 1, lines
   assert lines[0].startswith(field), lines
+
+
+def _numeric_fields():
+  """Every int or float field of default_config() with its type (bools are not numbers)."""
+  types = config_lib._field_types(config_lib.default_config())  # pylint: disable=protected-access
+  return sorted((name, t) for name, t in types.items() if t in (int, float))
+
+
+def test_the_defaults_have_numeric_fields_of_both_kinds():
+  kinds = {t for _, t in _numeric_fields()}
+  assert kinds == {int, float} and len(_numeric_fields()) > 20
+
+
+@pytest.mark.parametrize("name, kind", _numeric_fields())
+def test_every_numeric_field_refuses_nan_infinity_and_far_out_of_range(name, kind):
+  """A field without a range check would let one of these through to TensorFlow.
+
+  Float fields: NaN, +-inf and -1e6 each give a line naming the field. Int fields: -10**6 and
+  2**63 do; a float (NaN included) cannot even be set (ConfigDict keeps the field's type).
+  """
+  if kind is float:
+    bad = [float("nan"), float("inf"), float("-inf"), -1e6]
+  else:
+    bad = [-10**6, 2**63]  # 2**63: past TensorFlow's int64
+    with pytest.raises(TypeError, match="cannot be casted"):
+      _problems(**{name.replace(".", "__"): float("nan")})
+  for value in bad:
+    lines = _problems(**{name.replace(".", "__"): value})
+    assert any(line.startswith(f"{name} = {value!r}: ") for line in lines), (value, lines)
+
+
+def test_a_bad_number_is_refused_before_the_workdir_is_touched(tmp_path):
+  """The issue's repro: weight_decay=nan reached Keras and left labels.txt in the workdir."""
+  from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
+  runlocal_config = lambda: config_lib.runlocal(config_lib.default_config())
+  for field, value in (("weight_decay", float("nan")), ("weight_decay", float("inf"))):
+    config = runlocal_config()
+    config.model[field] = value
+    with pytest.raises(config_lib.ConfigError, match=f"model.{field} = {value}"):
+      train_lib.train(config, str(tmp_path / "w"))
+  config = runlocal_config()
+  config.seed = -1
+  with pytest.raises(config_lib.ConfigError, match="seed = -1"):
+    train_lib.train(config, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")
 
 
 def test_several_problems_one_line_each():
@@ -217,6 +267,19 @@ def test_bad_config_on_the_command_line_lists_the_problems_and_writes_nothing(tm
                 "train.learning_rate = -1.0"):
     assert field in result.stderr
   assert not os.path.exists(tmp_path / "w")
+
+
+@pytest.mark.slow  # imports TensorFlow in a subprocess (runtime.setup comes first)
+def test_train_binary_refuses_nan_decay_and_negative_seed_before_the_workdir(tmp_path):
+  """The issue's repros: weight_decay=nan/inf and seed=-1 failed after labels.txt was written."""
+  for override, line in (("--config.model.weight_decay=nan", "model.weight_decay = nan"),
+                         ("--config.model.weight_decay=inf", "model.weight_decay = inf"),
+                         ("--config.seed=-1", "seed = -1")):
+    result = _run("cnn_rnn_tf.train", "--config=configs/demo.py:runlocal",
+                  f"--workdir={tmp_path / 'w'}", override)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert line in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "w")
 
 
 @pytest.mark.slow

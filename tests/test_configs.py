@@ -141,10 +141,10 @@ def test_default_config_holds_every_field_the_library_reads():
     if field not in methods and field not in defaults[section]:
       missing.append(f"{section}.{field}")
   # The data sources read config.data's fields as `config.<field>`.
-  for field in _fields_read(r"\bconfig\.(\w+)\b", [os.path.join(ROOT, "cnn_rnn_tf", "data",
-                                                                 "sources.py")]):
+  for field in _fields_read(r"\bconfig\.(\w+)\b", glob.glob(
+      os.path.join(ROOT, "cnn_rnn_tf", "data", "sources", "*.py"))):
     if field not in methods and field not in ("data",) and field not in defaults.data:
-      missing.append(f"data.{field} (sources.py)")
+      missing.append(f"data.{field} (sources/)")
   assert not missing, missing
 
 
@@ -208,3 +208,53 @@ def test_every_runlocal_variant_trains(tmp_path):
   config.data.train_csv = csv
   config.data.eval_csv = csv
   _train(config, str(tmp_path / "csv"))
+
+
+# ---- Configs by name (config_lib.config_file): what an installed wheel offers without a clone.
+
+
+def test_every_config_file_has_a_name():
+  files = {_name(p): os.path.realpath(p) for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))}
+  named = {name: os.path.realpath(path) for name, path in config_lib.named_configs().items()}
+  assert named == files
+
+
+@pytest.mark.parametrize("spec, want", [
+    ("voc2007", "voc2007.py"),
+    ("voc2007:runlocal", "voc2007.py:runlocal"),
+    ("csv:paper,runlocal", "csv.py:paper,runlocal"),
+])
+def test_a_name_resolves_to_the_packages_file(spec, want):
+  resolved = config_lib.config_file(spec)
+  path = resolved.split(":", 1)[0]
+  assert os.path.isfile(path) and resolved.endswith(os.sep + want), resolved
+
+
+@pytest.mark.parametrize("spec", ["configs/csv.py:runlocal", "my_config.py", "/abs/x.py:paper"])
+def test_a_path_is_left_as_it_is(spec):
+  assert config_lib.config_file(spec) == spec
+
+
+def test_a_file_in_the_current_folder_wins_over_a_name(tmp_path, monkeypatch):
+  (tmp_path / "csv").write_text("def get_config(arg=None): ...\n")
+  monkeypatch.chdir(tmp_path)
+  assert config_lib.config_file("csv:runlocal") == "csv:runlocal"
+
+
+def test_an_unknown_name_lists_the_named_configs():
+  with pytest.raises(ValueError, match=r"'vocc2007'.*named configs: coco2014, csv, default"):
+    config_lib.config_file("vocc2007:runlocal")
+
+
+def test_the_config_flag_loads_a_name_and_a_path_alike(tmp_path, monkeypatch):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(ROOT)
+  values = {}
+  for spec in ("csv:runlocal", "configs/csv.py:runlocal"):
+    flag_values = flags.FlagValues()
+    holder = config_lib.define_config_file_flag("config", "test", flag_values=flag_values)
+    flag_values(["prog", f"--config={spec}"])
+    values[spec] = holder.value.to_dict()
+  assert values["csv:runlocal"] == values["configs/csv.py:runlocal"]
+  assert values["csv:runlocal"]["data"]["source"] == "csv"
+  assert values["csv:runlocal"]["train"]["batch_size"] == 8  # runlocal reached get_config

@@ -185,3 +185,18 @@ def test_binaries_on_a_runlocal_workdir_from_another_folder(tmp_path):
   _run(["cnn_rnn_tf.visualize", f"--workdir={workdir}", "--images", "photos/p0.png"],
        elsewhere)
   assert os.path.exists(os.path.join(workdir, "visualize", "visualize.md"))
+
+
+def _slug(heading: str) -> str:
+  """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to '-'."""
+  return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_method_contents_list_every_section_in_order():
+  """docs/method.md's "Contents:" line links each `## ` section, in the page's order."""
+  text = open(os.path.join(ROOT, "docs", "method.md"), encoding="utf-8").read()
+  sections = [_slug(line[3:]) for line in text.splitlines() if line.startswith("## ")]
+  contents = text.split("Contents:", 1)[1].split("\n\n", 1)[0]
+  linked = re.findall(r"\]\(#([^)]+)\)", contents)
+  assert linked == sections, (f"missing from the contents: {sorted(set(sections) - set(linked))}; "
+                              f"not a section: {sorted(set(linked) - set(sections))}")

@@ -241,3 +241,29 @@ def test_extraction_draws_a_progress_bar_only_when_asked(tmp_path, capsys):
     assert "features" not in capsys.readouterr().err
   finally:
     progress.set_mode("auto")
+
+
+def test_weights_file_retrained_in_place_gets_a_new_key_and_cache(tmp_path, backbone):
+  """The demo retrains backbone.weights.h5 in place: the key must follow its content.
+
+  The rewrite keeps the path, the size (same architecture) and, as on a file system with
+  coarse timestamps or a rewrite within one tick, the mtime: only the bytes differ.
+  """
+  csv_path = make_csv(str(tmp_path))
+  source, vocab = make_source(csv_path)
+  weights = str(tmp_path / "backbone.weights.h5")
+  backbone.save_weights(weights)
+  stat = os.stat(weights)
+  key = feature_cache.cache_key(source, "train", vocab, "small_cnn", weights, 16, "off")
+  first = build(source, vocab, tmp_path / "cache", backbone, backbone_weights=weights)
+  retrained = backbones.build_backbone("small_cnn", image_size=16)
+  retrained.set_weights([w + 0.5 for w in backbone.get_weights()])
+  retrained.save_weights(weights)
+  os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+  assert os.stat(weights).st_size == stat.st_size
+  assert feature_cache.cache_key(source, "train", vocab, "small_cnn", weights, 16, "off") != key
+  second = build(source, vocab, tmp_path / "cache", retrained, backbone_weights=weights)
+  assert second != first  # rebuilt, not the stale cache of the old weights
+  features = [next(iter(feature_cache.feature_dataset(p, batch_size=7, training=False)))
+              ["features"].numpy() for p in (first, second)]
+  assert not np.allclose(features[0], features[1])

@@ -141,3 +141,35 @@ def test_config_lib_imports_no_package_module(graph):
   assert graph["cnn_rnn_tf.config_lib"] <= {"cnn_rnn_tf.metrics"}
   assert graph["cnn_rnn_tf.metrics"] <= {"cnn_rnn_tf.ranking"}
   assert graph["cnn_rnn_tf.ranking"] == set()
+
+
+def _module_map() -> set[str]:
+  """The modules cnn_rnn_tf/__init__.py's map lists, as dotted names.
+
+  The map's rule: one line per module, two spaces in, its name in the first column
+  (`vocab`); a subpackage is `name/` and its modules are indented two more spaces under it
+  (`data/` then `    sources`). Anything after the name is its description.
+  """
+  doc = open(os.path.join(ROOT, PACKAGE, "__init__.py")).read().split('"""')[1]
+  listed, parents = set(), []
+  for line in doc.split("\n\n", 1)[1].splitlines():
+    stripped = line.lstrip(" ")
+    depth = (len(line) - len(stripped)) // 2 - 1
+    if not stripped or depth < 0 or depth > len(parents):
+      continue
+    name = stripped.split()[0]
+    parents = parents[:depth]
+    if name.endswith("/"):
+      parents.append(name[:-1])
+      name = name[:-1]
+    listed.add(".".join([PACKAGE, *parents[:depth], name]))
+  return listed
+
+
+def test_the_module_map_lists_every_module_and_only_modules():
+  """Every module file under cnn_rnn_tf/ (not __init__ / __main__) has its line in the map of
+  cnn_rnn_tf/__init__.py, and every name in the map is a module or subpackage."""
+  modules = {m for m in _module_files() if m != PACKAGE and not m.endswith(".__main__")}
+  listed = _module_map()
+  assert not modules - listed, f"missing from the map in cnn_rnn_tf/__init__.py: {sorted(modules - listed)}"
+  assert not listed - modules, f"listed in cnn_rnn_tf/__init__.py but no such module: {sorted(listed - modules)}"

@@ -254,3 +254,26 @@ def test_side_head_gradient_reaches_the_backbone_end_to_end_and_not_the_lstm():
   assert any(p.startswith("conv1") for p in touched), sorted(touched)  # the backbone learns
   assert {p.split("/")[0] for p in touched if p in {v.path for v in head.trainable_variables}
           } == {"marginal_head"}  # not the LSTM, the projections or the label embedding
+
+
+# Keras' own layer harness for TiedLabelEmbedding, the mixed_float16 policy included (as
+# keras/src/layers/core/embedding_test.py calls it).
+from keras.src import testing as keras_testing  # noqa: E402
+
+
+class TiedLabelEmbeddingKerasHarnessTest(keras_testing.TestCase):
+
+  def test_forward_embeds_ids(self):
+    self.run_layer_test(
+        model_lib.TiedLabelEmbedding, init_kwargs={"num_labels": K, "embedding_dim": 4},
+        input_data=np.array([[K + 1, 0, 3, -1], [K + 1, K, -1, -1]], "int32"),
+        expected_output_shape=(2, 4, 4), expected_num_trainable_weights=1,
+        expected_num_non_trainable_weights=0, supports_masking=True,
+        expected_mask_shape=(2, 4))
+
+  def test_reverse_scores_the_joint_space(self):
+    self.run_layer_test(
+        model_lib.TiedLabelEmbedding, init_kwargs={"num_labels": K, "embedding_dim": 4},
+        input_shape=(2, 3, 4), call_kwargs={"reverse": True},
+        expected_output_shape=(2, 3, K + 1), expected_num_trainable_weights=1,
+        expected_num_non_trainable_weights=0, supports_masking=True)

@@ -128,3 +128,25 @@ def test_bad_units_named():
   import pytest
   with pytest.raises(ValueError, match="units"):
     ReLULSTMCell(0)
+
+
+# Keras' own layer harness: build, call, symbolic call, serialization, training and the
+# mixed_float16 policy, as keras' layer tests (keras/src/layers/rnn/lstm_test.py) call it.
+from keras.src import testing as keras_testing  # noqa: E402
+
+
+class ReLULSTMKerasHarnessTest(keras_testing.TestCase):
+
+  def test_sequence_mode(self):
+    self.run_layer_test(
+        ReLULSTM, init_kwargs={"units": 3, "return_sequences": True},
+        input_shape=(2, 4, 5), expected_output_shape=(2, 4, 3),
+        expected_num_trainable_weights=3, expected_num_non_trainable_weights=0,
+        supports_masking=True)
+
+  def test_last_output_mode(self):
+    self.run_layer_test(
+        ReLULSTM, init_kwargs={"units": 3},
+        input_shape=(2, 4, 5), expected_output_shape=(2, 3),
+        expected_num_trainable_weights=3, expected_num_non_trainable_weights=0,
+        supports_masking=True)

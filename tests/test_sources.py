@@ -1,4 +1,4 @@
-"""Tests of cnn_rnn_tf/data/sources.py: label mapping, splits and sequences of every source."""
+"""Tests of cnn_rnn_tf/data/sources/: label mapping, splits and sequences of every source."""
 
 import contextlib
 import os

@@ -6,7 +6,9 @@ its config is now the module `cnn_rnn_tf.demo_config`. The test builds the wheel
 whose dependencies come from this interpreter's site-packages (a path in a .pth file: that
 folder's own .pth files, among them the editable install of the checkout, are not run), and
 runs the demo at runlocal size from a folder outside the repository. It checks that the
-package imported there is the wheel's copy, not the checkout.
+package imported there is the wheel's copy, not the checkout. There, too, the train binary
+loads a config by name (`--config=csv:runlocal`): the wheel ships `configs/*.py` as
+`cnn_rnn_tf/configs/` (setup.py), found by `config_lib.config_file`.
 """
 
 import glob
@@ -50,6 +52,8 @@ def test_wheel_installs_and_runs_the_demo(tmp_path):
   where = _run([python, "-c", "import cnn_rnn_tf.demo_config as m; print(m.__file__)"], cwd)
   assert where.strip().splitlines()[-1].startswith(site), where
 
+  _trains_with_a_named_config(python, site, cwd)
+
   workdir = cwd / "runs" / "demo"
   out = _run([python, "-m", "cnn_rnn_tf.demo", "--size=runlocal", "--seeds=0",
               f"--workdir={workdir}"], cwd, timeout=1200)
@@ -57,3 +61,29 @@ def test_wheel_installs_and_runs_the_demo(tmp_path):
   assert (workdir / "report.md").exists()
   assert (workdir / "seed0" / "cnn_rnn" / "config.json").exists()
   assert sorted(os.listdir(cwd / "export" / "models")) == ["bce", "cnn_rnn"]
+
+
+def _trains_with_a_named_config(python, site, cwd):
+  """`--config=csv:runlocal` in a folder without configs/: the wheel's copy trains 2 steps."""
+  resolved = _run([python, "-c", "from cnn_rnn_tf import config_lib; "
+                   "print(config_lib.config_file('csv:runlocal'))"], cwd)
+  resolved = resolved.strip().splitlines()[-1]
+  assert resolved == os.path.join(site, "cnn_rnn_tf", "configs", "csv.py") + ":runlocal", resolved
+  assert not (cwd / "configs").exists()
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  (cwd / "mine" / "img").mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  lines = ["image_name,tags"]
+  for i, labels in enumerate(["cat dog", "dog", "cat", "sky cat", "dog sky", "sky"]):
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+        cwd / "mine" / "img" / f"{i}.png")
+    lines.append(f"img/{i}.png,{labels}")
+  (cwd / "mine" / "train.csv").write_text("\n".join(lines) + "\n")
+  _run([python, "-m", "cnn_rnn_tf.train", "--config=csv:runlocal", "--workdir=runs/mine",
+        "--config.data.train_csv=mine/train.csv", "--config.train.num_steps=2",
+        "--config.train.eval_every=-1"], cwd)
+  assert (cwd / "runs" / "mine" / "checkpoints" / "ckpt-2.index").exists()
+  with open(cwd / "runs" / "mine" / "config.json") as f:
+    saved = f.read()
+  assert '"source": "csv"' in saved and '"batch_size": 8' in saved  # csv.py, runlocal

@@ -12,9 +12,9 @@ the feature cache of the frozen backbone.
                                         cache_dir="/data/feature_cache")
     ds = data_lib.feature_dataset(path, batch_size=64, training=True, seed=0)
 
-See inputs.py (dataset_for, uses_feature_cache), sources.py (splits, label conventions, bad
-data, offline TFDS), pipeline.py (order of operations, resuming, distribution),
-feature_cache.py (key, layout), precision.py (data.precision=auto by measurement),
+See inputs.py (dataset_for, uses_feature_cache), sources/ (one module per source: splits,
+label conventions, bad data, offline TFDS), pipeline.py (order of operations, resuming,
+distribution), feature_cache.py (key, layout), precision.py (data.precision=auto by measurement),
 tfds_prepare.py (one preparer at a time) and the images module cnn_rnn_tf/images.py.
 """
 
@@ -29,7 +29,7 @@ _PUBLIC = {
     "feature_dataset": "feature_cache",
     "ALL": "inputs", "CALIBRATION": "inputs", "FIT": "inputs", "dataset_for": "inputs",
     "in_calibration_part": "inputs", "uses_feature_cache": "inputs",
-    "image_dataset": "pipeline",
+    "image_dataset": "pipeline", "ImageDatasetOptions": "pipeline",
     "BadDataError": "sources", "get_source": "sources", "SOURCES": "sources",
     "Source": "sources",
 }

@@ -20,11 +20,12 @@ The key covers everything the features and targets depend on: the source and its
 (`source.cache_key(split)`: TFDS name, version and split, voc_labels, coco_empty_images,
 skip_bad_examples; for CSV the file's absolute path, size and mtime and the column
 settings), the split, the backbone, its weights ("imagenet", "random", or a file's path, size
-and mtime), the input resolution, the precision actually used, the image preprocessing
-(`pipeline.PREPROCESSING`) and the vocabulary (names in id order). Change any of them and a
-new folder is built; nothing is ever overwritten. Not covered: the contents of image files
-(a CSV's images edited in place; delete the folder), and random weights (weights=None: two
-random networks get the same key; pass the same `backbone` for all splits of a run).
+and SHA-256: a file retrained in place is another key), the input resolution, the precision
+actually used, the image preprocessing (`pipeline.PREPROCESSING`) and the vocabulary (names
+in id order). Change any of them and a new folder is built; nothing is ever overwritten. Not
+covered: the contents of image files (a CSV's images edited in place; delete the folder), and
+random weights (weights=None: two random networks get the same key; pass the same `backbone`
+for all splits of a run).
 
 Atomic: the folder is written as `<folder>.tmp-<host>-<pid>-<random>` and renamed when
 complete, so a reader either sees a complete cache or none. A failed write removes its
@@ -38,6 +39,7 @@ timed once per machine and backbone, cached). Features are stored as float32 eit
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -61,6 +63,7 @@ from cnn_rnn_tf.data import pipeline
 from cnn_rnn_tf.data.precision import PRECISIONS  # pylint: disable=unused-import
 from cnn_rnn_tf.data.precision import resolve_precision
 from cnn_rnn_tf.data import sources as sources_lib
+from cnn_rnn_tf.data.sources import hygiene
 
 FORMAT_VERSION = 1
 KEY_FILE = "key.json"
@@ -69,7 +72,7 @@ _TMP = ".tmp-"
 
 
 def describe_weights(weights: str | None) -> Any:
-  """The weights part of the cache key: "imagenet", "random" or the file's identity."""
+  """The weights part of the cache key: "imagenet", "random" or the file's path and content."""
   if weights in (None, "none", "None", ""):
     return "random"
   if weights == "imagenet":
@@ -77,8 +80,9 @@ def describe_weights(weights: str | None) -> Any:
   path = os.path.abspath(os.fspath(weights))
   if not os.path.exists(path):
     raise FileNotFoundError(f"Backbone weights file {weights!r} does not exist.")
-  stat = os.stat(path)
-  return {"path": path, "size": stat.st_size, "mtime": stat.st_mtime}
+  # The bytes, not the mtime: a backbone retrained in place (the demo's backbone.weights.h5)
+  # can keep the size and, within one timestamp tick, the mtime. ~0.5 s per 500 MB.
+  return {"path": path, "size": os.path.getsize(path), "sha256": hygiene.file_digest(path)}
 
 
 def cache_key(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
@@ -157,8 +161,11 @@ def build(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
   tmp = f"{path}{_TMP}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
   os.makedirs(tmp)
   try:
-    meta = _extract(source, split, vocab, key, tmp, backbone, backbone_name, backbone_weights,
-                    batch_size, examples_per_shard, deterministic, verbose, max_pixels)
+    meta = _extract(_Extraction(
+        source=source, split=split, vocab=vocab, key=key, backbone=backbone,
+        backbone_name=backbone_name, backbone_weights=backbone_weights, batch_size=batch_size,
+        examples_per_shard=examples_per_shard, deterministic=deterministic, verbose=verbose,
+        max_pixels=max_pixels), tmp)
     with open(os.path.join(tmp, KEY_FILE), "w") as f:
       f.write(_canonical(key, indent=1))
     with open(os.path.join(tmp, META_FILE), "w") as f:
@@ -177,28 +184,49 @@ def build(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
   return path
 
 
-def _extract(source, split, vocab, key, folder, backbone, backbone_name, backbone_weights,
-             batch_size, examples_per_shard, deterministic, verbose,
-             max_pixels) -> dict[str, Any]:
-  size = key["image_size"]
-  num_examples = source.num_examples(split)
-  ds = pipeline.image_dataset(source, split, vocab, image_size=size, batch_size=batch_size,
-                              training=False, deterministic=deterministic,
-                              max_pixels=max_pixels)
+@dataclasses.dataclass(frozen=True)
+class _Extraction:
+  """One extraction of `build`: what to read, the backbone, how to write (as `build`'s Args)."""
+  source: sources_lib.Source
+  split: str
+  vocab: vocab_lib.LabelVocab
+  key: dict[str, Any]  # cache_key(...): its image_size and precision are the resolved ones
+  backbone: Callable | None
+  backbone_name: str
+  backbone_weights: str | None
+  batch_size: int
+  examples_per_shard: int
+  deterministic: bool
+  verbose: int
+  max_pixels: int | None
+
+
+def _backbone_call(job: _Extraction) -> Callable:
+  """images float32 [b, S, S, 3] -> features [b, D]: the given backbone, or one built."""
+  size, backbone = job.key["image_size"], job.backbone
   if backbone is None:
-    policy = "mixed_bfloat16" if key["precision"] == "bfloat16" else None
-    backbone = backbones.build_backbone(backbone_name, weights=backbone_weights,
+    policy = "mixed_bfloat16" if job.key["precision"] == "bfloat16" else None
+    backbone = backbones.build_backbone(job.backbone_name, weights=job.backbone_weights,
                                         image_size=size, policy=policy)
   if isinstance(backbone, keras.Model):
     model = backbone
-    call = tf.function(lambda images: model(images, training=False),
+    return tf.function(lambda images: model(images, training=False),
                        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-  else:
-    call = lambda images: backbone(images, training=False)
+  return lambda images: backbone(images, training=False)
+
+
+def _extract(job: _Extraction, folder: str) -> dict[str, Any]:
+  """Writes the shards of `job` into `folder`; returns meta.json's contents."""
+  source, split, vocab = job.source, job.split, job.vocab
+  num_examples = source.num_examples(split)
+  ds = pipeline.image_dataset(source, split, vocab, image_size=job.key["image_size"],
+                              batch_size=job.batch_size, training=False,
+                              deterministic=job.deterministic, max_pixels=job.max_pixels)
+  call = _backbone_call(job)
 
   bar = (progress.bar(total=num_examples, desc=f"features {source.name}/{split}", unit="img")
-         if verbose else None)
-  writer, dim = _ShardWriter(folder, examples_per_shard), None
+         if job.verbose else None)
+  writer, dim = _ShardWriter(folder, job.examples_per_shard), None
   start = time.time()
   try:
     for batch in ds:
@@ -228,7 +256,7 @@ def _extract(source, split, vocab, key, folder, backbone, backbone_name, backbon
       "label_names": list(vocab.names),
       "shards": shards,
       "skipped": source.skipped_in(split),
-      "precision": key["precision"],
+      "precision": job.key["precision"],
       "seconds": round(seconds, 3),
       "images_per_second": round(written / max(seconds, 1e-9), 3),
       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

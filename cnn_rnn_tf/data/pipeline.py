@@ -40,6 +40,7 @@ example, or, with the source's `skip_bad_examples`, skipped and counted in
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Callable, NamedTuple
 
@@ -67,19 +68,11 @@ class Subset(NamedTuple):
   num_examples: int
 
 
-def image_dataset(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab, *,
-                  image_size: int, batch_size: int, training: bool, seed: int | None = 0,
-                  augment: bool = False, repeat: bool | None = None, start_step: int = 0,
-                  drop_remainder: bool | None = None, shuffle_buffer: int = 2048,
-                  deterministic: bool = True,
-                  max_pixels: int | None = images_lib.DEFAULT_MAX_PIXELS,
-                  subset: Subset | None = None) -> tf.data.Dataset:
-  """Batches of decoded images of one split (see the module docstring).
+@dataclasses.dataclass(frozen=True)
+class ImageDatasetOptions:
+  """How `image_dataset` makes batches of a split; the fields are the keywords of its call.
 
   Args:
-    source: a `sources.Source`.
-    split: a split name of the source (e.g. "trainval", "test").
-    vocab: the label vocabulary; `labels` are multi-hot in its ids.
     image_size: S, the side of the square output images.
     batch_size: examples per batch.
     training: shuffle (and by default repeat and drop the remainder).
@@ -94,42 +87,76 @@ def image_dataset(source: sources_lib.Source, split: str, vocab: vocab_lib.Label
       key (config data.max_image_pixels; the CSV check finds such files up front).
     subset: only the examples whose key it keeps (before shuffling, so the stream is that
       of a split of `subset.num_examples` examples).
+  """
+  image_size: int
+  batch_size: int
+  training: bool
+  seed: int | None = 0
+  augment: bool = False
+  repeat: bool | None = None
+  start_step: int = 0
+  drop_remainder: bool | None = None
+  shuffle_buffer: int = 2048
+  deterministic: bool = True
+  max_pixels: int | None = images_lib.DEFAULT_MAX_PIXELS
+  subset: Subset | None = None
+
+
+def image_dataset(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
+                  options: ImageDatasetOptions | None = None, **fields) -> tf.data.Dataset:
+  """Batches of decoded images of one split (see the module docstring).
+
+      image_dataset(source, "test", vocab, image_size=224, batch_size=32, training=False)
+      image_dataset(source, "test", vocab, ImageDatasetOptions(224, 32, training=False))
+
+  Args:
+    source: a `sources.Source`.
+    split: a split name of the source (e.g. "trainval", "test").
+    vocab: the label vocabulary; `labels` are multi-hot in its ids.
+    options: an `ImageDatasetOptions`; or give its fields as keywords (`fields`), which
+      also override the fields of `options`.
 
   Returns:
     {'image': float32 [B, S, S, 3] in 0..255, 'labels': float32 [B, K], 'key': string [B]}.
   """
-  if image_size <= 0 or batch_size <= 0:
-    raise ValueError(f"image_size and batch_size must be positive, got {image_size}, "
-                     f"{batch_size}.")
-  repeat = training if repeat is None else repeat
-  drop_remainder = training if drop_remainder is None else drop_remainder
+  o = (ImageDatasetOptions(**fields) if options is None
+       else dataclasses.replace(options, **fields))
+  if o.image_size <= 0 or o.batch_size <= 0:
+    raise ValueError(f"image_size and batch_size must be positive, got {o.image_size}, "
+                     f"{o.batch_size}.")
+  repeat = o.training if o.repeat is None else o.repeat
+  drop_remainder = o.training if o.drop_remainder is None else o.drop_remainder
   ds, num_examples = labeled_examples(source, split, vocab)
-  if subset is not None:
-    ds = ds.filter(lambda x: subset.keep(x["key"]))
-    num_examples = subset.num_examples
-  skip = int(start_step) * batch_size
-  if training:
-    ds = training_stream(ds, num_examples=num_examples, seed=seed,
-                         shuffle_buffer=shuffle_buffer, repeat=repeat, skip=skip)
+  if o.subset is not None:
+    ds = ds.filter(lambda x: o.subset.keep(x["key"]))
+    num_examples = o.subset.num_examples
+  skip = int(o.start_step) * o.batch_size
+  if o.training:
+    ds = training_stream(ds, num_examples=num_examples, seed=o.seed,
+                         shuffle_buffer=o.shuffle_buffer, repeat=repeat, skip=skip)
   else:
     ds = ds.repeat() if repeat else ds
     ds = ds.skip(skip) if skip else ds
+  ds = ds.enumerate(start=skip)  # the element's position in the stream: augmentation seed
+  return batch_and_finish(ds, o.batch_size, drop_remainder, o.deterministic,
+                          map_fn=_decoder(source, o))
 
-  if seed is None:
-    seed = random.randrange(2**31)
-  augment = augment and training
+
+def _decoder(source: sources_lib.Source, o: ImageDatasetOptions) -> Callable:
+  """(position in the stream, example) -> the example with its image decoded and resized."""
+  seed = random.randrange(2**31) if o.seed is None else o.seed
+  augment = o.augment and o.training
 
   def decode(i, example):
     encoded = source.read_image(example["image"])
-    image = images_lib.decode_rgb(encoded, max_pixels=max_pixels, name=example["key"])
+    image = images_lib.decode_rgb(encoded, max_pixels=o.max_pixels, name=example["key"])
     if augment:
-      image = augment_image(image, image_size, tf.stack([tf.cast(seed, tf.int64), i]))
+      image = augment_image(image, o.image_size, tf.stack([tf.cast(seed, tf.int64), i]))
     else:
-      image = images_lib.resize(image, image_size)
+      image = images_lib.resize(image, o.image_size)
     return {"image": image, "labels": example["labels"], "key": example["key"]}
 
-  ds = ds.enumerate(start=skip)  # the element's position in the stream: augmentation seed
-  return batch_and_finish(ds, batch_size, drop_remainder, deterministic, map_fn=decode)
+  return decode
 
 
 def labeled_examples(source: sources_lib.Source, split: str,
