@@ -101,6 +101,99 @@ def compare_heads(summary: dict, a: str = "cnn_rnn", b: str = "bce",
   return out
 
 
+# "Which model and decoder for which metric": (head, rule suffix, column name) per named
+# decoder; rows (name, rule prefix, metric key). A cell is the metric of the rule
+# "<prefix><suffix>" (mAP: the head's ranking, one per head).
+DECODER_COLUMNS = (("bce", "", "BCE@0.5"), ("bce", "_calibrated", "calibrated BCE"),
+                   ("bce", "_expected_f1", "BCE expected_f1"),
+                   ("cnn_rnn", "", "CNN-RNN path"), ("cnn_rnn", "_marginals", "CNN-RNN marginals"),
+                   ("cnn_rnn", "_expected_f1", "CNN-RNN expected_f1"))
+DECODER_ROWS = (("exact match", "all", "exact_match"), ("example F1", "all", "EF1"),
+                ("top-3 O-F1", "top3", "OF1"), ("top-3 C-F1", "top3", "CF1"),
+                ("all O-F1", "all", "OF1"), ("all C-F1", "all", "CF1"),
+                ("mAP", None, "mAP_noninterp"))
+
+
+def _decoder_key(prefix, suffix, key):
+  return key if prefix is None else f"{prefix}{suffix}/{key}"
+
+
+def choose_decoders(validation: dict) -> dict:
+  """{(head, row name): rule suffix}: per head and row, the decoder with the best mean on the
+  validation summary (`summarize_seeds` of the validation part's metrics). Never the test's."""
+  chosen = {}
+  for head in {h for h, _, _ in DECODER_COLUMNS}:
+    for row, prefix, key in DECODER_ROWS:
+      options = [(validation.get(head, {}).get(_decoder_key(prefix, suffix, key)), suffix)
+                 for h, suffix, _ in DECODER_COLUMNS if h == head]
+      options = [(v[0], suffix) for v, suffix in options if v is not None]
+      if options:
+        best = max if metrics_lib.higher_is_better(key) else min
+        chosen[(head, row)] = best(options, key=lambda o: o[0])[1]
+  return chosen
+
+
+def decoder_table(test: dict, validation: dict) -> tuple[str, dict]:
+  """Markdown: rows of DECODER_ROWS, a column per named decoder of each head (test, mean ±
+  std over seeds), then each head with its decoder chosen on validation (`choose_decoders`).
+
+  Returns (the table, {(head, row name): (suffix, per-seed test values)} of the chosen ones).
+  """
+  chosen = choose_decoders(validation)
+  fmt = lambda t: "n/a" if t is None else f"{100 * t[0]:.1f} ± {100 * t[1]:.1f}"
+  heads = ("bce", "cnn_rnn")
+  lines = ["| metric | " + " | ".join(c for _, _, c in DECODER_COLUMNS) + " | " +
+           " | ".join(f"{h}, chosen on validation" for h in heads) + " |",
+           "|---|" + "---|" * (len(DECODER_COLUMNS) + len(heads))]
+  picked = {}
+  for row, prefix, key in DECODER_ROWS:
+    cells = [fmt(test.get(h, {}).get(_decoder_key(prefix, suffix, key)))
+             for h, suffix, _ in DECODER_COLUMNS]
+    for h in heads:
+      suffix = chosen.get((h, row))
+      value = None if suffix is None else test.get(h, {}).get(_decoder_key(prefix, suffix, key))
+      name = next((c for hh, s, c in DECODER_COLUMNS if hh == h and s == suffix), "")
+      cells.append("n/a" if value is None else f"{fmt(value)} ({name.split()[-1]})")
+      if value is not None:
+        picked[(h, row)] = (suffix, value[2])
+    lines.append(f"| {row} | " + " | ".join(cells) + " |")
+  return "\n".join(lines), picked
+
+
+def decoder_goal(test: dict, picked: dict) -> list[tuple[str, float, float, bool]]:
+  """The goal of "one CNN-RNN model never worse than calibrated BCE", per claim:
+  [(claim, mean difference, std, met)] in points over the seeds' paired differences, the
+  CNN-RNN with its decoder chosen on validation (`decoder_table`'s picked) against:
+  calibrated BCE on O-F1 / C-F1 (top-3 and all) and mAP (met: mean >= -0.5); every BCE
+  decoder on exact match (met: mean > std, each); BCE expected_f1 on example F1 (>= -0.5)."""
+  out = []
+  def diff(row, b_key):
+    a = np.array(picked[("cnn_rnn", row)][1])
+    b = np.array(test["bce"][b_key][2])
+    d = 100 * (a - b)
+    return float(d.mean()), float(d.std())
+  for row, prefix, key in DECODER_ROWS:
+    if ("cnn_rnn", row) not in picked:
+      continue
+    if row == "exact match":
+      for _, suffix, name in [c for c in DECODER_COLUMNS if c[0] == "bce"]:
+        b_key = _decoder_key(prefix, suffix, key)
+        if b_key in test.get("bce", {}):
+          mean, std = diff(row, b_key)
+          out.append((f"exact match vs {name}", mean, std, mean > std))
+    elif row == "example F1":
+      b_key = _decoder_key(prefix, "_expected_f1", key)
+      if b_key in test.get("bce", {}):
+        mean, std = diff(row, b_key)
+        out.append((f"example F1 vs BCE expected_f1", mean, std, mean >= -0.5))
+    else:
+      b_key = _decoder_key(prefix, "" if prefix is None else "_calibrated", key)
+      if b_key in test.get("bce", {}):
+        mean, std = diff(row, b_key)
+        out.append((f"{row} vs calibrated BCE", mean, std, mean >= -0.5))
+  return out
+
+
 def plot_per_class(metrics_by_head: dict[str, dict], path: str) -> None:
   """Per-class top-3 precision and recall bars, heads side by side (the paper's Fig. 7)."""
   heads = list(metrics_by_head)

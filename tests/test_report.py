@@ -98,3 +98,42 @@ def test_compare_heads_follows_the_metrics_direction():
                                pairs=[("all/hamming_loss", "all/hamming_loss")])
   assert line == "all/hamming_loss: x beats y (1/1 seeds), difference -10.0 ± 0.0 points"
   assert "Hamming loss" in report.summary_table(summary).splitlines()[0]
+
+
+def _metrics(values: dict) -> dict:
+  """A metrics dict of evaluate's shape: {rule: {key: v}} and top-level score keys."""
+  out = {}
+  for key, v in values.items():
+    if "/" in key:
+      rule, name = key.split("/")
+      out.setdefault(rule, {})[name] = v
+    else:
+      out[key] = v
+  return out
+
+
+def test_decoders_are_chosen_on_validation_and_reported_on_test():
+  # Validation says marginals for all O-F1; the test split would have said path (90): the
+  # table reports the marginals' test value, the decoder chosen on validation.
+  val = {"cnn_rnn": [_metrics({"all/OF1": 0.5, "all_marginals/OF1": 0.7,
+                                "all_expected_f1/OF1": 0.6, "mAP_noninterp": 0.8})],
+         "bce": [_metrics({"all/OF1": 0.5, "all_calibrated/OF1": 0.6,
+                           "all_expected_f1/OF1": 0.4, "mAP_noninterp": 0.8})]}
+  test = {"cnn_rnn": [_metrics({"all/OF1": 0.9, "all_marginals/OF1": 0.61,
+                                 "all_expected_f1/OF1": 0.5, "mAP_noninterp": 0.7}),
+                       _metrics({"all/OF1": 0.9, "all_marginals/OF1": 0.63,
+                                 "all_expected_f1/OF1": 0.5, "mAP_noninterp": 0.7})],
+          "bce": [_metrics({"all/OF1": 0.5, "all_calibrated/OF1": 0.62,
+                            "all_expected_f1/OF1": 0.4, "mAP_noninterp": 0.75})] * 2}
+  val_s, test_s = report.summarize_seeds(val), report.summarize_seeds(test)
+  chosen = report.choose_decoders(val_s)
+  assert chosen[("cnn_rnn", "all O-F1")] == "_marginals"
+  assert chosen[("bce", "all O-F1")] == "_calibrated"
+  table, picked = report.decoder_table(test_s, val_s)
+  assert picked[("cnn_rnn", "all O-F1")] == ("_marginals", [0.61, 0.63])
+  row = next(l for l in table.splitlines() if l.startswith("| all O-F1 |"))
+  assert row.rstrip(" |").endswith("62.0 ± 1.0 (marginals)")  # not the path's 90 on test
+  goal = {claim: (round(mean, 6), met) for claim, mean, _, met in
+          report.decoder_goal(test_s, picked)}
+  assert goal["all O-F1 vs calibrated BCE"] == (0.0, True)  # 62 vs 62
+  assert goal["mAP vs calibrated BCE"] == (-5.0, False)
