@@ -536,3 +536,55 @@ def test_trained_backbone_learns_in_the_trainers_step():
   assert after.keys() == before.keys()
   unchanged = [p for p in before if before[p].ndim > 1 and np.array_equal(before[p], after[p])]
   assert not unchanged, f"backbone kernels not trained: {unchanged}"
+
+
+_TWO_REPLICAS = """
+import json, sys
+from cnn_rnn_tf import runtime
+runtime.setup(cpu_devices=2)  # before any TensorFlow op
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from cnn_rnn_tf import train_lib
+config = ml_collections.ConfigDict(json.loads(sys.argv[1]))
+batch = {k: np.asarray(v, np.float32) for k, v in json.loads(sys.argv[2]).items()}
+weights, losses = {}, {}
+for name, strategy in (("one", tf.distribute.get_strategy()),
+                       ("two", train_lib.make_strategy())):
+  models = train_lib.build_models(config, len(batch["labels"][0]), strategy)
+  before = [v.numpy() for v in models.head.trainable_variables]
+  multi_step = train_lib.make_multi_step(strategy, train_lib.make_train_step(config, models))
+  dataset = tf.data.Dataset.from_tensors(batch).repeat()
+  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+  losses[name] = [float(multi_step(iterator, tf.constant(1))[0]) for _ in range(2)]
+  weights[name] = [(v.numpy() - b).tolist()
+                   for v, b in zip(models.head.trainable_variables, before)]
+  losses[name + "_replicas"] = strategy.num_replicas_in_sync
+print(json.dumps({"losses": losses, "updates": weights}))
+"""
+
+
+def test_two_replicas_update_the_head_as_one_does():
+  """The per-replica loss is divided by the GLOBAL batch (the replicas' gradients are summed):
+  two steps on 2 logical CPU devices give the losses and weight updates of one device. A
+  per-replica mean would double them. A fast subprocess (the devices are set before any op),
+  the head alone on 8 feature vectors."""
+  config = _step_config(batch_size=8)
+  config.model.train_backbone = False
+  config.data.cache_features = True  # the head trains on features: no backbone in the step
+  rng = np.random.default_rng(4)
+  from cnn_rnn_tf import backbones  # pylint: disable=g-import-not-at-top
+  dim = backbones.build_backbone("small_cnn", image_size=32).output_shape[-1]
+  batch = {"features": rng.normal(size=(8, dim)).tolist(),
+           "labels": _step_batch(config)["labels"].tolist()}
+  result = subprocess.run([sys.executable, "-c", _TWO_REPLICAS, config.to_json(),
+                           json.dumps(batch)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": ROOT})
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = json.loads(result.stdout.strip().splitlines()[-1])
+  assert out["losses"]["one_replicas"] == 1 and out["losses"]["two_replicas"] == 2
+  np.testing.assert_allclose(out["losses"]["two"], out["losses"]["one"], rtol=1e-5)
+  largest = max(np.abs(np.asarray(u)).max() for u in out["updates"]["one"])
+  assert largest > 1e-3  # the steps moved the weights, or the comparison proves nothing
+  for one, two in zip(out["updates"]["one"], out["updates"]["two"]):
+    np.testing.assert_allclose(two, one, rtol=1e-3, atol=1e-3 * largest)
