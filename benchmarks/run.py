@@ -81,10 +81,10 @@ def commands() -> dict[str, list[str]]:
 TINY = {
     "extract": ["--num_images=2", "--rounds=1", "--batch_size=2", "--backbone_batches=1",
                 "--float32_batches=1", "--warmup_batches=0"],
-    "serving": ["--batch_size=2", "--batch_calls=1", "--latency_calls=1", "--beam_calls=1",
-                "--num_labels=5"],
+    "serving": ["--batch_size=2", "--batch_calls=1", "--latency_calls=1", "--beam_calls=1"],
     "train": ["--replicas=1,2", "--repeats=1", "--num_steps=4", "--log_every=2",
-              "--steps_per_loop=2", "--batch_size=8", "--lstm_units=16", "--num_examples=32"],
+              "--steps_per_loop=2", "--batch_size=8", "--lstm_units=16", "--num_examples=32",
+              "--label_orders=frequent_first,pla"],
     "strategy": ["--steps=2", "--repeats=1"],
 }
 
