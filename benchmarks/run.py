@@ -5,7 +5,8 @@ r"""Runs the benchmarks and writes one table: each figure with the command that 
         [--train_repeats=2] [--tiny]
 
 (`make bench` is the first line; `--tiny` runs each benchmark at the tiny sizes of `TINY`,
-to check that all of them run: tests/test_benchmarks.py.) Each benchmark runs as its own subprocess, with the command
+to check that all of them run: tests/test_benchmarks.py, 7 min on a loaded 2-core machine.)
+Each benchmark runs as its own subprocess, with the command
 the table shows (less its `--out`, which only says where its JSON goes), so that every
 figure of a row comes from one run of that command, and each benchmark starts with a fresh
 TensorFlow runtime and its own memory:
@@ -46,7 +47,7 @@ _OUT = flags.DEFINE_string("out", "benchmarks", "Folder of results.json and resu
 _ONLY = flags.DEFINE_list("only", None, "Benchmarks to run (default: every one of "
                          "`commands()`: extract, serving, train, strategy).")
 _TINY = flags.DEFINE_boolean("tiny", False, "Tiny sizes (`TINY`, over the size flags): "
-                             "checks that every benchmark runs, in a few minutes; the "
+                             "checks that every benchmark runs (minutes); the "
                              "figures mean nothing.")
 _EXTRACT_IMAGES = flags.DEFINE_integer("extract_images", 192,
                                        "JPEGs the extraction benchmark extracts (3 rounds).")
