@@ -254,7 +254,8 @@ def make_train_step(config, models: Models):
       # Divided by the GLOBAL batch: the replicas' gradients are summed, not averaged.
       loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
       model_losses = head.losses + (backbone.losses if train_backbone else [])
-      reg = tf.nn.scale_regularization_loss(tf.add_n(model_losses)) if model_losses else 0.0
+      reg = (tf.nn.scale_regularization_loss(tf.add_n(model_losses)) if model_losses
+             else tf.constant(0.0))  # a tensor: strategy.reduce refuses a Python float
       total = loss + reg
     grads = tape.gradient(total, variables)
     optimizer.apply_gradients(zip(grads, variables))

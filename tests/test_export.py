@@ -624,3 +624,21 @@ def test_export_without_thresholds_keeps_one_half(tmp_path):
   for i, expected in enumerate(want):
     n = int(out["num_labels"][i])
     assert out["labels"][i, :n].numpy().tolist() == expected
+
+
+# ---- Planted-bug tests (issue 20): each fails if the named bug is put back. ----
+
+def test_calibrated_thresholds_are_applied_by_the_export_in_process(tmp_path):
+  """The fast twin of the slow test above: the SavedModel's predict_features picks each label
+  whose probability reaches ITS thresholds.json value (not 0.5), loaded in this process."""
+  workdir, config, vocab, features, probs, thresholds = _calibrated_workdir(tmp_path)
+  length = min(config.decode.max_length, vocab.num_labels)
+  want = _expected_sets(probs, thresholds, length)
+  assert want != _expected_sets(probs, np.full_like(thresholds, 0.5), length)
+  path = export_lib.export(workdir, str(tmp_path / "models"))
+  out = tf.saved_model.load(path).signatures["predict_features"](
+      features=tf.constant(features))
+  np.testing.assert_allclose(out["label_scores"], probs, rtol=1e-4, atol=1e-6)
+  got = [out["labels"][i, :int(out["num_labels"][i])].numpy().tolist()
+         for i in range(len(want))]
+  assert got == want, (probs, thresholds)
