@@ -60,12 +60,13 @@ EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp")
 
 # Width and height in the header: (offset, num_bytes, byteorder, shift, mask, add, signed).
 # value = ((int at offset) >> shift & mask) + add; signed: negative values taken absolute
-# (a BMP stored top-down has a negative height). JPEG has no fixed place: extract_jpeg_shape.
+# (a BMP stored top-down has a negative height). JPEG has no fixed place: extract_jpeg_shape;
+# GIF's header (the logical screen) does not bound what is decoded: gif_frames.
 _Field = tuple[int, int, str, int, int, int, bool]
 SIZE_FIELDS: dict[str, tuple[_Field, _Field] | None] = {  # (width, height)
     "jpeg": None,
     "png": ((16, 4, "big", 0, 0xFFFFFFFF, 0, False), (20, 4, "big", 0, 0xFFFFFFFF, 0, False)),
-    "gif": ((6, 2, "little", 0, 0xFFFF, 0, False), (8, 2, "little", 0, 0xFFFF, 0, False)),
+    "gif": None,  # every frame's image descriptor: gif_frames
     "bmp": ((18, 4, "little", 0, 0xFFFFFFFF, 0, True), (22, 4, "little", 0, 0xFFFFFFFF, 0, True)),
     "webp_vp8": ((26, 2, "little", 0, 0x3FFF, 0, False), (28, 2, "little", 0, 0x3FFF, 0, False)),
     "webp_vp8l": ((21, 4, "little", 0, 0x3FFF, 1, False), (21, 4, "little", 14, 0x3FFF, 1, False)),
@@ -135,6 +136,77 @@ def _check(condition: tf.Tensor, message: tf.Tensor) -> tf.Operation | None:
   return tf.debugging.Assert(condition, [message], summarize=1)
 
 
+# GIF: TensorFlow's decoder (giflib's DGifSlurp) reads EVERY frame, holding width * height
+# bytes per frame as its image descriptor says, then draws one RGB canvas of the largest frame
+# width x height (expand_animations=False). The logical-screen size in the header bounds none
+# of this, so the GIF branch walks the blocks: _GIF_WINDOW bytes per loop step, the chain of
+# (sub-)blocks inside a window followed by pointer doubling (log2 steps of tf.gather).
+_GIF_WINDOW = 1 << 15
+_GIF_MARGIN = 16  # bytes read past a window: the fields of an image descriptor starting in it
+
+
+def _gif_table_size(packed: tf.Tensor) -> tf.Tensor:
+  """Bytes of the colour table a GIF packed-fields byte announces (flag 0x80, size bits 0-2)."""
+  size = 3 * tf.bitwise.left_shift(tf.ones_like(packed) * 2, tf.bitwise.bitwise_and(packed, 7))
+  return tf.where(tf.bitwise.bitwise_and(packed, 0x80) > 0, size, tf.zeros_like(packed))
+
+
+def gif_frames(image_bytes: tf.Tensor) -> tf.Tensor:
+  """What TensorFlow's GIF decoder allocates for `image_bytes`, from every image descriptor.
+
+  Returns int64 [3]: (largest frame height, largest frame width, sum of the frames' height *
+  width). The walk stops where giflib stops reading: the trailer, an unknown block or the end
+  of the data. Time is linear in the size of the data; memory is a few windows.
+  """
+  image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+  length = tf.cast(tf.strings.length(image_bytes), tf.int64)
+  _, raw = _head_bytes(image_bytes)
+  start = tf.minimum(13 + _gif_table_size(raw[10]), length)  # after the global colour table
+  # Every walk node is a "size byte": a virtual sub-block terminator goes before the 1st block.
+  data = tf.strings.join(["\0", tf.strings.substr(image_bytes, start, length)])
+  data_length = tf.cast(tf.strings.length(data), tf.int64)
+  window = tf.cast(tf.minimum(data_length, _GIF_WINDOW), tf.int32)
+  read = window + _GIF_MARGIN
+  zeros = tf.strings.substr(tf.constant(b"\0" * (_GIF_WINDOW + _GIF_MARGIN)), 0, read)
+  node = tf.range(window)  # [W]
+
+  def step(pos, done, height, width, total):
+    del done
+    chunk = tf.strings.substr(data, tf.minimum(pos, data_length), tf.cast(read, tf.int64))
+    chunk = tf.strings.substr(tf.strings.join([chunk, zeros]), 0, read)
+    b = tf.cast(tf.io.decode_raw(chunk, tf.uint8), tf.int32)  # [W + margin]
+    at = lambda k: b[k:window + k]  # [W]: the byte k after each node
+    end = tf.equal(at(0), 0)  # a chain's terminator: a block follows
+    ext, image = tf.equal(at(1), 0x21), tf.equal(at(1), 0x2C)
+    stop = tf.logical_and(end, tf.logical_not(tf.logical_or(ext, image)))  # trailer, junk
+    # extension: 0x21, label, sub-blocks; image: 0x2C, 9 bytes, colour table, LZW size, ...
+    nxt = tf.where(end, tf.where(ext, node + 3, node + 12 + _gif_table_size(at(10))),
+                   node + 1 + at(0))  # [W]
+    image = tf.logical_and(end, image)
+    w = tf.where(image, at(6) + 256 * at(7), 0)  # [W]
+    h = tf.where(image, at(8) + 256 * at(9), 0)
+    pixels = tf.cast(w, tf.int64) * tf.cast(h, tf.int64)
+    fixed = tf.logical_or(stop, nxt >= window)  # the chain ends or leaves the window here
+    jump = tf.where(fixed, node, nxt)
+    max_w, max_h, sum_p = (tf.where(fixed, tf.zeros_like(x), x) for x in (w, h, pixels))
+    for _ in range(_GIF_WINDOW.bit_length() - 2):  # chains have <= W / 2 nodes
+      max_w = tf.maximum(max_w, tf.gather(max_w, jump))
+      max_h = tf.maximum(max_h, tf.gather(max_h, jump))
+      sum_p = sum_p + tf.gather(sum_p, jump)
+      jump = tf.gather(jump, jump)
+    last = jump[0]  # the chain from node 0 ends (stop) or leaves the window at `last`
+    return (pos + tf.cast(nxt[last], tf.int64), stop[last],
+            tf.maximum(height, tf.cast(tf.maximum(max_h[0], h[last]), tf.int64)),
+            tf.maximum(width, tf.cast(tf.maximum(max_w[0], w[last]), tf.int64)),
+            total + sum_p[0] + pixels[last])
+
+  zero = tf.constant(0, tf.int64)
+  _, _, height, width, total = tf.while_loop(
+      lambda pos, done, *_: tf.logical_not(done), step,
+      (zero, tf.constant(False), zero, zero, zero), parallel_iterations=1)
+  return tf.stack([height, width, total])
+
+
 def header_shape(image_bytes: tf.Tensor, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  name="image") -> tuple[tf.Tensor, tf.Tensor]:
   """Checks format and header size of one encoded image, without decoding it.
@@ -164,17 +236,23 @@ def header_shape(image_bytes: tf.Tensor, *, max_pixels: int | None = DEFAULT_MAX
   checks.append(_check(tf.logical_not(animated), tf.strings.join([
       name, ": animated WebP is not supported; expected ", EXPECTED])))
 
-  def fixed(fields):
-    return lambda: tf.stack([_field_value(raw, fields[1]), _field_value(raw, fields[0])])
+  def fixed(fields):  # -> [3]: height, width, 0
+    return lambda: tf.stack([_field_value(raw, fields[1]), _field_value(raw, fields[0]),
+                             tf.constant(0, tf.int64)])
 
-  branches = [(lambda: tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64))
-              if SIZE_FIELDS[f] is None else fixed(SIZE_FIELDS[f]) for f in FORMAT_NAMES]
-  branches.append(lambda: tf.zeros([2], tf.int64))  # unknown format (already refused)
+  readers = {"jpeg": lambda: tf.concat([tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2],
+                                                tf.int64), [0]], 0),
+             "gif": lambda: gif_frames(image_bytes)}
+  branches = [readers[f] if SIZE_FIELDS[f] is None else fixed(SIZE_FIELDS[f])
+              for f in FORMAT_NAMES]
+  branches.append(lambda: tf.zeros([3], tf.int64))  # unknown format (already refused)
   with tf.control_dependencies([c for c in checks if c is not None]):
     index = tf.where(fmt < 0, len(FORMAT_NAMES), fmt)
-    hw = tf.switch_case(index, branches)  # [2]: height, width
+    shape = tf.switch_case(index, branches)  # [3]: height, width, bytes beside the canvas
+  hw = shape[:2]
   if max_pixels is not None:
     pixels = hw[0] * hw[1]
+    held = 3 * pixels + shape[2]  # bytes the decoder holds: the RGB canvas, GIF frames
     size = tf.strings.join([tf.strings.as_string(hw[1]), "x", tf.strings.as_string(hw[0])])
     checks = [
         _check(tf.reduce_all(hw > 0), tf.strings.join([
@@ -183,7 +261,12 @@ def header_shape(image_bytes: tf.Tensor, *, max_pixels: int | None = DEFAULT_MAX
         _check(pixels <= int(max_pixels), tf.strings.join([
             name, ": image of ", size, " = ", tf.strings.as_string(pixels),
             f" pixels (width x height, from its header) is over the limit of {int(max_pixels)}"
-            " pixels (data.max_image_pixels); refused before decoding"]))]
+            " pixels (data.max_image_pixels); refused before decoding"])),
+        _check(held <= 3 * int(max_pixels), tf.strings.join([
+            name, ": GIF frames of ", tf.strings.as_string(shape[2]), " pixels in all (from "
+            "every frame's image descriptor), decoded with a canvas of ", size, ": ",
+            tf.strings.as_string(held), f" bytes, over the limit of 3 x {int(max_pixels)} "
+            "(data.max_image_pixels); refused before decoding"]))]
     with tf.control_dependencies([c for c in checks if c is not None]):
       hw = tf.identity(hw)
   return fmt, hw
