@@ -207,6 +207,71 @@ def gif_frames(image_bytes: tf.Tensor) -> tf.Tensor:
   return tf.stack([height, width, total])
 
 
+# JPEG EXIF orientation (tag 0x0112 of IFD0 in the APP1 "Exif" segment), applied as viewers
+# do: the segment is looked for among the first _EXIF_SEGMENTS segments, the tag among the
+# first _EXIF_ENTRIES entries of IFD0; none found (or a value outside 1..8) means 1, upright.
+_EXIF_SEGMENTS, _EXIF_ENTRIES, _ORIENTATION_TAG = 8, 32, 0x0112
+
+
+def _bytes_at(data: tf.Tensor, pos: tf.Tensor, size: int) -> tf.Tensor:
+  """int32 [size]: the bytes of `data` from `pos` on, zero padded past the end."""
+  pos = tf.clip_by_value(tf.cast(pos, tf.int64), 0, tf.cast(tf.strings.length(data), tf.int64))
+  chunk = tf.strings.substr(data, pos, size)
+  chunk = tf.strings.substr(tf.strings.join([chunk, b"\0" * size]), 0, size)
+  return tf.reshape(tf.cast(tf.io.decode_raw(chunk, tf.uint8), tf.int32), [size])
+
+
+def exif_orientation(jpeg_bytes) -> tf.Tensor:
+  """int32 []: the EXIF orientation (1..8) of JPEG bytes; 1 when there is none.
+
+  1 upright, 2 mirrored, 3 upside down, 4 flipped, 5 transposed, 6 to be turned 90 degrees
+  clockwise (a phone held upright), 7 transversed, 8 to be turned 90 degrees anticlockwise.
+  """
+  data = tf.convert_to_tensor(jpeg_bytes, tf.string)
+  pos, tiff = tf.constant(2, tf.int64), tf.constant(-1, tf.int64)
+  for _ in range(_EXIF_SEGMENTS):  # marker FF xx, then a big-endian length (itself included)
+    b = tf.cast(_bytes_at(data, pos, 10), tf.int64)
+    exif = tf.logical_and(tf.logical_and(tf.equal(b[0], 0xFF), tf.equal(b[1], 0xE1)),
+                          tf.equal(tf.strings.substr(data, tf.minimum(
+                              pos + 4, tf.cast(tf.strings.length(data), tf.int64)), 6),
+                                   b"Exif\0\0"))
+    tiff = tf.where(tf.logical_and(tiff < 0, exif), pos + 10, tiff)
+    more = tf.logical_and(tf.equal(b[0], 0xFF), tf.logical_not(tf.equal(b[1], 0xDA)))  # SOS
+    pos = tf.where(tf.logical_and(more, tiff < 0), pos + 2 + b[2] * 256 + b[3], pos)
+  head = _bytes_at(data, tiff, 8)
+  little = tf.logical_and(tf.equal(head[0], 0x49), tf.equal(head[1], 0x49))  # "II", else "MM"
+
+  def number(lo_first, hi_first):  # a 2-byte unsigned int in the TIFF's byte order
+    return tf.where(little, lo_first + 256 * hi_first, 256 * lo_first + hi_first)
+
+  ifd = number(head[4], head[5]) + 65536 * number(head[6], head[7])  # offset < 64 KB segment
+  ifd = tf.where(little, ifd, 65536 * number(head[4], head[5]) + number(head[6], head[7]))
+  count = number(*tf.unstack(_bytes_at(data, tiff + tf.cast(ifd, tf.int64), 2)))
+  entries = tf.reshape(_bytes_at(data, tiff + tf.cast(ifd, tf.int64) + 2, 12 * _EXIF_ENTRIES),
+                       [_EXIF_ENTRIES, 12])  # tag, type, count, value (a SHORT: first 2)
+  found = tf.logical_and(tf.equal(number(entries[:, 0], entries[:, 1]), _ORIENTATION_TAG),
+                         tf.range(_EXIF_ENTRIES) < count)
+  values = tf.boolean_mask(number(entries[:, 8], entries[:, 9]), found)
+  value = tf.concat([values, [1]], 0)[0]
+  ok = tf.logical_and(tiff >= 0, tf.logical_and(value >= 1, value <= 8))
+  return tf.where(ok, value, 1)
+
+
+def orient(image: tf.Tensor, orientation) -> tf.Tensor:
+  """[H, W, C] as EXIF `orientation` (int32 [], 1..8) says to show it (viewers' convention)."""
+  image = tf.convert_to_tensor(image)
+  turned = lambda: tf.transpose(image, [1, 0, 2])
+  return tf.switch_case(tf.clip_by_value(tf.cast(orientation, tf.int32), 1, 8) - 1, [
+      lambda: image,
+      lambda: image[:, ::-1],
+      lambda: image[::-1, ::-1],
+      lambda: image[::-1],
+      turned,
+      lambda: turned()[:, ::-1],  # 90 degrees clockwise
+      lambda: turned()[::-1, ::-1],
+      lambda: turned()[::-1],  # 90 degrees anticlockwise
+  ])
+
 def header_shape(image_bytes: tf.Tensor, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  name="image") -> tuple[tf.Tensor, tf.Tensor]:
   """Checks format and header size of one encoded image, without decoding it.
@@ -285,14 +350,16 @@ def decode_rgb(image_bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     tf.errors.InvalidArgumentError starting with `name`: unknown format, animated WebP,
     too many pixels; a corrupt body fails in the decoder (TensorFlow's message).
   """
-  _, hw = header_shape(image_bytes, max_pixels=max_pixels, name=name)
+  fmt, hw = header_shape(image_bytes, max_pixels=max_pixels, name=name)
   with tf.control_dependencies([hw]):
     image = tf.io.decode_image(image_bytes, channels=0, expand_animations=False,
                                dtype=tf.uint8)  # [H, W, C], C in 1..4
   channels = tf.shape(image)[-1]
   image = tf.cond(channels >= 3, lambda: image[..., :3],
                   lambda: tf.tile(image[..., :1], [1, 1, 3]))  # [H, W, 3]
-  return tf.ensure_shape(image, [None, None, 3])
+  orientation = tf.cond(tf.equal(fmt, FORMAT_NAMES.index("jpeg")),
+                        lambda: exif_orientation(image_bytes), lambda: tf.constant(1, tf.int32))
+  return tf.ensure_shape(orient(image, orientation), [None, None, 3])
 
 
 def resize(images, size: int) -> tf.Tensor:

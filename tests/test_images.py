@@ -5,6 +5,7 @@ import struct
 
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
 import pytest
 import tensorflow as tf
 
@@ -302,3 +303,62 @@ def test_gif_whose_header_understates_its_frame_is_refused_with_little_memory(tm
   assert "REFUSED" in out and "patched.gif: image of 20000x20000" in out, out
   growth_mb = int(out.split("GROWTH_KB")[1]) / 1024
   assert growth_mb < 200, f"peak RSS grew {growth_mb:.0f} MB"
+
+
+# --- EXIF orientation: applied, as viewers do, in every path (issue 20 item 2) -------------
+
+
+def with_exif_orientation(jpeg, orientation, order="<"):
+  """`jpeg` with an APP1 Exif segment written by hand: IFD0 with a Make entry, then the
+  Orientation tag (0x0112, SHORT); `order` "<" little-endian ("II"), ">" big-endian ("MM")."""
+  ifd = struct.pack(order + "H", 2) + struct.pack(order + "HHI", 0x010F, 2, 4) + b"abc\0"
+  ifd += struct.pack(order + "HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(order + "I", 0)
+  tiff = (b"II*\0" if order == "<" else b"MM\0*") + struct.pack(order + "I", 8) + ifd
+  app1 = b"Exif\0\0" + tiff
+  return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def phone_photo():
+  """JPEG bytes of a 32 high x 48 wide image with a white top-left corner, a green right edge."""
+  array = np.zeros((32, 48, 3), np.uint8)
+  array[:4, :8] = 255
+  array[:, -3:, 1] = 200
+  return encode(array, "JPEG", quality=100)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_viewers_do(orientation, order):
+  data = with_exif_orientation(phone_photo(), orientation, order)
+  assert int(images.exif_orientation(data)) == orientation
+  viewer = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+  ours = images.decode_rgb(data).numpy()
+  assert ours.shape == viewer.shape == ((32, 48, 3) if orientation < 5 else (48, 32, 3))
+  assert np.abs(ours.astype(int) - viewer).max() < 40  # decoders differ a little, not 255
+  upright = images.decode_rgb(phone_photo()).numpy()
+  np.testing.assert_array_equal(ours, images.orient(upright, orientation).numpy())
+
+
+def test_exif_orientation_gives_the_same_pixels_in_every_path(tmp_path):
+  data = with_exif_orientation(phone_photo(), 6)  # a phone held upright: 48 high, 32 wide
+  path = tmp_path / "phone.jpg"
+  path.write_bytes(data)
+  loaded = images.load_rgb(path)  # predict's and visualize's reader
+  assert loaded.shape == (48, 32, 3)
+  graph = tf.function(lambda b: images.decode_rgb(b, name="x"),  # the tf.data pipeline's
+                      input_signature=[tf.TensorSpec([], tf.string)])(tf.constant(data))
+  np.testing.assert_array_equal(graph.numpy(), loaded)
+  served = tf.function(lambda b: images.decode_batch(b, 16),  # serving_default's
+                       input_signature=[tf.TensorSpec([None], tf.string)])(tf.constant([data]))
+  np.testing.assert_array_equal(served.numpy()[0], images.resize(loaded, 16).numpy())
+  from cnn_rnn_tf.serving import format as format_lib  # pylint: disable=g-import-not-at-top
+  np.testing.assert_array_equal(format_lib.decode_rgb(data), loaded.astype(np.float32))
+
+
+def test_no_or_odd_exif_orientation_means_upright():
+  jpeg = phone_photo()
+  assert int(images.exif_orientation(jpeg)) == 1
+  for bad in (0, 9, 300):
+    assert int(images.exif_orientation(with_exif_orientation(jpeg, bad))) == 1
+  assert images.decode_rgb(with_exif_orientation(jpeg, 9)).shape == (32, 48, 3)
+  assert int(images.exif_orientation(with_exif_orientation(jpeg, 6)[:40])) == 1  # cut short
