@@ -274,7 +274,8 @@ def _signatures(config, backbone, head, table, thresholds) -> dict:
   def from_images(images):  # float32 [B, H, W, 3] in 0..255
     images = check_shape(images, [None, None, None, 3], "images",
                          "[batch, height, width, 3] (RGB pixels)")
-    checks = [assert_finite(images, "images"), assert_pixels(images, max_pixels)]
+    checks = [assert_finite(images, "images"), assert_pixels(images, max_pixels),
+              assert_not_empty(images, "images")]
     with tf.control_dependencies(checks):
       images = tf.identity(images)
     return decode_features(features_of(images_lib.resize(images, size)))
@@ -320,6 +321,17 @@ def assert_finite(x, name: str):
   first = tf.reduce_min(tf.concat([tf.cast(tf.where(bad)[:, 0], tf.int32), [-1]], 0)[:1])
   return tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [tf.strings.format(
       name + "[{}] has NaN or Inf values; expected finite numbers.", (first,))])
+
+
+def assert_not_empty(images, name: str):
+  """An op that fails with InvalidArgumentError when images [B, H, W, 3] have no height or
+  width, naming the input and its shape, e.g. "images must have height and width >= 1, got
+  shape [1, 0, 0, 3]."
+  """
+  shape = tf.shape(images)
+  received = tf.strings.reduce_join(tf.strings.as_string(shape), separator=", ")
+  return tf.debugging.Assert(tf.reduce_all(shape[1:3] >= 1), [tf.strings.join([
+      f"{name} must have height and width >= 1, got shape [", received, "]."])])
 
 
 def assert_pixels(images, max_pixels: int):

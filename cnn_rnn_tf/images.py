@@ -76,6 +76,7 @@ SIZE_FIELDS: dict[str, tuple[_Field, _Field] | None] = {  # (width, height)
 # VP8X flags byte and its animation bit: animated WebP is refused (see the module docstring).
 _WEBP_FLAGS_OFFSET, _WEBP_ANIMATION_BIT = 20, 0x02
 HEADER_BYTES = 32
+_PARALLEL_DECODES = 10  # decode_batch: images decoded at once (memory: x max_pixels x 3 B)
 
 
 class ImageError(ValueError):
@@ -207,10 +208,10 @@ def gif_frames(image_bytes: tf.Tensor) -> tf.Tensor:
   return tf.stack([height, width, total])
 
 
-# JPEG EXIF orientation (tag 0x0112 of IFD0 in the APP1 "Exif" segment), applied as viewers
-# do: the segment is looked for among the first _EXIF_SEGMENTS segments, the tag among the
-# first _EXIF_ENTRIES entries of IFD0; none found (or a value outside 1..8) means 1, upright.
-_EXIF_SEGMENTS, _EXIF_ENTRIES, _ORIENTATION_TAG = 8, 32, 0x0112
+# JPEG: size and EXIF orientation from the segments before the frame header (SOF), at most
+# _JPEG_SEGMENTS of them. The orientation (tag 0x0112 among the first _EXIF_ENTRIES entries of
+# IFD0 of the APP1 "Exif" segment) is applied as viewers do; none (or not 1..8) means upright.
+_JPEG_SEGMENTS, _EXIF_ENTRIES, _ORIENTATION_TAG = 1000, 32, 0x0112
 
 
 def _bytes_at(data: tf.Tensor, pos: tf.Tensor, size: int) -> tf.Tensor:
@@ -221,23 +222,49 @@ def _bytes_at(data: tf.Tensor, pos: tf.Tensor, size: int) -> tf.Tensor:
   return tf.reshape(tf.cast(tf.io.decode_raw(chunk, tf.uint8), tf.int32), [size])
 
 
-def exif_orientation(jpeg_bytes) -> tf.Tensor:
+def jpeg_segments(jpeg_bytes) -> tf.Tensor:
+  """int64 [3]: (height, width) from a JPEG's frame header (SOF), and where the TIFF header of
+  its APP1 "Exif" segment starts (-1: none), walking the segments before the SOF.
+
+  (0, 0) when there is no SOF among the first _JPEG_SEGMENTS segments or before the data ends.
+  Unlike tf.image.extract_jpeg_shape, a cut or corrupt file raises nothing here, so that the
+  decoder's failure can be named (`decode_batch`).
+  """
+  data = tf.convert_to_tensor(jpeg_bytes, tf.string)
+  length = tf.cast(tf.strings.length(data), tf.int64)
+
+  def step(n, pos, tiff, height, width):
+    b = tf.cast(_bytes_at(data, pos, 10), tf.int64)  # FF, marker, length (big-endian), ...
+    marker = tf.where(tf.equal(b[0], 0xFF), b[1], -1)
+    sof = tf.logical_and(tf.logical_and(marker >= 0xC0, marker <= 0xCF),
+                         tf.logical_not(tf.reduce_any(tf.equal(marker, [0xC4, 0xC8, 0xCC]))))
+    alone = tf.logical_or(tf.logical_or(tf.equal(marker, 0x01), tf.equal(marker, 0xFF)),
+                          tf.logical_and(marker >= 0xD0, marker <= 0xD8))  # no length
+    exif = tf.logical_and(tf.logical_and(tf.equal(marker, 0xE1), tiff < 0), tf.equal(
+        tf.strings.substr(data, tf.minimum(pos + 4, length), 6), b"Exif\0\0"))
+    stop = tf.logical_or(sof, tf.logical_or(marker < 0, tf.equal(marker, 0xDA)))  # SOS
+    one, two = tf.constant(1, tf.int64), tf.constant(2, tf.int64)
+    jump = tf.where(tf.equal(marker, 0xFF), one, tf.where(alone, two, 2 + 256 * b[2] + b[3]))
+    return (tf.where(stop, tf.constant(_JPEG_SEGMENTS, tf.int64), n + 1), pos + jump, tf.where(exif, pos + 10, tiff),
+            tf.where(sof, 256 * b[5] + b[6], height), tf.where(sof, 256 * b[7] + b[8], width))
+
+  zero = tf.constant(0, tf.int64)
+  _, _, tiff, height, width = tf.while_loop(
+      lambda n, pos, *_: tf.logical_and(n < _JPEG_SEGMENTS, pos < length), step,
+      (zero, tf.constant(2, tf.int64), tf.constant(-1, tf.int64), zero, zero),
+      parallel_iterations=1)
+  return tf.stack([height, width, tiff])
+
+
+def exif_orientation(jpeg_bytes, tiff=None) -> tf.Tensor:
   """int32 []: the EXIF orientation (1..8) of JPEG bytes; 1 when there is none.
 
   1 upright, 2 mirrored, 3 upside down, 4 flipped, 5 transposed, 6 to be turned 90 degrees
   clockwise (a phone held upright), 7 transversed, 8 to be turned 90 degrees anticlockwise.
+  `tiff`: where the Exif TIFF header starts (`jpeg_segments(jpeg_bytes)[2]`), if known.
   """
   data = tf.convert_to_tensor(jpeg_bytes, tf.string)
-  pos, tiff = tf.constant(2, tf.int64), tf.constant(-1, tf.int64)
-  for _ in range(_EXIF_SEGMENTS):  # marker FF xx, then a big-endian length (itself included)
-    b = tf.cast(_bytes_at(data, pos, 10), tf.int64)
-    exif = tf.logical_and(tf.logical_and(tf.equal(b[0], 0xFF), tf.equal(b[1], 0xE1)),
-                          tf.equal(tf.strings.substr(data, tf.minimum(
-                              pos + 4, tf.cast(tf.strings.length(data), tf.int64)), 6),
-                                   b"Exif\0\0"))
-    tiff = tf.where(tf.logical_and(tiff < 0, exif), pos + 10, tiff)
-    more = tf.logical_and(tf.equal(b[0], 0xFF), tf.logical_not(tf.equal(b[1], 0xDA)))  # SOS
-    pos = tf.where(tf.logical_and(more, tiff < 0), pos + 2 + b[2] * 256 + b[3], pos)
+  tiff = jpeg_segments(data)[2] if tiff is None else tf.cast(tiff, tf.int64)
   head = _bytes_at(data, tiff, 8)
   little = tf.logical_and(tf.equal(head[0], 0x49), tf.equal(head[1], 0x49))  # "II", else "MM"
 
@@ -305,8 +332,7 @@ def header_shape(image_bytes: tf.Tensor, *, max_pixels: int | None = DEFAULT_MAX
     return lambda: tf.stack([_field_value(raw, fields[1]), _field_value(raw, fields[0]),
                              tf.constant(0, tf.int64)])
 
-  readers = {"jpeg": lambda: tf.concat([tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2],
-                                                tf.int64), [0]], 0),
+  readers = {"jpeg": lambda: tf.concat([jpeg_segments(image_bytes)[:2], [0]], 0),
              "gif": lambda: gif_frames(image_bytes)}
   branches = [readers[f] if SIZE_FIELDS[f] is None else fixed(SIZE_FIELDS[f])
               for f in FORMAT_NAMES]
@@ -352,8 +378,13 @@ def decode_rgb(image_bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
   """
   fmt, hw = header_shape(image_bytes, max_pixels=max_pixels, name=name)
   with tf.control_dependencies([hw]):
-    image = tf.io.decode_image(image_bytes, channels=0, expand_animations=False,
-                               dtype=tf.uint8)  # [H, W, C], C in 1..4
+    return _decode_checked(image_bytes, fmt)
+
+
+def _decode_checked(image_bytes, fmt) -> tf.Tensor:
+  """uint8 [H, W, 3] of bytes whose format (index `fmt`) and size `header_shape` checked."""
+  image = tf.io.decode_image(image_bytes, channels=0, expand_animations=False,
+                             dtype=tf.uint8)  # [H, W, C], C in 1..4
   channels = tf.shape(image)[-1]
   image = tf.cond(channels >= 3, lambda: image[..., :3],
                   lambda: tf.tile(image[..., :1], [1, 1, 3]))  # [H, W, 3]
@@ -377,22 +408,44 @@ def decode_batch(image_bytes, size: int, *,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tf.Tensor:
   """string [B] of encoded images -> float32 [B, size, size, 3] in 0..255.
 
-  Errors name the element: "image_bytes[i]: ...". At most max_pixels * 3 bytes of decoded
-  image per element in flight (tf.map_fn, a few in parallel).
+  Errors name the element: "image_bytes[i]: ...", a body the decoder refuses too ("its png
+  data does not decode"). At most max_pixels * 3 bytes of decoded image per element in
+  flight, _PARALLEL_DECODES elements at once.
   """
   image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
   if image_bytes.shape.rank is not None and image_bytes.shape.rank != 1:
     raise ValueError(f"image_bytes must be a 1-D string tensor [batch] of encoded images, "
                      f"got shape {image_bytes.shape}.")
-  index = tf.range(tf.shape(image_bytes)[0])
+  count = tf.shape(image_bytes)[0]
+  index = tf.range(count)
 
-  def one(args):
+  def check(args):  # the format and size checks: their errors name the element
     data, i = args
     name = tf.strings.join(["image_bytes[", tf.strings.as_string(i), "]"])
-    return resize(decode_rgb(data, max_pixels=max_pixels, name=name), size)
+    return header_shape(data, max_pixels=max_pixels, name=name)[0]
 
-  return tf.map_fn(one, (image_bytes, index),
-                   fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+  formats = tf.map_fn(check, (image_bytes, index), fn_output_signature=tf.int32)  # [B]
+  # A decoder's own error (a corrupt or truncated body) cannot be given another message in a
+  # graph: the decodes run in a tf.data map whose failures are dropped (and logged with
+  # TensorFlow's message), so the first element missing from the output is named instead.
+  with tf.control_dependencies([formats]):
+    decoded = tf.data.Dataset.from_tensor_slices((image_bytes, formats, index)).map(
+        lambda data, fmt, i: (resize(_decode_checked(data, fmt), size), i),
+        num_parallel_calls=_PARALLEL_DECODES, deterministic=True).ignore_errors(
+            log_warning=True).batch(tf.cast(tf.maximum(count, 1), tf.int64))
+    pixels, done = decoded.reduce(
+        (tf.zeros([0, size, size, 3], tf.float32), tf.zeros([0], tf.int32)),
+        lambda state, batch: (tf.concat([state[0], batch[0]], 0),
+                              tf.concat([state[1], batch[1]], 0)))
+  # pixels float32 [B', size, size, 3], done int32 [B']: the elements decoded, in order
+  missing = tf.reduce_min(tf.concat([tf.boolean_mask(
+      index[:tf.size(done)], tf.not_equal(index[:tf.size(done)], done)), [tf.size(done)]], 0))
+  bad = tf.gather(tf.constant(FORMAT_NAMES), tf.concat([formats, [0]], 0)[missing])
+  check = _check(tf.equal(tf.size(done), count), tf.strings.join([
+      "image_bytes[", tf.strings.as_string(missing), "]: its ", bad, " data does not decode "
+      "(corrupt or truncated; the decoder's message is in the server log)"]))
+  with tf.control_dependencies([c for c in [check] if c is not None]):
+    return tf.ensure_shape(tf.identity(pixels), [None, size, size, 3])
 
 
 # ---------------------------------------------------------------------------------------------
