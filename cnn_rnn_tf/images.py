@@ -35,6 +35,7 @@ functions raise `ImageError` (a ValueError) naming the file.
 from __future__ import annotations
 
 import os
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -348,7 +349,7 @@ def header_shape(image_bytes: tf.Tensor, *, max_pixels: int | None = DEFAULT_MAX
     checks = [
         _check(tf.reduce_all(hw > 0), tf.strings.join([
             name, ": header says ", size, " pixels (width x height); expected a positive "
-            "size"])),
+            "size (a file cut short before its size, or corrupt)"])),
         _check(pixels <= int(max_pixels), tf.strings.join([
             name, ": image of ", size, " = ", tf.strings.as_string(pixels),
             f" pixels (width x height, from its header) is over the limit of {int(max_pixels)}"
@@ -495,14 +496,23 @@ def load_rgb(path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray
     raise ImageError(message) from e
 
 
+MAX_MESSAGE_CHARS = 300  # an error message echoing input is cut to this
+
+
 def error_message(error: Exception) -> str:
-  """The useful part of a TF error message (no op names, no graph noise): names the image."""
+  """The useful part of a TF error message (no op names, no graph noise): names the image.
+  At most MAX_MESSAGE_CHARS characters (a message may echo the input)."""
   text = getattr(error, "message", None) or str(error)
-  text = text.split("[Op:")[0]
-  text = text.split("}}")[-1].strip()
+  text = text.split("[Op:")[0].split("\n\t [[")[0]
+  text = re.sub(r"^(\{\{[^}]*\}\}\s*)+", "", text.strip())  # {{function_node ...}}
   if "assertion failed:" in text:
     text = text.split("assertion failed:", 1)[1].strip()
     if text.startswith("[") and text.endswith("]"):
       text = text[1:-1]
   text = text.split("\n\t [[")[0].split("\n")[0].strip()
-  return text
+  return cut(text)
+
+
+def cut(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+  """`text`, or its first `limit` characters and how many more there were."""
+  return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more chars)"

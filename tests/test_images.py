@@ -362,3 +362,16 @@ def test_no_or_odd_exif_orientation_means_upright():
     assert int(images.exif_orientation(with_exif_orientation(jpeg, bad))) == 1
   assert images.decode_rgb(with_exif_orientation(jpeg, 9)).shape == (32, 48, 3)
   assert int(images.exif_orientation(with_exif_orientation(jpeg, 6)[:40])) == 1  # cut short
+
+
+def test_error_messages_name_the_element_and_are_cut():
+  fn = tf.function(lambda b: images.decode_batch(b, 8),
+                   input_signature=[tf.TensorSpec([None], tf.string)])
+  png = encode(rgb(h=20, w=30), "PNG")
+  with pytest.raises(tf.errors.InvalidArgumentError) as e:
+    fn(tf.constant([png, png[:60]]))  # the decoder's own failure: "Invalid PNG data, size 60"
+  assert images.error_message(e.value).startswith(
+      "image_bytes[1]: its png data does not decode (corrupt or truncated")
+  long = tf.errors.InvalidArgumentError(None, None, "x: " + "y" * 20000)
+  assert len(images.error_message(long)) < images.MAX_MESSAGE_CHARS + 40
+  assert images.error_message(long).endswith("(19703 more chars)")

@@ -242,8 +242,9 @@ def test_bad_requests_get_grpc_errors_and_the_server_keeps_serving(server):
   with pytest.raises(client.ServingError, match=r"image_bytes\[1\]: not a JPEG") as e:
     client.predict(server, MODEL, "serving_default", [images[0], b"corrupt!"], timeout=30)
   assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
-  with pytest.raises(client.ServingError, match="Invalid JPEG data") as e:
-    client.predict(server, MODEL, "serving_default", [images[1][:200]], timeout=30)
+  with pytest.raises(client.ServingError, match=r"image_bytes\[1\]: (its jpeg data does not "
+                                                r"decode|.*cut short)") as e:
+    client.predict(server, MODEL, "serving_default", [images[0], images[1][:200]], timeout=30)
   assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
   # A scalar image_bytes (the client refuses one; a raw request can send it): the export's
   # own shape check answers, naming the input and the shape (whichever server runs it).
