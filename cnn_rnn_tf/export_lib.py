@@ -49,10 +49,13 @@ the input, the shape expected and the one received, e.g. "image_bytes must have 
 (a vector of encoded images; one image is [1]), got shape []." for a scalar.
 
 Refused with INVALID_ARGUMENT, naming the element: an element of `image_bytes` that is not
-an image, or whose header claims more than `max_pixels` pixels (config
-`data.max_image_pixels`, default 40 million; checked before it is decoded, e.g.
-"image_bytes[2]: 20000x20000 = 400000000 pixels > 40000000"); an image of `images` larger
-than that; NaN or Inf pixels (`images`) or features (`features`). So one request holds at
+an image or whose body does not decode ("image_bytes[1]: its png data does not decode"), or
+that would decode to more than `max_pixels` pixels (config `data.max_image_pixels`, default
+40 million; checked before it is decoded, for a GIF on every frame, e.g. "image_bytes[2]:
+image of 20000x20000 = 400000000 pixels ... over the limit of 40000000"); an image of
+`images` larger than that or with no height or width ("images must have height and width
+>= 1, got shape [1, 0, 0, 3]."); NaN or Inf pixels (`images`) or features (`features`). A
+JPEG's EXIF orientation is applied, as in training (`images.decode_rgb`). So one request holds at
 most batch x max_pixels decoded pixels (uint8, 3 bytes each), see export/README.md.
 
 Layout of `<export_base>/<version>/`:

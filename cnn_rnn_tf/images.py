@@ -18,18 +18,30 @@ free` abort seen here), so it is refused by its header flag, before any decode. 
 gray+alpha, RGBA and palette images become RGB (alpha dropped, not composited).
 
 Size limit: `max_pixels` (config `data.max_image_pixels`, default `DEFAULT_MAX_PIXELS` = 40
-megapixels) is checked on the width and height read from the header, BEFORE the full decode:
-JPEG with `tf.image.extract_jpeg_shape` (parses the markers up to SOF), the other formats from
-the fixed header fields of `SIZE_FIELDS` (the first 32 bytes: `tf.strings.substr` +
-`tf.io.decode_raw`). A 20000x20000 PNG (1 MB on disk, 1.2 GB decoded) is thus refused in
-microseconds. The decoded uint8 image is resized straight to the target size
+megapixels) is checked BEFORE the full decode, on the size the decoder will allocate: JPEG
+from its frame header (`jpeg_segments`: the segments before SOF, walked in-graph), PNG, BMP
+and WebP from the fixed header fields of `SIZE_FIELDS` (the first 32 bytes: `tf.strings.substr`
++ `tf.io.decode_raw`). A 20000x20000 PNG (1 MB on disk, 1.2 GB decoded) is thus refused in
+microseconds. GIF: TensorFlow's decoder (giflib) reads EVERY frame, width x height bytes each
+as its image descriptor says, then draws the largest frame as RGB; the logical-screen size in
+the header bounds none of it (a 20000x20000 frame under a header patched to 10x10 decoded, 1.6
+GB). So `gif_frames` walks all blocks in-graph (linear time, pointer doubling inside 32 KB
+windows) and a GIF is refused when its largest frame is over max_pixels or 3 x largest + all
+frames' pixels is over 3 x max_pixels bytes. Animated PNG: TensorFlow decodes the default
+image only (the IHDR size). The decoded uint8 image is resized straight to the target size
 (`tf.image.resize` on uint8 gives float32 at the target size): no full-size float copy.
-Memory per image is bounded by max_pixels * 3 bytes (120 MB at the default), plus GIF frames
-(TensorFlow decodes every frame of a GIF; the header does not say how many).
+Memory per image is bounded by max_pixels * 3 bytes (120 MB at the default).
+
+EXIF orientation: a JPEG's Orientation tag (APP1 "Exif", IFD0 tag 0x0112, values 1-8) is
+applied as image viewers do (`exif_orientation`, `orient`: 6 = turn 90 degrees clockwise), in
+`decode_rgb`, hence in training, predict, visualize and every serving signature alike. A
+missing tag or a value outside 1-8 means upright; other formats' EXIF is not read.
 
 Errors: TF ops raise `tf.errors.InvalidArgumentError` whose message starts with `name` (e.g.
-"image_bytes[3]" or a file path) and says what was expected or the size found; the Python
-functions raise `ImageError` (a ValueError) naming the file.
+"image_bytes[3]" or a file path) and says what was expected or the size found; a body the
+decoder refuses is named by `decode_batch` too ("image_bytes[1]: its png data does not
+decode"); the Python functions raise `ImageError` (a ValueError) naming the file.
+`error_message` cuts a message to MAX_MESSAGE_CHARS (300) characters.
 """
 
 from __future__ import annotations
@@ -475,7 +487,11 @@ def sniff_format(data: bytes) -> str | None:
 
 def read_header(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                 name: str = "image") -> ImageHeader:
-  """Format and size of encoded image bytes from the header (no decode); ImageError if bad."""
+  """Format and size of encoded image bytes from the header (no decode); ImageError if bad.
+
+  The size as stored (a GIF: its largest frame); a JPEG with EXIF orientation 5-8 decodes
+  to width x height (`decode_rgb` turns it).
+  """
   try:
     fmt, hw = header_shape(tf.constant(data), max_pixels=max_pixels, name=name)
   except tf.errors.OpError as e:
