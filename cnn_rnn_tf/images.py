@@ -237,36 +237,40 @@ def _bytes_at(data: tf.Tensor, pos: tf.Tensor, size: int) -> tf.Tensor:
 
 def jpeg_segments(jpeg_bytes) -> tf.Tensor:
   """int64 [3]: (height, width) from a JPEG's frame header (SOF), and where the TIFF header of
-  its APP1 "Exif" segment starts (-1: none), walking the segments before the SOF.
+  its APP1 "Exif" segment starts (-1: none), walking the segments up to the scan (SOS).
 
-  (0, 0) when there is no SOF among the first _JPEG_SEGMENTS segments or before the data ends.
+  (0, 0) unless the segments up to and including the SOS header are all present (as
+  libjpeg's header read needs), with a SOF among them, within _JPEG_SEGMENTS segments.
   Unlike tf.image.extract_jpeg_shape, a cut or corrupt file raises nothing here, so that the
-  decoder's failure can be named (`decode_batch`).
+  error can name the image (`header_shape`, `decode_batch`).
   """
   data = tf.convert_to_tensor(jpeg_bytes, tf.string)
   length = tf.cast(tf.strings.length(data), tf.int64)
 
-  def step(n, pos, tiff, height, width):
+  def step(n, pos, tiff, height, width, scan):
     b = tf.cast(_bytes_at(data, pos, 10), tf.int64)  # FF, marker, length (big-endian), ...
     marker = tf.where(tf.equal(b[0], 0xFF), b[1], -1)
     sof = tf.logical_and(tf.logical_and(marker >= 0xC0, marker <= 0xCF),
                          tf.logical_not(tf.reduce_any(tf.equal(marker, [0xC4, 0xC8, 0xCC]))))
+    sof = tf.logical_and(sof, tf.equal(height, 0))  # the first frame header
     alone = tf.logical_or(tf.logical_or(tf.equal(marker, 0x01), tf.equal(marker, 0xFF)),
                           tf.logical_and(marker >= 0xD0, marker <= 0xD8))  # no length
     exif = tf.logical_and(tf.logical_and(tf.equal(marker, 0xE1), tiff < 0), tf.equal(
         tf.strings.substr(data, tf.minimum(pos + 4, length), 6), b"Exif\0\0"))
-    stop = tf.logical_or(sof, tf.logical_or(marker < 0, tf.equal(marker, 0xDA)))  # SOS
     one, two = tf.constant(1, tf.int64), tf.constant(2, tf.int64)
     jump = tf.where(tf.equal(marker, 0xFF), one, tf.where(alone, two, 2 + 256 * b[2] + b[3]))
-    return (tf.where(stop, tf.constant(_JPEG_SEGMENTS, tf.int64), n + 1), pos + jump, tf.where(exif, pos + 10, tiff),
-            tf.where(sof, 256 * b[5] + b[6], height), tf.where(sof, 256 * b[7] + b[8], width))
+    at_scan = tf.logical_and(tf.equal(marker, 0xDA), pos + jump <= length)  # SOS complete
+    stop = tf.logical_or(marker < 0, tf.equal(marker, 0xDA))
+    return (tf.where(stop, tf.constant(_JPEG_SEGMENTS, tf.int64), n + 1), pos + jump,
+            tf.where(exif, pos + 10, tiff), tf.where(sof, 256 * b[5] + b[6], height),
+            tf.where(sof, 256 * b[7] + b[8], width), tf.logical_or(scan, at_scan))
 
   zero = tf.constant(0, tf.int64)
-  _, _, tiff, height, width = tf.while_loop(
+  _, _, tiff, height, width, scan = tf.while_loop(
       lambda n, pos, *_: tf.logical_and(n < _JPEG_SEGMENTS, pos < length), step,
-      (zero, tf.constant(2, tf.int64), tf.constant(-1, tf.int64), zero, zero),
-      parallel_iterations=1)
-  return tf.stack([height, width, tiff])
+      (zero, tf.constant(2, tf.int64), tf.constant(-1, tf.int64), zero, zero,
+       tf.constant(False)), parallel_iterations=1)
+  return tf.stack([tf.where(scan, height, zero), tf.where(scan, width, zero), tiff])
 
 
 def exif_orientation(jpeg_bytes, tiff=None) -> tf.Tensor:
