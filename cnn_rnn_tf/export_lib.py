@@ -49,10 +49,13 @@ the input, the shape expected and the one received, e.g. "image_bytes must have 
 (a vector of encoded images; one image is [1]), got shape []." for a scalar.
 
 Refused with INVALID_ARGUMENT, naming the element: an element of `image_bytes` that is not
-an image, or whose header claims more than `max_pixels` pixels (config
-`data.max_image_pixels`, default 40 million; checked before it is decoded, e.g.
-"image_bytes[2]: 20000x20000 = 400000000 pixels > 40000000"); an image of `images` larger
-than that; NaN or Inf pixels (`images`) or features (`features`). So one request holds at
+an image or whose body does not decode ("image_bytes[1]: its png data does not decode"), or
+that would decode to more than `max_pixels` pixels (config `data.max_image_pixels`, default
+40 million; checked before it is decoded, for a GIF on every frame, e.g. "image_bytes[2]:
+image of 20000x20000 = 400000000 pixels ... over the limit of 40000000"); an image of
+`images` larger than that or with no height or width ("images must have height and width
+>= 1, got shape [1, 0, 0, 3]."); NaN or Inf pixels (`images`) or features (`features`). A
+JPEG's EXIF orientation is applied, as in training (`images.decode_rgb`). So one request holds at
 most batch x max_pixels decoded pixels (uint8, 3 bytes each), see export/README.md.
 
 Layout of `<export_base>/<version>/`:
@@ -274,7 +277,8 @@ def _signatures(config, backbone, head, table, thresholds) -> dict:
   def from_images(images):  # float32 [B, H, W, 3] in 0..255
     images = check_shape(images, [None, None, None, 3], "images",
                          "[batch, height, width, 3] (RGB pixels)")
-    checks = [assert_finite(images, "images"), assert_pixels(images, max_pixels)]
+    checks = [assert_finite(images, "images"), assert_pixels(images, max_pixels),
+              assert_not_empty(images, "images")]
     with tf.control_dependencies(checks):
       images = tf.identity(images)
     return decode_features(features_of(images_lib.resize(images, size)))
@@ -320,6 +324,17 @@ def assert_finite(x, name: str):
   first = tf.reduce_min(tf.concat([tf.cast(tf.where(bad)[:, 0], tf.int32), [-1]], 0)[:1])
   return tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [tf.strings.format(
       name + "[{}] has NaN or Inf values; expected finite numbers.", (first,))])
+
+
+def assert_not_empty(images, name: str):
+  """An op that fails with InvalidArgumentError when images [B, H, W, 3] have no height or
+  width, naming the input and its shape, e.g. "images must have height and width >= 1, got
+  shape [1, 0, 0, 3]."
+  """
+  shape = tf.shape(images)
+  received = tf.strings.reduce_join(tf.strings.as_string(shape), separator=", ")
+  return tf.debugging.Assert(tf.reduce_all(shape[1:3] >= 1), [tf.strings.join([
+      f"{name} must have height and width >= 1, got shape [", received, "]."])])
 
 
 def assert_pixels(images, max_pixels: int):

@@ -203,6 +203,14 @@ def test_input_of_the_wrong_shape_is_refused_naming_it(loaded, signature, key, s
   assert out["labels"].shape == (2, 6) and out["num_labels"].shape == (2,)
 
 
+def test_images_without_height_or_width_are_refused_naming_the_shape(loaded):
+  for shape in ([1, 0, 0, 3], [2, 5, 0, 3]):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=re.escape(f"images must have height and width >= 1, got shape "
+                                       f"{shape}.".replace("'", ""))):
+      loaded.signatures["predict_images"](images=tf.zeros(shape))
+
+
 def test_empty_batch_gives_empty_outputs(loaded):
   inputs = {"serving_default": {"image_bytes": tf.constant([], tf.string)},
             "predict_images": {"images": tf.zeros([0, 7, 9, 3])},
@@ -219,12 +227,16 @@ def test_empty_batch_gives_empty_outputs(loaded):
 @pytest.mark.parametrize("bad, message", [
     (b"not an image at all", r"image_bytes\[1\]: not a JPEG, PNG, GIF, BMP or still WebP"),
     (b"", r"image_bytes\[1\]: "),
-    ("truncated_png", "Invalid PNG data"),
+    ("truncated_png", r"image_bytes\[1\]: its png data does not decode \(corrupt or truncated"),
+    ("truncated_jpeg", r"image_bytes\[1\]: its jpeg data does not decode \(corrupt or trunc"),
 ])
 def test_undecodable_image_fails_the_request(loaded, bad, message):
   good = export_fixtures.encoded_images()["rgb.png"]
   if bad == "truncated_png":
     bad = good[:60]
+  if bad == "truncated_jpeg":  # cut in the scan data: the header is whole
+    bad = export_fixtures.encode(export_fixtures.random_pixels(64, 64, 3), "jpeg")
+    bad = bad[:len(bad) // 2]
   with pytest.raises(tf.errors.InvalidArgumentError, match=message):
     loaded.signatures["serving_default"](image_bytes=tf.constant([good, bad]))
   # The model still answers afterwards.
