@@ -20,6 +20,8 @@ knows the model, not the trainer):
   demo_lib      the demo (binary: cnn_rnn_tf.demo), `demo_config` its config, `report` its
                 figures
   config_lib    the default config; workdir: a workdir's files -> models; inference: decoding
+  workdir/      layout (paths, config/labels/thresholds files), resume (the resume check),
+                checkpoints (models, restore, load_trained), locking (the workdir lock)
 """
 
 __version__ = "0.1.0"

@@ -175,9 +175,10 @@ class BestCheckpoint:
     return best
 
   def update(self, step: int, metrics: dict) -> bool:
-    """Saves when `metrics` beats the best so far; returns whether it did."""
+    """Saves when `metrics` beats or ties the best so far (a tie keeps the later); returns
+    whether it did."""
     value = metric_value(metrics, self.metric)
-    if not np.isfinite(value) or (self.best is not None and value <= self.best["value"]):
+    if not np.isfinite(value) or (self.best is not None and value < self.best["value"]):
       return False
     path = self._manager.save(checkpoint_number=step)
     self.best = {"metric": self.metric, "value": value, "step": int(step)}

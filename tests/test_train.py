@@ -261,7 +261,7 @@ def _run_train(workdir, tfds_dir, *flags, env=None, **kwargs):
 def _checkpoint_weights(workdir):
   """{variable path: value} of the head and the trained backbone in the latest checkpoint."""
   config = workdir_lib.load_config(workdir)
-  backbone, head = workdir_lib.build_models(config, workdir_lib.load_vocab(workdir).num_labels)
+  backbone, head = workdir_lib.build_backbone_and_head(config, workdir_lib.load_vocab(workdir).num_labels)
   workdir_lib.restore_weights(config, workdir, backbone, head)
   return {v.path: v.numpy() for v in head.weights + backbone.weights}
 
@@ -465,3 +465,30 @@ def test_a_workdir_locked_by_another_trainer_is_refused_before_any_write(tmp_pat
       train_lib.train(config, workdir)
   assert not os.path.exists(os.path.join(workdir, "config.json"))
   assert not os.path.exists(os.path.join(workdir, "labels.txt"))
+
+
+# ------------------------------------------------------------------------ issue 20: keep_best
+
+
+def test_keep_best_without_evaluation_is_refused_before_the_workdir_is_touched(tmp_path):
+  from cnn_rnn_tf import config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.runlocal(config_lib.default_config())
+  config.train.keep_best = "mAP_noninterp"
+  config.train.eval_every = -1
+  workdir = str(tmp_path / "w")
+  with pytest.raises(config_lib.ConfigError, match="train.keep_best = 'mAP_noninterp' with "
+                     "train.eval_every = -1"):
+    train_lib.check_before_writing(config, workdir)
+  assert not os.path.exists(workdir)
+
+
+def test_best_checkpoint_tie_keeps_the_later_checkpoint(tmp_path):
+  from cnn_rnn_tf import periodic  # pylint: disable=g-import-not-at-top
+  weight = tf.Variable(0.0)
+  best_dir = str(tmp_path / "best")
+  best = periodic.BestCheckpoint("top3.OF1", tf.train.Checkpoint(w=weight), best_dir)
+  assert best.update(10, {"top3": {"OF1": 0.5}})
+  weight.assign(6.0)
+  assert best.update(60, {"top3": {"OF1": 0.5}})  # a tie: the later one is kept
+  assert tf.train.latest_checkpoint(best_dir).endswith("ckpt-60")
+  assert json.load(open(os.path.join(best_dir, "best.json")))["step"] == 60
