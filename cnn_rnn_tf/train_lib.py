@@ -23,7 +23,9 @@ The parts, in the order `train` runs them:
   make_actions          periodic.LogMetrics, SaveCheckpoint, Evaluate (+ BestCheckpoint)
   run_loop              steps until an action is due, NaN-loss check, progress bar
   finish                backbone.weights.h5, data_report.json
-config.json is written only after the restore succeeded; the chief holds workdir.lock(w)
+The chief first removes `_temp/` folders of failed saves (`workdir.remove_temp_checkpoints`).
+config.json is written only after the restore succeeded (a resume's accepted changes first go
+to config_history.jsonl, `workdir.record_changes`); the chief holds workdir.lock(w)
 throughout (a second trainer on the same workdir fails at once).
 
 Which start wins (first that exists):
@@ -127,14 +129,8 @@ def _make_optimizer(config):
 
 
 def check_config(config) -> None:
-  """Refuses settings that would train something evaluation or export cannot rebuild; warns
-  of cnn_rnn-only loss settings given to another head."""
-  if not config.model.train_backbone and config.model.backbone_weights in (None, "none", ""):
-    raise ValueError(
-        "A frozen backbone with random weights (model.train_backbone=False, "
-        "model.backbone_weights=None) is not saved, so evaluation and export could not rebuild "
-        "it. Set model.backbone_weights (e.g. 'imagenet' or a backbone.weights.h5 file) or "
-        "model.train_backbone=True.")
+  """Warns of cnn_rnn-only loss settings given to another head (a frozen random backbone,
+  which evaluation could not rebuild, is refused by `config_lib.validate`)."""
   if config.model.head != "cnn_rnn" and (
       config.train.label_order != "frequent_first" or config.model.aux_bce_weight):
     logging.warning("train.label_order=%r and model.aux_bce_weight=%g shape the cnn_rnn "
@@ -448,8 +444,7 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   worker_dir = None if chief else os.path.join(workdir, ".tmp_worker",
                                                str(strategy.cluster_resolver.task_id))
   if chief:  # a save that failed (e.g. disk full) left <prefix>_temp/ folders behind
-    for folder in (workdir_lib.checkpoint_dir(workdir), workdir_lib.best_dir(workdir)):
-      workdir_lib.remove_temp_checkpoints(folder)
+    workdir_lib.remove_temp_checkpoints(workdir)
   manager = tf.train.CheckpointManager(
       models.checkpoint,
       os.path.join(worker_dir, "checkpoints") if worker_dir else workdir_lib.checkpoint_dir(workdir),

@@ -371,9 +371,10 @@ def test_leftover_temp_checkpoint_folder_is_removed(tmp_path, caplog):
   (folder / "ckpt-3_temp").mkdir(parents=True)
   (folder / "ckpt-3_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
   (folder / "ckpt-2.index").write_bytes(b"")
+  (tmp_path / "best" / "ckpt-1_temp").mkdir(parents=True)
   with caplog.at_level("WARNING"):
-    removed = workdir_lib.remove_temp_checkpoints(str(folder))
-  assert removed == [str(folder / "ckpt-3_temp")]
+    removed = workdir_lib.remove_temp_checkpoints(str(tmp_path))
+  assert removed == [str(folder / "ckpt-3_temp"), str(tmp_path / "best" / "ckpt-1_temp")]
   assert not (folder / "ckpt-3_temp").exists() and (folder / "ckpt-2.index").exists()
   assert "ckpt-3_temp" in caplog.text
 

@@ -48,6 +48,10 @@ Which checkpoint evaluate and export take (`--checkpoint`, the one rule, `resolv
   best    the one in best/ (an error when the run kept none)
   <path>  a checkpoint prefix (`.../ckpt-300`) or a folder of checkpoints (its latest)
 
+A corrupt (unreadable, e.g. truncated) checkpoint picked by a rule or a folder is named in a
+warning and the newest readable older checkpoint of the same folder is restored instead; with
+none readable, `CorruptCheckpointError` names the files and asks for another `--checkpoint=`.
+
 Restoring is strict: the checkpoint must hold exactly the variables the saved config builds
 (head, and backbone when it was trained); a mismatch names the fields and shapes.
 """

@@ -53,21 +53,22 @@ class CorruptCheckpointError(CheckpointMismatchError):
 _READ_ERRORS = (tf.errors.OpError, IndexError, ValueError)  # what a truncated file raises
 
 
-def remove_temp_checkpoints(directory: str) -> list[str]:
-  """Deletes the `<prefix>_temp/` folders a failed save (e.g. a full disk) left in `directory`.
+def remove_temp_checkpoints(workdir: str) -> list[str]:
+  """Deletes the `<prefix>_temp/` folders a failed save (e.g. a full disk) left in the
+  workdir's checkpoints/ and best/; returns their paths, each logged.
 
   Call at the start of training, before anything saves there (the trainer holds the lock).
-  Returns the removed paths; each is logged.
   """
-  if not tf.io.gfile.isdir(directory):
-    return []
   removed = []
-  for name in sorted(tf.io.gfile.listdir(directory)):
-    path = f"{directory.rstrip('/')}/{name.rstrip('/')}"
-    if name.rstrip("/").endswith("_temp") and tf.io.gfile.isdir(path):
-      logging.warning("Removing %s, left by an interrupted checkpoint save.", path)
-      tf.io.gfile.rmtree(path)
-      removed.append(path)
+  for directory in (layout.checkpoint_dir(workdir), layout.best_dir(workdir)):
+    if not tf.io.gfile.isdir(directory):
+      continue
+    for name in sorted(tf.io.gfile.listdir(directory)):
+      path = os.path.join(directory, name.rstrip("/"))
+      if name.rstrip("/").endswith("_temp") and tf.io.gfile.isdir(path):
+        logging.warning("Removing %s, left by an interrupted checkpoint save.", path)
+        tf.io.gfile.rmtree(path)
+        removed.append(path)
   return removed
 
 
