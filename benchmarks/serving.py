@@ -87,7 +87,7 @@ def make_workdir(path: str, num_labels: int, head_scale: float, seed: int = 0):
   keras.applications.VGG16(include_top=True, weights=None).save_weights(
       config.model.backbone_weights)
   vocab = vocab_lib.LabelVocab([f"label_{i:02d}" for i in range(num_labels)])
-  _, head = workdir_lib.build_models(config, num_labels)
+  _, head = workdir_lib.build_backbone_and_head(config, num_labels)
   workdir_lib.save_config(config, path)
   vocab.save(workdir_lib.labels_path(path))
   if head_scale:
@@ -147,7 +147,7 @@ def write_variant(variant_dir: str, workdir: str, export_dir: str, precision: st
   config (decode.min_length replaced if given), the export's (random) backbone weights,
   written by `export_lib.write_saved_model`."""
   policy = "mixed_bfloat16" if precision == "bfloat16" else None
-  config, vocab, backbone, head, _ = workdir_lib.load_trained(workdir, "latest", policy=policy)
+  config, vocab, backbone, head, *_ = workdir_lib.load_trained(workdir, "latest", policy=policy)
   if min_length is not None:
     config.decode.min_length = min_length
   copy_backbone_weights(tf.saved_model.load(export_dir), backbone)

@@ -36,7 +36,11 @@ every module file is listed and every listed module exists):
                   label-set rules; NumPy only
   ranking         AP (three conventions), mAP, MAP@10, top-k masks; NumPy only
   config_lib      the default config, its checks, the config flag of the binaries
-  workdir         a workdir's files -> models (layout, config, vocab, checkpoints, lock)
+  workdir/        a workdir's files -> models
+    layout          paths, config / labels / thresholds files
+    resume          the resume check and config_history.jsonl
+    checkpoints     building models, restore, load_trained, corrupt-checkpoint fallback
+    locking         the workdir lock
   process         whether a process of this host still runs (stale locks, temp files)
   runtime         process set-up of the binaries: quiet start, CPU devices, progress mode
   progress        terminal progress bars

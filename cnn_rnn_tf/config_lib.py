@@ -441,6 +441,11 @@ def field_names(config=None) -> list[str]:
   return sorted(_flatten(config if config is not None else default_config()))
 
 
+def field_values(config) -> dict[str, Any]:
+  """{"section.name": value} of every leaf field of `config`."""
+  return _flatten(config)
+
+
 def _field_types(defaults: ml_collections.ConfigDict) -> dict[str, type]:
   """The type each field must have: its default's, or the FieldReference's for None."""
   types = {}
@@ -528,6 +533,10 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
                  "random backbone is not saved, so evaluation and export could not rebuild it; "
                  "set model.backbone_weights ('imagenet' or a backbone.weights.h5) or "
                  "model.train_backbone = True")
+  if get("train.keep_best") and get("train.eval_every") == -1:
+    found.append(f"train.keep_best = {get('train.keep_best')!r} with train.eval_every = -1: "
+                 "the best checkpoint is chosen by evaluation, which -1 turns off; set "
+                 "train.eval_every >= 0 or train.keep_best = ''")
   if get("data.source") == "csv":
     if optional_path(get("data.train_csv")) is None and optional_path(get("data.eval_csv")) is None:
       found.append("data.train_csv = None and data.eval_csv = None: the csv source needs at "

@@ -5,7 +5,7 @@ r"""Evaluates a trained workdir: beam search over a split, the paper's metrics.
 
 Writes <workdir>/eval/metrics.json, metrics.md and predictions.npz, and prints the table.
 `--checkpoint`: auto (the best checkpoint when the run kept one, else the latest) | latest |
-best | a checkpoint path; the rule is in cnn_rnn_tf/workdir.py. Only `decode.*` may be
+best | a checkpoint path; the rule is in cnn_rnn_tf/workdir/. Only `decode.*` may be
 overridden: the model and data are the workdir's.
 """
 

@@ -153,8 +153,8 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
     checkpoint: "auto" | "latest" | "best" | a path (`workdir.resolve_checkpoint`).
     decode: overrides of `decode.*` fields (beam_size, max_length, min_length).
 
-  A bce workdir with `thresholds.json` (`workdir.thresholds_path`, written by the trainer)
-  also gets the calibrated rules.
+  The workdir is read once (`workdir.load_trained`). A bce workdir with `thresholds.json`
+  (written by the trainer) also gets the calibrated rules.
 
   Raises:
     ConfigError: a bad decode override (e.g. beam_size=0), named.
@@ -162,19 +162,16 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
   overrides = dict(decode or {})
   if beam_size is not None:
     overrides["beam_size"] = beam_size
-  saved = workdir_lib.load_config(workdir)
-  config = with_decode(saved, overrides)
+  trained = workdir_lib.load_trained(workdir, checkpoint)  # the one read of the workdir
+  config = with_decode(trained.config, overrides)
   config_lib.validate(config)
-  trained = workdir_lib.load_trained(workdir, checkpoint)
   vocab = trained.vocab
   split = split or config.data.eval_split
   logging.info("Evaluating %s on split %r.", trained.checkpoint_path, split)
   pred = predict_models(config, vocab, trained.backbone, trained.head, split,
                         cache_dir=workdir_lib.feature_cache_dir(config, workdir),
                         batch_size=batch_size)
-  thresholds = workdir_lib.load_thresholds(  # float32 [K]; None: not calibrated
-      workdir, vocab, trained.checkpoint_path) if config.model.head == "bce" else None
-  metrics = metrics_of(config, vocab, pred, split, thresholds)
+  metrics = metrics_of(config, vocab, pred, split, trained.thresholds)
   metrics["checkpoint"] = trained.checkpoint_path
   _write(config, workdir, metrics, pred, split)
   return metrics

@@ -35,7 +35,7 @@ Signatures (one `tf.function` per input kind, explicit `TensorSpec`s; beam searc
 with L = min(max_length, K) and N = the beam size (BCE: the one set, then N - 1 empty
 slots). Beam size and lengths are fixed at export time.
 
-Calibrated BCE: when the workdir has thresholds.json (`workdir.load_thresholds`, fitted by
+Calibrated BCE: when the workdir has thresholds.json (`workdir.load_trained` reads it, fitted by
 the trainer on the held-out part of the training split), the bce label set (labels,
 label_names, num_labels, path_log_prob, paths...) keeps every label with p >= its class's
 threshold instead of 0.5: the thresholds are a constant inside the exported functions, so
@@ -125,17 +125,16 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
 
   Raises:
     FileExistsError: `<export_base>/<version>` exists already.
-    ValueError: a bad version or decoding setting.
+    ConfigError: a bad decoding setting (e.g. beam_size=0), named.
+    ValueError: a bad version.
   """
-  config = workdir_lib.load_config(workdir)
-  vocab = workdir_lib.load_vocab(workdir)
+  trained = workdir_lib.load_trained(workdir, checkpoint)  # the one read of the workdir
+  config, vocab, thresholds = trained.config, trained.vocab, trained.thresholds
   with config.unlocked():
     for name, value in (("beam_size", beam_size), ("max_length", max_length),
                         ("min_length", min_length)):
       if value is not None:
         config.decode[name] = int(value)
-  if config.decode.beam_size < 1:
-    raise ValueError(f"beam_size must be >= 1, got {config.decode.beam_size}.")
   config_lib.validate(config)  # one line per problem, before anything is written
   decoding.check_lengths(vocab.num_labels, config.decode.max_length, config.decode.min_length)
 
@@ -152,16 +151,13 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
     logging.warning("Temp folders of other exports (interrupted, or still running) in %s; "
                     "TF Serving ignores them: %s", export_base, ", ".join(sorted(stale)))
 
-  trained = workdir_lib.load_trained(workdir, checkpoint)
   backbone, head, checkpoint = trained.backbone, trained.head, trained.checkpoint_path
   tmp_dir = os.path.join(export_base, f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
   logging.info("Exporting %s (beam %d, lengths %d..%d) to %s via %s.", checkpoint,
                config.decode.beam_size, config.decode.min_length, config.decode.max_length,
                final_dir, tmp_dir)
-  thresholds = (workdir_lib.load_thresholds(workdir, vocab, checkpoint)  # float32 [K] or None
-                if config.model.head == "bce" else None)
   if thresholds is not None:
-    logging.info("Exporting calibrated thresholds (%s).", workdir_lib.thresholds_path(workdir))
+    logging.info("Exporting the calibrated thresholds of the workdir.")
   try:
     write_saved_model(tmp_dir, config, vocab.names, backbone, head, thresholds=thresholds)
     validate(tmp_dir)

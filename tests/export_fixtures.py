@@ -59,7 +59,7 @@ def make_workdir(path, head: str = "cnn_rnn", labels=LABELS, seed: int = 0,
   workdir_lib.save_config(config, workdir)
   vocab = vocab_lib.LabelVocab(labels)
   vocab.save(os.path.join(workdir, "labels.txt"))
-  backbone, head_model = workdir_lib.build_models(config, vocab.num_labels)  # built
+  backbone, head_model = workdir_lib.build_backbone_and_head(config, vocab.num_labels)  # built
   # These scales and seed give paths of 1 to 4 labels that differ between images (checked
   # by test_export; a new backbone architecture may need other scales).
   scale_weights(backbone, seed, backbone_scale)

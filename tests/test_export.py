@@ -51,7 +51,7 @@ def loaded(export_dir):
 
 def in_memory(workdir):
   """(features_fn, decode_fn): the in-memory model's path from images to outputs."""
-  config, vocab, backbone, head, _ = workdir_lib.load_trained(workdir)
+  config, vocab, backbone, head, *_ = workdir_lib.load_trained(workdir)
   size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
 
   def from_features(features):
@@ -576,7 +576,7 @@ _THRESHOLDS_PROBE = textwrap.dedent("""
 def _calibrated_workdir(tmp_path):
   """A bce workdir with thresholds.json: per class the median probability of 12 images."""
   workdir = export_fixtures.make_workdir(tmp_path / "bce", head="bce")
-  config, vocab, backbone, head, _ = workdir_lib.load_trained(workdir)
+  config, vocab, backbone, head, *_ = workdir_lib.load_trained(workdir)
   size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
   pixels = np.random.default_rng(3).uniform(0, 255, (12, size, size, 3)).astype(np.float32)
   features = backbone(pixels, training=False).numpy()  # [12, D]
@@ -654,3 +654,27 @@ def test_calibrated_thresholds_are_applied_by_the_export_in_process(tmp_path):
   got = [out["labels"][i, :int(out["num_labels"][i])].numpy().tolist()
          for i in range(len(want))]
   assert got == want, (probs, thresholds)
+
+
+def test_export_falls_back_from_a_corrupt_latest_checkpoint(tmp_path, caplog):
+  """Issue 20 item 7: a truncated latest checkpoint is named, the previous one exported; with
+  none readable, the error gives the --checkpoint= hint (not a bare IndexError)."""
+  workdir = export_fixtures.make_workdir(tmp_path / "run")
+  trained = workdir_lib.load_trained(workdir)
+  first = trained.checkpoint_path
+  checkpoint = workdir_lib.make_checkpoint(trained.config, trained.backbone, trained.head)
+  manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(workdir), 2)
+  bad = manager.save(checkpoint_number=int(first.rsplit("-", 1)[1]) + 1)
+  data = tf.io.gfile.glob(bad + ".data-*")[0]
+  with open(data, "r+b") as f:
+    f.truncate(os.path.getsize(data) // 3)
+  with caplog.at_level("WARNING"):
+    path = export_lib.export(workdir, str(tmp_path / "export"))
+  assert bad in caplog.text and first in caplog.text
+  config = json.loads((pathlib.Path(path) / "assets.extra" / "config.json").read_text())
+  assert config["model"]["head"] == "cnn_rnn"
+  data = tf.io.gfile.glob(first + ".data-*")[0]
+  with open(data, "r+b") as f:
+    f.truncate(os.path.getsize(data) // 3)
+  with pytest.raises(workdir_lib.CorruptCheckpointError, match="--checkpoint="):
+    export_lib.export(workdir, str(tmp_path / "export"))

@@ -72,7 +72,7 @@ def test_train_then_evaluate(tmp_path, tfds_dir, head, monkeypatch):
   settings = ["top3", "all", "top3_paper"]
   settings += ["top3_calibrated", "all_calibrated"] if head == "bce" else []
   for setting in settings:
-    assert set(metrics[setting]) == {"CP", "CR", "CF1", "OP", "OR", "OF1"}
+    assert {"CP", "CR", "CF1", "OP", "OR", "OF1", "exact_match", "EF1"} <= set(metrics[setting])
   assert "all_calibrated" in metrics or head == "cnn_rnn"
   assert set(metrics["per_class"]) == set(vocab.names)
   saved = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
@@ -261,7 +261,7 @@ def _run_train(workdir, tfds_dir, *flags, env=None, **kwargs):
 def _checkpoint_weights(workdir):
   """{variable path: value} of the head and the trained backbone in the latest checkpoint."""
   config = workdir_lib.load_config(workdir)
-  backbone, head = workdir_lib.build_models(config, workdir_lib.load_vocab(workdir).num_labels)
+  backbone, head = workdir_lib.build_backbone_and_head(config, workdir_lib.load_vocab(workdir).num_labels)
   workdir_lib.restore_weights(config, workdir, backbone, head)
   return {v.path: v.numpy() for v in head.weights + backbone.weights}
 
@@ -468,7 +468,7 @@ def test_a_workdir_locked_by_another_trainer_is_refused_before_any_write(tmp_pat
 
 
 # ---- Planted-bug tests (issue 20): each fails if the named bug is put back. They drive the
-# trainer's own step (`build_models`, `make_train_step`, `make_multi_step`) on one in-memory
+# trainer's own step (`build_training_models`, `make_train_step`, `make_multi_step`) on one in-memory
 # batch, without data or a workdir. ----
 
 _K = 5
@@ -502,7 +502,7 @@ def _trainer_steps(config, batch, num_calls, strategy=None):
   """Models after `num_calls` calls of the trainer's multi_step (one step each) on `batch`,
   and each call's loss."""
   strategy = strategy or tf.distribute.get_strategy()
-  models = train_lib.build_models(config, _K, strategy)
+  models = train_lib.build_training_models(config, _K, strategy)
   multi_step = train_lib.make_multi_step(strategy, train_lib.make_train_step(config, models))
   dataset = tf.data.Dataset.from_tensors(batch).repeat()
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
@@ -526,7 +526,7 @@ def test_trained_backbone_learns_in_the_trainers_step():
   updates, so a few steps change every backbone kernel (and the head's)."""
   config = _step_config()
   batch = _step_batch(config)
-  models = train_lib.build_models(config, _K, tf.distribute.get_strategy())
+  models = train_lib.build_training_models(config, _K, tf.distribute.get_strategy())
   before = {v.path: v.numpy() for v in models.backbone.trainable_variables}
   assert before  # the small CNN has kernels to train
   del models
@@ -551,7 +551,7 @@ batch = {k: np.asarray(v, np.float32) for k, v in json.loads(sys.argv[2]).items(
 weights, losses = {}, {}
 for name, strategy in (("one", tf.distribute.get_strategy()),
                        ("two", train_lib.make_strategy())):
-  models = train_lib.build_models(config, len(batch["labels"][0]), strategy)
+  models = train_lib.build_training_models(config, len(batch["labels"][0]), strategy)
   before = [v.numpy() for v in models.head.trainable_variables]
   multi_step = train_lib.make_multi_step(strategy, train_lib.make_train_step(config, models))
   dataset = tf.data.Dataset.from_tensors(batch).repeat()
@@ -588,3 +588,30 @@ def test_two_replicas_update_the_head_as_one_does():
   assert largest > 1e-3  # the steps moved the weights, or the comparison proves nothing
   for one, two in zip(out["updates"]["one"], out["updates"]["two"]):
     np.testing.assert_allclose(two, one, rtol=1e-3, atol=1e-3 * largest)
+
+
+# ------------------------------------------------------------------------ issue 20: keep_best
+
+
+def test_keep_best_without_evaluation_is_refused_before_the_workdir_is_touched(tmp_path):
+  from cnn_rnn_tf import config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.runlocal(config_lib.default_config())
+  config.train.keep_best = "mAP_noninterp"
+  config.train.eval_every = -1
+  workdir = str(tmp_path / "w")
+  with pytest.raises(config_lib.ConfigError, match="train.keep_best = 'mAP_noninterp' with "
+                     "train.eval_every = -1"):
+    train_lib.check_before_writing(config, workdir)
+  assert not os.path.exists(workdir)
+
+
+def test_best_checkpoint_tie_keeps_the_later_checkpoint(tmp_path):
+  from cnn_rnn_tf import periodic  # pylint: disable=g-import-not-at-top
+  weight = tf.Variable(0.0)
+  best_dir = str(tmp_path / "best")
+  best = periodic.BestCheckpoint("top3.OF1", tf.train.Checkpoint(w=weight), best_dir)
+  assert best.update(10, {"top3": {"OF1": 0.5}})
+  weight.assign(6.0)
+  assert best.update(60, {"top3": {"OF1": 0.5}})  # a tie: the later one is kept
+  assert tf.train.latest_checkpoint(best_dir).endswith("ckpt-60")
+  assert json.load(open(os.path.join(best_dir, "best.json")))["step"] == 60
