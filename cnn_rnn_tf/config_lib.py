@@ -195,6 +195,22 @@ def variant_args(config, arg, variant: str) -> ml_collections.ConfigDict:
   return config
 
 
+def resnet101_protocol(config: ml_collections.ConfigDict,
+                       num_steps: int) -> ml_collections.ConfigDict:
+  """The modern protocol (ML-GCN, ASL, Query2Label): ResNet-101 at 448 px, fine-tuned end
+  to end with augmentation, Adam 1e-4 at batch 32 (configs/voc2007.py:resnet101)."""
+  config.model.backbone = "resnet101"
+  config.model.image_size = 448  # as ML-GCN, ASL and Query2Label train
+  config.model.train_backbone = True  # they fine-tune the encoder end to end
+  config.data.augment = True
+  config.data.cache_features = False  # the backbone changes every step
+  config.train.optimizer = "adam"
+  config.train.learning_rate = 1e-4  # ASL's (peak) Adam rate for a pretrained ResNet-101
+  config.train.batch_size = 32
+  config.train.num_steps = num_steps
+  return config
+
+
 def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a config for a laptop or a test: the small CNN trained end to end, a few steps.
 

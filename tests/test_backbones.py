@@ -1,6 +1,11 @@
 """Backbones (cnn_rnn_tf.backbones): contract, freezing, and VGG16 from a local weights file."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -223,10 +228,140 @@ def test_cache_of_one_weights_file_is_not_reused_for_another(name, built, tmp_pa
     assert path_b != path_a and calls["b"] > 0  # other weights: extracted again
   finally:
     app.set_weights(original)
-  assert features["a"].shape == (len(source.train_label_sets()), backbones.REGISTRY[name].feature_dim)
+  dim = backbones.REGISTRY[name].feature_dim
+  assert features["a"].shape == (len(source.train_label_sets()), dim)
   assert not np.allclose(features["a"], features["b"], rtol=1e-2, atol=0)
   keys = [feature_cache.cache_key(source, "train", vocab, name, w, SIZE, "off")
           for w in (files["a"], files["b"], "imagenet", None)]
   assert len({json.dumps(k, sort_keys=True) for k in keys}) == 4
   other_size = feature_cache.cache_key(source, "train", vocab, name, "imagenet", 64, "off")
   assert json.dumps(other_size, sort_keys=True) != json.dumps(keys[2], sort_keys=True)
+
+
+# ---- End to end: a frozen head on cached features, fine-tuning, export (slow). ----
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _runlocal(tfds_dir, name, **model):
+  from helpers import load_config_file  # pylint: disable=g-import-not-at-top
+  config = load_config_file(ROOT / "configs" / "demo.py", "runlocal")
+  config.data.data_dir = tfds_dir
+  config.model.update(dict(backbone=name, image_size=SIZE, **model))
+  config.train.update(dict(num_steps=2, checkpoint_every=2, eval_every=-1, log_every=1))
+  return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", APPLICATIONS)
+def test_frozen_head_trains_on_cached_features_and_evaluates(name, built, tfds_dir, tmp_path):
+  from cnn_rnn_tf import evaluate_lib, train_lib  # pylint: disable=g-import-not-at-top
+  weights = str(tmp_path / f"{name}.weights.h5")
+  application(built(name)).save_weights(weights)
+  config = _runlocal(tfds_dir, name, backbone_weights=weights, train_backbone=False)
+  config.data.cache_features = True
+  workdir = str(tmp_path / "run")
+  result = train_lib.train(config, workdir)
+  assert result["step"] == 2 and np.isfinite(result["loss"])
+  metrics = evaluate_lib.evaluate(workdir)
+  assert metrics["num_images"] > 0 and 0.0 <= metrics["top3"]["OF1"] <= 1.0
+
+
+@pytest.mark.slow
+def test_fine_tuning_changes_the_backbone(tfds_dir, tmp_path):
+  """train_backbone=True: the backbone's trainable weights move between two checkpoints."""
+  from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = _runlocal(tfds_dir, "mobilenet_v3_large", backbone_weights=None,
+                     train_backbone=True)
+  config.train.update(dict(checkpoint_every=1, learning_rate=1e-2))
+  workdir = str(tmp_path / "run")
+  train_lib.train(config, workdir)
+  steps = [workdir_lib.load_trained(workdir, os.path.join(workdir, "checkpoints", f"ckpt-{s}"))
+           for s in (1, 2)]
+  kernels = [[w.numpy() for w in t.backbone.trainable_weights] for t in steps]
+  assert kernels[0] and any(not np.allclose(a, b) for a, b in zip(*kernels))
+
+
+_RELOAD = textwrap.dedent("""
+    import sys
+    sys.modules["cnn_rnn_tf"] = None  # the export must not need the project's code
+    import numpy as np
+    import tensorflow as tf
+    export_dir, images_path, out_path = sys.argv[1:4]
+    images = list(np.load(images_path, allow_pickle=True)["images"])
+    eager = tf.saved_model.load(export_dir).signatures["serving_default"]
+    labels = eager(image_bytes=tf.constant(images))["labels"].numpy()
+    # As TF Serving loads it: a TF1 graph and session.
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+      meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], export_dir)
+      signature = meta.signature_def["serving_default"]
+      graph_labels = session.run(signature.outputs["labels"].name,
+                                 {signature.inputs["image_bytes"].name: images})
+    np.savez(out_path, eager=labels, graph=graph_labels)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v3_large"])
+def test_export_reloads_without_the_package_with_predicts_labels(name, tmp_path):
+  """Export (three signatures, the beam inside) -> predict, a package-free reload (eager and
+  a TF1 graph session, as TF Serving) and the in-memory model give the same labels; the
+  graph holds only registered ops and no Python."""
+  from tensorflow.python.framework import op_def_registry  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import export_lib  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf.serving import local  # pylint: disable=g-import-not-at-top
+  import export_fixtures  # pylint: disable=g-import-not-at-top
+  from test_export import decoded, in_memory  # pylint: disable=g-import-not-at-top
+  workdir = export_fixtures.make_workdir(tmp_path / "run", backbone=name, image_size=SIZE,
+                                         backbone_scale=1.0)
+  export_dir = export_lib.export(workdir, str(tmp_path / "models" / name))
+  model = local.load(export_dir)
+  assert set(model.signatures) >= {"serving_default", "predict_images", "predict_features"}
+  images = [v for k, v in sorted(export_fixtures.encoded_images().items())]
+  predicted = local.predict(model, images)["labels"]
+  from_features, features_of = in_memory(workdir)
+  features = features_of(decoded(images))
+  assert np.isfinite(features).all()
+  np.testing.assert_array_equal(predicted, from_features(features)["labels"])
+  got = model.signatures["predict_features"](features=features)["labels"].numpy()
+  np.testing.assert_array_equal(got, predicted)
+
+  np.savez(tmp_path / "images.npz", images=np.array(images, dtype=object))
+  script = tmp_path / "reload.py"
+  script.write_text(_RELOAD)
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  result = subprocess.run([sys.executable, str(script), export_dir, str(tmp_path / "images.npz"),
+                           str(tmp_path / "out.npz")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = np.load(tmp_path / "out.npz")
+  np.testing.assert_array_equal(out["eager"], predicted)
+  np.testing.assert_array_equal(out["graph"], predicted)
+
+  ops = export_fixtures.graph_ops(export_dir)
+  assert "While" in ops or "StatelessWhile" in ops  # the beam search is in the graph
+  assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+  assert not sorted(op for op in ops if op_def_registry.get(op) is None)
+
+
+@pytest.mark.parametrize("dataset", ["voc2007", "coco2014"])
+def test_modern_protocol_config_variants(dataset):
+  """configs/<dataset>.py:resnet101 is ResNet-101 fine-tuned at 448 px; valid; combines."""
+  from cnn_rnn_tf import config_lib  # pylint: disable=g-import-not-at-top
+  from helpers import load_config_file  # pylint: disable=g-import-not-at-top
+  path = ROOT / "configs" / f"{dataset}.py"
+  config = load_config_file(path, "resnet101")
+  assert (config.model.backbone, config.model.image_size) == ("resnet101", 448)
+  assert config.model.train_backbone and not config.data.cache_features
+  assert config.data.source == dataset and config_lib.problems(config) == []
+  both = load_config_file(path, "resnet101,paper")
+  assert both.model.backbone == "resnet101" and both.model.aux_bce_weight == 0.0
+  assert load_config_file(path, "").model.backbone == "vgg16"
+  with pytest.raises(ValueError, match="nope"):
+    load_config_file(path, "resnet101,nope")

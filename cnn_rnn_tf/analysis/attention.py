@@ -7,7 +7,8 @@
 Definitions (Fig. 10, modern counterpart; the paper averaged deconvnet reconstructions of all
 softmax nodes). One map per label of the path (the END step has none), in path order, on an
 h x w grid = the last conv layer's (`backbones.REGISTRY[name].grad_cam_layer`; small_cnn at
-64x64: 8x8, at 32x32: 4x4; vgg16: 14x14; the ImageNet backbones at 224: 7x7), in [0, 1] (divided by its maximum; an all-zero map stays zero).
+64x64: 8x8, at 32x32: 4x4; vgg16: 14x14; the ImageNet backbones at 224: 7x7), in [0, 1]
+(divided by its maximum; an all-zero map stays zero).
 `attention_maps` pads the steps past a path's end with zero maps; `upsample_maps` resizes
 maps bilinearly to an image's size for overlays and peaks. For step t of a path l_1..l_L the
 head reads the prefix [START, l_1, .., l_{t-1}] (teacher forcing), so the map is
