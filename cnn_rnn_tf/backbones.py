@@ -166,7 +166,7 @@ REGISTRY: dict[str, Backbone] = {
         "avg_pool", 2048, 224, False,
         "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "4d473c1dd8becc155b73f8504c6f6626", _KERAS_URL + "resnet/", "conv5_block3_out",
-        "CNN-RNN successors' ablations; ASL's smaller runs (224 px)"),
+        "a common smaller baseline encoder in multi-label papers"),
     "resnet101": Backbone(
         _application(_apps.ResNet101), _caffe, _apps.resnet.preprocess_input,
         "avg_pool", 2048, 224, False,
@@ -178,20 +178,20 @@ REGISTRY: dict[str, Backbone] = {
         _apps.efficientnet_v2.preprocess_input, "avg_pool", 1280, 384, False,
         "efficientnetv2-s_notop.h5", "af0682fb74e8c54910f2d4393339c070",
         _KERAS_URL + "efficientnet_v2/", "top_activation",
-        "EfficientNet(V2) encoders in ASL/ML-Decoder-style multi-label work"),
+        "none of the results cited here; ImageNet accuracy per FLOP"),
     "convnext_tiny": Backbone(
         _application(_apps.ConvNeXtTiny), None,
         _apps.convnext.preprocess_input, "head_layernorm", 768, 224, False,
         "convnext_tiny_notop.h5",
         "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
         _KERAS_URL + "convnext/", "convnext_tiny_stage_3_block_2_identity",
-        "modern CNN baseline in recent multi-label papers (e.g. ML-Decoder tables)"),
+        "none of the results cited here; a modern pure-conv encoder"),
     "mobilenet_v3_large": Backbone(
         _application(_apps.MobileNetV3Large), None,
         _apps.mobilenet_v3.preprocess_input, "avg_pool", 960, 224, False,
         "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
         "07fb09a5933dd0c8eaafa16978110389", _KERAS_URL + "mobilenet_v3/", "top_activation",
-        "mobile/serving baseline; not a published multi-label benchmark encoder"),
+        "none of the results cited here; low serving latency"),
     "small_cnn": Backbone(
         _small_cnn, _unit_scale, lambda x: x / 255.0, "fc", 256, 64, False, None, None, None,
         "last_conv", "none (this package's demo)", takes_filters=True),
