@@ -21,6 +21,9 @@ TensorFlow runtime and its own memory:
   strategy  benchmarks/strategy.py          the trainer's step on one device: the default
                                             strategy vs MirroredStrategy (make_strategy's
                                             choice)
+  backbones benchmarks/backbones.py         every registry backbone at its default size:
+                                            images/s, GFLOP, share of the matmul roofline,
+                                            batch-1 serving latency; float32 and bfloat16
 
 Writes `<out>/results.json` (the rows, and each benchmark's command, seconds and full JSON)
 and `<out>/results.md` (the table). The defaults took 4 to 6 minutes on 2 cores before the
@@ -45,7 +48,7 @@ from absl import flags
 
 _OUT = flags.DEFINE_string("out", "benchmarks", "Folder of results.json and results.md.")
 _ONLY = flags.DEFINE_list("only", None, "Benchmarks to run (default: every one of "
-                         "`commands()`: extract, serving, train, strategy).")
+                         "`commands()`: extract, serving, train, strategy, backbones).")
 _TINY = flags.DEFINE_boolean("tiny", False, "Tiny sizes (`TINY`, over the size flags): "
                              "checks that every benchmark runs (minutes); the "
                              "figures mean nothing.")
@@ -75,6 +78,7 @@ def commands() -> dict[str, list[str]]:
                 "--log_every=100", "--steps_per_loop=50", "--batch_size=64",
                 "--lstm_units=512", "--label_orders=frequent_first,pla,mla"],
       "strategy": ["benchmarks.strategy", "--steps=20", "--repeats=2"],
+      "backbones": ["benchmarks.backbones", "--batch_size=8", "--rounds=3", "--latency_calls=5"],
   }
 
 
@@ -87,6 +91,7 @@ TINY = {
               "--steps_per_loop=2", "--batch_size=8", "--lstm_units=16", "--num_examples=32",
               "--label_orders=frequent_first,pla"],
     "strategy": ["--steps=2", "--repeats=1"],
+    "backbones": ["--tiny"],
 }
 
 
@@ -218,8 +223,29 @@ def strategy_rows(r: dict, command: str) -> list[dict]:
           for kind, k in r["kinds"].items()]
 
 
+def backbones_rows(r: dict, command: str) -> list[dict]:
+  rows = []
+  for name, b in r["backbones"].items():
+    what = f"{name} {b['image_size']}x{b['image_size']}"
+    rows.append(_row(f"{what}: GFLOP per image ({b['feature_dim']}-d features)",
+                     b["gflop_per_image"], "GFLOP", command, 2))
+    for precision in ("float32", "bfloat16"):
+      p = b[precision]
+      rows += [
+          _row(f"{what}, {precision}: feature extraction (batch {r['batch_size']})",
+               p["images_per_second"], "images/s", command),
+          _row(f"{what}, {precision}: share of the measured {r['matmul_size']}^3 matmul "
+               f"({p['matmul_gflops']:g} GFLOP/s; goal >= 0.6 in the faster precision)",
+               p["roofline_share"], "ratio", command, 3),
+          _row(f"{what}, {precision}: serving_default latency, 1 JPEG", p["latency_ms"],
+               "ms", command, 1),
+      ]
+  return rows
+
+
 ROWS = {"extract": extract_rows, "serving": serving_rows, "train": train_rows,
-        "strategy": strategy_rows}
+        "strategy": strategy_rows,
+        "backbones": backbones_rows}
 
 
 def markdown(results: dict) -> str:

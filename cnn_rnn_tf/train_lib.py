@@ -161,7 +161,8 @@ def build_training_models(config, num_labels: int, strategy) -> Models:
   if not data_lib.uses_feature_cache(config) and data_lib.feature_cache.resolve_precision(
       config.data.precision, config.model.backbone,
       backbones.backbone_image_size(config.model.backbone, config.model.image_size),
-      training=bool(config.model.train_backbone)) == "bfloat16":
+      training=bool(config.model.train_backbone),
+      filters=config.model.small_cnn_filters) == "bfloat16":
     policy = "mixed_bfloat16"  # the backbone computes in bfloat16; weights stay float32
   # After resolve_precision: data.precision=auto may time a backbone (first use on a
   # machine), drawing random numbers; seeded before that, the first run's weights differed.

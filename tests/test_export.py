@@ -19,7 +19,6 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
 
 from cnn_rnn_tf import backbones
@@ -264,15 +263,7 @@ def test_warmup_records_parse_and_succeed(export_dir, loaded):
 
 
 def test_graph_has_only_registered_ops_and_no_py_func(export_dir):
-  model = saved_model_pb2.SavedModel.FromString(
-      pathlib.Path(export_dir, "saved_model.pb").read_bytes())
-  ops = set()
-  for meta_graph in model.meta_graphs:
-    library = meta_graph.graph_def.library
-    functions = {f.signature.name for f in library.function}
-    nodes = list(meta_graph.graph_def.node)
-    nodes += [n for f in library.function for n in f.node_def]
-    ops |= {n.op for n in nodes if n.op not in functions}
+  ops = export_fixtures.graph_ops(export_dir)
   assert "While" in ops or "StatelessWhile" in ops  # the beam search is in the graph
   assert "LookupTableFindV2" in ops  # label_names
   assert not ops & PY_FUNC_OPS

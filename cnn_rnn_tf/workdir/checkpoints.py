@@ -80,7 +80,7 @@ def build_backbone_and_head(config, num_labels: int, policy: str | None = None):
   backbone = backbones.build_backbone(
       config.model.backbone, weights=config_lib.optional_path(config.model.backbone_weights),
       image_size=config.model.image_size, trainable=config.model.train_backbone,
-      policy=policy)
+      policy=policy, filters=config.model.small_cnn_filters)
   head = model_lib.build_head(config.model, backbone.output_shape[-1], num_labels)
   return backbone, head
 
