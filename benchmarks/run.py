@@ -2,9 +2,11 @@ r"""Runs the benchmarks and writes one table: each figure with the command that 
 
     python -m benchmarks.run --out=benchmarks [--only=extract,serving,train,strategy] \
         [--extract_images=192] [--serving_batch_calls=5] [--train_steps=300] \
-        [--train_repeats=2]
+        [--train_repeats=2] [--tiny]
 
-(`make bench` is the first line.) Each benchmark runs as its own subprocess, with the command
+(`make bench` is the first line; `--tiny` runs each benchmark at the tiny sizes of `TINY`,
+to check that all of them run: tests/test_benchmarks.py, 7 min on a loaded 2-core machine.)
+Each benchmark runs as its own subprocess, with the command
 the table shows (less its `--out`, which only says where its JSON goes), so that every
 figure of a row comes from one run of that command, and each benchmark starts with a fresh
 TensorFlow runtime and its own memory:
@@ -19,6 +21,9 @@ TensorFlow runtime and its own memory:
   strategy  benchmarks/strategy.py          the trainer's step on one device: the default
                                             strategy vs MirroredStrategy (make_strategy's
                                             choice)
+  backbones benchmarks/backbones.py         every registry backbone at its default size:
+                                            images/s, GFLOP, share of the matmul roofline,
+                                            batch-1 serving latency; float32 and bfloat16
 
 Writes `<out>/results.json` (the rows, and each benchmark's command, seconds and full JSON)
 and `<out>/results.md` (the table). The defaults took 4 to 6 minutes on 2 cores before the
@@ -42,8 +47,11 @@ from absl import app
 from absl import flags
 
 _OUT = flags.DEFINE_string("out", "benchmarks", "Folder of results.json and results.md.")
-_ONLY = flags.DEFINE_list("only", ["extract", "serving", "train", "strategy"],
-                         "Benchmarks to run.")
+_ONLY = flags.DEFINE_list("only", None, "Benchmarks to run (default: every one of "
+                         "`commands()`: extract, serving, train, strategy, backbones).")
+_TINY = flags.DEFINE_boolean("tiny", False, "Tiny sizes (`TINY`, over the size flags): "
+                             "checks that every benchmark runs (minutes); the "
+                             "figures mean nothing.")
 _EXTRACT_IMAGES = flags.DEFINE_integer("extract_images", 192,
                                        "JPEGs the extraction benchmark extracts (3 rounds).")
 _SERVING_BATCH_CALLS = flags.DEFINE_integer("serving_batch_calls", 5,
@@ -70,7 +78,32 @@ def commands() -> dict[str, list[str]]:
                 "--log_every=100", "--steps_per_loop=50", "--batch_size=64",
                 "--lstm_units=512", "--label_orders=frequent_first,pla,mla"],
       "strategy": ["benchmarks.strategy", "--steps=20", "--repeats=2"],
+      "backbones": ["benchmarks.backbones", "--batch_size=8", "--rounds=3", "--latency_calls=5"],
   }
+
+
+# Tiny sizes of each benchmark (--tiny): its flags that replace those of `commands()`.
+TINY = {
+    "extract": ["--num_images=2", "--rounds=1", "--batch_size=2", "--backbone_batches=1",
+                "--float32_batches=1", "--warmup_batches=0"],
+    "serving": ["--batch_size=2", "--batch_calls=1", "--latency_calls=1", "--beam_calls=1"],
+    "train": ["--replicas=1,2", "--repeats=1", "--num_steps=4", "--log_every=2",
+              "--steps_per_loop=2", "--batch_size=8", "--lstm_units=16", "--num_examples=32",
+              "--label_orders=frequent_first,pla"],
+    "strategy": ["--steps=2", "--repeats=1"],
+    "backbones": ["--tiny"],
+}
+
+
+def with_flags(argv: list[str], replacing: list[str]) -> list[str]:
+  """argv with each --flag=value of `replacing` in place of the same flag's (or added).
+
+      with_flags(["m", "--a=1", "--b=2"], ["--b=3", "--c=4"]) == ["m", "--a=1", "--b=3", "--c=4"]
+  """
+  new = dict(arg.split("=", 1) for arg in replacing)
+  out = [f"{arg.split('=', 1)[0]}={new.pop(arg.split('=', 1)[0])}"
+         if arg.split("=", 1)[0] in new else arg for arg in argv]
+  return out + [f"{k}={v}" for k, v in new.items()]
 
 
 def run_one(name: str, argv: list[str], folder: str) -> dict:
@@ -190,8 +223,29 @@ def strategy_rows(r: dict, command: str) -> list[dict]:
           for kind, k in r["kinds"].items()]
 
 
+def backbones_rows(r: dict, command: str) -> list[dict]:
+  rows = []
+  for name, b in r["backbones"].items():
+    what = f"{name} {b['image_size']}x{b['image_size']}"
+    rows.append(_row(f"{what}: GFLOP per image ({b['feature_dim']}-d features)",
+                     b["gflop_per_image"], "GFLOP", command, 2))
+    for precision in ("float32", "bfloat16"):
+      p = b[precision]
+      rows += [
+          _row(f"{what}, {precision}: feature extraction (batch {r['batch_size']})",
+               p["images_per_second"], "images/s", command),
+          _row(f"{what}, {precision}: share of the measured {r['matmul_size']}^3 matmul "
+               f"({p['matmul_gflops']:g} GFLOP/s; goal >= 0.6 in the faster precision)",
+               p["roofline_share"], "ratio", command, 3),
+          _row(f"{what}, {precision}: serving_default latency, 1 JPEG", p["latency_ms"],
+               "ms", command, 1),
+      ]
+  return rows
+
+
 ROWS = {"extract": extract_rows, "serving": serving_rows, "train": train_rows,
-        "strategy": strategy_rows}
+        "strategy": strategy_rows,
+        "backbones": backbones_rows}
 
 
 def markdown(results: dict) -> str:
@@ -231,15 +285,18 @@ def cpu_flags() -> list[str]:
 
 def main(argv):
   del argv
-  unknown = set(_ONLY.value) - set(ROWS)
+  only = _ONLY.value or list(commands())
+  unknown = set(only) - set(ROWS)
   if unknown:
     raise app.UsageError(f"Unknown benchmark(s) {sorted(unknown)}; expected {sorted(ROWS)}.")
   t = time.perf_counter()
   benchmarks, rows = {}, []
   with tempfile.TemporaryDirectory() as folder:
     for name, argv_ in commands().items():
-      if name not in _ONLY.value:
+      if name not in only:
         continue
+      if _TINY.value:
+        argv_ = with_flags(argv_, TINY.get(name, []))
       benchmarks[name] = record = run_one(name, argv_, folder)
       if "result" in record:
         rows += ROWS[name](record["result"], record["command"])

@@ -3,9 +3,10 @@ r"""Serving: latency and throughput of the exported model, and beam search's sha
     python -m benchmarks.serving [--batch_size=32] [--batch_calls=5] [--latency_calls=7] \
         [--compare=True] [--full_length=True] [--out=/tmp/serving_benchmark.json]
 
-Exports, with `export_lib.export` as is, a workdir with random weights (VGG16 at 224x224 with
-weights=None: the frozen backbone is rebuilt from the config, not checkpointed, and random
-weights run at the same speed; the CNN-RNN head at paper size: d=64, 512 ReLU-LSTM units,
+Exports, with `export_lib.export` as is, a workdir with random weights (VGG16 at 224x224,
+its random weights saved to a Keras VGG16 weights file that `model.backbone_weights` names:
+the frozen backbone is rebuilt from the config, not checkpointed, and random weights run at
+the same speed; the CNN-RNN head at paper size: d=64, 512 ReLU-LSTM units,
 20 labels, beam 3, max_length 10, its weights scaled so that the softmax is peaked and beam
 search returns paths of a few labels, as a trained head does). With `--compare` a second
 SavedModel in the other precision (mixed bfloat16 if the export is float32, else float32) is
@@ -79,11 +80,16 @@ def make_workdir(path: str, num_labels: int, head_scale: float, seed: int = 0):
   Returns (config, vocab).
   """
   config = config_lib.default_config()  # vgg16 at 224, d=64, 512 units, beam 3, max_length 10
-  config.model.backbone_weights = None  # random: same speed, nothing to download
+  # Random VGG16 weights (same speed, nothing to download) in a Keras VGG16 weights file, as
+  # a frozen backbone's weights must be (config_lib.validate refuses a frozen None).
+  os.makedirs(path, exist_ok=True)
+  config.model.backbone_weights = os.path.join(path, "random_vgg16.weights.h5")
+  keras.applications.VGG16(include_top=True, weights=None).save_weights(
+      config.model.backbone_weights)
   vocab = vocab_lib.LabelVocab([f"label_{i:02d}" for i in range(num_labels)])
+  _, head = workdir_lib.build_backbone_and_head(config, num_labels)
   workdir_lib.save_config(config, path)
   vocab.save(workdir_lib.labels_path(path))
-  _, head = workdir_lib.build_models(config, num_labels)
   if head_scale:
     rng = np.random.default_rng(seed)
     weights = []
@@ -141,7 +147,7 @@ def write_variant(variant_dir: str, workdir: str, export_dir: str, precision: st
   config (decode.min_length replaced if given), the export's (random) backbone weights,
   written by `export_lib.write_saved_model`."""
   policy = "mixed_bfloat16" if precision == "bfloat16" else None
-  config, vocab, backbone, head, _ = workdir_lib.load_trained(workdir, "latest", policy=policy)
+  config, vocab, backbone, head, *_ = workdir_lib.load_trained(workdir, "latest", policy=policy)
   if min_length is not None:
     config.decode.min_length = min_length
   copy_backbone_weights(tf.saved_model.load(export_dir), backbone)

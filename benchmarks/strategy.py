@@ -58,7 +58,7 @@ def measure(strategy_name: str, kind: str, steps: int) -> float:
   config.data.precision = "off"
   config.model.backbone_weights = None
   config.model.train_backbone = kind != "head"
-  models = train_lib.build_models(config, NUM_LABELS, strategy)
+  models = train_lib.build_training_models(config, NUM_LABELS, strategy)
   batch_size = config.train.batch_size
   labels = tf.cast(tf.random.uniform([batch_size, NUM_LABELS], seed=1) < 0.15, tf.float32)
   inputs = ({"features": tf.random.uniform([batch_size, 256], seed=2)} if kind == "head" else

@@ -139,6 +139,16 @@ def prepare(data_dir: str, num_examples: int, config_args: dict) -> dict:
   return {"seconds": round(time.perf_counter() - t, 2)}
 
 
+def devices(strategy) -> list[str]:
+  """The devices `strategy` runs on. The default strategy, which make_strategy returns on one
+  device, has no worker_devices (it raises RuntimeError): it runs on the first logical device."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+    kind = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+    return [tf.config.list_logical_devices(kind)[0].name]
+  return list(strategy.extended.worker_devices)
+
+
 def measure(replicas: int, data_dir: str, config_args: dict,
             label_order: str = "frequent_first") -> dict:
   """One setting, in this process: train from scratch, read examples/s off the log."""
@@ -165,7 +175,7 @@ def measure(replicas: int, data_dir: str, config_args: dict,
   return {
       "label_order": label_order,
       "replicas": strategy.num_replicas_in_sync,
-      "devices": list(strategy.extended.worker_devices),
+      "devices": devices(strategy),
       "sequences_per_second": round(float(np.median(rates[1:])), 2),
       "sequences_per_second_intervals": [round(r, 2) for r in rates],
       "steps": summary["step"],

@@ -10,7 +10,8 @@ every module file is listed and every listed module exists):
   relu_lstm       the ReLU-LSTM recurrent layer
   backbones       VGG16 fc7 and a small CNN, both images [B, H, W, 3] in 0..255 -> features
   model           the CNN-RNN head and the BCE baseline head (Keras functional models)
-  decoding        greedy and beam search in TensorFlow ops
+  decoding        greedy and beam search, seeded ancestral sampling, in TensorFlow ops
+  expected_f1     the set of maximal expected example-F1 (GFM) from a label distribution
   inference       predictions of any head from features, and what counts as predicted
   calibration     the BCE head's per-class thresholds (max per-class F1)
   images          reads, checks (format, pixel limit), decodes and resizes image files
@@ -36,7 +37,11 @@ every module file is listed and every listed module exists):
                   label-set rules; NumPy only
   ranking         AP (three conventions), mAP, MAP@10, top-k masks; NumPy only
   config_lib      the default config, its checks, the config flag of the binaries
-  workdir         a workdir's files -> models (layout, config, vocab, checkpoints, lock)
+  workdir/        a workdir's files -> models
+    layout          paths, config / labels / thresholds files
+    resume          the resume check and config_history.jsonl
+    checkpoints     building models, restore, load_trained, corrupt-checkpoint fallback
+    locking         the workdir lock
   process         whether a process of this host still runs (stale locks, temp files)
   runtime         process set-up of the binaries: quiet start, CPU devices, progress mode
   progress        terminal progress bars

@@ -39,7 +39,12 @@ import ml_collections
 # they agree); repeated here so that checking a config does not import TensorFlow.
 SOURCES = ("voc2007", "coco2014", "csv", "synthetic_scenes")
 HEADS = ("cnn_rnn", "bce")
-BACKBONES = ("vgg16", "small_cnn")
+# Per backbone: (the input size its layers fix, or None; whether it has ImageNet weights).
+# backbones.REGISTRY's fields, repeated without TensorFlow; test_backbones checks they agree.
+BACKBONE_FACTS = {"vgg16": (224, True), "resnet50": (None, True), "resnet101": (None, True),
+                  "efficientnetv2_s": (None, True), "convnext_tiny": (None, True),
+                  "mobilenet_v3_large": (None, True), "small_cnn": (None, False)}
+BACKBONES = tuple(BACKBONE_FACTS)
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 PRECISIONS = ("auto", "on", "off")
 LABEL_ORDERS = ("frequent_first", "rare_first", "random", "pla", "mla")
@@ -47,7 +52,7 @@ ALIGN_INPUTS = ("predictions", "targets")
 HEAD_DECODERS = {"cnn_rnn": ("path", "marginals", "expected_f1"),
                  "bce": ("threshold", "expected_f1")}
 DECODERS = ("path", "marginals", "threshold", "expected_f1")
-RANKINGS = ("marginals", "path", "samples")
+RANKINGS = ("auto", "marginals", "path", "samples")
 MARGINALS = ("side_head", "joint_space")
 
 # Optional path fields: None / "None" / "none" / "" all mean not set.
@@ -110,9 +115,12 @@ def default_config() -> ml_collections.ConfigDict:
   # ---- Model: cnn_rnn_tf.backbones, cnn_rnn_tf.model ----
   config.model = model = ml_collections.ConfigDict()
   model.head = "cnn_rnn"  # cnn_rnn | bce (the paper's binary cross-entropy baseline)
-  model.backbone = "vgg16"  # vgg16 | small_cnn
+  model.backbone = "vgg16"  # the paper's; or resnet50 | resnet101 | efficientnetv2_s | convnext_tiny | mobilenet_v3_large | small_cnn (backbones.REGISTRY)
   model.backbone_weights = ml_collections.FieldReference("imagenet", field_type=str)  # imagenet | None | path
   model.image_size = 224  # vgg16's fc layers fix 224
+  # small_cnn's conv widths (3 blocks, last conv); the demo sets a thinner (16, 32, 64, 64)
+  # for its speed, a setting that cost accuracy when it was everyone's default (issue 18)
+  model.small_cnn_filters = (32, 64, 128, 128)
   model.train_backbone = False  # the paper keeps the CNN frozen; True fine-tunes it
   model.embedding_dim = 64  # d, the joint space (paper: 64)
   model.lstm_units = 512  # ReLU-LSTM units (paper: 512)
@@ -147,8 +155,9 @@ def default_config() -> ml_collections.ConfigDict:
   decode.num_samples = 100  # cnn_rnn expected_f1: ancestral samples per image (0: no expected_f1)
   decode.sample_seed = 0  # the samples' seed (with each image's features: batch-independent)
   # cnn_rnn label_scores, the ranking of AP and MAP@10: marginals (the marginal probabilities),
-  # path (the highest probability a label gets along the best path), samples (sample frequency)
-  decode.ranking = "marginals"
+  # path (the highest probability a label gets along the best path), samples (sample
+  # frequency); auto: marginals when they are trained (model.aux_bce_weight > 0), else path
+  decode.ranking = "auto"
 
   # ---- Training: cnn_rnn_tf.train_lib ----
   config.train = train = ml_collections.ConfigDict()
@@ -181,7 +190,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 # Where the default recipe departs from the paper (docs/method.md, "The default recipe"):
 # `paper(config)` sets these back; `configs/<variant>.py:paper` does it from the command line.
-PAPER = {"model.aux_bce_weight": 0.0, "model.marginals": "joint_space", "decode.ranking": "path"}
+PAPER = {"model.aux_bce_weight": 0.0, "model.marginals": "joint_space"}
 
 
 def set_fields(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
@@ -213,6 +222,22 @@ def variant_args(config, arg, variant: str) -> ml_collections.ConfigDict:
   return config
 
 
+def resnet101_protocol(config: ml_collections.ConfigDict,
+                       num_steps: int) -> ml_collections.ConfigDict:
+  """The modern protocol (ML-GCN, ASL, Query2Label): ResNet-101 at 448 px, fine-tuned end
+  to end with augmentation, Adam 1e-4 at batch 32 (configs/voc2007.py:resnet101)."""
+  config.model.backbone = "resnet101"
+  config.model.image_size = 448  # as ML-GCN, ASL and Query2Label train
+  config.model.train_backbone = True  # they fine-tune the encoder end to end
+  config.data.augment = True
+  config.data.cache_features = False  # the backbone changes every step
+  config.train.optimizer = "adam"
+  config.train.learning_rate = 1e-4  # ASL's (peak) Adam rate for a pretrained ResNet-101
+  config.train.batch_size = 32
+  config.train.num_steps = num_steps
+  return config
+
+
 def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a config for a laptop or a test: the small CNN trained end to end, a few steps.
 
@@ -223,6 +248,7 @@ def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.model.backbone_weights = None
   config.model.train_backbone = True  # a random frozen CNN could not be rebuilt: train it
   config.model.image_size = 32
+  config.model.small_cnn_filters = (16, 32, 64, 64)  # a thin CNN: tests and laptops
   config.model.embedding_dim = 16
   config.model.lstm_units = 32
   config.data.cache_features = False  # the backbone changes every step
@@ -299,6 +325,13 @@ def resolve_paths(config: ml_collections.ConfigDict,
 # ---------------------------------------------------------------------------------------------
 
 _MISSING = object()
+
+
+def _small_cnn_filters(value):
+  if (not isinstance(value, (tuple, list)) or len(value) != 4
+      or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+    return "must be 4 positive integers (the three blocks' and the last conv's filters)"
+  return None
 
 
 _INT64_MAX = 2**63 - 1  # TensorFlow holds the int fields (steps, sizes, seeds) as int64
@@ -421,6 +454,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "model.head": _one_of(*HEADS),
     "model.backbone": _one_of(*BACKBONES),
     "model.image_size": _int_range(8),
+    "model.small_cnn_filters": _small_cnn_filters,
     "model.embedding_dim": _int_range(1),
     "model.lstm_units": _int_range(1),
     "model.joint_activation": _activation,
@@ -468,6 +502,11 @@ def _flatten(config, prefix="") -> dict[str, Any]:
 def field_names(config=None) -> list[str]:
   """Every leaf field of `config` (default: default_config()) as "section.name"."""
   return sorted(_flatten(config if config is not None else default_config()))
+
+
+def field_values(config) -> dict[str, Any]:
+  """{"section.name": value} of every leaf field of `config`."""
+  return _flatten(config)
 
 
 def _field_types(defaults: ml_collections.ConfigDict) -> dict[str, type]:
@@ -552,22 +591,27 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
                  "data.validation_split, or set train.eval_every = -1")
   backbone = get("model.backbone")
   weights = optional_path(get("model.backbone_weights"))
-  if backbone == "vgg16" and get("model.image_size") != 224:
-    found.append(f"model.image_size = {get('model.image_size')!r}: vgg16 takes 224 "
-                 "(its fc layers fix the input size)")
+  fixed_size, has_imagenet = BACKBONE_FACTS.get(backbone, (None, True))
+  if fixed_size is not None and get("model.image_size") != fixed_size:
+    found.append(f"model.image_size = {get('model.image_size')!r}: {backbone} takes "
+                 f"{fixed_size} (its fc layers fix the input size)")
   if weights is not None and weights not in NAMED_WEIGHTS and _is_local(weights):
     if not os.path.exists(os.path.expanduser(weights)):
       found.append(f"model.backbone_weights = {weights!r}: file does not exist (use "
-                   "'imagenet' for vgg16, None, or a weights file such as "
+                   "'imagenet', None, or a weights file such as "
                    "<workdir>/backbone.weights.h5)")
-  elif weights in NAMED_WEIGHTS and backbone == "small_cnn":
-    found.append(f"model.backbone_weights = {weights!r}: small_cnn has no {weights} "
+  elif weights in NAMED_WEIGHTS and not has_imagenet:
+    found.append(f"model.backbone_weights = {weights!r}: {backbone} has no {weights} "
                  "weights; use None or a backbone.weights.h5 file")
   if get("model.train_backbone") is False and weights is None:
     found.append("model.backbone_weights = None with model.train_backbone = False: a frozen "
                  "random backbone is not saved, so evaluation and export could not rebuild it; "
                  "set model.backbone_weights ('imagenet' or a backbone.weights.h5) or "
                  "model.train_backbone = True")
+  if get("train.keep_best") and get("train.eval_every") == -1:
+    found.append(f"train.keep_best = {get('train.keep_best')!r} with train.eval_every = -1: "
+                 "the best checkpoint is chosen by evaluation, which -1 turns off; set "
+                 "train.eval_every >= 0 or train.keep_best = ''")
   if get("data.source") == "csv":
     if optional_path(get("data.train_csv")) is None and optional_path(get("data.eval_csv")) is None:
       found.append("data.train_csv = None and data.eval_csv = None: the csv source needs at "
@@ -588,7 +632,7 @@ def _decoder_problems(values: dict[str, Any]) -> list[str]:
     if no_marginals and "marginals" in (decoder, ranking):
       which = "decoder" if decoder == "marginals" else "ranking"
       found.append(f"decode.{which} = 'marginals' with model.aux_bce_weight = 0: the marginals "
-                   "are not trained; use decode.ranking = 'path' (as `:paper` does)")
+                   "are not trained; use decode.ranking = 'auto' or 'path'")
     if get("decode.num_samples") == 0 and (decoder == "expected_f1" or ranking == "samples"):
       found.append("decode.num_samples = 0: decode.decoder = 'expected_f1' and "
                    "decode.ranking = 'samples' need ancestral samples (e.g. 100)")

@@ -2,10 +2,12 @@ r"""Evaluates a trained workdir: beam search over a split, the paper's metrics.
 
   python -m cnn_rnn_tf.evaluate --workdir=runs/demo [--split=test] [--checkpoint=auto] \
       [--config.decode.beam_size=5 --config.decode.max_length=8] [--progress=auto]
+  python -m cnn_rnn_tf.evaluate --workdir=runs/demo --validation   # where decoders are chosen
 
-Writes <workdir>/eval/metrics.json, metrics.md and predictions.npz, and prints the table.
+Writes <workdir>/eval/metrics.json, metrics.md and predictions.npz (with --validation:
+<workdir>/eval/validation/), and prints the table.
 `--checkpoint`: auto (the best checkpoint when the run kept one, else the latest) | latest |
-best | a checkpoint path; the rule is in cnn_rnn_tf/workdir.py. Only `decode.*` may be
+best | a checkpoint path; the rule is in cnn_rnn_tf/workdir/. Only `decode.*` may be
 overridden: the model and data are the workdir's.
 """
 
@@ -29,6 +31,10 @@ def _decode_overrides() -> ml_collections.ConfigDict:
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir that cnn_rnn_tf.train wrote.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: the config's eval_split).")
+_VALIDATION = flags.DEFINE_boolean(
+    "validation", False, "Evaluate the validation part instead (data.validation_split, else "
+    "the held-out calibration part of the training split), where decoders are chosen; "
+    "writes <workdir>/eval/validation/.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Batch size (default: the training one).")
 _BEAM = flags.DEFINE_integer("beam_size", None,
                              "Beam size (default: config.decode.beam_size); same as "
@@ -52,7 +58,8 @@ def main(argv):
   decode = {k: v for k, v in _CONFIG.value.decode.items() if v is not None}
   try:
     result = evaluate_lib.evaluate(_WORKDIR.value, _SPLIT.value, _BATCH.value, _BEAM.value,
-                                   checkpoint=_CHECKPOINT.value, decode=decode)
+                                   checkpoint=_CHECKPOINT.value, decode=decode,
+                                   validation=_VALIDATION.value)
   except config_lib.ConfigError as e:
     sys.stderr.write(f"FATAL {e}\n")
     sys.exit(2)

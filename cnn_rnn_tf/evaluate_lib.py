@@ -61,12 +61,11 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
   """
   source = source or data_lib.get_source(config.data)
   batch_size = batch_size or config.train.batch_size
-  decode = config.decode
   use_cache = data_lib.uses_feature_cache(config)
 
   def predict(batch):
     features = batch["features"] if use_cache else backbone(batch["image"], training=False)
-    return inference.predict_from_features(head, features, **inference.decode_options(decode))
+    return inference.predict_from_features(head, features, **inference.decode_options(config))
 
   outputs = collections.defaultdict(list)
   dataset = data_lib.dataset_for(config, split, vocab, training=False, cache_dir=cache_dir,
@@ -153,8 +152,11 @@ def with_decode(config, decode: dict | None) -> ml_collections.ConfigDict:
 
 def evaluate(workdir: str, split: str | None = None, batch_size: int | None = None,
              beam_size: int | None = None, *, checkpoint: str = "auto",
-             decode: dict | None = None) -> dict:
+             decode: dict | None = None, validation: bool = False) -> dict:
   """Evaluates a workdir's checkpoint on `split`; writes <workdir>/eval/*.
+
+  validation=True evaluates the validation part instead (`validation_part`: where choices
+  such as the decoder per metric are made) and writes <workdir>/eval/validation/*.
 
   Args:
     workdir: a workdir written by `cnn_rnn_tf.train`.
@@ -164,8 +166,8 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
     checkpoint: "auto" | "latest" | "best" | a path (`workdir.resolve_checkpoint`).
     decode: overrides of `decode.*` fields (beam_size, max_length, min_length).
 
-  A bce workdir with `thresholds.json` (`workdir.thresholds_path`, written by the trainer)
-  also gets the calibrated rules.
+  The workdir is read once (`workdir.load_trained`). A bce workdir with `thresholds.json`
+  (written by the trainer) also gets the calibrated rules.
 
   Raises:
     ConfigError: a bad decode override (e.g. beam_size=0), named.
@@ -173,26 +175,26 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
   overrides = dict(decode or {})
   if beam_size is not None:
     overrides["beam_size"] = beam_size
-  saved = workdir_lib.load_config(workdir)
-  config = with_decode(saved, overrides)
+  trained = workdir_lib.load_trained(workdir, checkpoint)  # the one read of the workdir
+  config = with_decode(trained.config, overrides)
   config_lib.validate(config)
-  trained = workdir_lib.load_trained(workdir, checkpoint)
   vocab = trained.vocab
-  split = split or config.data.eval_split
-  logging.info("Evaluating %s on split %r.", trained.checkpoint_path, split)
+  split, part = validation_part(config) if validation else (
+      split or config.data.eval_split, data_lib.ALL)
+  logging.info("Evaluating %s on split %r (%s).", trained.checkpoint_path, split, part)
   pred = predict_models(config, vocab, trained.backbone, trained.head, split,
                         cache_dir=workdir_lib.feature_cache_dir(config, workdir),
-                        batch_size=batch_size)
-  thresholds = workdir_lib.load_thresholds(  # float32 [K]; None: not calibrated
-      workdir, vocab, trained.checkpoint_path)
-  metrics = metrics_of(config, vocab, pred, split, thresholds)
+                        batch_size=batch_size, part=part)
+  name = split if part == data_lib.ALL else f"{split}[{part}]"
+  metrics = metrics_of(config, vocab, pred, name, trained.thresholds)
   metrics["checkpoint"] = trained.checkpoint_path
-  _write(config, workdir, metrics, pred, split)
+  out_dir = workdir_lib.eval_dir(workdir)
+  _write(config, os.path.join(out_dir, "validation") if validation else out_dir, metrics,
+         pred, name)
   return metrics
 
 
-def _write(config, workdir: str, metrics: dict, pred: dict, split: str) -> None:
-  out_dir = workdir_lib.eval_dir(workdir)
+def _write(config, out_dir: str, metrics: dict, pred: dict, split: str) -> None:
   tf.io.gfile.makedirs(out_dir)
   with tf.io.gfile.GFile(os.path.join(out_dir, "metrics.json"), "w") as f:
     json.dump(metrics, f, indent=2, allow_nan=False)

@@ -35,7 +35,7 @@ Signatures (one `tf.function` per input kind, explicit `TensorSpec`s; beam searc
 with L = min(max_length, K) and N = the beam size (BCE: the one set, then N - 1 empty
 slots). Beam size and lengths are fixed at export time.
 
-Calibrated BCE: when the workdir has thresholds.json (`workdir.load_thresholds`, fitted by
+Calibrated BCE: when the workdir has thresholds.json (`workdir.load_trained` reads it, fitted by
 the trainer on the held-out part of the training split), the bce label set (labels,
 label_names, num_labels, path_log_prob, paths...) keeps every label with p >= its class's
 threshold instead of 0.5: the thresholds are a constant inside the exported functions, so
@@ -49,10 +49,13 @@ the input, the shape expected and the one received, e.g. "image_bytes must have 
 (a vector of encoded images; one image is [1]), got shape []." for a scalar.
 
 Refused with INVALID_ARGUMENT, naming the element: an element of `image_bytes` that is not
-an image, or whose header claims more than `max_pixels` pixels (config
-`data.max_image_pixels`, default 40 million; checked before it is decoded, e.g.
-"image_bytes[2]: 20000x20000 = 400000000 pixels > 40000000"); an image of `images` larger
-than that; NaN or Inf pixels (`images`) or features (`features`). So one request holds at
+an image or whose body does not decode ("image_bytes[1]: its png data does not decode"), or
+that would decode to more than `max_pixels` pixels (config `data.max_image_pixels`, default
+40 million; checked before it is decoded, for a GIF on every frame, e.g. "image_bytes[2]:
+image of 20000x20000 = 400000000 pixels ... over the limit of 40000000"); an image of
+`images` larger than that or with no height or width ("images must have height and width
+>= 1, got shape [1, 0, 0, 3]."); NaN or Inf pixels (`images`) or features (`features`). A
+JPEG's EXIF orientation is applied, as in training (`images.decode_rgb`). So one request holds at
 most batch x max_pixels decoded pixels (uint8, 3 bytes each), see export/README.md.
 
 Layout of `<export_base>/<version>/`:
@@ -123,17 +126,16 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
 
   Raises:
     FileExistsError: `<export_base>/<version>` exists already.
-    ValueError: a bad version or decoding setting.
+    ConfigError: a bad decoding setting (e.g. beam_size=0), named.
+    ValueError: a bad version.
   """
-  config = workdir_lib.load_config(workdir)
-  vocab = workdir_lib.load_vocab(workdir)
+  trained = workdir_lib.load_trained(workdir, checkpoint)  # the one read of the workdir
+  config, vocab, thresholds = trained.config, trained.vocab, trained.thresholds
   with config.unlocked():
     for name, value in (("beam_size", beam_size), ("max_length", max_length),
                         ("min_length", min_length)):
       if value is not None:
         config.decode[name] = int(value)
-  if config.decode.beam_size < 1:
-    raise ValueError(f"beam_size must be >= 1, got {config.decode.beam_size}.")
   config_lib.validate(config)  # one line per problem, before anything is written
   decoding.check_lengths(vocab.num_labels, config.decode.max_length, config.decode.min_length)
 
@@ -150,15 +152,13 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
     logging.warning("Temp folders of other exports (interrupted, or still running) in %s; "
                     "TF Serving ignores them: %s", export_base, ", ".join(sorted(stale)))
 
-  trained = workdir_lib.load_trained(workdir, checkpoint)
   backbone, head, checkpoint = trained.backbone, trained.head, trained.checkpoint_path
   tmp_dir = os.path.join(export_base, f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}")
   logging.info("Exporting %s (beam %d, lengths %d..%d) to %s via %s.", checkpoint,
                config.decode.beam_size, config.decode.min_length, config.decode.max_length,
                final_dir, tmp_dir)
-  thresholds = workdir_lib.load_thresholds(workdir, vocab, checkpoint)  # float32 [K] or None
   if thresholds is not None:
-    logging.info("Exporting calibrated thresholds (%s).", workdir_lib.thresholds_path(workdir))
+    logging.info("Exporting the calibrated thresholds of the workdir.")
   try:
     write_saved_model(tmp_dir, config, vocab.names, backbone, head, thresholds=thresholds)
     validate(tmp_dir)
@@ -253,7 +253,7 @@ def _signatures(config, backbone, head, table, thresholds) -> dict:
 
   def decode_features(features):  # float32 [B, D] -> dict of outputs
     out = inference.predict_from_features(
-        head, features, **inference.decode_options(decode),
+        head, features, **inference.decode_options(config),
         thresholds=None if thresholds is None else tf.constant(thresholds, tf.float32))
     out.update(decoder_outputs(config.model.head, decode, out))
     out["label_names"] = table.lookup(tf.cast(out["labels"], tf.int64))  # [B, L]
@@ -278,7 +278,8 @@ def _signatures(config, backbone, head, table, thresholds) -> dict:
   def from_images(images):  # float32 [B, H, W, 3] in 0..255
     images = check_shape(images, [None, None, None, 3], "images",
                          "[batch, height, width, 3] (RGB pixels)")
-    checks = [assert_finite(images, "images"), assert_pixels(images, max_pixels)]
+    checks = [assert_finite(images, "images"), assert_pixels(images, max_pixels),
+              assert_not_empty(images, "images")]
     with tf.control_dependencies(checks):
       images = tf.identity(images)
     return decode_features(features_of(images_lib.resize(images, size)))
@@ -300,6 +301,8 @@ def exported_decoders(config) -> tuple[str, ...]:
   names = model_lib.DECODERS[config.model.head]
   if config.model.head == "cnn_rnn" and not config.decode.num_samples:
     names = tuple(n for n in names if n != "expected_f1")
+  if not inference.marginals_trained(config):  # an untrained side head has no answer
+    names = tuple(n for n in names if n != "marginals")
   return names
 
 
@@ -366,6 +369,17 @@ def assert_finite(x, name: str):
   first = tf.reduce_min(tf.concat([tf.cast(tf.where(bad)[:, 0], tf.int32), [-1]], 0)[:1])
   return tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [tf.strings.format(
       name + "[{}] has NaN or Inf values; expected finite numbers.", (first,))])
+
+
+def assert_not_empty(images, name: str):
+  """An op that fails with InvalidArgumentError when images [B, H, W, 3] have no height or
+  width, naming the input and its shape, e.g. "images must have height and width >= 1, got
+  shape [1, 0, 0, 3]."
+  """
+  shape = tf.shape(images)
+  received = tf.strings.reduce_join(tf.strings.as_string(shape), separator=", ")
+  return tf.debugging.Assert(tf.reduce_all(shape[1:3] >= 1), [tf.strings.join([
+      f"{name} must have height and width >= 1, got shape [", received, "]."])])
 
 
 def assert_pixels(images, max_pixels: int):

@@ -73,11 +73,27 @@ def predict_from_features(head: keras.Model, features, *, beam_size: int, max_le
   return result
 
 
-def decode_options(decode) -> dict:
-  """The keyword arguments of `predict_from_features` from a config's `decode` section."""
+def decode_options(config) -> dict:
+  """The keyword arguments of `predict_from_features` from a config (its `decode` section;
+  decode.ranking "auto": the marginals when the head trains them, model.aux_bce_weight > 0,
+  else the path's scores)."""
+  decode = config.decode
   return dict(beam_size=decode.beam_size, max_length=decode.max_length,
               min_length=decode.min_length, num_samples=decode.num_samples,
-              sample_seed=decode.sample_seed, ranking=decode.ranking)
+              sample_seed=decode.sample_seed, ranking=ranking(config))
+
+
+def ranking(config) -> str:
+  """The CNN-RNN's label_scores (`decode.ranking`, "auto" resolved)."""
+  if config.decode.ranking != "auto":
+    return config.decode.ranking
+  return "marginals" if marginals_trained(config) else "path"
+
+
+def marginals_trained(config) -> bool:
+  """Whether the head's marginal probabilities are trained (bce: always; cnn_rnn: with
+  model.aux_bce_weight > 0): the `marginals` decoder and ranking need them."""
+  return config.model.head != "cnn_rnn" or config.model.aux_bce_weight > 0
 
 
 def default_decoder(head: str, decoder: str) -> str:

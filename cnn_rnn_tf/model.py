@@ -384,9 +384,9 @@ class LossOptions(NamedTuple):
 
 def loss_options(config) -> LossOptions:
   """The LossOptions of a full config (train.label_order, train.align_inputs, ...)."""
-  return LossOptions(label_order=config.train.get("label_order", "frequent_first"),
-                     align_inputs=config.train.get("align_inputs", "predictions"),
-                     aux_bce_weight=float(config.model.get("aux_bce_weight", 0.0)),
+  return LossOptions(label_order=config.train.label_order,
+                     align_inputs=config.train.align_inputs,
+                     aux_bce_weight=float(config.model.aux_bce_weight),
                      seed=int(config.seed))
 
 

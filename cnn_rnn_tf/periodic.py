@@ -185,7 +185,8 @@ class BestCheckpoint:
     return value < best if self.higher_is_better else value > best
 
   def update(self, step: int, metrics: dict) -> bool:
-    """Saves when `metrics` is at least as good as the best so far; returns whether it did."""
+    """Saves when `metrics` beats or ties the best so far (a tie keeps the later); returns
+    whether it did."""
     value = metric_value(metrics, self.metric)
     if not np.isfinite(value) or (self.best is not None and self._worse(value)):
       return False

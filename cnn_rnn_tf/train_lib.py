@@ -16,14 +16,16 @@ size and gradients are summed across replicas, so any number of replicas takes t
 The parts, in the order `train` runs them:
   check_before_writing  config_lib.validate, check_config, workdir.check_resume: a run that
                         would be refused is refused before any file is written
-  build_models          models, optimizer, step, the checkpoint (with the dropout RNG state)
+  build_training_models models, optimizer, step, the checkpoint (with the dropout RNG state)
   restore_or_init       strict resume (latest good checkpoint; a corrupt one falls back to
                         the previous with a warning), else init_checkpoint, else as built
   make_train_step       the per-replica step; make_multi_step: N distributed steps per call
   make_actions          periodic.LogMetrics, SaveCheckpoint, Evaluate (+ BestCheckpoint)
   run_loop              steps until an action is due, NaN-loss check, progress bar
   finish                backbone.weights.h5, data_report.json
-config.json is written only after the restore succeeded; the chief holds workdir.lock(w)
+The chief first removes `_temp/` folders of failed saves (`workdir.remove_temp_checkpoints`).
+config.json is written only after the restore succeeded (a resume's accepted changes first go
+to config_history.jsonl, `workdir.record_changes`); the chief holds workdir.lock(w)
 throughout (a second trainer on the same workdir fails at once).
 
 Which start wins (first that exists):
@@ -128,17 +130,10 @@ def _make_optimizer(config):
 
 
 def check_config(config) -> None:
-  """Refuses settings that would train something evaluation or export cannot rebuild; warns
-  of cnn_rnn-only loss settings given to another head."""
-  if not config.model.train_backbone and config.model.backbone_weights in (None, "none", ""):
-    raise ValueError(
-        "A frozen backbone with random weights (model.train_backbone=False, "
-        "model.backbone_weights=None) is not saved, so evaluation and export could not rebuild "
-        "it. Set model.backbone_weights (e.g. 'imagenet' or a backbone.weights.h5 file) or "
-        "model.train_backbone=True.")
+  """Warns of cnn_rnn-only loss settings given to another head (a frozen random backbone,
+  which evaluation could not rebuild, is refused by `config_lib.validate`)."""
   if config.model.head != "cnn_rnn" and (
-      config.train.get("label_order", "frequent_first") != "frequent_first"
-      or config.model.get("aux_bce_weight", 0.0)):
+      config.train.label_order != "frequent_first" or config.model.aux_bce_weight):
     logging.warning("train.label_order=%r and model.aux_bce_weight=%g shape the cnn_rnn "
                     "head's loss only; the %s head ignores them.", config.train.label_order,
                     config.model.aux_bce_weight, config.model.head)
@@ -155,7 +150,7 @@ class Models:
   checkpoint: tf.train.Checkpoint
 
 
-def build_models(config, num_labels: int, strategy) -> Models:
+def build_training_models(config, num_labels: int, strategy) -> Models:
   """Models, optimizer, step counter and their checkpoint (with the dropout RNG state).
 
   The Keras seed is set right before the weights are made (data code may draw numbers
@@ -166,13 +161,14 @@ def build_models(config, num_labels: int, strategy) -> Models:
   if not data_lib.uses_feature_cache(config) and data_lib.feature_cache.resolve_precision(
       config.data.precision, config.model.backbone,
       backbones.backbone_image_size(config.model.backbone, config.model.image_size),
-      training=bool(config.model.train_backbone)) == "bfloat16":
+      training=bool(config.model.train_backbone),
+      filters=config.model.small_cnn_filters) == "bfloat16":
     policy = "mixed_bfloat16"  # the backbone computes in bfloat16; weights stay float32
   # After resolve_precision: data.precision=auto may time a backbone (first use on a
   # machine), drawing random numbers; seeded before that, the first run's weights differed.
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
-    backbone, head = workdir_lib.build_models(config, num_labels, policy=policy)
+    backbone, head = workdir_lib.build_backbone_and_head(config, num_labels, policy=policy)
     optimizer = _make_optimizer(config)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     variables = list(head.trainable_variables)
@@ -208,7 +204,7 @@ def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager)
   not match the model (another head, other sizes) is refused, never partially loaded.
   """
   candidates = list(reversed(manager.checkpoints))
-  fallback = config.train.get("fallback_on_corrupt_checkpoint", True)
+  fallback = config.train.fallback_on_corrupt_checkpoint
   for i, path in enumerate(candidates):
     try:
       models.checkpoint.restore(path).assert_existing_objects_matched()
@@ -222,7 +218,7 @@ def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager)
       continue
     logging.info("Resumed from %s at step %d.", path, int(models.step.numpy()))
     return int(models.step.numpy())
-  if config.train.get("init_checkpoint"):
+  if config_lib.optional_path(config.train.init_checkpoint):
     workdir_lib.make_checkpoint(config, models.backbone, models.head).restore(
         config.train.init_checkpoint).expect_partial()  # weights only, documented partial
     logging.info("Initialized the model from %s.", config.train.init_checkpoint)
@@ -254,7 +250,8 @@ def make_train_step(config, models: Models):
       # Divided by the GLOBAL batch: the replicas' gradients are summed, not averaged.
       loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
       model_losses = head.losses + (backbone.losses if train_backbone else [])
-      reg = tf.nn.scale_regularization_loss(tf.add_n(model_losses)) if model_losses else 0.0
+      reg = (tf.nn.scale_regularization_loss(tf.add_n(model_losses)) if model_losses
+             else tf.constant(0.0))  # a tensor: strategy.reduce refuses a Python float
       total = loss + reg
     grads = tape.gradient(total, variables)
     optimizer.apply_gradients(zip(grads, variables))
@@ -417,7 +414,7 @@ def finish(config, workdir: str, chief: bool, source, models: Models) -> dict:
   return skipped
 
 
-def calibrate(config, workdir: str, vocab, source, models: Models) -> None:
+def calibrate_and_save(config, workdir: str, vocab, source, models: Models) -> None:
   """thresholds.json for the weights evaluate and export take by default (`--checkpoint=auto`):
   the best checkpoint when the run kept one, else the weights as training ended."""
   backbone, head, step = models.backbone, models.head, int(models.step.numpy())
@@ -447,16 +444,19 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   logging.info("%s: %d labels, %d replicas, mode %s", source.name, vocab.num_labels,
                strategy.num_replicas_in_sync,
                "features" if data_lib.uses_feature_cache(config) else "images")
-  models = build_models(config, vocab.num_labels, strategy)
+  models = build_training_models(config, vocab.num_labels, strategy)
   # Every worker saves (collective ops), but only the chief's copy is kept.
   worker_dir = None if chief else os.path.join(workdir, ".tmp_worker",
                                                str(strategy.cluster_resolver.task_id))
+  if chief:  # a save that failed (e.g. disk full) left <prefix>_temp/ folders behind
+    workdir_lib.remove_temp_checkpoints(workdir)
   manager = tf.train.CheckpointManager(
       models.checkpoint,
       os.path.join(worker_dir, "checkpoints") if worker_dir else workdir_lib.checkpoint_dir(workdir),
       max_to_keep=config.train.max_checkpoints)
   start_step = restore_or_init(config, models, manager)
   if chief:  # only now: a run that cannot restore leaves config.json as it was
+    workdir_lib.record_changes(config, workdir, step=start_step)  # config_history.jsonl
     workdir_lib.save_config(config, workdir)
   # The config's learning rate wins over the one saved with the optimizer's state.
   models.optimizer.learning_rate = config.train.learning_rate
@@ -486,7 +486,7 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
     tf.io.gfile.rmtree(worker_dir)
   skipped = finish(config, workdir, chief, source, models)
   if chief and calibration.calibrates(config):
-    calibrate(config, workdir, vocab, source, models)
+    calibrate_and_save(config, workdir, vocab, source, models)
   fingerprint = weights_fingerprint(models.variables)
   step = int(models.step.numpy())
   logging.info("Finished at step %d; weights fingerprint %s.", step, fingerprint)

@@ -52,14 +52,18 @@ def scale_weights(model, seed: int, scale: float) -> None:
 
 
 def make_workdir(path, head: str = "cnn_rnn", labels=LABELS, seed: int = 0,
-                 backbone_scale: float = 3.0, head_scale: float = 2.0) -> str:
-  """Writes config.json, labels.txt and a checkpoint into `path`; returns it as a str."""
+                 backbone_scale: float = 3.0, head_scale: float = 2.0, **model) -> str:
+  """Writes config.json, labels.txt and a checkpoint into `path`; returns it as a str.
+
+  `model`: config.model fields to override, e.g. backbone="resnet50", image_size=32.
+  """
   workdir = os.fspath(path)
   config = demo_config(head)
+  config.model.update(model)
   workdir_lib.save_config(config, workdir)
   vocab = vocab_lib.LabelVocab(labels)
   vocab.save(os.path.join(workdir, "labels.txt"))
-  backbone, head_model = workdir_lib.build_models(config, vocab.num_labels)  # built
+  backbone, head_model = workdir_lib.build_backbone_and_head(config, vocab.num_labels)  # built
   # These scales and seed give paths of 1 to 4 labels that differ between images (checked
   # by test_export; a new backbone architecture may need other scales).
   scale_weights(backbone, seed, backbone_scale)
@@ -142,3 +146,18 @@ def write_images(directory, images: dict) -> list:
     (directory / name).write_bytes(data)
     paths.append(str(directory / name))
   return paths
+
+
+def graph_ops(export_dir) -> set:
+  """The op types of a SavedModel's graphs and functions (not the function-call ops)."""
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+  model = saved_model_pb2.SavedModel.FromString(
+      pathlib.Path(export_dir, "saved_model.pb").read_bytes())
+  ops = set()
+  for meta_graph in model.meta_graphs:
+    library = meta_graph.graph_def.library
+    functions = {f.signature.name for f in library.function}
+    nodes = list(meta_graph.graph_def.node)
+    nodes += [n for f in library.function for n in f.node_def]
+    ops |= {n.op for n in nodes if n.op not in functions}
+  return ops

@@ -86,7 +86,7 @@ def train_toy(workdir: str, num_steps: int):
   vocab = vocab_lib.LabelVocab(TOY_LABELS)
   vocab.save(os.path.join(workdir, "labels.txt"))
   keras.utils.set_random_seed(0)
-  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
+  backbone, head = workdir_lib.build_backbone_and_head(config, vocab.num_labels)
 
   data = toy_examples(1024, seed=0)
   images = np.stack([e["image"] for e in data]).astype(np.float32)  # [1024, 32, 32, 3]

@@ -91,7 +91,7 @@ def test_calibrate_fits_on_the_held_out_part_only(csv_config, tmp_path):
   source = data_lib.get_source(config.data)
   vocab = vocab_lib.LabelVocab.from_label_sets(source.train_label_sets(),
                                                all_names=source.label_names)
-  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
+  backbone, head = workdir_lib.build_backbone_and_head(config, vocab.num_labels)
   thresholds = calibration.calibrate(config, vocab, backbone, head, cache_dir=str(tmp_path))
   held = evaluate_lib.predict_models(config, vocab, backbone, head, "train",
                                      cache_dir=str(tmp_path), part=data_lib.CALIBRATION)
@@ -114,7 +114,7 @@ def test_cnn_rnn_calibrates_its_marginals_on_the_held_out_part(csv_config, tmp_p
   source = data_lib.get_source(config.data)
   vocab = vocab_lib.LabelVocab.from_label_sets(source.train_label_sets(),
                                                all_names=source.label_names)
-  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
+  backbone, head = workdir_lib.build_backbone_and_head(config, vocab.num_labels)
   thresholds = calibration.calibrate(config, vocab, backbone, head, cache_dir=str(tmp_path))
   held = evaluate_lib.predict_models(config, vocab, backbone, head, "train",
                                      cache_dir=str(tmp_path), part=data_lib.CALIBRATION)

@@ -71,7 +71,7 @@ def _vocab(config):
 
 def _models(config, vocab, seed):
   tf.keras.utils.set_random_seed(seed)
-  backbone, head = workdir_lib.build_models(config, vocab.num_labels)
+  backbone, head = workdir_lib.build_backbone_and_head(config, vocab.num_labels)
   for v in head.weights:  # far from uniform: paths of a few labels
     if len(v.shape) > 1:
       v.assign(tf.random.normal(v.shape, stddev=2.0 / np.sqrt(v.shape[0])))
@@ -257,3 +257,26 @@ def test_min_length_3_is_the_papers_k_3_for_the_cnn_rnn(tmp_path, tfds_dir):
                                 vocab.num_labels)
   assert np.all(masks["top3_paper"].sum(axis=1) == 3)  # k = 3 labels for every image
   assert paper["top3_paper"] != plain["top3_paper"]
+
+
+def _truncate_data(prefix: str) -> str:
+  data = tf.io.gfile.glob(prefix + ".data-*")[0]
+  with open(data, "r+b") as f:
+    f.truncate(os.path.getsize(data) // 3)
+  return data
+
+
+def test_evaluate_falls_back_from_a_corrupt_latest_checkpoint(tmp_path, tfds_dir, caplog):
+  """Issue 20 item 7: as training does, name the bad file and take the newest readable one."""
+  config = _config(tfds_dir)
+  vocab = _vocab(config)
+  w = _workdir(tmp_path / "w", config, vocab, steps=(2, 4))
+  bad = os.path.join(workdir_lib.checkpoint_dir(w), "ckpt-4")
+  _truncate_data(bad)
+  with caplog.at_level("WARNING"):
+    metrics = evaluate_lib.evaluate(w, batch_size=50)
+  assert metrics["checkpoint"].endswith(os.path.join("checkpoints", "ckpt-2"))
+  assert bad in caplog.text
+  _truncate_data(os.path.join(workdir_lib.checkpoint_dir(w), "ckpt-2"))
+  with pytest.raises(workdir_lib.CorruptCheckpointError, match="--checkpoint="):
+    evaluate_lib.evaluate(w, batch_size=50)

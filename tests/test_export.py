@@ -19,7 +19,6 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
 
 from cnn_rnn_tf import backbones
@@ -51,7 +50,7 @@ def loaded(export_dir):
 
 def in_memory(workdir):
   """(features_fn, decode_fn): the in-memory model's path from images to outputs."""
-  config, vocab, backbone, head, _ = workdir_lib.load_trained(workdir)
+  config, vocab, backbone, head, *_ = workdir_lib.load_trained(workdir)
   size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
 
   def from_features(features):
@@ -203,6 +202,14 @@ def test_input_of_the_wrong_shape_is_refused_naming_it(loaded, signature, key, s
   assert out["labels"].shape == (2, 6) and out["num_labels"].shape == (2,)
 
 
+def test_images_without_height_or_width_are_refused_naming_the_shape(loaded):
+  for shape in ([1, 0, 0, 3], [2, 5, 0, 3]):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=re.escape(f"images must have height and width >= 1, got shape "
+                                       f"{shape}.".replace("'", ""))):
+      loaded.signatures["predict_images"](images=tf.zeros(shape))
+
+
 def test_empty_batch_gives_empty_outputs(loaded):
   inputs = {"serving_default": {"image_bytes": tf.constant([], tf.string)},
             "predict_images": {"images": tf.zeros([0, 7, 9, 3])},
@@ -219,12 +226,16 @@ def test_empty_batch_gives_empty_outputs(loaded):
 @pytest.mark.parametrize("bad, message", [
     (b"not an image at all", r"image_bytes\[1\]: not a JPEG, PNG, GIF, BMP or still WebP"),
     (b"", r"image_bytes\[1\]: "),
-    ("truncated_png", "Invalid PNG data"),
+    ("truncated_png", r"image_bytes\[1\]: its png data does not decode \(corrupt or truncated"),
+    ("truncated_jpeg", r"image_bytes\[1\]: its jpeg data does not decode \(corrupt or trunc"),
 ])
 def test_undecodable_image_fails_the_request(loaded, bad, message):
   good = export_fixtures.encoded_images()["rgb.png"]
   if bad == "truncated_png":
     bad = good[:60]
+  if bad == "truncated_jpeg":  # cut in the scan data: the header is whole
+    bad = export_fixtures.encode(export_fixtures.random_pixels(64, 64, 3), "jpeg")
+    bad = bad[:len(bad) // 2]
   with pytest.raises(tf.errors.InvalidArgumentError, match=message):
     loaded.signatures["serving_default"](image_bytes=tf.constant([good, bad]))
   # The model still answers afterwards.
@@ -252,15 +263,7 @@ def test_warmup_records_parse_and_succeed(export_dir, loaded):
 
 
 def test_graph_has_only_registered_ops_and_no_py_func(export_dir):
-  model = saved_model_pb2.SavedModel.FromString(
-      pathlib.Path(export_dir, "saved_model.pb").read_bytes())
-  ops = set()
-  for meta_graph in model.meta_graphs:
-    library = meta_graph.graph_def.library
-    functions = {f.signature.name for f in library.function}
-    nodes = list(meta_graph.graph_def.node)
-    nodes += [n for f in library.function for n in f.node_def]
-    ops |= {n.op for n in nodes if n.op not in functions}
+  ops = export_fixtures.graph_ops(export_dir)
   assert "While" in ops or "StatelessWhile" in ops  # the beam search is in the graph
   assert "LookupTableFindV2" in ops  # label_names
   assert not ops & PY_FUNC_OPS
@@ -565,7 +568,7 @@ _THRESHOLDS_PROBE = textwrap.dedent("""
 def _calibrated_workdir(tmp_path):
   """A bce workdir with thresholds.json: per class the median probability of 12 images."""
   workdir = export_fixtures.make_workdir(tmp_path / "bce", head="bce")
-  config, vocab, backbone, head, _ = workdir_lib.load_trained(workdir)
+  config, vocab, backbone, head, *_ = workdir_lib.load_trained(workdir)
   size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
   pixels = np.random.default_rng(3).uniform(0, 255, (12, size, size, 3)).astype(np.float32)
   features = backbone(pixels, training=False).numpy()  # [12, D]
@@ -642,18 +645,18 @@ def test_named_decoders_of_the_export_loaded_without_the_package_equal_evaluates
   """Each decoder's labels_<name> output of the export, run in a process that cannot import
   the package, is the set evaluate counts for that decoder (rule all_<name>)."""
   workdir = export_fixtures.make_workdir(tmp_path / head, head=head)
-  config, vocab, backbone, model, _ = workdir_lib.load_trained(workdir)
+  config, vocab, backbone, model, *_ = workdir_lib.load_trained(workdir)
   size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
   pixels = np.random.default_rng(4).uniform(0, 255, (16, size, size, 3)).astype(np.float32)
   features = backbone(pixels, training=False).numpy()  # [16, D]
   pred = inference.predict_from_features(model, features, **inference.decode_options(
-      config.decode))
+      config))
   scores = pred["marginal_scores" if head == "cnn_rnn" else "label_scores"].numpy()
   thresholds = np.median(scores, axis=0).astype(np.float32)  # [K]
   workdir_lib.save_thresholds(workdir, vocab.names, thresholds, step=config.train.num_steps)
   # What evaluate counts: its predictions (thresholds and all) and the head's rule masks.
   pred = inference.predict_from_features(model, features, thresholds=thresholds,
-                                         **inference.decode_options(config.decode))
+                                         **inference.decode_options(config))
   masks = inference.rule_masks(head, {k: v.numpy() for k, v in pred.items()},
                                vocab.num_labels, thresholds)
   rules = {"cnn_rnn": {"path": "all", "marginals": "all_marginals",
@@ -683,3 +686,45 @@ def test_named_decoders_of_the_export_loaded_without_the_package_equal_evaluates
     differ += not np.array_equal(masks[rule], masks[next(iter(rules.values()))])
   assert differ, "the decoders should not all give the same sets, or the test proves little"
   np.testing.assert_array_equal(out["labels"], out[f"labels_{next(iter(rules))}"])
+
+
+# ---- Planted-bug tests (issue 20): each fails if the named bug is put back. ----
+
+def test_calibrated_thresholds_are_applied_by_the_export_in_process(tmp_path):
+  """The fast twin of the slow test above: the SavedModel's predict_features picks each label
+  whose probability reaches ITS thresholds.json value (not 0.5), loaded in this process."""
+  workdir, config, vocab, features, probs, thresholds = _calibrated_workdir(tmp_path)
+  length = min(config.decode.max_length, vocab.num_labels)
+  want = _expected_sets(probs, thresholds, length)
+  assert want != _expected_sets(probs, np.full_like(thresholds, 0.5), length)
+  path = export_lib.export(workdir, str(tmp_path / "models"))
+  out = tf.saved_model.load(path).signatures["predict_features"](
+      features=tf.constant(features))
+  np.testing.assert_allclose(out["label_scores"], probs, rtol=1e-4, atol=1e-6)
+  got = [out["labels"][i, :int(out["num_labels"][i])].numpy().tolist()
+         for i in range(len(want))]
+  assert got == want, (probs, thresholds)
+
+
+def test_export_falls_back_from_a_corrupt_latest_checkpoint(tmp_path, caplog):
+  """Issue 20 item 7: a truncated latest checkpoint is named, the previous one exported; with
+  none readable, the error gives the --checkpoint= hint (not a bare IndexError)."""
+  workdir = export_fixtures.make_workdir(tmp_path / "run")
+  trained = workdir_lib.load_trained(workdir)
+  first = trained.checkpoint_path
+  checkpoint = workdir_lib.make_checkpoint(trained.config, trained.backbone, trained.head)
+  manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(workdir), 2)
+  bad = manager.save(checkpoint_number=int(first.rsplit("-", 1)[1]) + 1)
+  data = tf.io.gfile.glob(bad + ".data-*")[0]
+  with open(data, "r+b") as f:
+    f.truncate(os.path.getsize(data) // 3)
+  with caplog.at_level("WARNING"):
+    path = export_lib.export(workdir, str(tmp_path / "export"))
+  assert bad in caplog.text and first in caplog.text
+  config = json.loads((pathlib.Path(path) / "assets.extra" / "config.json").read_text())
+  assert config["model"]["head"] == "cnn_rnn"
+  data = tf.io.gfile.glob(first + ".data-*")[0]
+  with open(data, "r+b") as f:
+    f.truncate(os.path.getsize(data) // 3)
+  with pytest.raises(workdir_lib.CorruptCheckpointError, match="--checkpoint="):
+    export_lib.export(workdir, str(tmp_path / "export"))

@@ -5,6 +5,7 @@ import struct
 
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
 import pytest
 import tensorflow as tf
 
@@ -161,3 +162,216 @@ def test_load_rgb_names_missing_and_corrupt_files(tmp_path):
 def test_config_default_is_the_images_default():
   from cnn_rnn_tf import config_lib  # pylint: disable=g-import-not-at-top
   assert config_lib.default_config().data.max_image_pixels == images.DEFAULT_MAX_PIXELS
+
+
+# --- GIF: the bound comes from every frame's image descriptor (issue 20 item 1) ------------
+
+
+def lzw_constant(n_pixels, min_code_size=2):
+  """GIF LZW data of `n_pixels` pixels of colour 0, written directly (runs of growing codes):
+  a 20000x20000 frame is 270 KB and written in a second, with no 400 MB array."""
+  clear, eoi = 1 << min_code_size, (1 << min_code_size) + 1
+  out, acc, nbits = bytearray(), 0, 0
+
+  def emit(code, size):
+    nonlocal acc, nbits
+    acc |= code << nbits
+    nbits += size
+    while nbits >= 8:
+      out.append(acc & 0xFF)
+      acc >>= 8
+      nbits -= 8
+
+  size, next_code, length, left = min_code_size + 1, eoi + 1, 1, n_pixels
+  emit(clear, size)
+  while left > 0:
+    run = min(length, left)
+    emit(0 if run == 1 else eoi + run - 1, size)  # the code of `run` zeros
+    left -= run
+    if not left:
+      break
+    next_code, length = next_code + 1, length + 1
+    if next_code == 4096:  # table full: start again
+      emit(clear, size)
+      size, next_code, length = min_code_size + 1, eoi + 1, 1
+    elif next_code == (1 << size) + 1 and size < 12:
+      size += 1
+  emit(eoi, size)
+  return bytes(out + (bytes([acc]) if nbits else b""))
+
+
+def gif_bytes(width, height, frames=1, screen=None, comment=b""):
+  """A GIF of `frames` single-colour frames of width x height; `screen`: the logical-screen
+  size written in the header (default the frame size); `comment`: a comment extension."""
+  def sub_blocks(data):
+    return b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255]
+                    for i in range(0, len(data), 255)) + b"\0"
+
+  out = b"GIF89a" + struct.pack("<HHBBB", *(screen or (width, height)), 0x81, 0, 0)
+  out += bytes([0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 255])  # global colour table, 4
+  if comment:
+    out += b"\x21\xfe" + sub_blocks(comment)
+  frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02"
+  frame += sub_blocks(lzw_constant(width * height))
+  return out + frame * frames + b";"
+
+
+def test_gif_writer_is_a_gif_pil_and_tensorflow_read():
+  data = gif_bytes(300, 200, frames=2, comment=b"c" * 300)
+  assert Image.open(io.BytesIO(data)).size == (300, 200)
+  np.testing.assert_array_equal(images.decode_rgb(data), np.zeros((200, 300, 3), np.uint8))
+
+
+def test_gif_frames_reads_every_image_descriptor():
+  # PIL's animated GIF: differently sized frames (only the changed box is stored), a comment,
+  # the NETSCAPE loop extension, graphics control blocks.
+  frames = [Image.new("RGB", (64, 48), (0, 0, 0))]
+  frames += [frames[0].copy() for _ in range(3)]
+  for i, frame in enumerate(frames[1:], 1):
+    frame.paste((255, 40 * i, 0), (i, 2 * i, 10 * i + 5, 8 * i + 3))
+  buf = io.BytesIO()
+  frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], comment=b"x" * 600,
+                 loop=0, optimize=False)
+  pil = Image.open(buf)
+  boxes = []
+  for i in range(pil.n_frames):
+    pil.seek(i)
+    x0, y0, x1, y1 = pil.tile[0][1] if pil.tile else pil.dispose_extent
+    boxes.append((y1 - y0, x1 - x0))
+  assert len(set(boxes)) > 1  # frames of different sizes
+  expected = [max(h for h, _ in boxes), max(w for _, w in boxes), sum(h * w for h, w in boxes)]
+  assert images.gif_frames(buf.getvalue()).numpy().tolist() == expected
+  # A header claiming 10x10 changes nothing: the frames are what the decoder allocates.
+  data = bytearray(gif_bytes(700, 500, frames=3, comment=b"y" * 70000))  # > 2 walk windows
+  data[6:10] = struct.pack("<HH", 10, 10)
+  assert images.gif_frames(bytes(data)).numpy().tolist() == [500, 700, 3 * 500 * 700]
+  fn = tf.function(images.gif_frames, input_signature=[tf.TensorSpec([], tf.string)])
+  assert fn(bytes(data)).numpy().tolist() == [500, 700, 3 * 500 * 700]
+  assert images.read_header(bytes(data)) == images.ImageHeader("gif", 500, 700)
+
+
+def test_gif_with_many_frames_is_refused_by_what_the_decoder_holds():
+  # 100x100 frames: the canvas (10000 pixels) is under the limit, but TensorFlow's decoder
+  # holds every frame (1 byte per pixel) besides the RGB canvas: 3 x 10000 + 5 x 10000.
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"^frames\.gif: GIF frames of 50000 pixels in all .* 80000 bytes, "
+                           r"over the limit of 3 x 20000"):
+    images.decode_rgb(gif_bytes(100, 100, frames=5), max_pixels=20000, name="frames.gif")
+  assert images.decode_rgb(gif_bytes(100, 100, frames=3), max_pixels=20000).shape == (
+      100, 100, 3)
+  fn = tf.function(lambda b: images.decode_batch(b, 8, max_pixels=20000),
+                   input_signature=[tf.TensorSpec([None], tf.string)])
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[1\]: GIF frames"):
+    fn(tf.constant([gif_bytes(4, 4), gif_bytes(100, 100, frames=5)]))
+
+
+def test_apng_decodes_its_default_image_of_the_header_size():
+  # TensorFlow's PNG decoder ignores the animation chunks: the IHDR size is what it allocates.
+  frames = [Image.new("RGB", (40, 30), (50 * i, 0, 0)) for i in range(3)]
+  buf = io.BytesIO()
+  frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:])
+  assert b"acTL" in buf.getvalue()
+  assert images.read_header(buf.getvalue()) == images.ImageHeader("png", 30, 40)
+  assert images.decode_rgb(buf.getvalue()).shape == (30, 40, 3)
+
+
+PATCHED_GIF_RSS = """
+import resource, sys
+import tensorflow as tf
+from cnn_rnn_tf import images
+images.decode_rgb(tf.constant(open(sys.argv[2], "rb").read()))  # warm up: kernels, graph
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+  images.load_rgb(sys.argv[1])
+  print("DECODED")
+except images.ImageError as e:
+  print("REFUSED", e)
+print("GROWTH_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_gif_whose_header_understates_its_frame_is_refused_with_little_memory(tmp_path):
+  # The issue's reproduction: a 20000x20000 frame, the logical screen patched to 10x10.
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  data = bytearray(gif_bytes(20000, 20000))
+  data[6:10] = struct.pack("<HH", 10, 10)
+  (tmp_path / "patched.gif").write_bytes(bytes(data))
+  (tmp_path / "small.gif").write_bytes(gif_bytes(10, 10))
+  out = subprocess.run([sys.executable, "-c", PATCHED_GIF_RSS, str(tmp_path / "patched.gif"),
+                        str(tmp_path / "small.gif")], capture_output=True, text=True,
+                       check=True, timeout=300).stdout
+  assert "REFUSED" in out and "patched.gif: image of 20000x20000" in out, out
+  growth_mb = int(out.split("GROWTH_KB")[1]) / 1024
+  assert growth_mb < 200, f"peak RSS grew {growth_mb:.0f} MB"
+
+
+# --- EXIF orientation: applied, as viewers do, in every path (issue 20 item 2) -------------
+
+
+def with_exif_orientation(jpeg, orientation, order="<"):
+  """`jpeg` with an APP1 Exif segment written by hand: IFD0 with a Make entry, then the
+  Orientation tag (0x0112, SHORT); `order` "<" little-endian ("II"), ">" big-endian ("MM")."""
+  ifd = struct.pack(order + "H", 2) + struct.pack(order + "HHI", 0x010F, 2, 4) + b"abc\0"
+  ifd += struct.pack(order + "HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(order + "I", 0)
+  tiff = (b"II*\0" if order == "<" else b"MM\0*") + struct.pack(order + "I", 8) + ifd
+  app1 = b"Exif\0\0" + tiff
+  return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def phone_photo():
+  """JPEG bytes of a 32 high x 48 wide image with a white top-left corner, a green right edge."""
+  array = np.zeros((32, 48, 3), np.uint8)
+  array[:4, :8] = 255
+  array[:, -3:, 1] = 200
+  return encode(array, "JPEG", quality=100)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_viewers_do(orientation, order):
+  data = with_exif_orientation(phone_photo(), orientation, order)
+  assert int(images.exif_orientation(data)) == orientation
+  viewer = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+  ours = images.decode_rgb(data).numpy()
+  assert ours.shape == viewer.shape == ((32, 48, 3) if orientation < 5 else (48, 32, 3))
+  assert np.abs(ours.astype(int) - viewer).max() < 40  # decoders differ a little, not 255
+  upright = images.decode_rgb(phone_photo()).numpy()
+  np.testing.assert_array_equal(ours, images.orient(upright, orientation).numpy())
+
+
+def test_exif_orientation_gives_the_same_pixels_in_every_path(tmp_path):
+  data = with_exif_orientation(phone_photo(), 6)  # a phone held upright: 48 high, 32 wide
+  path = tmp_path / "phone.jpg"
+  path.write_bytes(data)
+  loaded = images.load_rgb(path)  # predict's and visualize's reader
+  assert loaded.shape == (48, 32, 3)
+  graph = tf.function(lambda b: images.decode_rgb(b, name="x"),  # the tf.data pipeline's
+                      input_signature=[tf.TensorSpec([], tf.string)])(tf.constant(data))
+  np.testing.assert_array_equal(graph.numpy(), loaded)
+  served = tf.function(lambda b: images.decode_batch(b, 16),  # serving_default's
+                       input_signature=[tf.TensorSpec([None], tf.string)])(tf.constant([data]))
+  np.testing.assert_array_equal(served.numpy()[0], images.resize(loaded, 16).numpy())
+  from cnn_rnn_tf.serving import format as format_lib  # pylint: disable=g-import-not-at-top
+  np.testing.assert_array_equal(format_lib.decode_rgb(data), loaded.astype(np.float32))
+
+
+def test_no_or_odd_exif_orientation_means_upright():
+  jpeg = phone_photo()
+  assert int(images.exif_orientation(jpeg)) == 1
+  for bad in (0, 9, 300):
+    assert int(images.exif_orientation(with_exif_orientation(jpeg, bad))) == 1
+  assert images.decode_rgb(with_exif_orientation(jpeg, 9)).shape == (32, 48, 3)
+  assert int(images.exif_orientation(with_exif_orientation(jpeg, 6)[:40])) == 1  # cut short
+
+
+def test_error_messages_name_the_element_and_are_cut():
+  fn = tf.function(lambda b: images.decode_batch(b, 8),
+                   input_signature=[tf.TensorSpec([None], tf.string)])
+  png = encode(rgb(h=20, w=30), "PNG")
+  with pytest.raises(tf.errors.InvalidArgumentError) as e:
+    fn(tf.constant([png, png[:60]]))  # the decoder's own failure: "Invalid PNG data, size 60"
+  assert images.error_message(e.value).startswith(
+      "image_bytes[1]: its png data does not decode (corrupt or truncated")
+  long = tf.errors.InvalidArgumentError(None, None, "x: " + "y" * 20000)
+  assert len(images.error_message(long)) < images.MAX_MESSAGE_CHARS + 40
+  assert images.error_message(long).endswith("(19703 more chars)")

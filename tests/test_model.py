@@ -277,3 +277,26 @@ class TiedLabelEmbeddingKerasHarnessTest(keras_testing.TestCase):
         input_shape=(2, 3, 4), call_kwargs={"reverse": True},
         expected_output_shape=(2, 3, K + 1), expected_num_trainable_weights=1,
         expected_num_non_trainable_weights=0, supports_masking=True)
+
+
+# ---- Planted-bug tests (issue 20): each fails if the named bug is put back. ----
+
+def test_loss_options_carry_the_aux_weight_alone():
+  """model.aux_bce_weight alone (the label order unchanged) reaches the loss through
+  `loss_options`: dropping it there would make the weight always 0."""
+  from cnn_rnn_tf import config_lib  # pylint: disable=g-import-not-at-top
+  head = tiny_head(num_labels=K, seed=5)
+  feats = np.random.default_rng(2).normal(size=(3, 6)).astype("float32")
+  multi_hot = np.array([[1, 0, 1, 0, 0], [0, 1, 0, 0, 1], [1, 1, 1, 0, 0]], np.float32)
+  losses = {}
+  for weight in (0.0, 0.5):
+    config = config_lib.default_config()
+    config.model.aux_bce_weight = weight
+    options = model_lib.loss_options(config)
+    assert options.label_order == config_lib.default_config().train.label_order
+    assert options.aux_bce_weight == weight
+    losses[weight] = model_lib.head_loss(head, feats, multi_hot, training=False,
+                                         options=options).numpy()
+  aux = model_lib.aux_bce_loss(head, feats, multi_hot, training=False).numpy()
+  assert np.all(aux > 0)
+  np.testing.assert_allclose(losses[0.5] - losses[0.0], 0.5 * aux, rtol=1e-4, atol=1e-5)

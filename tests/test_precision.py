@@ -12,7 +12,7 @@ def fake_timer(speeds):
   """A timer whose images/s per policy are `speeds`; records its calls."""
   calls = []
 
-  def timer(backbone, image_size, policy, training=False):
+  def timer(backbone, image_size, policy, training=False, filters=None):
     calls.append((backbone, image_size, policy, training))
     return speeds[(policy, training)] if (policy, training) in speeds else speeds[policy]
 
@@ -54,7 +54,7 @@ def test_auto_picks_the_faster_and_caches_it(tmp_path, caplog, bf16, f32, expect
   assert again.calls == [] and "cached" in caplog.text
   with open(path) as f:
     (key, entry), = json.load(f).items()
-  assert "TF " in key and key.endswith("small_cnn 16")
+  assert "TF " in key and key.endswith("small_cnn[32,64,128,128] 16")
   assert entry["ratio"] == pytest.approx(bf16 / f32, rel=1e-3)
 
 
@@ -68,6 +68,12 @@ def test_cache_is_per_backbone_and_survives_a_corrupt_file(tmp_path):
                                      path=str(path)) == "bfloat16"
   assert len(timer.calls) == 4  # two sizes, two policies each
   assert len(json.loads(path.read_text())) == 2
+  # Another small_cnn width (the demo's model.small_cnn_filters) is another model: measured
+  # anew, and the timer is handed the widths to build.
+  assert precision.resolve_precision("auto", "small_cnn", 16, timer=timer, path=str(path),
+                                     filters=(16, 32, 64, 64)) == "bfloat16"
+  assert len(timer.calls) == 6 and len(json.loads(path.read_text())) == 3
+  assert "small_cnn[16,32,64,64] 16" in " ".join(json.loads(path.read_text()))
 
 
 def test_cache_file_location(monkeypatch, tmp_path):
@@ -95,8 +101,8 @@ def test_training_and_inference_are_measured_and_cached_apart(tmp_path):
   assert sorted(c[3] for c in timer.calls) == [False, False, True, True]
   with open(path) as f:
     keys = sorted(json.load(f))
-  assert [k.endswith("small_cnn 64") for k in keys].count(True) == 1
-  assert [k.endswith("small_cnn 64 train") for k in keys].count(True) == 1
+  assert [k.endswith("small_cnn[32,64,128,128] 64") for k in keys].count(True) == 1
+  assert [k.endswith("small_cnn[32,64,128,128] 64 train") for k in keys].count(True) == 1
   # Both answers are cached: asking again measures nothing.
   again = fake_timer({None: 1.0, "mixed_bfloat16": 100.0})
   assert precision.resolve_precision("auto", "small_cnn", 64, training=True, timer=again,

@@ -80,6 +80,10 @@ def test_train_then_evaluate(tmp_path, tfds_dir, head, monkeypatch):
   assert set(metrics["per_class"]) == set(vocab.names)
   saved = json.load(open(os.path.join(workdir, "eval", "metrics.json")))
   assert saved["num_images"] == metrics["num_images"]
+  validation = evaluate_lib.evaluate(workdir, validation=True)
+  assert validation["split"] == "train[calibration]"
+  assert validation["num_images"] < metrics["num_images"]  # a tenth of train, not the test
+  assert os.path.exists(os.path.join(workdir, "eval", "validation", "metrics.json"))
   table = open(os.path.join(workdir, "eval", "metrics.md")).read()
   assert f"{100 * metrics['top3']['OF1']:.1f}" in table
   # Training again with the same workdir and num_steps resumes and has nothing to do.
@@ -264,7 +268,7 @@ def _run_train(workdir, tfds_dir, *flags, env=None, **kwargs):
 def _checkpoint_weights(workdir):
   """{variable path: value} of the head and the trained backbone in the latest checkpoint."""
   config = workdir_lib.load_config(workdir)
-  backbone, head = workdir_lib.build_models(config, workdir_lib.load_vocab(workdir).num_labels)
+  backbone, head = workdir_lib.build_backbone_and_head(config, workdir_lib.load_vocab(workdir).num_labels)
   workdir_lib.restore_weights(config, workdir, backbone, head)
   return {v.path: v.numpy() for v in head.weights + backbone.weights}
 
@@ -517,3 +521,153 @@ def test_keep_best_reads_no_test_example(tmp_path):
   assert os.path.exists(os.path.join(workdir, "best", "best.json"))
   with pytest.raises(Exception, match="broken.png|missing.png"):
     evaluate_lib.evaluate(workdir)  # evaluate does read it: the test split is really broken
+
+
+# ---- Planted-bug tests (issue 20): each fails if the named bug is put back. They drive the
+# trainer's own step (`build_training_models`, `make_train_step`, `make_multi_step`) on one in-memory
+# batch, without data or a workdir. ----
+
+_K = 5
+
+
+def _step_config(**train):
+  """A toy config for the trainer's step: small_cnn at 32x32 trained with a small head,
+  float32, no dropout, no decay, SGD, batch 4."""
+  from cnn_rnn_tf import config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.default_config()
+  config.model.update(dict(backbone="small_cnn", backbone_weights=None, image_size=32,
+                           train_backbone=True, embedding_dim=8, lstm_units=16, dropout=0.0,
+                           weight_decay=0.0, aux_bce_weight=0.0))
+  config.data.precision = "off"
+  config.train.update(dict(batch_size=4, optimizer="sgd", learning_rate=0.1, momentum=0.0))
+  config.train.update(train)
+  return config
+
+
+def _step_batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  size, batch = config.model.image_size, config.train.batch_size
+  multi_hot = np.zeros((batch, _K), np.float32)
+  for row in multi_hot:  # 3 or 4 labels each: many orders to draw from
+    row[rng.choice(_K, size=rng.integers(3, 5), replace=False)] = 1.0
+  return {"image": rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32),
+          "labels": multi_hot}
+
+
+def _trainer_steps(config, batch, num_calls, strategy=None):
+  """Models after `num_calls` calls of the trainer's multi_step (one step each) on `batch`,
+  and each call's loss."""
+  strategy = strategy or tf.distribute.get_strategy()
+  models = train_lib.build_training_models(config, _K, strategy)
+  multi_step = train_lib.make_multi_step(strategy, train_lib.make_train_step(config, models))
+  dataset = tf.data.Dataset.from_tensors(batch).repeat()
+  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+  losses = [float(multi_step(iterator, tf.constant(1))[0]) for _ in range(num_calls)]
+  return models, losses
+
+
+def test_random_label_order_changes_between_the_trainers_steps():
+  """train.label_order=random draws each example's order anew at every step: the trainer
+  hands the step to the loss. With the learning rate 0 (weights fixed), the same batch's loss
+  still changes from step to step under `random`, and not under `frequent_first`."""
+  for order, changes in (("frequent_first", False), ("random", True)):
+    config = _step_config(label_order=order, learning_rate=0.0)
+    _, losses = _trainer_steps(config, _step_batch(config), 3)
+    assert np.all(np.isfinite(losses)), (order, losses)
+    assert (len(set(losses)) > 1) == changes, (order, losses)
+
+
+def test_trained_backbone_learns_in_the_trainers_step():
+  """model.train_backbone=True: the backbone's variables are among those the optimizer
+  updates, so a few steps change every backbone kernel (and the head's)."""
+  config = _step_config()
+  batch = _step_batch(config)
+  models = train_lib.build_training_models(config, _K, tf.distribute.get_strategy())
+  before = {v.path: v.numpy() for v in models.backbone.trainable_variables}
+  assert before  # the small CNN has kernels to train
+  del models
+  models, losses = _trainer_steps(config, batch, 3)
+  assert np.all(np.isfinite(losses))
+  after = {v.path: v.numpy() for v in models.backbone.trainable_variables}
+  assert after.keys() == before.keys()
+  unchanged = [p for p in before if before[p].ndim > 1 and np.array_equal(before[p], after[p])]
+  assert not unchanged, f"backbone kernels not trained: {unchanged}"
+
+
+_TWO_REPLICAS = """
+import json, sys
+from cnn_rnn_tf import runtime
+runtime.setup(cpu_devices=2)  # before any TensorFlow op
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from cnn_rnn_tf import train_lib
+config = ml_collections.ConfigDict(json.loads(sys.argv[1]))
+batch = {k: np.asarray(v, np.float32) for k, v in json.loads(sys.argv[2]).items()}
+weights, losses = {}, {}
+for name, strategy in (("one", tf.distribute.get_strategy()),
+                       ("two", train_lib.make_strategy())):
+  models = train_lib.build_training_models(config, len(batch["labels"][0]), strategy)
+  before = [v.numpy() for v in models.head.trainable_variables]
+  multi_step = train_lib.make_multi_step(strategy, train_lib.make_train_step(config, models))
+  dataset = tf.data.Dataset.from_tensors(batch).repeat()
+  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+  losses[name] = [float(multi_step(iterator, tf.constant(1))[0]) for _ in range(2)]
+  weights[name] = [(v.numpy() - b).tolist()
+                   for v, b in zip(models.head.trainable_variables, before)]
+  losses[name + "_replicas"] = strategy.num_replicas_in_sync
+print(json.dumps({"losses": losses, "updates": weights}))
+"""
+
+
+def test_two_replicas_update_the_head_as_one_does():
+  """The per-replica loss is divided by the GLOBAL batch (the replicas' gradients are summed):
+  two steps on 2 logical CPU devices give the losses and weight updates of one device. A
+  per-replica mean would double them. A fast subprocess (the devices are set before any op),
+  the head alone on 8 feature vectors."""
+  config = _step_config(batch_size=8)
+  config.model.train_backbone = False
+  config.data.cache_features = True  # the head trains on features: no backbone in the step
+  rng = np.random.default_rng(4)
+  from cnn_rnn_tf import backbones  # pylint: disable=g-import-not-at-top
+  dim = backbones.build_backbone("small_cnn", image_size=32).output_shape[-1]
+  batch = {"features": rng.normal(size=(8, dim)).tolist(),
+           "labels": _step_batch(config)["labels"].tolist()}
+  result = subprocess.run([sys.executable, "-c", _TWO_REPLICAS, config.to_json(),
+                           json.dumps(batch)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": ROOT})
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = json.loads(result.stdout.strip().splitlines()[-1])
+  assert out["losses"]["one_replicas"] == 1 and out["losses"]["two_replicas"] == 2
+  np.testing.assert_allclose(out["losses"]["two"], out["losses"]["one"], rtol=1e-5)
+  largest = max(np.abs(np.asarray(u)).max() for u in out["updates"]["one"])
+  assert largest > 1e-3  # the steps moved the weights, or the comparison proves nothing
+  for one, two in zip(out["updates"]["one"], out["updates"]["two"]):
+    np.testing.assert_allclose(two, one, rtol=1e-3, atol=1e-3 * largest)
+
+
+# ------------------------------------------------------------------------ issue 20: keep_best
+
+
+def test_keep_best_without_evaluation_is_refused_before_the_workdir_is_touched(tmp_path):
+  from cnn_rnn_tf import config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.runlocal(config_lib.default_config())
+  config.train.keep_best = "mAP_noninterp"
+  config.train.eval_every = -1
+  workdir = str(tmp_path / "w")
+  with pytest.raises(config_lib.ConfigError, match="train.keep_best = 'mAP_noninterp' with "
+                     "train.eval_every = -1"):
+    train_lib.check_before_writing(config, workdir)
+  assert not os.path.exists(workdir)
+
+
+def test_best_checkpoint_tie_keeps_the_later_checkpoint(tmp_path):
+  from cnn_rnn_tf import periodic  # pylint: disable=g-import-not-at-top
+  weight = tf.Variable(0.0)
+  best_dir = str(tmp_path / "best")
+  best = periodic.BestCheckpoint("top3.OF1", tf.train.Checkpoint(w=weight), best_dir)
+  assert best.update(10, {"top3": {"OF1": 0.5}})
+  weight.assign(6.0)
+  assert best.update(60, {"top3": {"OF1": 0.5}})  # a tie: the later one is kept
+  assert tf.train.latest_checkpoint(best_dir).endswith("ckpt-60")
+  assert json.load(open(os.path.join(best_dir, "best.json")))["step"] == 60

@@ -28,7 +28,7 @@ def _config(head="cnn_rnn", **model):
 def _save_checkpoint(config, folder, step, seed=0):
   """Models of `config` with random weights saved as `<folder>/ckpt-<step>`; the head."""
   tf.keras.utils.set_random_seed(seed)
-  backbone, head = workdir_lib.build_models(config, len(LABELS))
+  backbone, head = workdir_lib.build_backbone_and_head(config, len(LABELS))
   checkpoint = workdir_lib.make_checkpoint(config, backbone, head)
   tf.train.CheckpointManager(checkpoint, folder, max_to_keep=5).save(checkpoint_number=step)
   return head
@@ -189,7 +189,7 @@ def test_config_changed_after_training_is_refused(tmp_path):
 
 def test_frozen_and_trained_backbone_mismatch_is_refused(tmp_path):
   weights = str(tmp_path / "bb.weights.h5")
-  backbone, _ = workdir_lib.build_models(_config(), len(LABELS))
+  backbone, _ = workdir_lib.build_backbone_and_head(_config(), len(LABELS))
   backbone.save_weights(weights)
   # Trained backbone in the checkpoint, frozen one in the config.
   w, _ = _workdir(tmp_path / "a")
@@ -209,7 +209,7 @@ def test_training_checkpoint_with_optimizer_restores(tmp_path):
   config = _config()
   workdir_lib.save_config(config, w)
   vocab_lib.LabelVocab(LABELS).save(workdir_lib.labels_path(w))
-  backbone, head = workdir_lib.build_models(config, len(LABELS))
+  backbone, head = workdir_lib.build_backbone_and_head(config, len(LABELS))
   optimizer = tf.keras.optimizers.Adam(1e-3)
   variables = head.trainable_variables + backbone.trainable_variables
   optimizer.build(variables)
@@ -327,3 +327,82 @@ def test_check_resume_ignores_a_field_the_head_does_not_read(tmp_path):
     else:
       with pytest.raises(ValueError, match="model.aux_bce_weight: saved 0.0, now 1.0"):
         workdir_lib.check_resume(config, workdir)
+
+
+# ------------------------------------------------------------------------ issue 20: resume, temp, corrupt
+
+
+@pytest.mark.parametrize("field, value", [("train.label_order", "random"),
+                                          ("data.source", "csv"),
+                                          ("model.joint_activation", "tanh")])
+def test_resume_refuses_a_change_of_what_is_learned(tmp_path, field, value):
+  """Compared by value: data.source and model.joint_activation keep every variable's shape."""
+  w = str(tmp_path)
+  config = _config()
+  workdir_lib.save_config(config, w)
+  changed = _config()
+  section, name = field.split(".")
+  old = changed[section][name]
+  changed[section][name] = value
+  with pytest.raises(ValueError) as info:
+    workdir_lib.check_resume(changed, w)
+  assert f"{field}: saved {old!r}, now {value!r}" in str(info.value)
+
+
+def test_resume_records_an_allowed_change_in_the_history(tmp_path):
+  w = str(tmp_path)
+  config = _config()
+  workdir_lib.save_config(config, w)
+  assert workdir_lib.record_changes(config, w, step=5) == {}  # nothing changed: no line
+  assert not os.path.exists(workdir_lib.config_history_path(w))
+  changed = _config()
+  changed.train.num_steps = config.train.num_steps + 100
+  workdir_lib.check_resume(changed, w)  # accepted
+  workdir_lib.record_changes(changed, w, step=7)
+  workdir_lib.save_config(changed, w)
+  with open(workdir_lib.config_history_path(w)) as f:
+    lines = [json.loads(l) for l in f]
+  assert lines == [{"step": 7, "changes": {"train.num_steps": {
+      "saved": config.train.num_steps, "now": config.train.num_steps + 100}}}]
+
+
+def test_leftover_temp_checkpoint_folder_is_removed(tmp_path, caplog):
+  folder = tmp_path / "checkpoints"
+  (folder / "ckpt-3_temp").mkdir(parents=True)
+  (folder / "ckpt-3_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
+  (folder / "ckpt-2.index").write_bytes(b"")
+  (tmp_path / "best" / "ckpt-1_temp").mkdir(parents=True)
+  with caplog.at_level("WARNING"):
+    removed = workdir_lib.remove_temp_checkpoints(str(tmp_path))
+  assert removed == [str(folder / "ckpt-3_temp"), str(tmp_path / "best" / "ckpt-1_temp")]
+  assert not (folder / "ckpt-3_temp").exists() and (folder / "ckpt-2.index").exists()
+  assert "ckpt-3_temp" in caplog.text
+
+
+def _truncate_data(prefix: str) -> str:
+  data = tf.io.gfile.glob(prefix + ".data-*")[0]
+  size = os.path.getsize(data)
+  with open(data, "r+b") as f:
+    f.truncate(size // 3)
+  return data
+
+
+def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
+  w, heads = _workdir(tmp_path, steps=(2, 4))
+  bad = workdir_lib.resolve_checkpoint(w, "latest")
+  assert bad.endswith("ckpt-4")
+  _truncate_data(bad)
+  with caplog.at_level("WARNING"):
+    trained = workdir_lib.load_trained(w)
+  assert trained.checkpoint_path.endswith("ckpt-2")
+  assert _same_weights(trained.head, heads[2])
+  assert bad in caplog.text and "Falling back" in caplog.text
+
+
+def test_all_checkpoints_corrupt_is_a_clear_error_with_the_hint(tmp_path):
+  w, _ = _workdir(tmp_path, steps=(2, 4))
+  for step in (2, 4):
+    _truncate_data(os.path.join(workdir_lib.checkpoint_dir(w), f"ckpt-{step}"))
+  with pytest.raises(workdir_lib.CorruptCheckpointError) as info:
+    workdir_lib.load_trained(w)
+  assert "ckpt-4" in str(info.value) and "--checkpoint=" in str(info.value)

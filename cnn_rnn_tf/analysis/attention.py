@@ -6,8 +6,9 @@
 
 Definitions (Fig. 10, modern counterpart; the paper averaged deconvnet reconstructions of all
 softmax nodes). One map per label of the path (the END step has none), in path order, on an
-h x w grid = the last conv layer's (`backbones.LAST_CONV_LAYER`; small_cnn at 64x64: 8x8,
-at 32x32: 4x4; vgg16: 14x14), in [0, 1] (divided by its maximum; an all-zero map stays zero).
+h x w grid = the last conv layer's (`backbones.REGISTRY[name].grad_cam_layer`; small_cnn at
+64x64: 8x8, at 32x32: 4x4; vgg16: 14x14; the ImageNet backbones at 224: 7x7), in [0, 1]
+(divided by its maximum; an all-zero map stays zero).
 `attention_maps` pads the steps past a path's end with zero maps; `upsample_maps` resizes
 maps bilinearly to an image's size for overlays and peaks. For step t of a path l_1..l_L the
 head reads the prefix [START, l_1, .., l_{t-1}] (teacher forcing), so the map is
@@ -20,7 +21,7 @@ conditioned on the prefix. `method`:
                   gradient from vanishing when p rounds to 1. The gradient of a probability
                   is evidence for l_t *against the step's alternatives*
                   (sum_k p_k (w_l - w_k) in the joint space), which the prefix changes.
-                  Both backbones end in global average pooling, so this is CAM with the
+                  Every backbone but VGG16 ends in global average pooling, so this is CAM with the
                   gradient as class weights.
   grad_cam_logit  Grad-CAM of the step's logit of l_t (the original Grad-CAM's pre-softmax
                   class score): evidence for l_t alone; the prefix acts only through h.
@@ -53,7 +54,7 @@ def check_method(method: str) -> None:
 
 def _backbone_name(backbone: keras.Model) -> str:
   name = backbone.name.removesuffix("_backbone")
-  if name not in backbones.LAST_CONV_LAYER:
+  if name not in backbones.REGISTRY:
     raise ValueError(f"Backbone model {backbone.name!r} is not one of "
                      f"{[b + '_backbone' for b in backbones.BACKBONES]} "
                      "(backbones.build_backbone names them so).")
@@ -62,14 +63,15 @@ def _backbone_name(backbone: keras.Model) -> str:
 
 def last_conv_layer(backbone: keras.Model) -> str:
   """The name of the layer whose activations Grad-CAM reads."""
-  return backbones.LAST_CONV_LAYER[_backbone_name(backbone)]
+  return backbones.REGISTRY[_backbone_name(backbone)].grad_cam_layer
 
 
 def activation_model(backbone: keras.Model) -> keras.Model:
   """images [B, S, S, 3] -> (last conv activations [B, h, w, C], features [B, D]), one pass.
 
-  small_cnn: the conv layer is in the backbone's own graph. vgg16: it sits in the nested
-  model "vgg16"; that model is split in two outputs and the backbone's layers (a chain:
+  small_cnn: the conv layer is in the backbone's own graph. vgg16 and the other
+  keras.applications backbones: it sits in the nested model ("vgg16", "resnet50", ...); that
+  model is split in two outputs and the backbone's layers (a chain:
   preprocessing -> vgg16 -> features) are applied around it. Weights are shared, not copied.
   """
   last = last_conv_layer(backbone)

@@ -1,8 +1,12 @@
 """What the analysis modules share: a trained CNN-RNN workdir, the head's tables, the path.
 
-    config, vocab, backbone, head = common.load_cnn_rnn("runs/demo/seed0/cnn_rnn")
+    trained = common.load_cnn_rnn("runs/demo/seed0/cnn_rnn")    # a workdir.Trained
+    config, vocab, backbone, head = trained.config, trained.vocab, trained.backbone, trained.head
     rows = common.label_rows(head)                     # float32 [K, d], U_l without END/START
     paths = common.predict_paths(head, features, **common.decode_args(config))
+
+The public functions of the analysis modules take a workdir path or what `load_cnn_rnn`
+returned, so a caller that runs several of them reads the workdir once.
 
 The head's layers are reached only through its step function (`model.head_step`), never
 looked up by name here; the workdir is restored by `workdir.load_trained` (its checkpoint
@@ -59,17 +63,20 @@ def image_embeddings(head: keras.Model, features) -> np.ndarray:
   return keras.ops.convert_to_numpy(out).astype(np.float32)
 
 
-def load_cnn_rnn(workdir: str, checkpoint: str = "auto"):
-  """(config, vocab, backbone, head) of a trained CNN-RNN workdir, weights restored.
+def load_cnn_rnn(workdir: "str | workdir_lib.Trained",
+                 checkpoint: str = "auto") -> workdir_lib.Trained:
+  """A trained CNN-RNN workdir (`workdir.load_trained`, weights restored), read once.
 
-  `checkpoint`: "auto" | "latest" | "best" | a path (`workdir.load_trained`'s rule).
+  `workdir`: a workdir path, or a `workdir.Trained` already loaded (returned as it is, after
+  the head check). `checkpoint`: "auto" | "latest" | "best" | a path (`workdir.load_trained`'s
+  rule). A workdir of another head raises ValueError naming it, before models are built.
   """
-  head_kind = workdir_lib.load_config(workdir).model.head
-  if head_kind != "cnn_rnn":
-    raise ValueError(f"Workdir {workdir!r} has a {head_kind!r} head; "
-                     "visualize needs a cnn_rnn head (label embedding, RNN steps).")
-  trained = workdir_lib.load_trained(workdir, checkpoint)
-  return trained.config, trained.vocab, trained.backbone, trained.head
+  if isinstance(workdir, workdir_lib.Trained):
+    if workdir.config.model.head != "cnn_rnn":
+      raise ValueError(f"Checkpoint {workdir.checkpoint_path!r} has a "
+                       f"{workdir.config.model.head!r} head; this needs a 'cnn_rnn' head.")
+    return workdir
+  return workdir_lib.load_trained(workdir, checkpoint, require_head="cnn_rnn")
 
 
 def decode_args(config) -> dict[str, int]:

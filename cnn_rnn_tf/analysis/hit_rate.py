@@ -125,14 +125,15 @@ def synthetic_examples(config, split: str, num_images: int) -> list[dict]:
           for e in tfds.as_numpy(ds)]
 
 
-def attention_box_hit_rate(workdir: str, split: str = "test", num_images: int = 200,
+def attention_box_hit_rate(workdir, split: str = "test", num_images: int = 200,
                            method: str = "grad_cam", checkpoint: str = "auto") -> dict[str, Any]:
   """`box_hit_rate` of a synthetic_scenes workdir on the first `num_images` of `split`.
 
-  Decodes with the workdir's `config.decode`; see `box_hit_rate` for the returned dict.
+  `workdir`: a path or a loaded `workdir.Trained` (`common.load_cnn_rnn`). Decodes with the
+  workdir's `config.decode`; see `box_hit_rate` for the returned dict.
   """
-  config, vocab, backbone, head = common.load_cnn_rnn(workdir, checkpoint)
-  examples = synthetic_examples(config, split, num_images)
-  result = box_hit_rate(backbone, head, vocab, examples, method=method,
-                        **common.decode_args(config))
+  trained = common.load_cnn_rnn(workdir, checkpoint)
+  examples = synthetic_examples(trained.config, split, num_images)
+  result = box_hit_rate(trained.backbone, trained.head, trained.vocab, examples, method=method,
+                        **common.decode_args(trained.config))
   return {**result, "method": method, "split": split}

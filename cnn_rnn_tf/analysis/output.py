@@ -25,7 +25,6 @@ import numpy as np
 import tensorflow as tf
 
 from cnn_rnn_tf import images as images_lib
-from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.analysis import attention
 from cnn_rnn_tf.analysis import common
 from cnn_rnn_tf.analysis import hit_rate
@@ -143,14 +142,15 @@ def _write_text(path: str, text: str) -> None:
     f.write(text)
 
 
-def write_visualizations(workdir: str, out_dir: str, images=None,
+def write_visualizations(workdir, out_dir: str, images=None,
                          image_paths: Sequence[str] | None = None, num_neighbours: int = 3,
                          metric: str = "cosine", markdown_dir: str | None = None,
                          method: str = "grad_cam", checkpoint: str = "auto") -> str:
   """Writes the label neighbours and, per image, neighbours, path and attention PNGs.
 
   Args:
-    workdir: a trained CNN-RNN workdir (config.json, labels.txt, checkpoints/).
+    workdir: a trained CNN-RNN workdir (config.json, labels.txt, checkpoints/), or what
+      `common.load_cnn_rnn` returned for it.
     out_dir: where the files go (created); see the module docstring for the list.
     images: uint8 [N, H, W, 3] (or a list of [H, W, 3]), or None.
     image_paths: image files, shown after `images`.
@@ -167,7 +167,8 @@ def write_visualizations(workdir: str, out_dir: str, images=None,
   """
   neighbours.check_metric(metric)
   attention.check_method(method)
-  config, vocab, backbone, head = common.load_cnn_rnn(workdir, checkpoint)
+  trained = common.load_cnn_rnn(workdir, checkpoint)
+  config, vocab, backbone, head = trained.config, trained.vocab, trained.backbone, trained.head
   all_images, sources = _gather_images(images, image_paths)
   tf.io.gfile.makedirs(out_dir)
 
@@ -223,20 +224,20 @@ def visualize_workdir(workdir: str, *, image_patterns: Sequence[str] = (),
   image_paths = [p for pattern in image_patterns
                  for p in (sorted(tf.io.gfile.glob(pattern)) or [pattern])]
   out_dir = out_dir or os.path.join(workdir, "visualize")
-  config = workdir_lib.load_config(workdir)
+  trained = common.load_cnn_rnn(workdir, checkpoint)  # the one read of the workdir
+  config = trained.config
   split = split or config.data.eval_split
   images = None
   if not image_paths and config.data.source == "synthetic_scenes" and num_images > 0:
     examples = hit_rate.synthetic_examples(config, split, num_images)
     images = np.stack([e["image"] for e in examples])
-  write_visualizations(workdir, out_dir, images=images, image_paths=image_paths,
+  write_visualizations(trained, out_dir, images=images, image_paths=image_paths,
                        num_neighbours=num_neighbours, metric=metric, markdown_dir=out_dir,
                        method=method, checkpoint=checkpoint)
   out = {"markdown": os.path.join(out_dir, "visualize.md"), "hit_rate": None,
          "hit_rate_file": None}
   if hit_rate_images > 0:
-    out["hit_rate"] = hit_rate.attention_box_hit_rate(workdir, split, hit_rate_images, method,
-                                                     checkpoint)
+    out["hit_rate"] = hit_rate.attention_box_hit_rate(trained, split, hit_rate_images, method)
     out["hit_rate_file"] = os.path.join(out_dir, "hit_rate.json")
     _write_text(out["hit_rate_file"], json.dumps(out["hit_rate"], indent=2))
   return out

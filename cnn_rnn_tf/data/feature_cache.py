@@ -87,7 +87,7 @@ def describe_weights(weights: str | None) -> Any:
 
 def cache_key(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
               backbone_name: str, backbone_weights: str | None, image_size: int | None,
-              precision: str) -> dict[str, Any]:
+              precision: str, filters: tuple[int, ...] | None = None) -> dict[str, Any]:
   """Everything the cached features and targets depend on (see the module docstring)."""
   return {
       "format": FORMAT_VERSION,
@@ -96,7 +96,7 @@ def cache_key(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVoca
       "backbone": backbone_name,
       "weights": describe_weights(backbone_weights),
       "image_size": backbones.backbone_image_size(backbone_name, image_size),
-      "precision": resolve_precision(precision, backbone_name, image_size),
+      "precision": resolve_precision(precision, backbone_name, image_size, filters=filters),
       "preprocessing": pipeline.PREPROCESSING,
       "vocab": list(vocab.names),
   }
@@ -126,7 +126,8 @@ def build(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
           cache_dir: str, precision: str = "auto", batch_size: int = 64,
           backbone: Callable | None = None, examples_per_shard: int = 1024,
           deterministic: bool = True, verbose: int = 1,
-          max_pixels: int | None = images_lib.DEFAULT_MAX_PIXELS) -> str:
+          max_pixels: int | None = images_lib.DEFAULT_MAX_PIXELS,
+          filters: tuple[int, ...] | None = None) -> str:
   """Extracts the features of a split into a cache folder, or finds the complete one.
 
   Args:
@@ -142,12 +143,13 @@ def build(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
     deterministic: passed to the image pipeline.
     verbose: 1 shows a progress bar (`progress.bar`: terminals only).
     max_pixels: the image limit (data.max_image_pixels), see `images.decode_rgb`.
+    filters: small_cnn's conv widths (model.small_cnn_filters; `backbones.build_backbone`).
 
   Returns:
     The cache folder.
   """
   key = cache_key(source, split, vocab, backbone_name, backbone_weights, image_size,
-                  precision)
+                  precision, filters)
   path = cache_path(cache_dir, key)
   if is_complete(path):
     meta = read_meta(path)
@@ -165,7 +167,7 @@ def build(source: sources_lib.Source, split: str, vocab: vocab_lib.LabelVocab,
         source=source, split=split, vocab=vocab, key=key, backbone=backbone,
         backbone_name=backbone_name, backbone_weights=backbone_weights, batch_size=batch_size,
         examples_per_shard=examples_per_shard, deterministic=deterministic, verbose=verbose,
-        max_pixels=max_pixels), tmp)
+        max_pixels=max_pixels, filters=filters), tmp)
     with open(os.path.join(tmp, KEY_FILE), "w") as f:
       f.write(_canonical(key, indent=1))
     with open(os.path.join(tmp, META_FILE), "w") as f:
@@ -199,6 +201,7 @@ class _Extraction:
   deterministic: bool
   verbose: int
   max_pixels: int | None
+  filters: tuple | None  # model.small_cnn_filters
 
 
 def _backbone_call(job: _Extraction) -> Callable:
@@ -207,7 +210,8 @@ def _backbone_call(job: _Extraction) -> Callable:
   if backbone is None:
     policy = "mixed_bfloat16" if job.key["precision"] == "bfloat16" else None
     backbone = backbones.build_backbone(job.backbone_name, weights=job.backbone_weights,
-                                        image_size=size, policy=policy)
+                                        image_size=size, policy=policy,
+                                        filters=job.filters)
   if isinstance(backbone, keras.Model):
     model = backbone
     return tf.function(lambda images: model(images, training=False),

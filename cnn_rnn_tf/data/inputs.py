@@ -126,7 +126,8 @@ def dataset_for(config, split: str, vocab: vocab_lib.LabelVocab, *, training: bo
     path = feature_cache.build(
         source, split, vocab, config.model.backbone, config.model.backbone_weights,
         config.model.image_size, cache_dir=cache_dir, precision=config.data.precision,
-        batch_size=batch_size, max_pixels=config.data.max_image_pixels)
+        batch_size=batch_size, max_pixels=config.data.max_image_pixels,
+        filters=config.model.small_cnn_filters)
     return feature_cache.feature_dataset(
         path, batch_size=batch_size, training=training, seed=config.seed, repeat=training,
         start_step=start_step, drop_remainder=training, subset=subset)

@@ -54,8 +54,9 @@ from cnn_rnn_tf.data import sources as sources_lib
 
 # Changes to how images become pixels change the features: the feature cache key has this.
 # (images.decode_rgb + images.resize give the same pixels as the v1 decode_image + float
-# resize did, tests/test_images.py; hence the same identifier and still-valid caches.)
-PREPROCESSING = "decode_image-rgb/backbones.resize_images/v1"
+# resize did, tests/test_images.py.) v2: JPEGs are turned upright by their EXIF orientation
+# (images.orient), so features cached before then are rebuilt.
+PREPROCESSING = "decode_image-rgb-exif_orientation/backbones.resize_images/v2"
 # Graph-level seed of the per-epoch shuffles (see training_stream).
 _GRAPH_SEED = 20160627
 # Augmentation: resize to S * 8 / 7 (256 for 224), then a random S x S crop and flip.

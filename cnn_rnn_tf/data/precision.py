@@ -20,7 +20,8 @@ precision), logs the choice and both speeds, and caches the answer in
     else ~/.cache/cnn_rnn_tf/precision.json
 
 keyed by the machine (CPU model from /proc/cpuinfo, GPU names), the TensorFlow version, the
-backbone, its input size and "train" for a trained backbone. Delete the file (or its entry)
+backbone (`backbones.describe`: its name, and small_cnn's filters), its input size and "train"
+for a trained backbone. Delete the file (or its entry)
 to measure again; set data.precision to "on" or "off" to skip the measurement.
 """
 
@@ -43,8 +44,8 @@ MEASURE_BATCH = 4  # images per timed call
 MEASURE_TRAIN_BATCH = 16  # images per timed training call (a batch norm needs more than 4)
 MEASURE_CALLS = 2  # timed calls per policy (after one warm-up call)
 
-# (backbone name, image size, keras dtype policy or None, training) -> images per second.
-Timer = Callable[[str, int, "str | None", bool], float]
+# (backbone name, image size, keras dtype policy or None, training, filters) -> images/s.
+Timer = Callable[[str, int, "str | None", bool, "tuple[int, ...] | None"], float]
 
 
 def cache_file() -> str:
@@ -67,8 +68,10 @@ def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
   return platform.processor() or platform.machine() or "unknown cpu"
 
 
-def machine_key(backbone: str, image_size: int, training: bool = False) -> str:
+def machine_key(backbone: str, image_size: int, training: bool = False,
+                filters: tuple[int, ...] | None = None) -> str:
   """The cache key: CPU model, GPUs, TensorFlow version, backbone, input size, "train"."""
+  from cnn_rnn_tf import backbones  # pylint: disable=g-import-not-at-top
   gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
   details = []
   for gpu in tf.config.list_physical_devices("GPU"):
@@ -77,17 +80,19 @@ def machine_key(backbone: str, image_size: int, training: bool = False) -> str:
     except (ValueError, RuntimeError):
       pass
   gpu_part = ",".join(d for d in details if d) or (f"{len(gpus)} GPU" if gpus else "no GPU")
-  return (f"{cpu_model()} | {gpu_part} | TF {tf.__version__} | {backbone} {image_size}" +
+  return (f"{cpu_model()} | {gpu_part} | TF {tf.__version__} | "
+          f"{backbones.describe(backbone, filters)} {image_size}" +
           (" train" if training else ""))
 
 
 def measure_images_per_second(backbone: str, image_size: int, policy: str | None,
-                              training: bool = False) -> float:
+                              training: bool = False,
+                              filters: tuple[int, ...] | None = None) -> float:
   """Images/s of the backbone (random weights) under a dtype policy, on one small batch:
   the forward pass, or with `training` forward and backward (the gradients of its weights)."""
   from cnn_rnn_tf import backbones  # pylint: disable=g-import-not-at-top
   model = backbones.build_backbone(backbone, weights=None, image_size=image_size,
-                                   policy=policy)
+                                   policy=policy, filters=filters)
   batch = MEASURE_TRAIN_BATCH if training else MEASURE_BATCH
   images = tf.random.uniform([batch, image_size, image_size, 3], 0, 255, seed=0)
   if training:
@@ -129,7 +134,8 @@ def _write_cache(path: str, data: dict[str, Any]) -> None:
 
 
 def auto_choice(backbone: str, image_size: int, *, training: bool = False,
-                timer: Timer | None = None, path: str | None = None) -> dict[str, Any]:
+                timer: Timer | None = None, path: str | None = None,
+                filters: tuple[int, ...] | None = None) -> dict[str, Any]:
   """The cached or newly measured decision for this machine and backbone.
 
   Returns:
@@ -138,7 +144,7 @@ def auto_choice(backbone: str, image_size: int, *, training: bool = False,
      "cached": True when read from the cache file}.
   """
   path = path or cache_file()
-  key = machine_key(backbone, image_size, training)
+  key = machine_key(backbone, image_size, training, filters)
   cache = _read_cache(path)
   entry = cache.get(key)
   if isinstance(entry, dict) and entry.get("precision") in ("bfloat16", "float32"):
@@ -146,8 +152,8 @@ def auto_choice(backbone: str, image_size: int, *, training: bool = False,
   timer = timer or measure_images_per_second
   logging.info("data.precision=auto: timing %s%s in float32 and mixed bfloat16 (once per "
                "machine; cached in %s).", backbone, " training" if training else "", path)
-  f32 = float(timer(backbone, image_size, None, training))
-  bf16 = float(timer(backbone, image_size, "mixed_bfloat16", training))
+  f32 = float(timer(backbone, image_size, None, training, filters))
+  bf16 = float(timer(backbone, image_size, "mixed_bfloat16", training, filters))
   ratio = bf16 / max(f32, 1e-12)
   entry = {"precision": "bfloat16" if ratio >= BF16_MARGIN else "float32",
            "bfloat16_images_per_second": round(bf16, 3),
@@ -161,7 +167,8 @@ def auto_choice(backbone: str, image_size: int, *, training: bool = False,
 
 def resolve_precision(precision: str | bool | None, backbone: str = "vgg16",
                       image_size: int | None = None, *, training: bool = False,
-                      timer: Timer | None = None, path: str | None = None) -> str:
+                      timer: Timer | None = None, path: str | None = None,
+                      filters: tuple[int, ...] | None = None) -> str:
   """data.precision ("auto" | "on" | "off") -> "bfloat16" or "float32".
 
   "auto" measures once per machine and kind of work (`training`: the backbone is trained;
@@ -177,7 +184,8 @@ def resolve_precision(precision: str | bool | None, backbone: str = "vgg16",
     raise ValueError(f"data.precision must be one of {PRECISIONS}, got {precision!r}.")
   from cnn_rnn_tf import backbones  # pylint: disable=g-import-not-at-top
   size = backbones.backbone_image_size(backbone, image_size)
-  choice = auto_choice(backbone, size, training=training, timer=timer, path=path)
+  choice = auto_choice(backbone, size, training=training, timer=timer, path=path,
+                       filters=filters)
   logging.info("data.precision=auto -> %s for %s%s (mixed bfloat16 %.2f images/s, float32 %.2f "
                "images/s: %.2fx; %s).", choice["precision"], backbone,
                " training" if training else "",

@@ -1,0 +1,177 @@
+"""Where everything lies in a workdir, and the files read and written there.
+
+    from cnn_rnn_tf.workdir import layout
+    layout.config_path("runs/demo")                  # "runs/demo/config.json"
+    config = layout.load_config("runs/demo")         # on top of default_config()
+    vocab = layout.load_vocab("runs/demo")
+    thresholds = layout.load_thresholds("runs/demo", vocab)   # float32 [K] or None
+
+This module owns every path (the table `LAYOUT`, see the package docstring); nobody else
+joins names onto a workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from absl import logging
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from cnn_rnn_tf import config_lib
+from cnn_rnn_tf import vocab as vocab_lib
+
+
+# Every name in a workdir; `<key>_path(w)` / `<key>_dir(w)` below join them onto a workdir.
+LAYOUT = {
+    "config": "config.json",
+    "config_history": "config_history.jsonl",
+    "labels": "labels.txt",
+    "checkpoints": "checkpoints",
+    "best": "best",
+    "best_json": os.path.join("best", "best.json"),
+    "train": "train",
+    "eval": "eval",
+    "data_report": "data_report.json",
+    "backbone_weights": "backbone.weights.h5",
+    "thresholds": "thresholds.json",
+    "lock": ".lock",
+}
+
+
+def _layout_path(key: str):
+  def path(workdir: str) -> str:
+    return os.path.join(workdir, LAYOUT[key])
+  path.__doc__ = f"`<workdir>/{LAYOUT[key]}`."
+  return path
+
+
+config_path = _layout_path("config")
+config_history_path = _layout_path("config_history")
+labels_path = _layout_path("labels")
+checkpoint_dir = _layout_path("checkpoints")
+best_dir = _layout_path("best")
+best_json_path = _layout_path("best_json")
+train_dir = _layout_path("train")
+eval_dir = _layout_path("eval")
+data_report_path = _layout_path("data_report")
+backbone_weights_path = _layout_path("backbone_weights")
+lock_path = _layout_path("lock")
+thresholds_path = _layout_path("thresholds")
+
+
+def feature_cache_dir(config, workdir: str) -> str:
+  """`data.cache_dir`, or `feature_cache/` beside the workdir (shared by runs side by side)."""
+  cache_dir = config_lib.optional_path(config.data.cache_dir)
+  if cache_dir:
+    return cache_dir
+  return os.path.join(os.path.dirname(os.path.abspath(workdir)), "feature_cache")
+
+
+# ---------------------------------------------------------------------------------------------
+# Config, labels and thresholds.
+# ---------------------------------------------------------------------------------------------
+
+
+def save_config(config, workdir: str) -> None:
+  """Writes config.json: unset paths None, set paths absolute (evaluate from any folder)."""
+  tf.io.gfile.makedirs(workdir)
+  resolved = config_lib.resolve_paths(config)
+  tmp = config_path(workdir) + ".tmp"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    f.write(resolved.to_json_best_effort(indent=2, sort_keys=True))
+  tf.io.gfile.rename(tmp, config_path(workdir), overwrite=True)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a training run saved, on top of `default_config()` (fields added since)."""
+  path = config_path(workdir)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"No config.json in workdir {workdir!r}: was it trained there?")
+  with tf.io.gfile.GFile(path) as f:
+    saved = json.load(f)
+  config = config_lib.default_config()
+  unknown = []
+  for section, values in saved.items():
+    if isinstance(values, dict) and section in config:
+      for key, value in values.items():
+        if key in config[section]:
+          config[section][key] = value
+        else:
+          unknown.append(f"{section}.{key}")
+    elif section in config and not isinstance(values, dict):
+      config[section] = values
+    else:
+      unknown.append(section)
+  if unknown:
+    logging.warning("%s has fields this version does not know (ignored): %s", path,
+                    ", ".join(sorted(unknown)))
+  return config_lib.canonical(config)
+
+
+def load_vocab(workdir: str) -> vocab_lib.LabelVocab:
+  path = labels_path(workdir)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"No labels.txt in workdir {workdir!r}: was it trained there?")
+  return vocab_lib.LabelVocab.load(path)
+
+
+def load_or_make_vocab(source, workdir: str, chief: bool) -> vocab_lib.LabelVocab:
+  """The workdir's labels.txt when resuming; else the training split's frequency order."""
+  path = labels_path(workdir)
+  if tf.io.gfile.exists(path):
+    return vocab_lib.LabelVocab.load(path)
+  vocab = vocab_lib.LabelVocab.from_label_sets(source.train_label_sets(),
+                                               all_names=source.label_names)
+  if chief:
+    vocab.save(path)
+  return vocab
+
+
+def save_thresholds(workdir: str, label_names, thresholds, *, step: int) -> None:
+  """Writes thresholds.json: the calibrated threshold of each label of the weights of `step`."""
+  thresholds = np.asarray(thresholds, np.float64)
+  if thresholds.shape != (len(label_names),):
+    raise ValueError(f"{len(label_names)} label names but thresholds of shape "
+                     f"{thresholds.shape}; expected one threshold per label.")
+  body = {"step": int(step),
+          "thresholds": {str(n): float(t) for n, t in zip(label_names, thresholds)}}
+  tmp = thresholds_path(workdir) + ".tmp"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump(body, f, indent=2)
+  tf.io.gfile.rename(tmp, thresholds_path(workdir), overwrite=True)
+
+
+def load_thresholds(workdir: str, vocab: vocab_lib.LabelVocab,
+                    checkpoint_path: str | None = None) -> np.ndarray | None:
+  """float32 [K] calibrated thresholds in vocab order, or None when the workdir has none.
+
+  Raises ValueError naming the labels that thresholds.json lacks or has beyond the vocab, or
+  a threshold outside [0, 1]. Warns when `checkpoint_path` is of another step than the one
+  the thresholds were fitted for.
+  """
+  path = thresholds_path(workdir)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    body = json.load(f)
+  by_name = body.get("thresholds") if isinstance(body, dict) else None
+  if not isinstance(by_name, dict):
+    raise ValueError(f"{path}: expected {{'step': int, 'thresholds': {{label: threshold}}}}.")
+  missing = [n for n in vocab.names if n not in by_name]
+  extra = sorted(set(by_name) - set(vocab.names))
+  if missing or extra:
+    raise ValueError(f"{path} does not match labels.txt: missing labels {missing}, "
+                     f"unknown labels {extra}.")
+  values = np.array([by_name[n] for n in vocab.names], np.float64)
+  bad = [n for n, v in zip(vocab.names, values) if not 0 <= v <= 1]
+  if bad:
+    raise ValueError(f"{path}: thresholds of {bad} are outside [0, 1].")
+  found = re.search(r"-(\d+)$", checkpoint_path or "")
+  if found and int(found.group(1)) != body.get("step"):
+    logging.warning("%s was fitted for the weights of step %s; %s is of step %s.", path,
+                    body.get("step"), checkpoint_path, found.group(1))
+  return values.astype(np.float32)
