@@ -153,7 +153,7 @@ def decoder_table(test: dict, validation: dict) -> tuple[str, dict]:
       suffix = chosen.get((h, row))
       value = None if suffix is None else test.get(h, {}).get(_decoder_key(prefix, suffix, key))
       name = next((c for hh, s, c in DECODER_COLUMNS if hh == h and s == suffix), "")
-      cells.append("n/a" if value is None else f"{fmt(value)} ({name.split()[-1]})")
+      cells.append("n/a" if value is None else f"{fmt(value)} ({name})")
       if value is not None:
         picked[(h, row)] = (suffix, value[2])
     lines.append(f"| {row} | " + " | ".join(cells) + " |")

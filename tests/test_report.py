@@ -132,7 +132,7 @@ def test_decoders_are_chosen_on_validation_and_reported_on_test():
   table, picked = report.decoder_table(test_s, val_s)
   assert picked[("cnn_rnn", "all O-F1")] == ("_marginals", [0.61, 0.63])
   row = next(l for l in table.splitlines() if l.startswith("| all O-F1 |"))
-  assert row.rstrip(" |").endswith("62.0 ± 1.0 (marginals)")  # not the path's 90 on test
+  assert row.rstrip(" |").endswith("62.0 ± 1.0 (CNN-RNN marginals)")  # not the path's 90 on test
   goal = {claim: (round(mean, 6), met) for claim, mean, _, met in
           report.decoder_goal(test_s, picked)}
   assert goal["all O-F1 vs calibrated BCE"] == (0.0, True)  # 62 vs 62
