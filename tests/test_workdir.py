@@ -406,3 +406,23 @@ def test_all_checkpoints_corrupt_is_a_clear_error_with_the_hint(tmp_path):
   with pytest.raises(workdir_lib.CorruptCheckpointError) as info:
     workdir_lib.load_trained(w)
   assert "ckpt-4" in str(info.value) and "--checkpoint=" in str(info.value)
+
+
+def test_a_config_saved_before_a_field_existed_rebuilds_the_saved_model(tmp_path):
+  """config.json of an older version lacks model.marginals and model.small_cnn_filters: the
+  loaded config builds what that version built (no side head, the thin small CNN), not the
+  new defaults, so its checkpoint restores."""
+  config = config_lib.default_config()
+  workdir = str(tmp_path / "old")
+  workdir_lib.save_config(config, workdir)
+  path = workdir_lib.config_path(workdir)
+  saved = json.load(open(path))
+  del saved["model"]["marginals"], saved["model"]["small_cnn_filters"]
+  json.dump(saved, open(path, "w"))
+  loaded = workdir_lib.load_config(workdir)
+  assert loaded.model.marginals == "joint_space"
+  assert tuple(loaded.model.small_cnn_filters) == (16, 32, 64, 64)
+  workdir_lib.save_config(config, str(tmp_path / "new"))  # a new workdir keeps the defaults
+  new = workdir_lib.load_config(str(tmp_path / "new"))
+  assert new.model.marginals == config.model.marginals
+  assert tuple(new.model.small_cnn_filters) == tuple(config.model.small_cnn_filters)

@@ -86,14 +86,26 @@ def save_config(config, workdir: str) -> None:
   tf.io.gfile.rename(tmp, config_path(workdir), overwrite=True)
 
 
+# Fields added after workdirs were written whose default builds another model than the one
+# such a workdir holds: a config.json without the field gets this value instead of the
+# default, so the checkpoint still restores. (model.marginals: the side head is new on
+# 2026-12-04; model.small_cnn_filters: the demo-era small CNN of 2026-12-03.)
+LEGACY_VALUES = {"model.marginals": "joint_space", "model.small_cnn_filters": (16, 32, 64, 64)}
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a training run saved, on top of `default_config()` (fields added since)."""
+  """The config a training run saved, on top of `default_config()` (fields added since; those
+  of `LEGACY_VALUES` take the value that rebuilds the saved model)."""
   path = config_path(workdir)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"No config.json in workdir {workdir!r}: was it trained there?")
   with tf.io.gfile.GFile(path) as f:
     saved = json.load(f)
   config = config_lib.default_config()
+  for name, value in LEGACY_VALUES.items():
+    section, key = name.split(".")
+    if key not in saved.get(section, {}):
+      config[section][key] = value
   unknown = []
   for section, values in saved.items():
     if isinstance(values, dict) and section in config:
