@@ -142,14 +142,13 @@ def copy_backbone_weights(loaded, backbone) -> None:
 
 
 def write_variant(variant_dir: str, workdir: str, export_dir: str, precision: str,
-                  min_length: int | None = None) -> None:
+                  decode: dict | None = None) -> None:
   """The exported model again, its backbone computing in `precision`: the workdir's head and
-  config (decode.min_length replaced if given), the export's (random) backbone weights,
-  written by `export_lib.write_saved_model`."""
+  config (`decode` fields replaced, e.g. {"min_length": 10}), the export's (random) backbone
+  weights, written by `export_lib.write_saved_model`."""
   policy = "mixed_bfloat16" if precision == "bfloat16" else None
   config, vocab, backbone, head, *_ = workdir_lib.load_trained(workdir, "latest", policy=policy)
-  if min_length is not None:
-    config.decode.min_length = min_length
+  config.decode.update(decode or {})
   copy_backbone_weights(tf.saved_model.load(export_dir), backbone)
   export_lib.write_saved_model(variant_dir, config, vocab.names, backbone, head)
 
@@ -242,16 +241,16 @@ def split(models: dict, image_bytes, batch: int, calls: int, warmup: int, beam_c
 
 
 def measure(variants: dict, jpegs: list[bytes], batch_calls: int, latency_calls: int,
-            beam_calls: int, full_length: str | None = None) -> dict:
+            beam_calls: int, decoding_only: dict | None = None) -> dict:
   """{name: figures} of every SavedModel of `variants` ({name: (export_dir, precision)});
-  and under "full_length" the beam search figures of that SavedModel (the export's weights,
-  every path max_length long) against the export's serving_default."""
+  and for each of `decoding_only` ({name: export_dir}, the export's weights decoded another
+  way) the decoding figures of that SavedModel against the export's serving_default."""
   image_bytes = tf.constant(jpegs)
   models = {name: Served(path, precision, image_bytes)
             for name, (path, precision) in variants.items()}
-  if full_length:
-    models["full_length"] = Served(full_length, models["export"].precision, image_bytes,
-                                   features=models["export"].features)
+  for name, path in (decoding_only or {}).items():
+    models[name] = Served(path, models["export"].precision, image_bytes,
+                          features=models["export"].features)
   one = split(models, image_bytes, 1, latency_calls, 2, beam_calls)
   many = split(models, image_bytes, len(jpegs), batch_calls, 1, beam_calls)
   n = len(jpegs)
@@ -266,11 +265,11 @@ def measure(variants: dict, jpegs: list[bytes], batch_calls: int, latency_calls:
       f"batch{n}": many[name],
       "load_seconds": round(m.load_seconds, 2),
   } for name, m in models.items() if m.serve is not None}
-  if full_length:
-    figures["full_length"] = {
-        "beam_share_batch": many["full_length"]["beam_share"],
-        "beam_share_batch1": one["full_length"]["beam_share"],
-        "batch1": one["full_length"], f"batch{n}": many["full_length"]}
+  for name in decoding_only or {}:
+    figures[name] = {
+        "beam_share_batch": many[name]["beam_share"],
+        "beam_share_batch1": one[name]["beam_share"],
+        "batch1": one[name], f"batch{n}": many[name]}
   return figures
 
 
@@ -294,12 +293,33 @@ def run(folder: str, batch_size: int, batch_calls: int, latency_calls: int, beam
       raise RuntimeError(f"The {other} SavedModel does not compute in {other}.")
 
   jpegs = make_jpegs(batch_size)
-  full_dir = None
+  decoding_only = {}
   if full_length:  # the worst case of beam search: END masked until max_length labels
-    full_dir = os.path.join(folder, "full_length")
-    write_variant(full_dir, workdir, export_dir, exported, min_length=config.decode.max_length)
-  figures = measure(variants, jpegs, batch_calls, latency_calls, beam_calls, full_dir)
+    decoding_only["full_length"] = os.path.join(folder, "full_length")
+    write_variant(decoding_only["full_length"], workdir, export_dir, exported,
+                  {"min_length": config.decode.max_length})
+  # The export without its sampled decoder (expected_f1, decode.num_samples ancestral
+  # samples): the path (and marginals) alone, to time expected_f1 against.
+  decoding_only["path_only"] = os.path.join(folder, "path_only")
+  write_variant(decoding_only["path_only"], workdir, export_dir, exported, {"num_samples": 0})
+  figures = measure(variants, jpegs, batch_calls, latency_calls, beam_calls, decoding_only)
   full = figures.pop("full_length", None)
+  path_only = figures.pop("path_only")
+  export_batch = figures["export"][f"batch{batch_size}"]
+  decoders = {
+      # predict_features with every decoder over the same without expected_f1 (batch B).
+      "expected_f1_over_path": round(
+          export_batch["predict_features_seconds"]
+          / path_only[f"batch{batch_size}"]["predict_features_seconds"], 3),
+      "all_decoders_share_batch": figures["export"]["beam_share_batch"],
+      "path_only_share_batch": path_only["beam_share_batch"],
+      "num_samples": config.decode.num_samples,
+  }
+  print(f"decoders: expected_f1 ({config.decode.num_samples} samples) + path + marginals "
+        f"take {decoders['all_decoders_share_batch']:.2%} of serving_default at batch "
+        f"{batch_size}, path + marginals {decoders['path_only_share_batch']:.2%}; "
+        f"{decoders['expected_f1_over_path']:.2f}x the decode time without expected_f1",
+        flush=True)
   for name, f in figures.items():
     print(f"{name} ({f['precision']}): batch 1 {f['latency_ms_batch1']:.1f} ms, batch "
           f"{batch_size} {f['images_per_second']:.2f} images/s, beam search share "
@@ -312,6 +332,7 @@ def run(folder: str, batch_size: int, batch_calls: int, latency_calls: int, beam
   result = {
       "variants": figures,
       "full_length": full,
+      "decoders": decoders,
       "export_precision": exported,
       "export_seconds": round(export_seconds, 2),
       "batch_size": batch_size,
