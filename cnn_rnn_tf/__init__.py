@@ -15,7 +15,8 @@ every module file is listed and every listed module exists):
   expected_f1     the set of maximal expected example-F1 (GFM) from a label distribution
   inference       predictions of any head from features, and what counts as predicted
   calibration     the BCE head's per-class thresholds (max per-class F1)
-  images          reads, checks (format, pixel limit), decodes and resizes image files
+  images          checks (format, pixel limit), decodes and resizes image bytes (TF ops)
+  image_files     image files on the Python side: read, header, load; errors name the file
   data/           tf.data input
     sources/        the data sources behind one registry (SOURCES, get_source)
       base          the Source interface, bad-data problems and their messages

@@ -4,8 +4,9 @@
     image = images.decode_rgb(image_bytes, name="image_bytes[3]")   # uint8 [H, W, 3]
     batch = images.resize(image, 224)                 # float32 [224, 224, 3] in 0..255
     batch = images.decode_batch(image_bytes, 224)     # string [B] -> float32 [B, 224, 224, 3]
-    array = images.load_rgb("photos/cat.jpg")         # np.uint8 [H, W, 3] (Python side)
-    info = images.read_header(data)                   # ImageHeader(format, height, width)
+
+The Python side (files, `load_rgb`, `read_header`, `ImageError`, `error_message`) is
+`image_files.py`, on top of these ops.
 
 Used by the data pipeline and the CSV checks (cnn_rnn_tf/data), the export's
 `serving_default`, the serving format, predict and visualize: training and serving see the
@@ -40,17 +41,11 @@ missing tag or a value outside 1-8 means upright; other formats' EXIF is not rea
 Errors: TF ops raise `tf.errors.InvalidArgumentError` whose message starts with `name` (e.g.
 "image_bytes[3]" or a file path) and says what was expected or the size found; a body the
 decoder refuses is named by `decode_batch` too ("image_bytes[1]: its png data does not
-decode"); the Python functions raise `ImageError` (a ValueError) naming the file.
-`error_message` cuts a message to MAX_MESSAGE_CHARS (300) characters.
+decode"); the Python functions of `image_files` raise `ImageError` naming the file.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from typing import NamedTuple
-
-import numpy as np
 import tensorflow as tf
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -90,16 +85,6 @@ SIZE_FIELDS: dict[str, tuple[_Field, _Field] | None] = {  # (width, height)
 _WEBP_FLAGS_OFFSET, _WEBP_ANIMATION_BIT = 20, 0x02
 HEADER_BYTES = 32
 _PARALLEL_DECODES = 10  # decode_batch: images decoded at once (memory: x max_pixels x 3 B)
-
-
-class ImageError(ValueError):
-  """An image file that cannot be used; the message names the file and what was expected."""
-
-
-class ImageHeader(NamedTuple):
-  format: str  # a key of FORMATS
-  height: int
-  width: int
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,76 +448,3 @@ def decode_batch(image_bytes, size: int, *,
       "(corrupt or truncated; the decoder's message is in the server log)"]))
   with tf.control_dependencies([c for c in [check] if c is not None]):
     return tf.ensure_shape(tf.identity(pixels), [None, size, size, 3])
-
-
-# ---------------------------------------------------------------------------------------------
-# Python side (predict, visualize, CSV checks): errors name the file.
-# ---------------------------------------------------------------------------------------------
-
-
-def read_file(path) -> bytes:
-  """The bytes of a file (local or any tf.io.gfile path); ImageError naming it if unreadable."""
-  path = os.fspath(path)
-  try:
-    with tf.io.gfile.GFile(path, "rb") as f:
-      return f.read()
-  except (tf.errors.OpError, OSError) as e:
-    raise ImageError(f"{path}: cannot read the file ({error_message(e)}).") from e
-
-
-def sniff_format(data: bytes) -> str | None:
-  """The FORMATS key `data` starts like, or None."""
-  for fmt, alternatives in FORMATS.items():
-    if any(all(data[off:off + len(magic)] == magic for off, magic in parts)
-           for parts in alternatives):
-      return fmt
-  return None
-
-
-def read_header(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                name: str = "image") -> ImageHeader:
-  """Format and size of encoded image bytes from the header (no decode); ImageError if bad.
-
-  The size as stored (a GIF: its largest frame); a JPEG with EXIF orientation 5-8 decodes
-  to width x height (`decode_rgb` turns it).
-  """
-  try:
-    fmt, hw = header_shape(tf.constant(data), max_pixels=max_pixels, name=name)
-  except tf.errors.OpError as e:
-    raise ImageError(error_message(e)) from e
-  return ImageHeader(FORMAT_NAMES[int(fmt)], int(hw[0]), int(hw[1]))
-
-
-def load_rgb(path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-  """An image file -> np.uint8 [H, W, 3]; ImageError naming the file if it cannot be used."""
-  path = os.fspath(path)
-  data = read_file(path)
-  try:
-    return decode_rgb(tf.constant(data), max_pixels=max_pixels, name=path).numpy()
-  except tf.errors.OpError as e:
-    message = error_message(e)
-    if not message.startswith(path):
-      message = f"{path}: cannot decode ({message}); expected {EXPECTED}"
-    raise ImageError(message) from e
-
-
-MAX_MESSAGE_CHARS = 300  # an error message echoing input is cut to this
-
-
-def error_message(error: Exception) -> str:
-  """The useful part of a TF error message (no op names, no graph noise): names the image.
-  At most MAX_MESSAGE_CHARS characters (a message may echo the input)."""
-  text = getattr(error, "message", None) or str(error)
-  text = text.split("[Op:")[0].split("\n\t [[")[0]
-  text = re.sub(r"^(\{\{[^}]*\}\}\s*)+", "", text.strip())  # {{function_node ...}}
-  if "assertion failed:" in text:
-    text = text.split("assertion failed:", 1)[1].strip()
-    if text.startswith("[") and text.endswith("]"):
-      text = text[1:-1]
-  text = text.split("\n\t [[")[0].split("\n")[0].strip()
-  return cut(text)
-
-
-def cut(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-  """`text`, or its first `limit` characters and how many more there were."""
-  return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more chars)"

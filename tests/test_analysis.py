@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import demo_config as demo_config_lib
+from cnn_rnn_tf import image_files
 from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import vocab as vocab_lib
@@ -385,5 +386,5 @@ def test_visualize_workdir_globs_files_and_returns_paths(trained, tmp_path):
   records = json.loads(open(os.path.join(workdir, "visualize", "images.json")).read())["images"]
   assert [r["source"] for r in records] == ["photo0.png", "photo1.png"]
   assert all(len(r["joint_neighbours"]) == 1 for r in records)
-  with pytest.raises(images_lib.ImageError, match="missing.png"):
+  with pytest.raises(image_files.ImageError, match="missing.png"):
     output.visualize_workdir(workdir, image_patterns=[str(tmp_path / "missing.png")])

@@ -1,4 +1,4 @@
-"""cnn_rnn_tf.images: format table, header sizes, the pixel limit before decoding, RGB, resize."""
+"""cnn_rnn_tf.images and image_files: formats, header sizes, the pixel limit, RGB, resize."""
 
 import io
 import struct
@@ -9,6 +9,7 @@ from PIL import ImageOps
 import pytest
 import tensorflow as tf
 
+from cnn_rnn_tf import image_files
 from cnn_rnn_tf import images
 from helpers import big_gray_png
 from helpers import png_chunk
@@ -39,14 +40,14 @@ def test_lossless_formats_decode_exactly(fmt, kwargs):
     ("WEBP", {}, "webp_vp8"), ("WEBP", {"lossless": True}, "webp_vp8l")])
 def test_header_gives_format_and_size_without_decoding(fmt, kwargs, expected):
   data = encode(rgb(h=21, w=34), fmt, **kwargs)
-  assert images.read_header(data) == images.ImageHeader(expected, 21, 34)
-  assert images.sniff_format(data) == expected
+  assert image_files.read_header(data) == image_files.ImageHeader(expected, 21, 34)
+  assert image_files.sniff_format(data) == expected
 
 
 def test_webp_with_alpha_is_vp8x_and_decodes_to_rgb():
   rgba = np.random.default_rng(1).integers(0, 256, (6, 10, 4), dtype=np.uint8)
   data = encode(rgba, "WEBP", quality=100)
-  assert images.read_header(data) == images.ImageHeader("webp_vp8x", 6, 10)
+  assert image_files.read_header(data) == image_files.ImageHeader("webp_vp8x", 6, 10)
   out = images.decode_rgb(data).numpy()
   assert out.shape == (6, 10, 3)
   expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGBA"))[..., :3]  # libwebp via PIL
@@ -80,8 +81,8 @@ def test_animated_webp_is_refused_before_decode():
   frames = [Image.fromarray(rgb(seed=s)) for s in range(3)]
   buf = io.BytesIO()
   frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:])
-  with pytest.raises(images.ImageError, match="anim.webp: animated WebP is not supported"):
-    images.read_header(buf.getvalue(), name="anim.webp")
+  with pytest.raises(image_files.ImageError, match="anim.webp: animated WebP is not supported"):
+    image_files.read_header(buf.getvalue(), name="anim.webp")
 
 
 def test_header_only_huge_png_is_refused_before_decode():
@@ -102,16 +103,16 @@ def test_real_20000_square_png_is_refused_without_decoding(tmp_path):
   assert len(data) < 2_000_000  # a small file ...
   path = tmp_path / "huge.png"
   path.write_bytes(data)
-  assert images.read_header(data, max_pixels=None) == images.ImageHeader("png", 20000, 20000)
-  with pytest.raises(images.ImageError, match=r"huge\.png: image of 20000x20000.*over the limit"):
-    images.load_rgb(path)  # ... refused in the header check: no 1.2 GB decode
+  assert image_files.read_header(data, max_pixels=None) == image_files.ImageHeader("png", 20000, 20000)
+  with pytest.raises(image_files.ImageError, match=r"huge\.png: image of 20000x20000.*over the limit"):
+    image_files.load_rgb(path)  # ... refused in the header check: no 1.2 GB decode
 
 
 def test_bmp_top_down_negative_height():
   data = bytearray(encode(rgb(h=5, w=6), "BMP"))
   height = struct.unpack_from("<i", data, 22)[0]
   struct.pack_into("<i", data, 22, -height)
-  assert images.read_header(bytes(data)) == images.ImageHeader("bmp", 5, 6)
+  assert image_files.read_header(bytes(data)) == image_files.ImageHeader("bmp", 5, 6)
 
 
 def test_decode_in_a_graph_and_in_tf_data():
@@ -148,15 +149,15 @@ def test_decode_batch_names_the_bad_index():
 
 
 def test_load_rgb_names_missing_and_corrupt_files(tmp_path):
-  with pytest.raises(images.ImageError, match="nope.jpg: cannot read"):
-    images.load_rgb(tmp_path / "nope.jpg")
+  with pytest.raises(image_files.ImageError, match="nope.jpg: cannot read"):
+    image_files.load_rgb(tmp_path / "nope.jpg")
   path = tmp_path / "cut.jpg"
   path.write_bytes(encode(rgb(h=64, w=64), "JPEG")[:200])
-  with pytest.raises(images.ImageError, match="cut.jpg"):
-    images.load_rgb(path)
+  with pytest.raises(image_files.ImageError, match="cut.jpg"):
+    image_files.load_rgb(path)
   path = tmp_path / "ok.png"
   path.write_bytes(encode(rgb(), "PNG"))
-  np.testing.assert_array_equal(images.load_rgb(path), rgb())
+  np.testing.assert_array_equal(image_files.load_rgb(path), rgb())
 
 
 def test_config_default_is_the_images_default():
@@ -247,7 +248,7 @@ def test_gif_frames_reads_every_image_descriptor():
   assert images.gif_frames(bytes(data)).numpy().tolist() == [500, 700, 3 * 500 * 700]
   fn = tf.function(images.gif_frames, input_signature=[tf.TensorSpec([], tf.string)])
   assert fn(bytes(data)).numpy().tolist() == [500, 700, 3 * 500 * 700]
-  assert images.read_header(bytes(data)) == images.ImageHeader("gif", 500, 700)
+  assert image_files.read_header(bytes(data)) == image_files.ImageHeader("gif", 500, 700)
 
 
 def test_gif_with_many_frames_is_refused_by_what_the_decoder_holds():
@@ -271,20 +272,21 @@ def test_apng_decodes_its_default_image_of_the_header_size():
   buf = io.BytesIO()
   frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:])
   assert b"acTL" in buf.getvalue()
-  assert images.read_header(buf.getvalue()) == images.ImageHeader("png", 30, 40)
+  assert image_files.read_header(buf.getvalue()) == image_files.ImageHeader("png", 30, 40)
   assert images.decode_rgb(buf.getvalue()).shape == (30, 40, 3)
 
 
 PATCHED_GIF_RSS = """
 import resource, sys
 import tensorflow as tf
+from cnn_rnn_tf import image_files
 from cnn_rnn_tf import images
 images.decode_rgb(tf.constant(open(sys.argv[2], "rb").read()))  # warm up: kernels, graph
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
-  images.load_rgb(sys.argv[1])
+  image_files.load_rgb(sys.argv[1])
   print("DECODED")
-except images.ImageError as e:
+except image_files.ImageError as e:
   print("REFUSED", e)
 print("GROWTH_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
@@ -343,7 +345,7 @@ def test_exif_orientation_gives_the_same_pixels_in_every_path(tmp_path):
   data = with_exif_orientation(phone_photo(), 6)  # a phone held upright: 48 high, 32 wide
   path = tmp_path / "phone.jpg"
   path.write_bytes(data)
-  loaded = images.load_rgb(path)  # predict's and visualize's reader
+  loaded = image_files.load_rgb(path)  # predict's and visualize's reader
   assert loaded.shape == (48, 32, 3)
   graph = tf.function(lambda b: images.decode_rgb(b, name="x"),  # the tf.data pipeline's
                       input_signature=[tf.TensorSpec([], tf.string)])(tf.constant(data))
@@ -370,8 +372,8 @@ def test_error_messages_name_the_element_and_are_cut():
   png = encode(rgb(h=20, w=30), "PNG")
   with pytest.raises(tf.errors.InvalidArgumentError) as e:
     fn(tf.constant([png, png[:60]]))  # the decoder's own failure: "Invalid PNG data, size 60"
-  assert images.error_message(e.value).startswith(
+  assert image_files.error_message(e.value).startswith(
       "image_bytes[1]: its png data does not decode (corrupt or truncated")
   long = tf.errors.InvalidArgumentError(None, None, "x: " + "y" * 20000)
-  assert len(images.error_message(long)) < images.MAX_MESSAGE_CHARS + 40
-  assert images.error_message(long).endswith("(19703 more chars)")
+  assert len(image_files.error_message(long)) < image_files.MAX_MESSAGE_CHARS + 40
+  assert image_files.error_message(long).endswith("(19703 more chars)")

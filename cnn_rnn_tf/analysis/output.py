@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 import tensorflow as tf
 
-from cnn_rnn_tf import images as images_lib
+from cnn_rnn_tf import image_files
 from cnn_rnn_tf.analysis import attention
 from cnn_rnn_tf.analysis import common
 from cnn_rnn_tf.analysis import hit_rate
@@ -107,7 +107,7 @@ def _gather_images(images, image_paths) -> tuple[list[np.ndarray], list[str]]:
     all_images += [np.asarray(im) for im in images]
     sources += [f"images[{i}]" for i in range(len(images))]
   for path in image_paths or ():
-    all_images.append(images_lib.load_rgb(path))  # errors name the file
+    all_images.append(image_files.load_rgb(path))  # errors name the file
     sources.append(os.path.basename(path))
   return all_images, sources
 

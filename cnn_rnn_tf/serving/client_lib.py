@@ -28,7 +28,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from cnn_rnn_tf import images
+from cnn_rnn_tf import image_files
 from cnn_rnn_tf.serving import format as format_lib
 
 
@@ -76,7 +76,7 @@ def predict(server: str, model_name: str, signature: str, images_bytes: Sequence
 
 def _explain(error: grpc.RpcError, server, model_name, signature, timeout,
              max_message_mb) -> ServingError:
-  code, details = error.code(), images.cut(error.details() or "")  # may echo input
+  code, details = error.code(), image_files.cut(error.details() or "")  # may echo input
   if code == grpc.StatusCode.UNAVAILABLE:
     message = (f"Cannot reach a model server at {server!r} (is it running, and is this its "
                f"gRPC port, 8500 for TF Serving?): {details}")

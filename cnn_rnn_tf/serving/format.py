@@ -44,6 +44,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
+from cnn_rnn_tf import image_files
 from cnn_rnn_tf import images
 from cnn_rnn_tf import progress
 
@@ -143,7 +144,7 @@ def decode_rgb(data: bytes, index: int = 0) -> np.ndarray:
   try:
     image = images.decode_rgb(tf.constant(data), name=f"Image {index}")
   except (tf.errors.InvalidArgumentError, ValueError) as e:
-    raise BadInputError(f"Image {index} does not decode: {images.error_message(e)}") from None
+    raise BadInputError(f"Image {index} does not decode: {image_files.error_message(e)}") from None
   return image.numpy().astype(np.float32)
 
 
@@ -170,9 +171,9 @@ def predict_paths(predict_fn: Callable[[list], dict], paths: Sequence[str], *,
       names, datas = [], []
       for path in paths[start:start + batch_size]:
         try:
-          datas.append(images.read_file(path))
+          datas.append(image_files.read_file(path))
           names.append(path)
-        except images.ImageError as e:
+        except image_files.ImageError as e:
           failed.append((path, str(e)))
       for group in _predict_group(predict_fn, names, datas, failed):
         records.extend(group)

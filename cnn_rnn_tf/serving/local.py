@@ -20,7 +20,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from cnn_rnn_tf import images
+from cnn_rnn_tf import image_files
 from cnn_rnn_tf.serving import format as format_lib
 
 SIGNATURES = ("serving_default", "predict_images")
@@ -52,7 +52,7 @@ def predict(model, images_bytes: Sequence[bytes], signature: str = "serving_defa
     try:
       outputs.append({k: v.numpy() for k, v in fn(**tensors).items()})
     except tf.errors.InvalidArgumentError as e:
-      raise format_lib.BadInputError(images.error_message(e)) from None
+      raise format_lib.BadInputError(image_files.error_message(e)) from None
   return format_lib.merge_outputs(outputs)
 
 

@@ -89,6 +89,7 @@ from typing import Sequence
 from absl import logging
 import tensorflow as tf
 
+from cnn_rnn_tf import image_files
 from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import options as options_lib
@@ -395,6 +396,6 @@ def _check_images(paths: Sequence[str], mode: str,
         check(tf.constant(i), tf.constant(p))
         bad[i] = "the check failed in tf.data but not when repeated"
       except (tf.errors.OpError, ValueError) as e:
-        message = images_lib.error_message(e)
+        message = image_files.error_message(e)
         bad[i] = message[len(p) + 2:] if message.startswith(p + ": ") else message
   return bad
