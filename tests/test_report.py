@@ -137,3 +137,13 @@ def test_decoders_are_chosen_on_validation_and_reported_on_test():
           report.decoder_goal(test_s, picked)}
   assert goal["all O-F1 vs calibrated BCE"] == (0.0, True)  # 62 vs 62
   assert goal["mAP vs calibrated BCE"] == (-5.0, False)
+
+
+def test_decoders_by_theory_need_no_data():
+  test = report.summarize_seeds({
+      "cnn_rnn": [_metrics({"all/exact_match": 0.4, "all_marginals/exact_match": 0.5,
+                            "all_expected_f1/EF1": 0.7, "all/EF1": 0.8})],
+      "bce": [_metrics({"all/exact_match": 0.3, "all_expected_f1/EF1": 0.6})]})
+  _, picked = report.decoder_table(test, None)
+  assert picked[("cnn_rnn", "exact match")] == ("", [0.4])  # the mode, though marginals won
+  assert picked[("cnn_rnn", "example F1")] == ("_expected_f1", [0.7])
