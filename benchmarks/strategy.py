@@ -2,7 +2,7 @@ r"""The trainer's step on one device: the default strategy against MirroredStrat
 
     python -m benchmarks.strategy [--steps=20] [--repeats=2] [--out=/tmp/strategy.json]
 
-`train_lib.make_strategy` uses the default strategy when there is one device and
+`distribute.make_strategy` uses the default strategy when there is one device and
 MirroredStrategy only over several. This benchmark is the measurement behind that choice:
 the real step (`train_lib.make_train_step` inside `make_multi_step`, the same code for both)
 of the demo's two kinds of run, on one in-memory batch of random inputs, under each strategy:

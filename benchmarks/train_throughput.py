@@ -126,6 +126,7 @@ def make_config(data_dir: str, num_steps: int, log_every: int, steps_per_loop: i
 def prepare(data_dir: str, num_examples: int, config_args: dict) -> dict:
   """Writes the images, the frozen small_cnn's weights and the feature cache (untimed)."""
   from cnn_rnn_tf import backbones  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import distribute  # pylint: disable=g-import-not-at-top
   from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
   t = time.perf_counter()
   write_images(data_dir, num_examples)
@@ -154,13 +155,14 @@ def measure(replicas: int, data_dir: str, config_args: dict,
   """One setting, in this process: train from scratch, read examples/s off the log."""
   from cnn_rnn_tf import runtime  # pylint: disable=g-import-not-at-top
   runtime.setup(cpu_devices=replicas)  # before any TensorFlow op runs
+  from cnn_rnn_tf import distribute  # pylint: disable=g-import-not-at-top
   from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
   from cnn_rnn_tf.data import feature_cache  # pylint: disable=g-import-not-at-top
   from cnn_rnn_tf.metric_writer import read_jsonl  # pylint: disable=g-import-not-at-top
 
   config = make_config(data_dir, **config_args, label_order=label_order)
   workdir = tempfile.mkdtemp(prefix=f"workdir_{replicas}_", dir=data_dir)
-  strategy = train_lib.make_strategy()
+  strategy = distribute.make_strategy()
   load_before = os.getloadavg()
   t = time.perf_counter()
   summary = train_lib.train(config, workdir, strategy=strategy)

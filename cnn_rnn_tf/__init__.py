@@ -49,6 +49,7 @@ every module file is listed and every listed module exists):
   progress        terminal progress bars
   metric_writer   scalar metrics to the log, TensorBoard and a JSON-lines file
   periodic        the training loop's periodic work as small named objects
+  distribute      the tf.distribute strategy of a run, and which process is the chief
   train_lib       the distributed custom training loop
   train           binary: trains a head
   evaluate_lib    decoding + metrics over a split

@@ -6,9 +6,8 @@
 The binary `python -m cnn_rnn_tf.train --config=configs/demo.py --workdir=DIR` only parses
 flags and calls `train`.
 
-Strategy: MultiWorkerMirroredStrategy when `TF_CONFIG` names a cluster of more than one task,
-MirroredStrategy over the local devices otherwise (all GPUs; else all logical CPUs), the
-default strategy when there is only one (faster than MirroredStrategy over one device).
+Strategy: `distribute.make_strategy()` (MultiWorkerMirroredStrategy for a TF_CONFIG cluster,
+MirroredStrategy over several local devices, the default strategy on one; see distribute.py).
 Keras' `model.fit` fails under MultiWorkerMirroredStrategy with Keras 3 (keras-team/keras#20585),
 so every strategy uses this loop. The loss of each replica is divided by the *global* batch
 size and gradients are summed across replicas, so any number of replicas takes the same step.
@@ -79,6 +78,7 @@ from cnn_rnn_tf import backbones
 from cnn_rnn_tf import calibration
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
+from cnn_rnn_tf import distribute
 from cnn_rnn_tf import evaluate_lib
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import periodic
@@ -88,34 +88,6 @@ from cnn_rnn_tf.metric_writer import MetricWriter
 
 
 BACKBONE_WEIGHTS = "backbone.weights.h5"  # = os.path.basename(workdir.backbone_weights_path(w))
-
-
-def make_strategy() -> tf.distribute.Strategy:
-  """MultiWorkerMirroredStrategy if TF_CONFIG names several tasks; MirroredStrategy over
-  several local devices; the default strategy on one device.
-
-  Why not MirroredStrategy on one device too: measured on a 2-core CPU, the demo's
-  end-to-end step ran at 97 images/s under it and 172 under the default strategy (1.77x;
-  the head alone on features 1.12x; `python -m benchmarks.strategy` measures the ratio).
-  The loop is the same code under both; only the replica machinery differs.
-  """
-  cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-  if sum(len(tasks) for tasks in cluster.values()) > 1:
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  gpus = tf.config.list_logical_devices("GPU")
-  devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-  if len(devices) == 1:
-    return tf.distribute.get_strategy()
-  return tf.distribute.MirroredStrategy(devices)
-
-
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None or not resolver.task_type:
-    return True
-  has_chief = "chief" in resolver.cluster_spec().as_dict()
-  return resolver.task_type == "chief" or (
-      not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
 
 
 def _make_optimizer(config):
@@ -431,8 +403,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
           strategy: tf.distribute.Strategy | None = None) -> dict:
   """Trains until `config.train.num_steps`, resuming from the workdir. Returns a summary."""
   check_before_writing(config, workdir)
-  strategy = strategy or make_strategy()
-  chief = is_chief(strategy)
+  strategy = strategy or distribute.make_strategy()
+  chief = distribute.is_chief(strategy)
   with _workdir_lock(workdir, chief):
     return _train_locked(config, workdir, strategy, chief)
 

@@ -601,12 +601,13 @@ runtime.setup(cpu_devices=2)  # before any TensorFlow op
 import ml_collections
 import numpy as np
 import tensorflow as tf
+from cnn_rnn_tf import distribute
 from cnn_rnn_tf import train_lib
 config = ml_collections.ConfigDict(json.loads(sys.argv[1]))
 batch = {k: np.asarray(v, np.float32) for k, v in json.loads(sys.argv[2]).items()}
 weights, losses = {}, {}
 for name, strategy in (("one", tf.distribute.get_strategy()),
-                       ("two", train_lib.make_strategy())):
+                       ("two", distribute.make_strategy())):
   models = train_lib.build_training_models(config, len(batch["labels"][0]), strategy)
   before = [v.numpy() for v in models.head.trainable_variables]
   multi_step = train_lib.make_multi_step(strategy, train_lib.make_train_step(config, models))
