@@ -154,6 +154,28 @@ def _unit_scale():
   return layers.Rescaling(1.0 / 255, name="rescale")
 
 
+def _resnet(constructor, weights_file: str, weights_hash: str, published: str) -> Backbone:
+  """A ResNet entry: caffe preprocessing, 2048-d `avg_pool` features, 224 px by default."""
+  return Backbone(
+      _application(constructor), _caffe, keras.applications.resnet.preprocess_input,
+      "avg_pool", 2048, 224, False, weights_file, weights_hash, _KERAS_URL + "resnet/",
+      "conv5_block3_out", published)
+
+
+def _rescaling_app(constructor, family: str, feature_layer: str, feature_dim: int,
+                   image_size: int, weights_file: str, weights_hash: str,
+                   grad_cam_layer: str, published: str) -> Backbone:
+  """An entry whose Keras model rescales its own input (no preprocessing layer in front).
+
+  `family`: its keras.applications module (`efficientnet_v2`), which also names the folder
+  of its weights under _KERAS_URL.
+  """
+  return Backbone(
+      _application(constructor), None, getattr(keras.applications, family).preprocess_input,
+      feature_layer, feature_dim, image_size, False, weights_file, weights_hash,
+      _KERAS_URL + family + "/", grad_cam_layer, published)
+
+
 _apps = keras.applications
 REGISTRY: dict[str, Backbone] = {
     "vgg16": Backbone(
@@ -161,36 +183,27 @@ REGISTRY: dict[str, Backbone] = {
         "vgg16_weights_tf_dim_ordering_tf_kernels.h5", "64373286793e3c8b2b4e3219cbf3544b",
         _KERAS_URL + "vgg16/", "block5_conv3",
         "CNN-RNN (Wang et al. 2016): VOC 2007 mAP 84.0"),
-    "resnet50": Backbone(
-        _application(_apps.ResNet50), _caffe, _apps.resnet.preprocess_input,
-        "avg_pool", 2048, 224, False,
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "4d473c1dd8becc155b73f8504c6f6626", _KERAS_URL + "resnet/", "conv5_block3_out",
+    "resnet50": _resnet(
+        _apps.ResNet50, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "4d473c1dd8becc155b73f8504c6f6626",
         "a common smaller baseline encoder in multi-label papers"),
-    "resnet101": Backbone(
-        _application(_apps.ResNet101), _caffe, _apps.resnet.preprocess_input,
-        "avg_pool", 2048, 224, False,
-        "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "88cf7a10940856eca736dc7b7e228a21", _KERAS_URL + "resnet/", "conv5_block3_out",
+    "resnet101": _resnet(
+        _apps.ResNet101, "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "88cf7a10940856eca736dc7b7e228a21",
         "ML-GCN, ASL, Query2Label at 448 px; orderless RNN at 288 px"),
-    "efficientnetv2_s": Backbone(
-        _application(_apps.EfficientNetV2S), None,
-        _apps.efficientnet_v2.preprocess_input, "avg_pool", 1280, 384, False,
-        "efficientnetv2-s_notop.h5", "af0682fb74e8c54910f2d4393339c070",
-        _KERAS_URL + "efficientnet_v2/", "top_activation",
+    "efficientnetv2_s": _rescaling_app(
+        _apps.EfficientNetV2S, "efficientnet_v2", "avg_pool", 1280, 384,
+        "efficientnetv2-s_notop.h5", "af0682fb74e8c54910f2d4393339c070", "top_activation",
         "none of the results cited here; ImageNet accuracy per FLOP"),
-    "convnext_tiny": Backbone(
-        _application(_apps.ConvNeXtTiny), None,
-        _apps.convnext.preprocess_input, "head_layernorm", 768, 224, False,
-        "convnext_tiny_notop.h5",
+    "convnext_tiny": _rescaling_app(
+        _apps.ConvNeXtTiny, "convnext", "head_layernorm", 768, 224, "convnext_tiny_notop.h5",
         "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
-        _KERAS_URL + "convnext/", "convnext_tiny_stage_3_block_2_identity",
+        "convnext_tiny_stage_3_block_2_identity",
         "none of the results cited here; a modern pure-conv encoder"),
-    "mobilenet_v3_large": Backbone(
-        _application(_apps.MobileNetV3Large), None,
-        _apps.mobilenet_v3.preprocess_input, "avg_pool", 960, 224, False,
+    "mobilenet_v3_large": _rescaling_app(
+        _apps.MobileNetV3Large, "mobilenet_v3", "avg_pool", 960, 224,
         "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
-        "07fb09a5933dd0c8eaafa16978110389", _KERAS_URL + "mobilenet_v3/", "top_activation",
+        "07fb09a5933dd0c8eaafa16978110389", "top_activation",
         "none of the results cited here; low serving latency"),
     "small_cnn": Backbone(
         _small_cnn, _unit_scale, lambda x: x / 255.0, "fc", 256, 64, False, None, None, None,

@@ -49,18 +49,10 @@ def _layout_path(key: str):
   return path
 
 
-config_path = _layout_path("config")
-config_history_path = _layout_path("config_history")
-labels_path = _layout_path("labels")
-checkpoint_dir = _layout_path("checkpoints")
-best_dir = _layout_path("best")
-best_json_path = _layout_path("best_json")
-train_dir = _layout_path("train")
-eval_dir = _layout_path("eval")
-data_report_path = _layout_path("data_report")
-backbone_weights_path = _layout_path("backbone_weights")
-lock_path = _layout_path("lock")
-thresholds_path = _layout_path("thresholds")
+# One accessor per LAYOUT key, in LAYOUT's order (`config_path(w)` -> `<w>/config.json`).
+(config_path, config_history_path, labels_path, checkpoint_dir, best_dir, best_json_path,
+ train_dir, eval_dir, data_report_path, backbone_weights_path, thresholds_path,
+ lock_path) = map(_layout_path, LAYOUT)
 
 
 def feature_cache_dir(config, workdir: str) -> str:
