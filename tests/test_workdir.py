@@ -426,3 +426,15 @@ def test_a_config_saved_before_a_field_existed_rebuilds_the_saved_model(tmp_path
   new = workdir_lib.load_config(str(tmp_path / "new"))
   assert new.model.marginals == config.model.marginals
   assert tuple(new.model.small_cnn_filters) == tuple(config.model.small_cnn_filters)
+
+
+def test_every_layout_accessor_joins_its_own_name():
+  """The accessors are made from LAYOUT in order: a reordered LAYOUT must not swap paths."""
+  want = {"config_path": "config.json", "config_history_path": "config_history.jsonl",
+          "labels_path": "labels.txt", "checkpoint_dir": "checkpoints", "best_dir": "best",
+          "best_json_path": os.path.join("best", "best.json"), "train_dir": "train",
+          "eval_dir": "eval", "data_report_path": "data_report.json",
+          "backbone_weights_path": "backbone.weights.h5",
+          "thresholds_path": "thresholds.json", "lock_path": ".lock"}
+  for name, relative in want.items():
+    assert getattr(workdir_lib, name)("/w") == os.path.join("/w", relative), name
