@@ -152,8 +152,8 @@ def default_config() -> ml_collections.ConfigDict:
   # threshold (bce: p >= calibrated thresholds, or 0.5); expected_f1 (the set of maximal
   # expected example-F1, GFM: docs/method.md).
   decode.decoder = "default"
-  # cnn_rnn expected_f1: ancestral samples per image (0: no expected_f1). 50 keeps every decoder
-  # under 5% of serving_default with VGG16 at batch 32 (make bench; 100 took about 9%).
+  # cnn_rnn expected_f1: ancestral samples per image (0: no expected_f1). With VGG16 at batch
+  # 32 every decoder together took 5.7% of serving_default at 50 (make bench; 100: ~9%).
   decode.num_samples = 50
   decode.sample_seed = 0  # the samples' seed (with each image's features: batch-independent)
   # cnn_rnn label_scores, the ranking of AP and MAP@10: marginals (the marginal probabilities),
