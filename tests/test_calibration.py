@@ -86,15 +86,20 @@ def csv_config(tmp_path):
   return config
 
 
-def test_calibrate_fits_on_the_held_out_part_only(csv_config, tmp_path):
-  config = csv_config
+def _calibrated(config, cache_dir):
+  """(thresholds calibrate fits, the held-out part's predictions) of fresh models."""
   source = data_lib.get_source(config.data)
   vocab = vocab_lib.LabelVocab.from_label_sets(source.train_label_sets(),
                                                all_names=source.label_names)
   backbone, head = workdir_lib.build_backbone_and_head(config, vocab.num_labels)
-  thresholds = calibration.calibrate(config, vocab, backbone, head, cache_dir=str(tmp_path))
+  thresholds = calibration.calibrate(config, vocab, backbone, head, cache_dir=cache_dir)
   held = evaluate_lib.predict_models(config, vocab, backbone, head, "train",
-                                     cache_dir=str(tmp_path), part=data_lib.CALIBRATION)
+                                     cache_dir=cache_dir, part=data_lib.CALIBRATION)
+  return vocab, thresholds, held
+
+
+def test_calibrate_fits_on_the_held_out_part_only(csv_config, tmp_path):
+  vocab, thresholds, held = _calibrated(csv_config, str(tmp_path))
   keys = [k.decode() for k in held["keys"]]
   assert 8 <= len(keys) <= 30  # about 0.3 of 60
   assert np.all(data_lib.in_calibration_part(np.array(keys), 0.3).numpy())
@@ -111,13 +116,7 @@ def test_cnn_rnn_calibrates_its_marginals_on_the_held_out_part(csv_config, tmp_p
   config.model.head = "cnn_rnn"
   config.model.embedding_dim, config.model.lstm_units = 8, 16
   assert calibration.calibrates(config)
-  source = data_lib.get_source(config.data)
-  vocab = vocab_lib.LabelVocab.from_label_sets(source.train_label_sets(),
-                                               all_names=source.label_names)
-  backbone, head = workdir_lib.build_backbone_and_head(config, vocab.num_labels)
-  thresholds = calibration.calibrate(config, vocab, backbone, head, cache_dir=str(tmp_path))
-  held = evaluate_lib.predict_models(config, vocab, backbone, head, "train",
-                                     cache_dir=str(tmp_path), part=data_lib.CALIBRATION)
+  _, thresholds, held = _calibrated(config, str(tmp_path))
   np.testing.assert_array_equal(thresholds, calibration.fit_thresholds(
       held["y_true"], held["marginal_scores"]))
   config.model.aux_bce_weight = 0.0  # the paper's training: no marginals to calibrate

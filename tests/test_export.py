@@ -565,6 +565,22 @@ _THRESHOLDS_PROBE = textwrap.dedent("""
 """)
 
 
+def _probe_without_the_package(export_dir, features, tmp_path):
+  """predict_features of the export on `features`, in a process that cannot import the
+  package (`_THRESHOLDS_PROBE`); its outputs as NumPy (strings decoded)."""
+  np.save(tmp_path / "features.npy", features)
+  script = tmp_path / "probe.py"
+  script.write_text(_THRESHOLDS_PROBE)
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  result = subprocess.run([sys.executable, str(script), export_dir,
+                           str(tmp_path / "features.npy"), str(tmp_path / "out.npz")],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return np.load(tmp_path / "out.npz")
+
+
 def _calibrated_workdir(tmp_path):
   """A bce workdir with thresholds.json: per class the median probability of 12 images."""
   workdir = export_fixtures.make_workdir(tmp_path / "bce", head="bce")
@@ -597,17 +613,7 @@ def test_calibrated_thresholds_are_applied_by_the_export_loaded_without_the_pack
   baked = json.load(open(os.path.join(path, "assets.extra", export_lib.THRESHOLDS_FILE)))
   assert baked == pytest.approx(dict(zip(vocab.names, thresholds.tolist())))
   os.remove(workdir_lib.thresholds_path(workdir))  # the export must not read the workdir
-  np.save(tmp_path / "features.npy", features)
-  script = tmp_path / "probe.py"
-  script.write_text(_THRESHOLDS_PROBE)
-  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  cwd = tmp_path / "cwd"
-  cwd.mkdir()
-  result = subprocess.run([sys.executable, str(script), path, str(tmp_path / "features.npy"),
-                           str(tmp_path / "out.npz")], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
-  assert result.returncode == 0, result.stderr[-3000:]
-  out = np.load(tmp_path / "out.npz")
+  out = _probe_without_the_package(path, features, tmp_path)
   np.testing.assert_allclose(out["label_scores"], probs, rtol=1e-4, atol=1e-6)
   for i, expected in enumerate(want):
     n = int(out["num_labels"][i])
@@ -664,17 +670,7 @@ def test_named_decoders_of_the_export_loaded_without_the_package_equal_evaluates
            "bce": {"threshold": "all_calibrated", "expected_f1": "all_expected_f1"}}[head]
 
   path = export_lib.export(workdir, str(tmp_path / "models"))
-  np.save(tmp_path / "features.npy", features)
-  script = tmp_path / "probe.py"
-  script.write_text(_THRESHOLDS_PROBE)
-  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  cwd = tmp_path / "cwd"
-  cwd.mkdir()
-  result = subprocess.run([sys.executable, str(script), path, str(tmp_path / "features.npy"),
-                           str(tmp_path / "out.npz")], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
-  assert result.returncode == 0, result.stderr[-3000:]
-  out = np.load(tmp_path / "out.npz")
+  out = _probe_without_the_package(path, features, tmp_path)
   assert {f"labels_{name}" for name in rules} <= set(out.files)
   differ = 0
   for name, rule in rules.items():
