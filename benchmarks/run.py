@@ -91,7 +91,7 @@ TINY = {
               "--steps_per_loop=2", "--batch_size=8", "--lstm_units=16", "--num_examples=32",
               "--label_orders=frequent_first,pla"],
     "strategy": ["--steps=2", "--repeats=1"],
-    "backbones": ["--tiny"],
+    "backbones": ["--tiny=true"],
 }
 
 

@@ -129,8 +129,11 @@ def setup(cpu_devices: int = 0, progress: str = "auto") -> None:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
-  if not verbose():
-    spend_once_only_notices()  # after the split: this op starts TensorFlow's runtime
+  # After the split: this op starts TensorFlow's runtime. Not in a multi-worker run
+  # (TF_CONFIG names a cluster): MultiWorkerMirroredStrategy must configure the collective
+  # ops before the runtime starts, so there the notice may print once.
+  if not verbose() and not os.environ.get("TF_CONFIG"):
+    spend_once_only_notices()
 
 
 

@@ -394,8 +394,12 @@ def calibrate_and_save(config, workdir: str, vocab, source, models: Models) -> N
     trained = workdir_lib.load_trained(workdir, "best")
     backbone, head = trained.backbone, trained.head
     step = int(trained.checkpoint_path.rsplit("-", 1)[1])
-  thresholds = calibration.calibrate(config, vocab, backbone, head, source=source,
-                                     cache_dir=workdir_lib.feature_cache_dir(config, workdir))
+  try:
+    thresholds = calibration.calibrate(config, vocab, backbone, head, source=source,
+                                       cache_dir=workdir_lib.feature_cache_dir(config, workdir))
+  except data_lib.EmptyPartError as e:  # a split too small for its held-out part
+    logging.warning("No calibrated thresholds (evaluate and export keep 0.5): %s", e)
+    return
   workdir_lib.save_thresholds(workdir, vocab.names, thresholds, step=step)
 
 

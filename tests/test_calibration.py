@@ -128,3 +128,11 @@ def test_calibrate_refuses_fraction_zero(csv_config, tmp_path):
   csv_config.data.calibration_fraction = 0.0
   with pytest.raises(ValueError, match="calibration_fraction is 0"):
     calibration.calibrate(csv_config, vocab, None, None, cache_dir=str(tmp_path))
+
+
+def test_an_empty_held_out_part_is_its_own_error(csv_config, tmp_path):
+  """A split too small for its calibration part raises EmptyPartError (which the trainer
+  turns into a warning and no thresholds), naming the fraction and the split's size."""
+  csv_config.data.calibration_fraction = 1e-9  # 60 rows: none held out
+  with pytest.raises(data_lib.EmptyPartError, match=r"calibration_fraction=1e-09 of 60"):
+    _calibrated(csv_config, str(tmp_path))

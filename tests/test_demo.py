@@ -118,8 +118,10 @@ def test_demo_binary_runs_every_stage_prints_little_else_and_resumes(tmp_path):
   for section in ("## S: ", "## T: ", "## E: ", "Where each head wins", "Per-class precision",
                   "Training curves", "exported SavedModels", "Label embedding"):
     assert section in text, section
-  for rule in metrics_lib.RULES:
-    assert f"`{rule}`: " in text and f"| bce | {rule} |" in text
+  for rule in metrics_lib.RULES:  # every rule defined, and a row of the head(s) it is of
+    assert f"`{rule}`: " in text
+    assert f"| bce | {rule} |" in text or f"| cnn_rnn | {rule} |" in text, rule
+  assert "Which model and decoder for which metric" in text
   for png in ("per_class.png", "curves.png", "predictions.png"):
     assert os.path.getsize(os.path.join(run_dir, png)) > 1000
   summary = json.load(open(os.path.join(run_dir, "summary.json")))

@@ -28,6 +28,7 @@ _PUBLIC = {
     "sources": None,
     "feature_dataset": "feature_cache",
     "ALL": "inputs", "CALIBRATION": "inputs", "FIT": "inputs", "dataset_for": "inputs",
+    "EmptyPartError": "inputs",
     "in_calibration_part": "inputs", "uses_feature_cache": "inputs",
     "image_dataset": "pipeline", "ImageDatasetOptions": "pipeline",
     "BadDataError": "sources", "get_source": "sources", "SOURCES": "sources",

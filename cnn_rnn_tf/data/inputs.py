@@ -36,6 +36,10 @@ from cnn_rnn_tf.data import pipeline
 from cnn_rnn_tf.data import sources as sources_lib
 
 ALL, FIT, CALIBRATION = "all", "fit", "calibration"
+
+
+class EmptyPartError(ValueError):
+  """A part of a split ("calibration", "fit") holds no example (a small split)."""
 PARTS = (ALL, FIT, CALIBRATION)
 _HASH_BUCKETS = 1_000_000
 
@@ -114,7 +118,7 @@ def dataset_for(config, split: str, vocab: vocab_lib.LabelVocab, *, training: bo
     if fraction > 0:
       size = part_size(source, split, vocab, part, fraction)
       if size == 0:
-        raise ValueError(
+        raise EmptyPartError(
             f"The {part!r} part of split {split!r} of {source.name} is empty "
             f"(data.calibration_fraction={fraction} of {source.num_examples(split)} "
             "examples); change data.calibration_fraction.")
