@@ -200,7 +200,8 @@ class BestCheckpoint:
 
 
 class Evaluate(PeriodicAction):
-  """Evaluates on the eval split; writes `eval/...` scalars; keeps the best checkpoint."""
+  """Evaluates (the trainer: on the validation part); writes `eval/...` scalars; keeps the
+  best checkpoint. An `evaluate_fn` that returns None has nothing to evaluate: skipped."""
 
   def __init__(self, every: int, evaluate_fn: Callable[[], dict], writer,
                best: BestCheckpoint | None = None):
@@ -213,6 +214,8 @@ class Evaluate(PeriodicAction):
   def run(self, step: int, **_) -> None:
     t0 = time.time()
     metrics = self._evaluate()
+    if metrics is None:
+      return
     scalars = {f"eval/{k}": v for k, v in metrics_lib.scalars(metrics).items()}
     scalars["eval/seconds"] = time.time() - t0
     self._writer.write(step, scalars, prefix=f"eval at step {step}")

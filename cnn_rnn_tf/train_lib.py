@@ -327,8 +327,18 @@ def make_evaluate_fn(config, workdir: str, vocab, models: Models):
   (`evaluate_lib.validation_part`: keep_best and eval_every never see the test split)."""
   cache_dir = workdir_lib.feature_cache_dir(config, workdir)
   split, part = evaluate_lib.validation_part(config)
-  return lambda: evaluate_lib.evaluate_models(config, vocab, models.backbone, models.head,
-                                              split, cache_dir=cache_dir, part=part)
+
+  def evaluate():
+    try:
+      return evaluate_lib.evaluate_models(config, vocab, models.backbone, models.head, split,
+                                          cache_dir=cache_dir, part=part)
+    except data_lib.EmptyPartError as e:
+      if config.train.keep_best:  # a choice needs examples to choose on
+        raise
+      logging.warning("No evaluation during training (a split too small): %s", e)
+      return None
+
+  return evaluate
 
 
 def make_actions(config, workdir: str, chief: bool, worker_dir: str | None, vocab,

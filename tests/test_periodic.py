@@ -232,3 +232,15 @@ def test_a_registered_metric_reaches_a_real_runs_files(tmp_path, monkeypatch):
   assert saved["all"]["size_error"] is not None
   assert "size error" in open(os.path.join(eval_dir, "metrics.md")).read()
   assert "all/size_error" in _tensorboard_tags(eval_dir)
+
+
+def test_an_evaluation_with_nothing_to_evaluate_is_skipped():
+  writes = []
+
+  class Writer:
+    def write(self, step, scalars, prefix=""):
+      writes.append(step)
+
+  action = periodic.Evaluate(1, lambda: None, Writer())
+  action.run(3)
+  assert writes == [] and action.last_metrics is None

@@ -672,3 +672,25 @@ def test_best_checkpoint_tie_keeps_the_later_checkpoint(tmp_path):
   assert best.update(60, {"top3": {"OF1": 0.5}})  # a tie: the later one is kept
   assert tf.train.latest_checkpoint(best_dir).endswith("ckpt-60")
   assert json.load(open(os.path.join(best_dir, "best.json")))["step"] == 60
+
+
+def test_a_split_too_small_to_hold_out_trains_without_evaluation_or_thresholds(tmp_path):
+  """6 images: the 10% validation part is empty. The run ends normally with a warning, no
+  thresholds.json and no eval points; keep_best, which must choose, refuses naming the part."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rows = []
+  for i in range(6):
+    Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    rows.append(f"{i}.png,{'a b' if i % 2 else 'a'}")
+  (tmp_path / "train.csv").write_text("image_name,tags\n" + "\n".join(rows) + "\n")
+  config = load_config_file(os.path.join(ROOT, "configs", "csv.py"), "runlocal")
+  config.data.train_csv = str(tmp_path / "train.csv")
+  config.data.calibration_fraction = 1e-9  # no example held out, whatever the hash
+  config.train.update(num_steps=2, checkpoint_every=2)
+  workdir = str(tmp_path / "run")
+  result = train_lib.train(config, workdir)
+  assert result["step"] == 2 and result["eval"] is None
+  assert not os.path.exists(workdir_lib.thresholds_path(workdir))
+  config.train.update(num_steps=4, eval_every=2, keep_best="top3.OF1")
+  with pytest.raises(train_lib.data_lib.EmptyPartError, match="calibration"):
+    train_lib.train(config, str(tmp_path / "best"))
