@@ -105,7 +105,7 @@ def make_workdir(path: str, name: str, size: int) -> None:
   vocab = vocab_lib.LabelVocab([f"label_{i:02d}" for i in range(_NUM_LABELS)])
   workdir_lib.save_config(config, path)
   vocab.save(workdir_lib.labels_path(path))
-  _, head = workdir_lib.build_models(config, _NUM_LABELS)
+  _, head = workdir_lib.build_backbone_and_head(config, _NUM_LABELS)
   checkpoint = workdir_lib.make_checkpoint(config, None, head)  # frozen: head only
   tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(path),
                              max_to_keep=1).save(checkpoint_number=1)
@@ -117,7 +117,7 @@ def serving_latency_ms(folder: str, name: str, size: int, policy: str | None,
   workdir = os.path.join(folder, f"{name}_run")
   if not os.path.exists(workdir):
     make_workdir(workdir, name, size)
-  config, vocab, backbone, head, _ = workdir_lib.load_trained(workdir, "latest", policy=policy)
+  config, vocab, backbone, head, *_ = workdir_lib.load_trained(workdir, "latest", policy=policy)
   export_dir = os.path.join(folder, f"{name}_{policy or 'float32'}")
   export_lib.write_saved_model(export_dir, config, vocab.names, backbone, head)
   serve = tf.saved_model.load(export_dir).signatures["serving_default"]

@@ -128,7 +128,8 @@ def test_demo_binary_runs_every_stage_prints_little_else_and_resumes(tmp_path):
   assert summary["seeds"] == {"S": [0], "T": [0], "E": [0]}
   for protocol in ("S", "T", "E"):
     assert [len(summary["metrics"][protocol][h]) for h in ("cnn_rnn", "bce")] == [1, 1]
-    assert set(summary["comparison"][protocol]) == {"paper", "users", "goal_met"}
+    assert set(summary["comparison"][protocol]) == {"paper", "users", "goal_met", "decoders",
+                                                   "decoder_goal", "decoder_goal_by_theory"}
   # E's BCE run of seed 0 is the S backbone's run: the same config, trained once.
   assert summary["metrics"]["E"]["bce"][0] == summary["backbones"]["S"]
   assert not os.path.exists(os.path.join(run_dir, "E", "seed0", "bce"))
