@@ -64,8 +64,8 @@ def _best_threshold(positive: np.ndarray, score: np.ndarray, default: float) -> 
 
 def calibrates(config) -> bool:
   """Whether a run of `config` fits thresholds: a held-out part, and probabilities to fit
-  (bce: its own; cnn_rnn: its trained marginals, model.aux_bce_weight > 0)."""
-  trained = config.model.head == "bce" or config.model.aux_bce_weight > 0
+  (bce: its own; cnn_rnn: its trained marginals, model.side_loss_weight > 0)."""
+  trained = config.model.head == "bce" or config.model.side_loss_weight > 0
   return bool(config.data.calibration_fraction) and trained
 
 

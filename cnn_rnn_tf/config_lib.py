@@ -35,6 +35,8 @@ from typing import Any, Callable
 
 import ml_collections
 
+from cnn_rnn_tf import decoders as decoders_lib
+
 # Choices of the enum fields. Each is the library's own list (tests/test_config_lib.py checks
 # they agree); repeated here so that checking a config does not import TensorFlow.
 SOURCES = ("voc2007", "coco2014", "csv", "synthetic_scenes")
@@ -49,9 +51,8 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd")
 PRECISIONS = ("auto", "on", "off")
 LABEL_ORDERS = ("frequent_first", "rare_first", "random", "pla", "mla")
 ALIGN_INPUTS = ("predictions", "targets")
-HEAD_DECODERS = {"cnn_rnn": ("path", "marginals", "expected_f1"),
-                 "bce": ("threshold", "expected_f1")}
-DECODERS = ("path", "marginals", "threshold", "expected_f1")
+# The named decoders (decode.decoder) are read from their TF-free table, `decoders.DECODERS`.
+LABEL_LOSSES = ("bce", "asl")  # model.label_loss: the keys of losses.LABEL_LOSSES
 RANKINGS = ("auto", "marginals", "path", "samples")
 MARGINALS = ("side_head", "joint_space")
 
@@ -128,17 +129,23 @@ def default_config() -> ml_collections.ConfigDict:
   model.dropout = 0.5  # on the inputs of both projections into the joint space
   model.weight_decay = 1e-4  # L2 on all kernels and the label embedding
   model.max_labels = ml_collections.FieldReference(None, field_type=int)  # cap per training sequence
-  # cnn_rnn: weight of a BCE loss on the image side of the joint space, added to the sequence
-  # loss: logits = U_I dropout(I) . U_l[:K]^T (the tied label embedding's label rows), sigmoid
-  # cross-entropy summed over K; gives the image projection (and a trained backbone) a
-  # per-label gradient. Prediction and export are unchanged. 0: off (the paper; `:paper`).
-  # 1 is the default recipe (docs/method.md): end to end it is what lets the CNN-RNN learn the
-  # encoder at all; on frozen features it changes little.
-  model.aux_bce_weight = 1.0
+  # The per-label loss (a key of losses.LABEL_LOSSES): the bce head's loss, and the cnn_rnn
+  # side head's term below. bce: sigmoid cross-entropy summed over K; asl: the Asymmetric Loss
+  # (Ridnik et al. 2021) with the settings model.asl.
+  model.label_loss = "bce"
+  # asl: p_m = max(p - clip, 0); L = -y (1-p)^gamma_pos log p - (1-y) p_m^gamma_neg log(1-p_m)
+  # (the paper's COCO setting)
+  model.asl = ml_collections.ConfigDict(dict(gamma_neg=4.0, gamma_pos=0.0, clip=0.05))
+  # cnn_rnn: weight of the per-label loss of the marginal logits (model.marginals), added to
+  # the sequence loss; gives the image side (and a trained backbone) a per-label gradient and
+  # trains the `marginals` decoder and ranking. 0: off (the paper; `:paper`). 1 is the default
+  # recipe (docs/method.md): end to end it is what lets the CNN-RNN learn the encoder at all;
+  # on frozen features it changes little.
+  model.side_loss_weight = 1.0
   # cnn_rnn: what scores each label from the image alone (the `marginals` decoder, the ranking
-  # scores, and the aux BCE loss above): side_head, a Dense(K) on the dropped features inside
+  # scores, and the side loss above): side_head, a Dense(K) on the dropped features inside
   # the CNN-RNN model (full rank: the BCE baseline's classifier; its gradient reaches a trained
-  # backbone); joint_space, U_I dropout(I) . U_l[:K]^T (rank d; before 2026-12-04).
+  # backbone); joint_space, U_I dropout(I) . U_l[:K]^T (rank d; the paper's `:paper`).
   model.marginals = "side_head"
 
   # ---- Decoding: cnn_rnn_tf.decoding ----
@@ -158,7 +165,7 @@ def default_config() -> ml_collections.ConfigDict:
   decode.sample_seed = 0  # the samples' seed (with each image's features: batch-independent)
   # cnn_rnn label_scores, the ranking of AP and MAP@10: marginals (the marginal probabilities),
   # path (the highest probability a label gets along the best path), samples (sample
-  # frequency); auto: marginals when they are trained (model.aux_bce_weight > 0), else path
+  # frequency); auto: marginals when they are trained (model.side_loss_weight > 0), else path
   decode.ranking = "auto"
 
   # ---- Training: cnn_rnn_tf.train_lib ----
@@ -192,7 +199,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 # Where the default recipe departs from the paper (docs/method.md, "The default recipe"):
 # `paper(config)` sets these back; `configs/<variant>.py:paper` does it from the command line.
-PAPER = {"model.aux_bce_weight": 0.0, "model.marginals": "joint_space"}
+PAPER = {"model.side_loss_weight": 0.0, "model.marginals": "joint_space"}
 
 
 def set_fields(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
@@ -463,11 +470,15 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "model.dropout": _fraction,
     "model.weight_decay": _non_negative_finite,
     "model.max_labels": _int_range(1),
-    "model.aux_bce_weight": _non_negative_finite,
+    "model.side_loss_weight": _non_negative_finite,
+    "model.label_loss": lambda value: _one_of(*LABEL_LOSSES)(value),
+    "model.asl.gamma_neg": _non_negative_finite,
+    "model.asl.gamma_pos": _non_negative_finite,
+    "model.asl.clip": _fraction,
     "decode.beam_size": _int_range(1),
     "decode.max_length": _int_range(1),
     "decode.min_length": _int_range(0),
-    "decode.decoder": _one_of("default", *DECODERS),
+    "decode.decoder": lambda value: _one_of("default", *decoders_lib.DECODERS)(value),
     "decode.num_samples": _int_range(0),
     "decode.sample_seed": _int_range(0),
     "decode.ranking": _one_of(*RANKINGS),
@@ -626,14 +637,14 @@ def _decoder_problems(values: dict[str, Any]) -> list[str]:
   get = values.get
   head, decoder, ranking = get("model.head"), get("decode.decoder"), get("decode.ranking")
   found = []
-  if head in HEAD_DECODERS and decoder not in ("default", *HEAD_DECODERS[head]):
-    found.append(f"decode.decoder = {decoder!r}: the {head} head's decoders are "
-                 f"{HEAD_DECODERS[head]}")
+  names = decoders_lib.head_decoders(head) if head in HEADS else None
+  if names is not None and decoder not in ("default", *names):
+    found.append(f"decode.decoder = {decoder!r}: the {head} head's decoders are {names}")
   if head == "cnn_rnn":
-    no_marginals = get("model.aux_bce_weight") == 0
+    no_marginals = get("model.side_loss_weight") == 0
     if no_marginals and "marginals" in (decoder, ranking):
       which = "decoder" if decoder == "marginals" else "ranking"
-      found.append(f"decode.{which} = 'marginals' with model.aux_bce_weight = 0: the marginals "
+      found.append(f"decode.{which} = 'marginals' with model.side_loss_weight = 0: the marginals "
                    "are not trained; use decode.ranking = 'auto' or 'path'")
     if get("decode.num_samples") == 0 and (decoder == "expected_f1" or ranking == "samples"):
       found.append("decode.num_samples = 0: decode.decoder = 'expected_f1' and "

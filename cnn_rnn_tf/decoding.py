@@ -298,6 +298,39 @@ def decode(step_fn: Callable, init_state: Any, *, num_labels: int, beam_size: in
 
 # Ancestral sampling: M label sets per image from the model's own distribution.
 
+def free_running_pass(step, features, num_steps, *, training: bool):
+  """The decoder run greedily for `num_steps` steps, fed back its own predictions (`step`:
+  a `CNNRNNStep`; the orderless label orders' pass, `losses.sequence_loss`). START first; at
+  each step the most probable label not yet predicted (END is never chosen).
+
+  Returns:
+    log_probs float32 [B, T, K + 1] (differentiable), predicted int32 [B, T].
+  """
+  features = tf.convert_to_tensor(features)
+  batch = tf.shape(features)[0]
+  k = step.num_labels
+  state = step.initial_state(features, training=training)
+  r_dtype = state["r"].dtype
+  used = tf.one_hot(tf.fill([batch], step.end_id), k + 1) > 0  # [B, K + 1]: END excluded
+
+  def body(t, prev, used, state, all_log_probs, all_predicted):
+    log_probs, state = step(prev, state, training=training)  # [B, K + 1]
+    state = {"r": tf.cast(state["r"], r_dtype), "image": state["image"]}
+    predicted = tf.argmax(tf.where(used, -float("inf"), log_probs), axis=-1,
+                          output_type=tf.int32)  # [B]
+    used = tf.logical_or(used, tf.one_hot(predicted, k + 1) > 0)
+    return (t + 1, predicted, used, state, all_log_probs.write(t, log_probs),
+            all_predicted.write(t, predicted))
+
+  loop_vars = (tf.constant(0), tf.fill([batch], tf.constant(step.start_id, tf.int32)), used,
+               state, tf.TensorArray(tf.float32, size=num_steps),
+               tf.TensorArray(tf.int32, size=num_steps))
+  *_, all_log_probs, all_predicted = tf.while_loop(
+      lambda t, *_: t < num_steps, body, loop_vars, maximum_iterations=num_steps)
+  return (tf.transpose(all_log_probs.stack(), [1, 0, 2]),  # [B, T, K + 1]
+          tf.transpose(all_predicted.stack()))  # [B, T]
+
+
 def _mix32(x: tf.Tensor) -> tf.Tensor:
   """A 32-bit integer hash (lowbias32): uint32 -> uint32, elementwise."""
   x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))

@@ -44,6 +44,7 @@ from cnn_rnn_tf import demo_config
 from cnn_rnn_tf import evaluate_lib
 from cnn_rnn_tf import export_lib
 from cnn_rnn_tf import metrics as metrics_lib
+from cnn_rnn_tf import metrics_markdown
 from cnn_rnn_tf import progress
 from cnn_rnn_tf import report
 from cnn_rnn_tf import train_lib
@@ -80,9 +81,9 @@ def runs_of(grid: bool, variants=None) -> dict[str, tuple[str, dict]]:
   every = {}
   for order in GRID_LABEL_ORDERS:
     for weight in GRID_AUX_BCE_WEIGHTS:
-      if (order, weight) != (default.train.label_order, default.model.aux_bce_weight):
+      if (order, weight) != (default.train.label_order, default.model.side_loss_weight):
         every[f"cnn_rnn-{order}-aux{weight:g}"] = (
-            "cnn_rnn", {"train.label_order": order, "model.aux_bce_weight": weight})
+            "cnn_rnn", {"train.label_order": order, "model.side_loss_weight": weight})
   unknown = sorted(set(variants or ()) - set(every))
   if unknown:
     raise ValueError(f"Unknown grid variant(s) {unknown}; expected some of {sorted(every)}.")
@@ -349,7 +350,7 @@ def _verdicts(comparison: dict) -> str:
 def _report_text(seeds, printed, comparison, results, rows, exports, vis, backbone_metrics,
                  seconds) -> str:
   metrics = results["S"]
-  per_seed = "\n\n".join(metrics_lib.markdown_comparison(
+  per_seed = "\n\n".join(metrics_markdown.markdown_comparison(
       {f"{h} seed {s}": metrics[h][i] for h in HEADS}) for i, s in enumerate(seeds["S"]))
   lookalikes = ", ".join(f"{a}/{b}" for a, b in synthetic_scenes.LOOKALIKES)
   look_rows = ["| label | " + " | ".join(f"{h} precision | {h} recall" for h in HEADS) + " |",

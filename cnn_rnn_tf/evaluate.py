@@ -54,7 +54,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runtime.setup(progress=_PROGRESS.value)
   from cnn_rnn_tf import evaluate_lib  # pylint: disable=g-import-not-at-top
-  from cnn_rnn_tf import metrics  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import metrics_markdown  # pylint: disable=g-import-not-at-top
   decode = {k: v for k, v in _CONFIG.value.decode.items() if v is not None}
   try:
     result = evaluate_lib.evaluate(_WORKDIR.value, _SPLIT.value, _BATCH.value, _BEAM.value,
@@ -63,7 +63,7 @@ def main(argv):
   except config_lib.ConfigError as e:
     sys.stderr.write(f"FATAL {e}\n")
     sys.exit(2)
-  print(metrics.markdown_table(result, title=f"{result['head']} on {result['split']}"))
+  print(metrics_markdown.markdown_table(result, title=f"{result['head']} on {result['split']}"))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import inference
 from cnn_rnn_tf import metrics as metrics_lib
+from cnn_rnn_tf import metrics_markdown
 from cnn_rnn_tf import progress
 from cnn_rnn_tf import workdir as workdir_lib
 
@@ -65,7 +66,7 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
 
   def predict(batch):
     features = batch["features"] if use_cache else backbone(batch["image"], training=False)
-    return inference.predict_from_features(head, features, **inference.decode_options(config))
+    return inference.predict_from_features(head, features, inference.decode_options(config))
 
   outputs = collections.defaultdict(list)
   dataset = data_lib.dataset_for(config, split, vocab, training=False, cache_dir=cache_dir,
@@ -198,7 +199,7 @@ def _write(config, out_dir: str, metrics: dict, pred: dict, split: str) -> None:
   tf.io.gfile.makedirs(out_dir)
   with tf.io.gfile.GFile(os.path.join(out_dir, "metrics.json"), "w") as f:
     json.dump(metrics, f, indent=2, allow_nan=False)
-  table = metrics_lib.markdown_table(
+  table = metrics_markdown.markdown_table(
       metrics, title=f"{config.model.head} on {config.data.source} {split}")
   with tf.io.gfile.GFile(os.path.join(out_dir, "metrics.md"), "w") as f:
     f.write(table + "\n")

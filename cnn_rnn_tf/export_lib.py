@@ -31,16 +31,24 @@ Signatures (one `tf.function` per input kind, explicit `TensorSpec`s; beam searc
     paths_log_prob  float32 [batch, N]   their log-probabilities, descending
                                          (paths_log_prob[:, 0] == path_log_prob); -inf
                                          marks an empty slot
+    labels_<decoder>      int32  [batch, L]  per exported named decoder (`exported_decoders`:
+    label_names_<decoder> string [batch, L]  cnn_rnn path, marginals, expected_f1; bce
+                                         threshold, expected_f1): its set, by decreasing
+                                         label_scores (the head's own decoder: `labels`)
 
 with L = min(max_length, K) and N = the beam size (BCE: the one set, then N - 1 empty
-slots). Beam size and lengths are fixed at export time.
+slots). Beam size and lengths are fixed at export time. `labels` / `label_names` /
+`num_labels` are the set of `decode.decoder` (default: the head's own, the path or the
+thresholded set).
 
-Calibrated BCE: when the workdir has thresholds.json (`workdir.load_trained` reads it, fitted by
-the trainer on the held-out part of the training split), the bce label set (labels,
-label_names, num_labels, path_log_prob, paths...) keeps every label with p >= its class's
-threshold instead of 0.5: the thresholds are a constant inside the exported functions, so
-TF Serving needs nothing else; `label_scores` are the probabilities either way. They are
-also written to `assets.extra/thresholds.json`. Signatures, inputs and outputs are the same.
+Calibrated thresholds (either head): when the workdir has thresholds.json
+(`workdir.load_trained` reads it, fitted by the trainer on the held-out part of the training
+split), they are a constant inside the exported functions, so TF Serving needs nothing else:
+the bce label set (labels, label_names, num_labels, path_log_prob, paths...) keeps every
+label with p >= its class's threshold instead of 0.5; the cnn_rnn's `labels_marginals`
+keeps every label whose marginal probability passes it. `label_scores` are the same either
+way. They are also written to `assets.extra/thresholds.json`. Signatures and inputs are the
+same.
 
 The inputs' specs have unknown rank (`saved_model_cli` shows `unknown_rank`): neither TF
 Serving nor `loaded.signatures[...]` enforces a signature's shapes, so each function checks
@@ -63,7 +71,7 @@ Layout of `<export_base>/<version>/`:
   saved_model.pb, variables/        the model
   assets/labels.txt                 the vocabulary (the `label_names` lookup table's file)
   assets.extra/config.json          the resolved config, `decode` as exported
-  assets.extra/thresholds.json      calibrated bce only: the thresholds baked in
+  assets.extra/thresholds.json      with calibrated thresholds: the ones baked in
   assets.extra/tf_serving_warmup_requests   PredictionLog records for serving_default
 
 The version folder appears atomically: everything is written to `<export_base>/tmp-<v>-<hex>`
@@ -82,17 +90,16 @@ import uuid
 
 from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
+from cnn_rnn_tf import decoders as decoders_lib
 from cnn_rnn_tf import decoding
+from cnn_rnn_tf import export_inputs
 from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import inference
-from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import workdir as workdir_lib
 
 SIGNATURES = ("serving_default", "predict_images", "predict_features")
@@ -198,7 +205,8 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
                       head: keras.Model, thresholds=None) -> None:
   """Writes the SavedModel, its labels asset, config.json and the warmup requests.
 
-  `thresholds`: float [K] calibrated per-class thresholds of a bce head (None: 0.5).
+  `thresholds`: float [K] calibrated per-class thresholds (bce: of its probabilities;
+  cnn_rnn: of its marginals; None: 0.5).
   """
   with tempfile.TemporaryDirectory() as labels_dir:  # the asset's source, until write_out
     table = _label_table(labels_dir, label_names)
@@ -221,7 +229,7 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
   if thresholds is not None:
     with tf.io.gfile.GFile(os.path.join(extra, THRESHOLDS_FILE), "w") as f:
       json.dump({str(n): float(t) for n, t in zip(label_names, thresholds)}, f, indent=2)
-  write_warmup_requests(os.path.join(extra, WARMUP_FILE), _image_size(config))
+  export_inputs.write_warmup_requests(os.path.join(extra, WARMUP_FILE), _image_size(config))
 
 
 def _image_size(config) -> int:
@@ -253,13 +261,14 @@ def _signatures(config, backbone, head, table, thresholds) -> dict:
 
   def decode_features(features):  # float32 [B, D] -> dict of outputs
     out = inference.predict_from_features(
-        head, features, **inference.decode_options(config),
+        head, features, inference.decode_options(config),
         thresholds=None if thresholds is None else tf.constant(thresholds, tf.float32))
     out.update(decoder_outputs(config.model.head, decode, out))
     out["label_names"] = table.lookup(tf.cast(out["labels"], tf.int64))  # [B, L]
     out["paths_label_names"] = table.lookup(tf.cast(out["paths"], tf.int64))  # [B, N, L]
     for name in exported_decoders(config):
-      out[f"label_names_{name}"] = table.lookup(tf.cast(out[f"labels_{name}"], tf.int64))
+      labels_key, names_key = decoders_lib.output_names(name)
+      out[names_key] = table.lookup(tf.cast(out[labels_key], tf.int64))
     return {k: out[k] for k in keys}
 
   def features_of(images):  # float32 [B, S, S, 3] -> [B, D]
@@ -269,23 +278,24 @@ def _signatures(config, backbone, head, table, thresholds) -> dict:
                    lambda: tf.zeros([0, feature_dim], tf.float32))
 
   def from_features(features):  # [B, D]
-    features = check_shape(features, [None, feature_dim], "features",
+    features = export_inputs.check_shape(features, [None, feature_dim], "features",
                            f"[batch, {feature_dim}] (backbone features)")
-    with tf.control_dependencies([assert_finite(features, "features")]):
+    with tf.control_dependencies([export_inputs.assert_finite(features, "features")]):
       features = tf.identity(features)
     return decode_features(features)
 
   def from_images(images):  # float32 [B, H, W, 3] in 0..255
-    images = check_shape(images, [None, None, None, 3], "images",
+    images = export_inputs.check_shape(images, [None, None, None, 3], "images",
                          "[batch, height, width, 3] (RGB pixels)")
-    checks = [assert_finite(images, "images"), assert_pixels(images, max_pixels),
-              assert_not_empty(images, "images")]
+    checks = [export_inputs.assert_finite(images, "images"),
+              export_inputs.assert_pixels(images, max_pixels),
+              export_inputs.assert_not_empty(images, "images")]
     with tf.control_dependencies(checks):
       images = tf.identity(images)
     return decode_features(features_of(images_lib.resize(images, size)))
 
   def from_image_bytes(image_bytes):  # string [B]
-    image_bytes = check_shape(image_bytes, [None], "image_bytes",
+    image_bytes = export_inputs.check_shape(image_bytes, [None], "image_bytes",
                               "[batch] (a vector of encoded images; one image is [1])")
     return decode_features(features_of(
         images_lib.decode_batch(image_bytes, size, max_pixels=max_pixels)))
@@ -296,131 +306,44 @@ def _signatures(config, backbone, head, table, thresholds) -> dict:
 
 
 def exported_decoders(config) -> tuple[str, ...]:
-  """The named decoders whose sets the export carries (`model.DECODERS` of the head; the
-  cnn_rnn's expected_f1 only with decode.num_samples > 0)."""
-  names = model_lib.DECODERS[config.model.head]
-  if config.model.head == "cnn_rnn" and not config.decode.num_samples:
-    names = tuple(n for n in names if n != "expected_f1")
-  if not inference.marginals_trained(config):  # an untrained side head has no answer
-    names = tuple(n for n in names if n != "marginals")
-  return names
+  """The named decoders whose sets the export carries: the head's (`decoders.DECODERS`)
+  whose needs the config meets (the cnn_rnn's expected_f1 needs decode.num_samples > 0, its
+  marginals a trained side head)."""
+  return decoders_lib.available(config.model.head, config.decode.num_samples,
+                                inference.marginals_trained(config))
 
 
 def output_keys(config) -> tuple[str, ...]:
   """OUTPUT_KEYS and `labels_<decoder>`, `label_names_<decoder>` of each exported decoder."""
-  return OUTPUT_KEYS + tuple(f"{kind}_{name}" for name in exported_decoders(config)
-                             for kind in ("labels", "label_names"))
+  return OUTPUT_KEYS + tuple(key for name in exported_decoders(config)
+                             for key in decoders_lib.output_names(name))
 
 
 def decoder_outputs(head: str, decode, out: dict) -> dict:
   """`labels_<decoder>` int32 [B, L] for each decoder set `set_<decoder>` of `out`, and the
   configured decoder's (`decode.decoder`) as `labels` / `num_labels`.
 
-  The head's own decoder (the first of `model.DECODERS`: the path, the thresholded set)
+  The head's own decoder (its first, `decoders.head_decoders`: the path, the thresholded set)
   keeps the order of `labels`; another set lists its labels by decreasing label_scores, at
   most L = labels.shape[1] (the rest of a larger set is cut), -1 padded.
   """
-  own = model_lib.DECODERS[head][0]
+  own = decoders_lib.head_decoders(head)[0]
   length = out["labels"].shape[1]
   result = {}
   for key in [k for k in out if k.startswith("set_")]:
     name = key[len("set_"):]
     if name == own:
-      result[f"labels_{name}"] = out["labels"]
+      result[decoders_lib.output_names(name)[0]] = out["labels"]
       continue
     chosen = out[key]  # bool [B, K]
     rank = tf.where(chosen, tf.cast(out["label_scores"], tf.float32), -1.0)  # [B, K]
     top, ids = tf.math.top_k(rank, length)  # [B, L]
-    result[f"labels_{name}"] = tf.where(top >= 0.0, ids, -1)
+    result[decoders_lib.output_names(name)[0]] = tf.where(top >= 0.0, ids, -1)
   default = inference.default_decoder(head, decode.decoder)
   if default != own:
-    result["labels"] = result[f"labels_{default}"]
+    result["labels"] = result[decoders_lib.output_names(default)[0]]
     result["num_labels"] = tf.reduce_sum(tf.cast(result["labels"] >= 0, tf.int32), axis=1)
   return result
-
-
-def check_shape(x, shape, name: str, expected: str) -> tf.Tensor:
-  """`x` with the static shape `shape` (None: any size), after an op that fails with
-  InvalidArgumentError when its rank or a fixed size differs, naming the input, the shape
-  expected and the one received, e.g. "image_bytes must have shape [batch] (...), got shape
-  [1, 1].". A signature's input spec is not enforced when it is called: this is the check.
-  """
-  x = tf.convert_to_tensor(x)
-  got = tf.shape(x)  # int32 [rank]
-  ok = tf.equal(tf.size(got), len(shape))
-  padded = tf.concat([got, tf.fill([len(shape)], -1)], 0)  # index i exists at any rank
-  for i, size in enumerate(shape):
-    if size is not None:
-      ok = tf.logical_and(ok, tf.equal(padded[i], size))
-  received = tf.strings.reduce_join(tf.strings.as_string(got), separator=", ")
-  check = tf.debugging.Assert(ok, [tf.strings.join([
-      f"{name} must have shape {expected}, got shape [", received, "]."])],
-                              name=f"check_{name}_shape")
-  with tf.control_dependencies([check]):
-    return tf.ensure_shape(x, shape)
-
-
-def assert_finite(x, name: str):
-  """An op that fails with InvalidArgumentError naming the first element of `x` [B, ...]
-  with a NaN or Inf value, e.g. "images[1] has NaN or Inf values"."""
-  x = tf.convert_to_tensor(x)
-  bad = tf.logical_not(tf.reduce_all(tf.math.is_finite(tf.reshape(x, [tf.shape(x)[0], -1])),
-                                     axis=1))  # [B]
-  first = tf.reduce_min(tf.concat([tf.cast(tf.where(bad)[:, 0], tf.int32), [-1]], 0)[:1])
-  return tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [tf.strings.format(
-      name + "[{}] has NaN or Inf values; expected finite numbers.", (first,))])
-
-
-def assert_not_empty(images, name: str):
-  """An op that fails with InvalidArgumentError when images [B, H, W, 3] have no height or
-  width, naming the input and its shape, e.g. "images must have height and width >= 1, got
-  shape [1, 0, 0, 3]."
-  """
-  shape = tf.shape(images)
-  received = tf.strings.reduce_join(tf.strings.as_string(shape), separator=", ")
-  return tf.debugging.Assert(tf.reduce_all(shape[1:3] >= 1), [tf.strings.join([
-      f"{name} must have height and width >= 1, got shape [", received, "]."])])
-
-
-def assert_pixels(images, max_pixels: int):
-  """An op that fails with InvalidArgumentError when images [B, H, W, 3] are larger than
-  `max_pixels` pixels each, naming the size."""
-  shape = tf.shape(images, out_type=tf.int64)
-  pixels = shape[1] * shape[2]
-  return tf.debugging.Assert(pixels <= max_pixels, [tf.strings.format(
-      "images: {}x{} = {} pixels > {} per image (the export's max_pixels; resize first).",
-      (shape[2], shape[1], pixels, max_pixels))])
-
-
-def warmup_images(size: int) -> list[list[bytes]]:
-  """The warmup batches: 1, 2 and 3 images of different formats, sizes and channels."""
-  rng = np.random.default_rng(0)
-
-  def pixels(h, w, c):
-    return rng.integers(0, 256, size=(h, w, c), dtype=np.uint8)
-
-  png = lambda p: tf.io.encode_png(p).numpy()
-  jpeg = lambda p: tf.io.encode_jpeg(p, quality=90).numpy()
-  return [
-      [jpeg(pixels(size, size, 3))],
-      [png(pixels(2 * size, size + 3, 3)), jpeg(pixels(7, 5, 1))],
-      [png(pixels(1, 1, 4)), jpeg(pixels(size // 2 + 1, 3 * size, 3)), png(pixels(9, 9, 1))],
-  ]
-
-
-def write_warmup_requests(path: str, size: int) -> int:
-  """Writes PredictionLog records of serving_default requests; returns how many."""
-  batches = warmup_images(size)
-  with tf.io.TFRecordWriter(path) as writer:
-    for batch in batches:
-      request = predict_pb2.PredictRequest()
-      request.model_spec.signature_name = "serving_default"
-      request.inputs["image_bytes"].CopyFrom(
-          tf.make_tensor_proto(batch, dtype=tf.string, shape=[len(batch)]))
-      log = prediction_log_pb2.PredictionLog(
-          predict_log=prediction_log_pb2.PredictLog(request=request))
-      writer.write(log.SerializeToString())
-  return len(batches)
 
 
 def read_warmup_requests(export_dir: str) -> list:

@@ -2,26 +2,30 @@
 
 One function serves evaluation and the exported SavedModel, so both decode identically:
 
-    out = predict_from_features(head, features, beam_size=3, max_length=10, min_length=0)
+    options = decode_options(config)          # a DecodeOptions: beam, lengths, samples, ranking
+    out = predict_from_features(head, features, options)
+    out = predict_from_features(head, features, beam_size=3, max_length=10)   # or by field
     out["labels"]          # int32 [B, L], label ids (training order), -1 padded
     out["num_labels"]      # int32 [B]
     out["path_log_prob"]   # float32 [B]
-    out["label_scores"]    # float32 [B, K], the per-label ranking score
+    out["label_scores"]    # float32 [B, K], the per-label ranking score (decode.ranking)
     out["paths"]           # int32 [B, N, L], the N = beam_size best label sets, best first
     out["paths_log_prob"]  # float32 [B, N], descending; -inf marks an empty slot
+    out["set_<decoder>"]   # bool [B, K], each named decoder of the head (`decoders.DECODERS`)
+    out["marginal_scores"] # float32 [B, K], CNN-RNN: the marginal probabilities
 
-    top3, every = prediction_masks("cnn_rnn", out["labels"], out["label_scores"], K)
-    # bool [B, K] each: the "top3" and "all" predictions the metrics count
-    masks = rule_masks("bce", out["labels"], out["label_scores"], K, thresholds=None)
-    # {rule: bool [B, K]} for every rule of `metrics.RULES` the head has (calibrated:
-    # with thresholds)
+    masks = rule_masks("bce", numpy_out, K, thresholds=None)
+    # {rule: bool [B, K]} for every rule of `metrics.RULES` the head's decoders give
+    # (`rule_masks.py`; the calibrated ones only with thresholds)
 
 with L = min(max_length, K). Each head's part lives in its `model.HEADS` entry:
 
-CNN-RNN: beam search (`decoding.decode`); `label_scores` is the highest probability each
-label gets at any step of the best path; `paths` is the beam's candidate set C (see
+CNN-RNN: beam search (`decoding.decode`); `paths` is the beam's candidate set C (see
 `decoding`); paths[:, 0] == labels and paths_log_prob[:, 0] == path_log_prob.
-Masks: "top3" = "top3_paper" = the first 3 labels of the path; "all" = the whole path.
+`label_scores` by `decode.ranking`: "marginals" the marginal probabilities (the side head),
+"path" the highest probability each label gets at any step of the best path, "samples" the
+labels' frequency in the ancestral samples. Masks: "top3" = "top3_paper" = the first 3
+labels of the path; "all" = the whole path.
 
 BCE: the predicted set is every label with sigmoid probability >= 0.5 (or, with
 `thresholds` float [K], >= its calibrated threshold: `calibration.py`), listed by decreasing
@@ -37,35 +41,46 @@ calibrated threshold instead of 0.5.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from cnn_rnn_tf import decoders as decoders_lib
 from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import model as model_lib
+from cnn_rnn_tf import rule_masks as rule_masks_lib
 
 OUTPUT_KEYS = ("labels", "num_labels", "path_log_prob", "label_scores", "paths",
                "paths_log_prob")
 
 
-def predict_from_features(head: keras.Model, features, *, beam_size: int, max_length: int,
-                          min_length: int = 0, thresholds=None, num_samples: int = 0,
-                          sample_seed: int = 0, ranking: str = "marginals") -> dict:
+class DecodeOptions(NamedTuple):
+  """How predictions are decoded (`decode_options(config)`): the one record a head's predict
+  and the decoders' set functions read. A decoder with its own setting adds a field here."""
+  beam_size: int = 3  # decode.beam_size
+  max_length: int = 10  # decode.max_length
+  min_length: int = 0  # decode.min_length
+  num_samples: int = 0  # decode.num_samples: the cnn_rnn's ancestral samples (expected_f1)
+  sample_seed: int = 0  # decode.sample_seed
+  ranking: str = "marginals"  # the cnn_rnn's label_scores (`ranking(config)`)
+  thresholds: Any = None  # float [K] calibrated thresholds (None: 0.5)
+
+
+def predict_from_features(head: keras.Model, features, options: DecodeOptions | None = None,
+                          **fields) -> dict:
   """Decodes features [B, D] with the head; see the module docstring for the outputs.
 
-  `thresholds`: float [K] per-class thresholds (BCE: of its probabilities; CNN-RNN: of its
-  marginals; None: 0.5 for every class). `num_samples` > 0 adds the CNN-RNN's expected_f1
-  set (GFM over that many seeded ancestral samples); `ranking`: the CNN-RNN's label_scores
-  (`decode.ranking`). Besides OUTPUT_KEYS: "set_<decoder>" bool [B, K] for each named
-  decoder the head has (`model.DECODERS`), and "marginal_scores" float [B, K] (CNN-RNN).
+  `options`: a DecodeOptions (default: its defaults); `fields` replace some of its fields
+  (e.g. `beam_size=1`, `thresholds=...`: float [K] per-class thresholds, of the BCE
+  probabilities or of the CNN-RNN's marginals).
   """
-  if beam_size < 1:
-    raise ValueError(f"beam_size must be >= 1, got {beam_size}.")
+  options = (options or DecodeOptions())._replace(**fields)
+  if options.beam_size < 1:
+    raise ValueError(f"beam_size must be >= 1, got {options.beam_size}.")
   features = tf.convert_to_tensor(features, tf.float32)
-  out = model_lib.head_spec(head).predict(head, features, beam_size=beam_size,
-                                          max_length=max_length, min_length=min_length,
-                                          thresholds=thresholds, num_samples=num_samples,
-                                          sample_seed=sample_seed, ranking=ranking)
+  out = model_lib.head_spec(head).predict(head, features, options)
   result = {k: out[k] for k in OUTPUT_KEYS}
   result.update({f"set_{name}": chosen for name, chosen in out["sets"].items()})
   if "marginal_scores" in out:
@@ -73,14 +88,13 @@ def predict_from_features(head: keras.Model, features, *, beam_size: int, max_le
   return result
 
 
-def decode_options(config) -> dict:
-  """The keyword arguments of `predict_from_features` from a config (its `decode` section;
-  decode.ranking "auto": the marginals when the head trains them, model.aux_bce_weight > 0,
-  else the path's scores)."""
+def decode_options(config) -> DecodeOptions:
+  """The DecodeOptions of a config (its `decode` section; decode.ranking "auto": the
+  marginals when the head trains them, model.side_loss_weight > 0, else the path's scores)."""
   decode = config.decode
-  return dict(beam_size=decode.beam_size, max_length=decode.max_length,
-              min_length=decode.min_length, num_samples=decode.num_samples,
-              sample_seed=decode.sample_seed, ranking=ranking(config))
+  return DecodeOptions(beam_size=decode.beam_size, max_length=decode.max_length,
+                       min_length=decode.min_length, num_samples=decode.num_samples,
+                       sample_seed=decode.sample_seed, ranking=ranking(config))
 
 
 def ranking(config) -> str:
@@ -92,13 +106,13 @@ def ranking(config) -> str:
 
 def marginals_trained(config) -> bool:
   """Whether the head's marginal probabilities are trained (bce: always; cnn_rnn: with
-  model.aux_bce_weight > 0): the `marginals` decoder and ranking need them."""
-  return config.model.head != "cnn_rnn" or config.model.aux_bce_weight > 0
+  model.side_loss_weight > 0): the `marginals` decoder and ranking need them."""
+  return config.model.head != "cnn_rnn" or config.model.side_loss_weight > 0
 
 
 def default_decoder(head: str, decoder: str) -> str:
-  """The named decoder of `decode.decoder` ("default": the head's first of model.DECODERS)."""
-  names = model_lib.DECODERS[head]
+  """The named decoder of `decode.decoder` ("default": the head's first, `decoders`)."""
+  names = decoders_lib.head_decoders(head)
   if decoder == "default":
     return names[0]
   if decoder not in names:
@@ -123,16 +137,12 @@ def prediction_masks(head: str, labels: np.ndarray, scores: np.ndarray,
 
 def rule_masks(head: str, pred, num_labels: int,
                thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
-  """{rule: bool [N, K]} for each rule of `metrics.RULES` the head has (`prediction_masks`).
-
-  `pred`: NumPy predictions, "labels" and "label_scores", and where present
-  "marginal_scores" and "set_expected_f1" (`predict_from_features`' outputs).
-  `thresholds`: float [K] calibrated per-class thresholds; given, the bce head also gets
-  "top3_calibrated" and "all_calibrated", the cnn_rnn head "top3_marginals" and
-  "all_marginals". With "set_expected_f1", both get "top3_expected_f1" and "all_expected_f1".
-  """
+  """{rule: bool [N, K]} for each rule of `metrics.RULES` the head's decoders give
+  (`rule_masks.rule_masks`; `pred`: predictions, made NumPy here; `thresholds`: float [K]
+  calibrated per-class thresholds, which add the rules that need them)."""
+  model_lib.head_spec(head)  # an unknown head is named
   pred = {k: np.asarray(v) for k, v in pred.items() if not isinstance(v, dict)}
-  masks = model_lib.head_spec(head).prediction_masks(pred, num_labels, thresholds)
+  masks = rule_masks_lib.rule_masks(head, pred, num_labels, thresholds)
   unknown = sorted(set(masks) - set(metrics_lib.RULES))
   if unknown:
     raise ValueError(f"Head {head!r} returned the rules {unknown}, which metrics.RULES does "

@@ -4,7 +4,7 @@ Inputs are per image and label: `y_true` bool [N, K] (ground truth), a predictio
 bool [N, K] (the labels the model outputs) and, for average precision, `scores` float [N, K]
 (any ranking score, higher = more likely).
 
-    top3 = path_mask(decoded_ids, num_labels, k=3)   # bool [N, K] from beam-search paths
+    top3 = rule_masks.path_mask(decoded_ids, num_labels, k=3)   # bool [N, K] from paths
     prf(y_true, top3)            # {'CP': .., 'CR': .., 'CF1': .., 'OP': .., 'OR': .., 'OF1': ..}
     ap = average_precision(y_true, scores, "voc07")  # float [K], NaN for a class with no positive
     mean_ap(ap)                  # float
@@ -12,15 +12,17 @@ bool [N, K] (the labels the model outputs) and, for average precision, `scores` 
     exact_match(y_true, top3)    # subset accuracy (the whole set right)
     example_prf(y_true, top3)    # {'EP': .., 'ER': .., 'EF1': ..}: per image, then the mean
     hamming_loss(y_true, top3)   # wrong (image, label) pairs / (N K); lower is better
-    report = compute_all(y_true, top3, path_mask(decoded_ids, num_labels), scores, vocab.names)
-    print(markdown_table(report, title="COCO val"))
+    report = compute_all(y_true, top3, every, scores, vocab.names)
 
-All values are fractions in [0, 1]; `markdown_table` shows them as percentages.
+All values are fractions in [0, 1]; `metrics_markdown.markdown_table` shows them as
+percentages. The masks of the label-set rules (what counts as predicted) are in
+`rule_masks.py`.
 
 Two tables name what the rest of the package reads (metrics.json, metrics.md, the demo
 report, TensorBoard, the `train.keep_best` keys and their direction):
 
     RULES["top3"]      # Rule(definition, display_name, needs_thresholds): a label-set rule
+                       # (the named decoders' come from `decoders.DECODERS`)
     METRICS["OF1"]     # Metric(fn, higher_is_better, display_name, of="sets" | "scores")
     metric_keys()      # ['top3.CP', ..., 'mAP_noninterp', 'MAP@10'] (keep_best spelling)
 
@@ -50,6 +52,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from cnn_rnn_tf import decoders as decoders_lib
 from cnn_rnn_tf import ranking
 
 PRF_KEYS = ("CP", "CR", "CF1", "OP", "OR", "OF1")
@@ -190,76 +193,22 @@ def hamming_loss(y_true, y_pred) -> float:
   return float((y_true != y_pred).mean())
 
 
-# ----------------------------------------------------------------------------- decoded paths
-
-
-def path_mask(label_ids, num_labels: int, k: int | None = None) -> np.ndarray:
-  """Labels of decoded label paths as a mask: the CNN-RNN head's "top-k" and "all" outputs.
-
-  A path is read like `LabelVocab.decode`: up to its first id outside [0, num_labels) (END =
-  num_labels, PAD = -1, or anything else); then its first k labels are kept.
-
-  Args:
-    label_ids: int [N, L], e.g. [[4, 0, END, -1], [2, END, -1, -1]].
-    num_labels: K.
-    k: labels kept per path; None keeps the whole path.
-
-  Returns:
-    bool [N, K].
-  """
-  label_ids = np.asarray(label_ids)
-  if label_ids.ndim != 2:
-    raise ValueError(f"label_ids must be 2-D [N, L], got shape {label_ids.shape}.")
-  if label_ids.shape[0] == 0:
-    raise ValueError("no images")
-  if not np.issubdtype(label_ids.dtype, np.integer):
-    raise ValueError(f"label_ids must be integers, got dtype {label_ids.dtype}.")
-  if num_labels < 1:
-    raise ValueError(f"num_labels must be >= 1, got {num_labels!r}.")
-  if k is not None:
-    label_ids = label_ids[:, :ranking.check_k(k)]
-  valid = (label_ids >= 0) & (label_ids < num_labels)  # [N, L']
-  in_path = np.cumprod(valid, axis=1).astype(bool)  # False from the first invalid id on
-  rows = np.broadcast_to(np.arange(label_ids.shape[0])[:, None], label_ids.shape)
-  mask = np.zeros((label_ids.shape[0], num_labels), dtype=bool)
-  mask[rows[in_path], label_ids[in_path]] = True
-  return mask
-
-
 # ----------------------------------------------------------------------------- the tables
 
 
-class Rule(NamedTuple):
-  """A label-set rule: what counts as predicted (an entry of `RULES`)."""
-  definition: str  # one sentence, for docs and reports
-  display_name: str  # its row in the Markdown tables
-  needs_thresholds: bool = False  # True: only with calibrated thresholds (not in training)
-
+Rule = decoders_lib.Rule
 
 # The label-set rules, in table order: each is a key of metrics.json with every "sets" metric
-# of `METRICS` under it. The masks come from each head's entry in model.py's `HEADS`.
+# of `METRICS` under it. The first three belong to every head's own set; the rest are the
+# named decoders' (`decoders.DECODERS`), whose masks `rule_masks.py` computes.
 RULES: dict[str, Rule] = {
     "top3": Rule("at most 3 labels: the first 3 of the CNN-RNN's path; BCE's 3 most probable "
                  "labels among those with p >= 0.5", "top-3"),
     "all": Rule("every label of the CNN-RNN's path; every BCE label with p >= 0.5", "all"),
     "top3_paper": Rule("the paper's rule (section 4.1): the first 3 labels of the CNN-RNN's "
                        "path; BCE's 3 most probable labels, no threshold", "top-3 (paper)"),
-    "top3_calibrated": Rule("BCE only: the 3 most probable labels among those that pass their "
-                            "class's calibrated threshold (chosen on the calibration part of "
-                            "the training split)", "top-3 calibrated", needs_thresholds=True),
-    "all_calibrated": Rule("BCE only: every label that passes its class's calibrated "
-                           "threshold", "all calibrated", needs_thresholds=True),
-    "top3_marginals": Rule("CNN-RNN only: the 3 highest marginal probabilities among those "
-                           "that pass their class's calibrated threshold", "top-3 marginals",
-                           needs_thresholds=True),
-    "all_marginals": Rule("CNN-RNN only: every label whose marginal probability passes its "
-                          "class's calibrated threshold (the marginals decoder)",
-                          "all marginals", needs_thresholds=True),
-    "top3_expected_f1": Rule("the 3 highest-ranked labels of the expected_f1 set",
-                             "top-3 expected F1"),
-    "all_expected_f1": Rule("the set of maximal expected example-F1 (GFM): the CNN-RNN's from "
-                            "its ancestral samples, BCE's exact under independent labels",
-                            "all expected F1"),
+    **{rule: spec for name in decoders_lib.DECODERS
+       for rule, spec in decoders_lib.rules_of(name).items()},
 }
 
 
@@ -426,56 +375,3 @@ def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str],
       "num_images": int(y_true.shape[0]),
       "per_class": per_class,
   }
-
-
-def _pct(x) -> str:
-  """0.6604 -> '66.0'; None / NaN / missing -> 'n/a'."""
-  if x is None or math.isnan(float(x)):
-    return "n/a"
-  return f"{100.0 * float(x):.1f}"
-
-
-def _row(cells) -> str:
-  return "| " + " | ".join(cells) + " |"
-
-
-def _rule_cells(metrics: Mapping, rule: str) -> list[str]:
-  return [_pct(metrics[rule].get(k)) for k in set_metrics()]
-
-
-def markdown_table(metrics: Mapping, title: str | None = None) -> str:
-  """Headline numbers of a `compute_all` report as Markdown (percentages, 1 decimal).
-
-  One row per rule of `RULES` the report has (top-3, all, top-3 (paper), top-3 calibrated,
-  all calibrated) with a column per set metric of `METRICS` (C-P C-R C-F1 O-P O-R O-F1 ...),
-  then one row of the score metrics (mAP in three conventions, MAP@10) and the image count.
-  Keys missing from `metrics` are shown as n/a.
-  """
-  set_names = [METRICS[k].display_name for k in set_metrics()]
-  score_keys = score_metrics()
-  lines = [f"### {title}", ""] if title else []
-  lines += [_row(["setting"] + set_names), _row(["---"] * (1 + len(set_names)))]
-  for rule, spec in RULES.items():
-    if rule in metrics:
-      lines.append(_row([spec.display_name] + _rule_cells(metrics, rule)))
-  lines += ["", _row([METRICS[k].display_name for k in score_keys] + ["images"]),
-            _row(["---"] * (len(score_keys) + 1))]
-  lines.append(_row([_pct(metrics.get(k)) for k in score_keys]
-                    + [str(metrics.get("num_images", "n/a"))]))
-  return "\n".join(lines) + "\n"
-
-
-def markdown_comparison(named_metrics: Mapping[str, Mapping]) -> str:
-  """Several heads side by side: one row per head and rule, score metrics repeated per head.
-
-    markdown_comparison({"CNN-RNN": report_rnn, "BCE": report_bce})
-  """
-  headers = (["head", "setting"] + [METRICS[k].display_name for k in set_metrics()]
-             + [METRICS[k].display_name for k in score_metrics()])
-  lines = [_row(headers), _row(["---"] * len(headers))]
-  for head, metrics in named_metrics.items():
-    maps = [_pct(metrics.get(k)) for k in score_metrics()]
-    for rule, spec in RULES.items():
-      if rule in metrics:
-        lines.append(_row([str(head), spec.display_name] + _rule_cells(metrics, rule) + maps))
-  return "\n".join(lines) + "\n"

@@ -23,17 +23,18 @@ step view once, from the very layer objects of the head:
     step = head_step(head)                             # a CNNRNNStep; same weights as head
     log_probs, state = step(prev_ids, step.initial_state(feats))   # int32 [B] -> [B, K+1]
 
-Training loss (per example [B]; the order of the target sequence and the auxiliary BCE term
-come from the config, `loss_options(config)`; see `label_order.py` and docs/method.md):
+Training loss (per example [B]; the options from the config, `losses.loss_options(config)`:
+the label order of the target sequence, the per-label loss `model.label_loss` and the side
+head's weight `model.side_loss_weight`; see `losses.py` and docs/method.md):
 
     loss = head_loss(head, feats, multi_hot, training=True, max_labels=None,
-                     options=loss_options(config), step=optimizer.iterations)   # [B]
+                     options=losses.loss_options(config), step=optimizer.iterations)   # [B]
 
 The head registry `HEADS` (a plain dict: config value `model.head` -> `HeadSpec`) is the one
-place that knows the heads: each entry gives the head's builder, its per-example loss, its
-predictions (`inference.predict_from_features`) and its prediction masks for the metrics
-(`inference.prediction_masks`). A new head is one function of each kind and one entry;
-`head_kind(head)` reads the name `build_head` recorded on the built head.
+place that knows the heads: each entry gives the head's builder, its per-example loss and its
+predictions (`inference.predict_from_features`: the head's outputs, then the set of each
+named decoder it has, `decoders.DECODERS`). A new head is one function of each kind and one
+entry; `head_kind(head)` reads the name `build_head` recorded on the built head.
 """
 
 from __future__ import annotations
@@ -42,13 +43,12 @@ from typing import Callable, NamedTuple
 
 import keras
 from keras import layers, regularizers
-import numpy as np
 import tensorflow as tf
 
+from cnn_rnn_tf import decoders as decoders_lib
 from cnn_rnn_tf import decoding
 from cnn_rnn_tf import expected_f1
-from cnn_rnn_tf import label_order as label_order_lib
-from cnn_rnn_tf import metrics as metrics_lib
+from cnn_rnn_tf import losses
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.head_layers import CNNRNNStep, JointSpace, TiedLabelEmbedding
 from cnn_rnn_tf.relu_lstm import ReLULSTM
@@ -153,9 +153,6 @@ def build_cnn_rnn_head(model_config, feature_dim: int, num_labels: int) -> keras
 
 
 MARGINALS = ("side_head", "joint_space")  # model.marginals
-# The named decoders of each head (decode.decoder; the first is the head's default), each a
-# label set of its predictions' "sets".
-DECODERS = {"cnn_rnn": ("path", "marginals", "expected_f1"), "bce": ("threshold", "expected_f1")}
 
 
 def _marginals(model_config) -> str:
@@ -180,176 +177,106 @@ def attach_backbone(backbone: keras.Model, head: keras.Model) -> keras.Model:
   return keras.Model({"images": images, "input_ids": input_ids}, logits, name=name)
 
 
-# Losses: per example, float32 [B].
-
-def cnn_rnn_loss(logits, target_ids):
-  """Per-example loss: softmax cross-entropy summed over the steps of each sequence.
-
-  Args:
-    logits: [B, T, K + 1]. target_ids: int32 [B, T], -1 = padding (no loss).
-  Returns:
-    float32 [B].
-  """
-  valid = target_ids >= 0  # [B, T]
-  ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=tf.maximum(target_ids, 0), logits=tf.cast(logits, tf.float32))  # [B, T]
-  return tf.reduce_sum(tf.where(valid, ce, 0.0), axis=1)
+def marginal_logits(head: keras.Model, features, *, training: bool = False):
+  """float32 [B, K]: the CNN-RNN's per-label logits from the image alone (`model.marginals`:
+  the side head's Dense(K), or the joint space's image side; `CNNRNNStep.marginal_logits`)."""
+  return head_step(head).marginal_logits(features, training=training)
 
 
-def bce_loss(logits, multi_hot):
-  """Per-example loss: sigmoid cross-entropy summed over the K labels. [B, K] -> [B]."""
-  ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(multi_hot, tf.float32),
-                                               logits=tf.cast(logits, tf.float32))
-  return tf.reduce_sum(ce, axis=1)
-
-
-class LossOptions(NamedTuple):
-  """How the CNN-RNN is trained (`loss_options(config)`); the defaults are the paper's."""
-  label_order: str = "frequent_first"  # train.label_order (`label_order.ORDERS`)
-  align_inputs: str = "predictions"  # train.align_inputs, for pla / mla
-  aux_bce_weight: float = 0.0  # model.aux_bce_weight
-  seed: int = 0  # config.seed, for the random order
-
-
-def loss_options(config) -> LossOptions:
-  """The LossOptions of a full config (train.label_order, train.align_inputs, ...)."""
-  return LossOptions(label_order=config.train.label_order,
-                     align_inputs=config.train.align_inputs,
-                     aux_bce_weight=float(config.model.aux_bce_weight),
-                     seed=int(config.seed))
-
-
-def free_running_pass(step: CNNRNNStep, features, num_steps, *, training: bool):
-  """The decoder run greedily for `num_steps` steps, fed back its own predictions.
-
-  START first; at each step the most probable label not yet predicted (END is never chosen:
-  the pass predicts labels only; a label already predicted is not predicted again).
-
-  Returns:
-    log_probs float32 [B, T, K + 1] (differentiable), predicted int32 [B, T].
-  """
-  features = tf.convert_to_tensor(features)
-  batch = tf.shape(features)[0]
-  k = step.num_labels
-  state = step.initial_state(features, training=training)
-  r_dtype = state["r"].dtype
-  used = tf.one_hot(tf.fill([batch], step.end_id), k + 1) > 0  # [B, K + 1]: END excluded
-
-  def body(t, prev, used, state, all_log_probs, all_predicted):
-    log_probs, state = step(prev, state, training=training)  # [B, K + 1]
-    state = {"r": tf.cast(state["r"], r_dtype), "image": state["image"]}
-    predicted = tf.argmax(tf.where(used, -np.inf, log_probs), axis=-1,
-                          output_type=tf.int32)  # [B]
-    used = tf.logical_or(used, tf.one_hot(predicted, k + 1) > 0)
-    return (t + 1, predicted, used, state, all_log_probs.write(t, log_probs),
-            all_predicted.write(t, predicted))
-
-  loop_vars = (tf.constant(0), tf.fill([batch], tf.constant(step.start_id, tf.int32)), used,
-               state, tf.TensorArray(tf.float32, size=num_steps),
-               tf.TensorArray(tf.int32, size=num_steps))
-  *_, all_log_probs, all_predicted = tf.while_loop(
-      lambda t, *_: t < num_steps, body, loop_vars, maximum_iterations=num_steps)
-  log_probs = tf.transpose(all_log_probs.stack(), [1, 0, 2])  # [B, T, K + 1]
-  predicted = tf.transpose(all_predicted.stack())  # [B, T]
-  return log_probs, predicted
-
-
-def aux_bce_loss(head, features, multi_hot, *, training: bool):
-  """BCE on the head's marginal logits (`CNNRNNStep.marginal_logits`): per example [B],
-  unweighted; sigmoid cross-entropy summed over the K labels (all of an image's labels,
-  max_labels or not).
-
-  model.marginals = side_head: logits = Dense(K)(dropout(I)); the gradient reaches that layer
-  and the features (so a trained backbone). joint_space: logits = U_I dropout(I) . U_l[:K]^T;
-  the gradient reaches the image projection, the label embedding's label rows and the
-  features. Never the ReLU-LSTM nor the output projection.
-  """
-  logits = head_step(head).marginal_logits(features, training=training)  # [B, K]
-  return bce_loss(logits, multi_hot)
-
-
-def _sequence_loss(head, features, multi_hot, *, training, max_labels, options, step):
-  order = options.label_order
-  label_order_lib.check_order(order)
-  num_labels = multi_hot.shape[-1]
-  start_id = vocab_lib.start_id_of(num_labels)
-  if order in label_order_lib.FIXED_ORDERS:
-    # Teacher forcing on the labels in that order, then END.
-    target_ids = label_order_lib.ordered_targets(
-        multi_hot, order, max_labels=max_labels, seed=options.seed, step=step)  # [B, T]
-  else:
-    # PLA / MLA: align the targets to the model's own free-running pass.
-    present = label_order_lib.cap_labels(multi_hot, max_labels)  # [B, K]
-    num_steps = tf.reduce_max(tf.reduce_sum(tf.cast(present, tf.int32), axis=1)) + 1
-    log_probs, predicted = free_running_pass(head_step(head), features, num_steps,
-                                             training=training)  # [B, T, K + 1], [B, T]
-    target_ids = label_order_lib.aligned_targets(log_probs, predicted, present, order)
-    if options.align_inputs == "predictions":
-      return cnn_rnn_loss(log_probs, target_ids)  # the free-running pass's own outputs
-    if options.align_inputs != "targets":
-      raise ValueError(f"Unknown align_inputs {options.align_inputs!r}; expected one of "
-                       f"{label_order_lib.ALIGN_INPUTS}.")
-  input_ids = vocab_lib.teacher_forcing_inputs(target_ids, start_id)  # [B, T]
-  logits = head({"image_features": features, "input_ids": input_ids}, training=training)
-  return cnn_rnn_loss(logits, target_ids)
-
+# Losses: per example, float32 [B] (the terms are in `losses.py`).
 
 def _cnn_rnn_head_loss(head, features, multi_hot, *, training, max_labels, options, step):
-  loss = _sequence_loss(head, features, multi_hot, training=training, max_labels=max_labels,
-                        options=options, step=step)  # [B]
-  if options.aux_bce_weight:
-    loss += options.aux_bce_weight * aux_bce_loss(head, features, multi_hot, training=training)
+  loss = losses.sequence_loss(head, head_step(head), features, multi_hot, training=training,
+                              max_labels=max_labels, options=options, iteration=step)  # [B]
+  if options.side_loss_weight:
+    loss += options.side_loss_weight * losses.label_loss(
+        marginal_logits(head, features, training=training), multi_hot, options)
   return loss
 
 
 def _bce_head_loss(head, features, multi_hot, *, training, max_labels, options, step):
-  del max_labels, options, step  # one sigmoid per label: no order, no aux term
-  return bce_loss(head(features, training=training), multi_hot)
+  del max_labels, step  # one sigmoid per label: no order
+  return losses.label_loss(head(features, training=training), multi_hot, options)
 
 
 def head_loss(head: keras.Model, features, multi_hot, *, training: bool, max_labels=None,
-              options: LossOptions | None = None, step=0):
+              options: losses.LossOptions | None = None, step=0):
   """The head's per-example loss [B] on features [B, D] and multi-hot labels [B, K].
 
-  The CNN-RNN's target sequence follows `options.label_order` (default: the paper's,
-  labels in training (frequency) order then END, `vocab.sequence_targets`), plus
-  `options.aux_bce_weight` times `aux_bce_loss`. `step` (a scalar, e.g. the optimizer's
-  iteration count) draws the `random` order; see `label_order.py` and docs/method.md.
+  CNN-RNN: the sequence loss in `options.label_order` (`losses.sequence_loss`) plus
+  `options.side_loss_weight` times the per-label loss `options.label_loss` of its marginal
+  logits; BCE: that per-label loss of its logits. `step` (a scalar, e.g. the optimizer's
+  iteration count) draws the `random` order; see `losses.py` and docs/method.md.
   """
   return head_spec(head).loss(head, tf.convert_to_tensor(features),
                               tf.convert_to_tensor(multi_hot), training=training,
-                              max_labels=max_labels, options=options or LossOptions(),
+                              max_labels=max_labels, options=options or losses.LossOptions(),
                               step=step)
 
 
-# Predictions: features [B, D] -> the dict `inference.predict_from_features` documents.
+# Predictions: features [B, D] -> the dict `inference.predict_from_features` documents. Each
+# head computes its outputs, then the set of each named decoder it has (`decoders.DECODERS`).
 
-def _cnn_rnn_predict(head, features, *, beam_size, max_length, min_length, thresholds=None,
-                     num_samples=0, sample_seed=0, ranking="path"):
-  """The beam's path, and the label sets of the named decoders (`DECODERS["cnn_rnn"]`):
-  path (the beam's best path), marginals (sigmoid of the marginal logits >= `thresholds`, or
-  0.5), expected_f1 (GFM over `num_samples` ancestral samples; only when num_samples > 0)."""
+def _add_sets(head_name: str, out: dict, features, options) -> dict:
+  """out["sets"]: {decoder: bool [B, K]} of the head's decoders whose needs are met."""
+  names = decoders_lib.available(head_name, options.num_samples, marginals_trained=True)
+  out["sets"] = {name: decoders_lib.resolve(decoders_lib.DECODERS[name].heads[head_name].set_fn)(
+      out, features, options) for name in names}
+  return out
+
+
+def _cnn_rnn_predict(head, features, options):
+  """The beam's path (`decoding.decode`), the marginal probabilities, with
+  `options.num_samples` > 0 that many ancestral samples per image, and the named decoders'
+  sets (`decoders.head_decoders("cnn_rnn")`); label_scores by `options.ranking`."""
   step = head_step(head)
   result = decoding.decode(step, step.initial_state(features), num_labels=step.num_labels,
-                           beam_size=beam_size, max_length=max_length, min_length=min_length)
+                           beam_size=options.beam_size, max_length=options.max_length,
+                           min_length=options.min_length)
   out = result._asdict()
-  k = step.num_labels
-  marginals = tf.sigmoid(step.marginal_logits(features))  # [B, K]
-  out["marginal_scores"] = marginals
-  out["sets"] = {"path": tf.reduce_any(tf.one_hot(result.labels, k) > 0, axis=1),  # [B, K]
-                 "marginals": _above(marginals, thresholds)}
-  if num_samples:
-    samples = decoding.sample_sets(step, step.initial_state(features), num_labels=k,
-                                   num_samples=num_samples, max_length=max_length,
-                                   min_length=min_length,
-                                   seeds=decoding.image_seeds(features, sample_seed))
-    out["sets"]["expected_f1"], _ = expected_f1.gfm(*expected_f1.size_joint_from_sets(samples))
-    out["sample_scores"] = tf.reduce_mean(tf.cast(samples, tf.float32), axis=1)  # [B, K]
-  out["label_scores"] = {"path": out["label_scores"], "marginals": marginals,
-                         "samples": out.get("sample_scores")}[ranking]
+  out["marginal_scores"] = tf.sigmoid(marginal_logits(head, features))  # [B, K]
+  if options.num_samples:
+    out["samples"] = decoding.sample_sets(
+        step, step.initial_state(features), num_labels=step.num_labels,
+        num_samples=options.num_samples, max_length=options.max_length,
+        min_length=options.min_length, seeds=decoding.image_seeds(features, options.sample_seed))
+    out["sample_scores"] = tf.reduce_mean(tf.cast(out["samples"], tf.float32), axis=1)  # [B, K]
+  out["label_scores"] = {"path": out["label_scores"], "marginals": out["marginal_scores"],
+                         "samples": out.get("sample_scores")}[options.ranking]
   if out["label_scores"] is None:
     raise ValueError("decode.ranking='samples' needs decode.num_samples > 0.")
-  return out
+  return _add_sets("cnn_rnn", out, features, options)
+
+
+def path_set(pred, features, options):
+  """The labels of the beam's best path: bool [B, K]."""
+  del features, options
+  k = pred["label_scores"].shape[-1]
+  return tf.reduce_any(tf.one_hot(pred["labels"], k) > 0, axis=1)
+
+
+def marginals_set(pred, features, options):
+  """Marginal probabilities >= the thresholds (or 0.5): bool [B, K]."""
+  del features
+  return _above(pred["marginal_scores"], options.thresholds)
+
+
+def expected_f1_samples_set(pred, features, options):
+  """GFM over the ancestral samples (`pred["samples"]`): bool [B, K]."""
+  del features, options
+  return expected_f1.gfm(*expected_f1.size_joint_from_sets(pred["samples"]))[0]
+
+
+def expected_f1_independent_set(pred, features, options):
+  """GFM under independent labels (exact) of the BCE probabilities: bool [B, K]."""
+  del features, options
+  return expected_f1.gfm(*expected_f1.size_joint_independent(pred["label_scores"]))[0]
+
+
+def threshold_set(pred, features, options):
+  """Every label with p >= its threshold (or 0.5), uncapped: bool [B, K]."""
+  del features
+  return _above(pred["label_scores"], options.thresholds)
 
 
 def _above(probs, thresholds):
@@ -363,18 +290,16 @@ def _above(probs, thresholds):
   return probs >= thresholds[tf.newaxis, :]
 
 
-def _bce_predict(head, features, *, beam_size, max_length, min_length, thresholds=None,
-                 num_samples=0, sample_seed=0, ranking="marginals"):
-  """Every label with p >= its threshold (0.5, or `thresholds` float [K]: the calibrated
-  ones) by decreasing p (at most max_length, at least min_length); the named decoders'
-  sets (`DECODERS["bce"]`): threshold (that set, uncapped), expected_f1 (GFM, exact under
-  independent labels; `num_samples` is not needed)."""
-  del num_samples, sample_seed, ranking  # exact, no sampling; p is the only ranking score
+def _bce_predict(head, features, options):
+  """Every label with p >= its threshold (0.5, or `options.thresholds` float [K]: the
+  calibrated ones) by decreasing p (at most max_length, at least min_length), and the named
+  decoders' sets (`decoders.head_decoders("bce")`)."""
   logits = tf.cast(head(features, training=False), tf.float32)  # [B, K]
   num_labels = logits.shape[-1]
-  length = decoding.check_lengths(num_labels, max_length, min_length)
+  min_length = options.min_length
+  length = decoding.check_lengths(num_labels, options.max_length, min_length)
   probs = tf.sigmoid(logits)
-  above = _above(probs, thresholds)  # [B, K]
+  above = _above(probs, options.thresholds)  # [B, K]
   # Labels above their threshold first (by p, exact), then the rest (by p): a prefix of the
   # ranking is the set.
   rank_score = tf.where(above, probs, probs - 2.0)  # [B, K]
@@ -389,91 +314,27 @@ def _bce_predict(head, features, *, beam_size, max_length, min_length, threshold
       tf.where(picked, tf.math.log_sigmoid(logits), tf.math.log_sigmoid(-logits)), axis=1)
   # The N best sets: the one set, then N - 1 empty slots (-1 labels, -inf log-probability).
   paths, paths_log_prob = decoding.pad_paths(labels[:, tf.newaxis], path_log_prob[:, tf.newaxis],
-                                             beam_size)
-  best_f1, _ = expected_f1.gfm(*expected_f1.size_joint_independent(probs))
-  return {
-      "sets": {"threshold": above, "expected_f1": best_f1},  # bool [B, K] each
-      "labels": labels,
-      "num_labels": tf.reduce_sum(tf.cast(chosen, tf.int32), axis=1),
-      "path_log_prob": path_log_prob,
-      "label_scores": probs,
-      "paths": paths,  # int32 [B, N, L]
-      "paths_log_prob": paths_log_prob,  # float32 [B, N]
-  }
-
-
-# Prediction masks for the metrics: rule name -> bool [N, K] from NumPy predictions (the
-# rules are defined in `metrics.RULES`).
-
-def _calibrated(probs: np.ndarray, thresholds, num_labels: int) -> np.ndarray:
-  """bool [N, K]: probs >= the per-class thresholds float [K]."""
-  thresholds = np.asarray(thresholds, np.float64)
-  if thresholds.shape != (num_labels,):
-    raise ValueError(f"thresholds must be [K] = [{num_labels}], got shape {thresholds.shape}.")
-  return np.asarray(probs) >= thresholds[np.newaxis, :]
-
-
-def _top3_and_all(name: str, chosen: np.ndarray, scores: np.ndarray) -> dict:
-  """{"top3_<name>", "all_<name>"}: a decoder's set, and its 3 best-ranked labels."""
-  return {f"top3_{name}": metrics_lib.top_k_mask(np.where(chosen, scores, -np.inf), 3) & chosen,
-          f"all_{name}": chosen}
-
-
-def _cnn_rnn_masks(pred, num_labels: int, thresholds: np.ndarray | None = None):
-  """top3 and top3_paper: the first 3 labels of the path; all: the whole path; with
-  `thresholds` [K] (fitted on the marginals) top3_marginals / all_marginals: marginal
-  probabilities >= them; with the expected_f1 set, top3_expected_f1 / all_expected_f1
-  (top3_*: the 3 labels of the set with the highest ranking score)."""
-  labels = pred["labels"]
-  top3 = metrics_lib.path_mask(labels, num_labels, k=3)
-  masks = {"top3": top3, "all": metrics_lib.path_mask(labels, num_labels), "top3_paper": top3}
-  if thresholds is not None and "marginal_scores" in pred:
-    masks.update(_top3_and_all(
-        "marginals", _calibrated(pred["marginal_scores"], thresholds, num_labels),
-        np.asarray(pred["marginal_scores"])))
-  if "set_expected_f1" in pred:
-    masks.update(_top3_and_all("expected_f1", np.asarray(pred["set_expected_f1"], bool),
-                               np.asarray(pred["label_scores"])))
-  return masks
-
-
-def _bce_masks(pred, num_labels: int, thresholds: np.ndarray | None = None):
-  """top3: the 3 highest probabilities among those >= 0.5; all: every p >= 0.5;
-  top3_paper: the 3 highest probabilities; with per-class `thresholds` [K] also
-  top3_calibrated / all_calibrated: the same with p >= thresholds[k] instead of 0.5; with
-  the expected_f1 set, top3_expected_f1 / all_expected_f1."""
-  scores = np.asarray(pred["label_scores"])
-  masks = {"top3": metrics_lib.top_k_mask(scores, 3, threshold=0.5), "all": scores >= 0.5,
-           "top3_paper": metrics_lib.top_k_mask(scores, 3)}
-  if thresholds is not None:
-    above = _calibrated(scores, thresholds, num_labels)  # [N, K]
-    masks["top3_calibrated"] = masks["top3_paper"] & above
-    masks["all_calibrated"] = above
-  if "set_expected_f1" in pred:
-    masks.update(_top3_and_all("expected_f1", np.asarray(pred["set_expected_f1"], bool),
-                               scores))
-  return masks
+                                             options.beam_size)
+  out = {"labels": labels, "num_labels": tf.reduce_sum(tf.cast(chosen, tf.int32), axis=1),
+         "path_log_prob": path_log_prob, "label_scores": probs,
+         "paths": paths,  # int32 [B, N, L]
+         "paths_log_prob": paths_log_prob}  # float32 [B, N]
+  return _add_sets("bce", out, features, options)
 
 
 class HeadSpec(NamedTuple):
   """What the package needs to know of one kind of head (an entry of `HEADS`)."""
   # (model_config, feature_dim, num_labels) -> keras.Model
   build: Callable
-  # (head, features [B, D], multi_hot [B, K], *, training, max_labels, options: LossOptions,
-  #  step) -> float32 [B]
+  # (head, features [B, D], multi_hot [B, K], *, training, max_labels,
+  #  options: losses.LossOptions, step) -> float32 [B]
   loss: Callable
-  # (head, features [B, D], *, beam_size, max_length, min_length, thresholds=None,
-  #  num_samples=0, sample_seed=0, ranking) -> dict of outputs, with "sets": {decoder name
-  #  (`DECODERS`): bool [B, K]} (thresholds: float [K] calibrated ones)
+  # (head, features [B, D], options: inference.DecodeOptions) -> dict of outputs
+  #  (`inference.OUTPUT_KEYS`), with "sets": {decoder name: bool [B, K]} (`_add_sets`)
   predict: Callable
-  # (predictions {"labels" int [N, L], "label_scores" float [N, K], optional
-  #  "marginal_scores", "set_<decoder>"}, num_labels, thresholds=None)
-  #   -> {rule name: bool [N, K]} (`metrics.RULES`)
-  prediction_masks: Callable
 
 
 HEADS: dict[str, HeadSpec] = {
-    "cnn_rnn": HeadSpec(build_cnn_rnn_head, _cnn_rnn_head_loss, _cnn_rnn_predict,
-                        _cnn_rnn_masks),
-    "bce": HeadSpec(build_bce_head, _bce_head_loss, _bce_predict, _bce_masks),
+    "cnn_rnn": HeadSpec(build_cnn_rnn_head, _cnn_rnn_head_loss, _cnn_rnn_predict),
+    "bce": HeadSpec(build_bce_head, _bce_head_loss, _bce_predict),
 }

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from cnn_rnn_tf import decoders as decoders_lib
 from cnn_rnn_tf import metrics as metrics_lib
 
 # compare_heads' default: each headline metric against the same setting of the other head.
@@ -101,28 +102,16 @@ def compare_heads(summary: dict, a: str = "cnn_rnn", b: str = "bce",
   return out
 
 
-# "Which model and decoder for which metric": (head, rule suffix, column name) per named
-# decoder; rows (name, rule prefix, metric key). A cell is the metric of the rule
-# "<prefix><suffix>" (mAP: the head's ranking, one per head).
-DECODER_COLUMNS = (("bce", "", "BCE@0.5"), ("bce", "_calibrated", "calibrated BCE"),
-                   ("bce", "_expected_f1", "BCE expected_f1"),
-                   ("cnn_rnn", "", "CNN-RNN path"), ("cnn_rnn", "_marginals", "CNN-RNN marginals"),
-                   ("cnn_rnn", "_expected_f1", "CNN-RNN expected_f1"))
+# "Which model and decoder for which metric": the columns are the named decoders'
+# (`decoders.report_columns()`: (head, rule suffix, column name)); rows (name, rule prefix,
+# metric key). A cell is the metric of the rule "<prefix><suffix>" (mAP: the head's ranking,
+# one per head). What decision theory prescribes per row (docs/method.md, "Named decoders":
+# the mode for exact match, GFM for example F1, per-class thresholds for per-label F1) is
+# `decoders.theory()`: no data chooses it, so it cannot lean on the split it is chosen on.
 DECODER_ROWS = (("exact match", "all", "exact_match"), ("example F1", "all", "EF1"),
                 ("top-3 O-F1", "top3", "OF1"), ("top-3 C-F1", "top3", "CF1"),
                 ("all O-F1", "all", "OF1"), ("all C-F1", "all", "CF1"),
                 ("mAP", None, "mAP_noninterp"))
-
-
-# The decoder decision theory prescribes per row (docs/method.md, "Named decoders"): the mode
-# for exact match, GFM for example F1, the marginals (per-class thresholds) for per-label F1.
-# No data chooses it, so it cannot lean on the split it is chosen on.
-THEORY = {"cnn_rnn": {"exact match": "", "example F1": "_expected_f1", "top-3 O-F1": "_marginals",
-                      "top-3 C-F1": "_marginals", "all O-F1": "_marginals",
-                      "all C-F1": "_marginals", "mAP": ""},
-          "bce": {"exact match": "", "example F1": "_expected_f1", "top-3 O-F1": "_calibrated",
-                  "top-3 C-F1": "_calibrated", "all O-F1": "_calibrated",
-                  "all C-F1": "_calibrated", "mAP": ""}}
 
 
 def _decoder_key(prefix, suffix, key):
@@ -133,10 +122,10 @@ def choose_decoders(validation: dict) -> dict:
   """{(head, row name): rule suffix}: per head and row, the decoder with the best mean on the
   validation summary (`summarize_seeds` of the validation part's metrics). Never the test's."""
   chosen = {}
-  for head in {h for h, _, _ in DECODER_COLUMNS}:
+  for head in {h for h, _, _ in decoders_lib.report_columns()}:
     for row, prefix, key in DECODER_ROWS:
       options = [(validation.get(head, {}).get(_decoder_key(prefix, suffix, key)), suffix)
-                 for h, suffix, _ in DECODER_COLUMNS if h == head]
+                 for h, suffix, _ in decoders_lib.report_columns() if h == head]
       options = [(v[0], suffix) for v, suffix in options if v is not None]
       if options:
         best = max if metrics_lib.higher_is_better(key) else min
@@ -147,26 +136,28 @@ def choose_decoders(validation: dict) -> dict:
 def decoder_table(test: dict, validation: dict | None) -> tuple[str, dict]:
   """Markdown: rows of DECODER_ROWS, a column per named decoder of each head (test, mean ±
   std over seeds), then each head with its decoder chosen on validation (`choose_decoders`),
-  or, with `validation` None, the decoder theory prescribes (`THEORY`).
+  or, with `validation` None, the decoder theory prescribes (`decoders.theory()`).
 
   Returns (the table, {(head, row name): (suffix, per-seed test values)} of the chosen ones).
   """
   chosen = (choose_decoders(validation) if validation is not None else
-            {(h, row): suffix for h, rows in THEORY.items() for row, suffix in rows.items()})
+            {(h, row): suffix for h, rows in decoders_lib.theory().items()
+             for row, suffix in rows.items()})
   how = "chosen on validation" if validation is not None else "by theory"
   fmt = lambda t: "n/a" if t is None else f"{100 * t[0]:.1f} ± {100 * t[1]:.1f}"
   heads = ("bce", "cnn_rnn")
-  lines = ["| metric | " + " | ".join(c for _, _, c in DECODER_COLUMNS) + " | " +
+  columns = decoders_lib.report_columns()
+  lines = ["| metric | " + " | ".join(c for _, _, c in columns) + " | " +
            " | ".join(f"{h}, {how}" for h in heads) + " |",
-           "|---|" + "---|" * (len(DECODER_COLUMNS) + len(heads))]
+           "|---|" + "---|" * (len(columns) + len(heads))]
   picked = {}
   for row, prefix, key in DECODER_ROWS:
     cells = [fmt(test.get(h, {}).get(_decoder_key(prefix, suffix, key)))
-             for h, suffix, _ in DECODER_COLUMNS]
+             for h, suffix, _ in columns]
     for h in heads:
       suffix = chosen.get((h, row))
       value = None if suffix is None else test.get(h, {}).get(_decoder_key(prefix, suffix, key))
-      name = next((c for hh, s, c in DECODER_COLUMNS if hh == h and s == suffix), "")
+      name = next((c for hh, s, c in columns if hh == h and s == suffix), "")
       cells.append("n/a" if value is None else f"{fmt(value)} ({name})")
       if value is not None:
         picked[(h, row)] = (suffix, value[2])
@@ -190,7 +181,7 @@ def decoder_goal(test: dict, picked: dict) -> list[tuple[str, float, float, bool
     if ("cnn_rnn", row) not in picked:
       continue
     if row == "exact match":
-      for _, suffix, name in [c for c in DECODER_COLUMNS if c[0] == "bce"]:
+      for _, suffix, name in [c for c in decoders_lib.report_columns() if c[0] == "bce"]:
         b_key = _decoder_key(prefix, suffix, key)
         if b_key in test.get("bce", {}):
           mean, std = diff(row, b_key)

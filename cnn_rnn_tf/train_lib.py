@@ -80,6 +80,7 @@ from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import distribute
 from cnn_rnn_tf import evaluate_lib
+from cnn_rnn_tf import losses
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import periodic
 from cnn_rnn_tf import progress
@@ -105,10 +106,10 @@ def check_config(config) -> None:
   """Warns of cnn_rnn-only loss settings given to another head (a frozen random backbone,
   which evaluation could not rebuild, is refused by `config_lib.validate`)."""
   if config.model.head != "cnn_rnn" and (
-      config.train.label_order != "frequent_first" or config.model.aux_bce_weight):
-    logging.warning("train.label_order=%r and model.aux_bce_weight=%g shape the cnn_rnn "
+      config.train.label_order != "frequent_first" or config.model.side_loss_weight):
+    logging.warning("train.label_order=%r and model.side_loss_weight=%g shape the cnn_rnn "
                     "head's loss only; the %s head ignores them.", config.train.label_order,
-                    config.model.aux_bce_weight, config.model.head)
+                    config.model.side_loss_weight, config.model.head)
 
 
 @dataclasses.dataclass
@@ -206,7 +207,7 @@ def make_train_step(config, models: Models):
   images_mode = not data_lib.uses_feature_cache(config)
   train_backbone = config.model.train_backbone
   global_batch = config.train.batch_size
-  loss_options = model_lib.loss_options(config)  # label order, aux BCE weight
+  loss_options = losses.loss_options(config)  # label order, per-label loss, side weight
 
   def train_step(batch):
     with tf.GradientTape() as tape:

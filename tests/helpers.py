@@ -25,7 +25,7 @@ def tiny_model_config(head="cnn_rnn", **overrides):
 def tiny_head(num_labels=4, feature_dim=6, seed=0, scale=3.0, head="cnn_rnn", **overrides):
   """A built head with random weights scaled up, so that probabilities are far from uniform.
 
-  `overrides`: model config fields (e.g. dropout=0.1, aux_bce_weight=1.0).
+  `overrides`: model config fields (e.g. dropout=0.1, side_loss_weight=1.0).
   """
   head = model_lib.build_head(tiny_model_config(head, **overrides), feature_dim, num_labels)
   rng = np.random.default_rng(seed)

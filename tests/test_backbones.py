@@ -361,7 +361,7 @@ def test_modern_protocol_config_variants(dataset):
   assert config.model.train_backbone and not config.data.cache_features
   assert config.data.source == dataset and config_lib.problems(config) == []
   both = load_config_file(path, "resnet101,paper")
-  assert both.model.backbone == "resnet101" and both.model.aux_bce_weight == 0.0
+  assert both.model.backbone == "resnet101" and both.model.side_loss_weight == 0.0
   assert load_config_file(path, "").model.backbone == "vgg16"
   with pytest.raises(ValueError, match="nope"):
     load_config_file(path, "resnet101,nope")

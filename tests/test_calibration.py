@@ -119,7 +119,7 @@ def test_cnn_rnn_calibrates_its_marginals_on_the_held_out_part(csv_config, tmp_p
   _, thresholds, held = _calibrated(config, str(tmp_path))
   np.testing.assert_array_equal(thresholds, calibration.fit_thresholds(
       held["y_true"], held["marginal_scores"]))
-  config.model.aux_bce_weight = 0.0  # the paper's training: no marginals to calibrate
+  config.model.side_loss_weight = 0.0  # the paper's training: no marginals to calibrate
   assert not calibration.calibrates(config)
 
 

@@ -18,8 +18,11 @@ def _problems(**fields):
   """validate's lines for default_config() with `fields` ("a.b": value) set."""
   config = config_lib.default_config()
   for name, value in fields.items():
-    section, key = name.split("__") if "__" in name else (None, name)
-    (config[section] if section else config)[key] = value
+    *sections, key = name.split("__")  # "model__asl__clip": config.model.asl.clip
+    target = config
+    for section in sections:
+      target = target[section]
+    target[key] = value
   with pytest.raises(config_lib.ConfigError) as info:
     config_lib.validate(config)
   return info.value.problems
@@ -56,8 +59,8 @@ def test_default_config_is_valid():
     ({"data__csv_empty_labels": "skip"}, "data.csv_empty_labels"),
     ({"train__label_order": "alphabetical"}, "train.label_order"),
     ({"train__align_inputs": "both"}, "train.align_inputs"),
-    ({"model__aux_bce_weight": -0.5}, "model.aux_bce_weight"),
-    ({"model__aux_bce_weight": float("inf")}, "model.aux_bce_weight"),
+    ({"model__side_loss_weight": -0.5}, "model.side_loss_weight"),
+    ({"model__side_loss_weight": float("inf")}, "model.side_loss_weight"),
     ({"model__weight_decay": float("nan")}, "model.weight_decay"),
     ({"model__weight_decay": float("inf")}, "model.weight_decay"),
     ({"model__weight_decay": -1e-4}, "model.weight_decay"),
@@ -209,8 +212,9 @@ def test_choices_agree_with_the_library():
   from cnn_rnn_tf import label_order  # pylint: disable=g-import-not-at-top
   assert config_lib.LABEL_ORDERS == label_order.ORDERS
   assert config_lib.ALIGN_INPUTS == label_order.ALIGN_INPUTS
-  assert config_lib.HEAD_DECODERS == model.DECODERS
-  assert set(config_lib.DECODERS) == {d for names in model.DECODERS.values() for d in names}
+  from cnn_rnn_tf import decoders, losses  # pylint: disable=g-import-not-at-top
+  assert set(decoders.heads()) == set(model.HEADS)  # every head has a decoder, and no other
+  assert config_lib.LABEL_LOSSES == tuple(losses.LABEL_LOSSES)
   assert config_lib.MARGINALS == model.MARGINALS
   for key in metrics.PRF_KEYS:
     assert config_lib._keep_best(f"top3.{key}") is None  # pylint: disable=protected-access

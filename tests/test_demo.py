@@ -166,11 +166,11 @@ def test_runs_of_grid_adds_the_cnn_rnn_variants_but_not_the_default_twice():
   assert len(variants) == (len(demo_lib.GRID_LABEL_ORDERS) *
                            len(demo_lib.GRID_AUX_BCE_WEIGHTS) - 1)
   assert {"train.label_order": default.train.label_order,
-          "model.aux_bce_weight": default.model.aux_bce_weight} not in variants
+          "model.side_loss_weight": default.model.side_loss_weight} not in variants
   picked = demo_lib.runs_of(True, ["cnn_rnn-frequent_first-aux0"])
   assert picked == {"cnn_rnn": ("cnn_rnn", {}), "bce": ("bce", {}),
                     "cnn_rnn-frequent_first-aux0": ("cnn_rnn", {
-                        "train.label_order": "frequent_first", "model.aux_bce_weight": 0.0})}
+                        "train.label_order": "frequent_first", "model.side_loss_weight": 0.0})}
   with pytest.raises(ValueError, match=r"'cnn_rnn-fifo-aux0'.*cnn_rnn-pla-aux0"):
     demo_lib.runs_of(True, ["cnn_rnn-fifo-aux0"])
 

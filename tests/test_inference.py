@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cnn_rnn_tf import decoders
 from cnn_rnn_tf import inference
 from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import model as model_lib
+from cnn_rnn_tf import rule_masks
 from helpers import tiny_head, tiny_model_config
 
 K = 5
@@ -82,7 +84,11 @@ def test_a_new_head_is_one_registration(monkeypatch):
 
   bce = model_lib.HEADS["bce"]
   monkeypatch.setitem(model_lib.HEADS, "linear", model_lib.HeadSpec(
-      build=build, loss=bce.loss, predict=bce.predict, prediction_masks=bce.prediction_masks))
+      build=build, loss=bce.loss, predict=bce.predict))
+  for name in decoders.head_decoders("bce"):  # its decoders: the BCE head's
+    entry = decoders.DECODERS[name]
+    monkeypatch.setitem(decoders.DECODERS, name, entry._replace(
+        heads={**entry.heads, "linear": entry.heads["bce"]}))
   head = model_lib.build_head(tiny_model_config("linear"), 6, K)
   assert model_lib.head_kind(head) == "linear"
   feats = np.ones((2, 6), np.float32)
@@ -163,7 +169,7 @@ def test_decoder_sets_of_both_heads():
   head = tiny_head(num_labels=K, seed=5)
   out = inference.predict_from_features(head, feats, beam_size=2, max_length=K, num_samples=64,
                                         sample_seed=3)
-  path = metrics_lib.path_mask(out["labels"].numpy(), K)
+  path = rule_masks.path_mask(out["labels"].numpy(), K)
   np.testing.assert_array_equal(out["set_path"], path)  # the path decoder: the beam's path
   np.testing.assert_array_equal(out["set_marginals"], out["marginal_scores"].numpy() >= 0.5)
   np.testing.assert_allclose(out["label_scores"], out["marginal_scores"])  # ranking=marginals

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cnn_rnn_tf import decoding
 from cnn_rnn_tf import label_order
+from cnn_rnn_tf import losses
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from helpers import tiny_head
@@ -127,7 +129,7 @@ def test_random_order_differs_between_steps_and_is_reproducible_per_seed():
 def test_free_running_pass_feeds_back_its_own_predictions_without_repeats():
   head = tiny_head(num_labels=K, seed=4)
   feats = np.random.default_rng(2).normal(size=(3, 6)).astype("float32")
-  log_probs, predicted = model_lib.free_running_pass(model_lib.head_step(head), feats, K,
+  log_probs, predicted = decoding.free_running_pass(model_lib.head_step(head), feats, K,
                                                      training=False)
   assert log_probs.shape == (3, K, K + 1)
   for row in predicted.numpy():
@@ -148,22 +150,24 @@ def test_aligned_loss_is_the_cross_entropy_of_the_aligned_targets():
   feats = np.random.default_rng(3).normal(size=(2, 6)).astype("float32")
   multi_hot = MULTI_HOT[:2]
   step = model_lib.head_step(head)
-  log_probs, predicted = model_lib.free_running_pass(step, feats, 5, training=False)
+  log_probs, predicted = decoding.free_running_pass(step, feats, 5, training=False)
   for mode in ("pla", "mla"):
     targets = label_order.align_batch(log_probs.numpy(), predicted.numpy(), multi_hot > 0, mode)
     predictions = model_lib.head_loss(
         head, feats, multi_hot, training=False,
-        options=model_lib.LossOptions(label_order=mode, align_inputs="predictions"))
+        options=losses.LossOptions(label_order=mode, align_inputs="predictions",
+                                   side_loss_weight=0.0))
     want = [-sum(log_probs[b, t, l] for t, l in enumerate(targets[b]) if l >= 0)
             for b in range(2)]
     np.testing.assert_allclose(predictions, want, rtol=1e-5)
     # targets: the head teacher-forced on the aligned sequence.
     forced = model_lib.head_loss(
         head, feats, multi_hot, training=False,
-        options=model_lib.LossOptions(label_order=mode, align_inputs="targets"))
+        options=losses.LossOptions(label_order=mode, align_inputs="targets",
+                                   side_loss_weight=0.0))
     inputs = vocab_lib.teacher_forcing_inputs(tf.constant(targets), K + 1)
     logits = head({"image_features": tf.constant(feats), "input_ids": inputs}, training=False)
-    np.testing.assert_allclose(forced, model_lib.cnn_rnn_loss(logits, targets), rtol=1e-5)
+    np.testing.assert_allclose(forced, losses.cnn_rnn_loss(logits, targets), rtol=1e-5)
 
 
 @pytest.mark.parametrize("order, align_inputs", [
@@ -177,7 +181,7 @@ def test_a_few_training_steps_reduce_the_loss(order, align_inputs):
   rng = np.random.default_rng(0)
   feats = tf.constant(rng.normal(size=(16, 6)).astype("float32"))
   multi_hot = tf.constant((rng.random((16, K)) < 0.4).astype("float32"))
-  options = model_lib.LossOptions(label_order=order, align_inputs=align_inputs, seed=1)
+  options = losses.LossOptions(label_order=order, align_inputs=align_inputs, seed=1)
   optimizer = keras.optimizers.Adam(0.03)
   variables = head.trainable_variables
 

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from cnn_rnn_tf import metrics
+from cnn_rnn_tf import metrics_markdown
+from cnn_rnn_tf import rule_masks
 
 B = np.array  # short for the small hand-written cases
 
@@ -219,18 +221,18 @@ def test_path_mask_padding_and_end():
                  [3, END, -1, -1, -1],
                  [-1, -1, -1, -1, -1],
                  [1, 2, END, 0, -1]])  # anything after END is not part of the path
-  np.testing.assert_array_equal(metrics.path_mask(label_ids, 5),
+  np.testing.assert_array_equal(rule_masks.path_mask(label_ids, 5),
                                 [[1, 0, 1, 0, 1],
                                  [0, 0, 0, 1, 0],
                                  [0, 0, 0, 0, 0],
                                  [0, 1, 1, 0, 0]])
-  np.testing.assert_array_equal(metrics.path_mask(label_ids, 5, k=2),
+  np.testing.assert_array_equal(rule_masks.path_mask(label_ids, 5, k=2),
                                 [[1, 0, 0, 0, 1],
                                  [0, 0, 0, 1, 0],
                                  [0, 0, 0, 0, 0],
                                  [0, 1, 1, 0, 0]])
   with pytest.raises(ValueError, match="2-D"):
-    metrics.path_mask(B([1, 2]), 5)
+    rule_masks.path_mask(B([1, 2]), 5)
 
 
 # ----------------------------------------------------------------------------- scikit-learn
@@ -336,13 +338,13 @@ def test_compute_all_checks_label_names():
 
 def test_markdown_table_and_comparison_show_the_numbers():
   report = _report()
-  table = metrics.markdown_table(report, title="val")
+  table = metrics_markdown.markdown_table(report, title="val")
   assert table.startswith("### val")
   assert f"{100 * report['top3']['CP']:.1f}" in table
   assert f"{100 * report['all']['OF1']:.1f}" in table
   assert f"{100 * report['mAP_voc07']:.1f}" in table
   assert f"{100 * report['MAP@10']:.1f}" in table
-  comparison = metrics.markdown_comparison({"CNN-RNN": report, "BCE": report})
+  comparison = metrics_markdown.markdown_comparison({"CNN-RNN": report, "BCE": report})
   rows = [line for line in comparison.splitlines() if line.startswith("| CNN-RNN")
           or line.startswith("| BCE")]
   assert len(rows) == 4  # two heads x (top-3, all)
@@ -359,10 +361,10 @@ def test_compute_all_rules_get_their_own_rows_by_value():
   assert report["top3_paper"]["OP"] == pytest.approx(2 / 6)
   assert report["top3_paper"]["OR"] == pytest.approx(2 / 3)
   assert report["top3"]["OP"] == pytest.approx(1.0)
-  table = metrics.markdown_table(report)
+  table = metrics_markdown.markdown_table(report)
   row = next(line for line in table.splitlines() if line.startswith("| top-3 (paper)"))
   assert "33.3" in row and "66.7" in row
-  comparison = metrics.markdown_comparison({"BCE": report})
+  comparison = metrics_markdown.markdown_comparison({"BCE": report})
   assert sum(line.startswith("| BCE | top-3 (paper)") for line in comparison.splitlines()) == 1
   assert "calibrated" not in comparison  # only the rules the report has
   with pytest.raises(ValueError, match=r"rules\['x'\].*shape"):
@@ -426,7 +428,7 @@ def test_every_rule_gets_the_set_level_metrics_with_their_direction():
   for key in ("top3.exact_match", "all.EF1", "top3_paper.hamming_loss"):
     assert key in metrics.keep_best_keys()
   assert "all_calibrated.EF1" not in metrics.keep_best_keys()  # no thresholds in training
-  table = metrics.markdown_table(report)
+  table = metrics_markdown.markdown_table(report)
   assert "| setting | C-P | C-R | C-F1 | O-P | O-R | O-F1 | exact match | E-P | E-R | E-F1 | " \
          "Hamming loss |" in table
   row = next(line for line in table.splitlines() if line.startswith("| top-3 (paper)"))

@@ -6,11 +6,19 @@ import pytest
 import tensorflow as tf
 
 from cnn_rnn_tf import backbones
+from cnn_rnn_tf import inference
+from cnn_rnn_tf import losses
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from helpers import tiny_head, tiny_model_config
 
 K = 5
+SEQUENCE_ONLY = losses.LossOptions(side_loss_weight=0.0)
+
+
+def side_loss(head, feats, multi_hot, *, training):
+  """The side head's term of the CNN-RNN's loss, unweighted (model.label_loss = bce)."""
+  return losses.bce(model_lib.marginal_logits(head, feats, training=training), multi_hot)
 
 
 def test_cnn_rnn_head_shapes_and_tied_scores():
@@ -45,10 +53,11 @@ def test_padding_does_not_change_earlier_steps_and_costs_no_loss():
   multi_hot = np.array([[0, 1, 0, 1, 0]], np.float32)
   targets = vocab_lib.sequence_targets(multi_hot)  # [1, 3]: 1, 3, END
   np.testing.assert_array_equal(targets, [[1, 3, K]])
-  loss = model_lib.head_loss(head, feats, multi_hot, training=False)
+  loss = model_lib.head_loss(head, feats, multi_hot, training=False, options=SEQUENCE_ONLY)
   # Same image inside a batch whose other member has more labels (so more padding).
   both = np.concatenate([multi_hot, np.ones((1, K), np.float32)])
-  loss_both = model_lib.head_loss(head, np.concatenate([feats, feats]), both, training=False)
+  loss_both = model_lib.head_loss(head, np.concatenate([feats, feats]), both, training=False,
+                                  options=SEQUENCE_ONLY)
   np.testing.assert_allclose(loss_both[0], loss[0], rtol=1e-5)
   # The loss is the sum of -log P over the steps 1, 3, END.
   step = model_lib.head_step(head)
@@ -145,7 +154,7 @@ def _grads(loss_fn, head, feats):
   return {v.path: g for v, g in zip(variables, grads[:-1])}, grads[-1]
 
 
-def test_aux_bce_loss_scores_the_image_projection_against_the_label_rows():
+def test_side_loss_scores_the_image_projection_against_the_label_rows():
   head = tiny_head(num_labels=K, seed=6, marginals="joint_space")
   step = model_lib.head_step(head)
   rng = np.random.default_rng(4)
@@ -157,16 +166,16 @@ def test_aux_bce_loss_scores_the_image_projection_against_the_label_rows():
   logits = image @ np.float64(step.label_embedding.embeddings.numpy()[:K]).T  # [3, K]: labels
   # -y log(p) - (1 - y) log(1 - p), in the stable form.
   want = (np.maximum(logits, 0) - logits * multi_hot + np.log1p(np.exp(-np.abs(logits)))).sum(1)
-  got = model_lib.aux_bce_loss(head, feats, multi_hot, training=False)
+  got = side_loss(head, feats, multi_hot, training=False)
   np.testing.assert_allclose(got, want, rtol=1e-4)
-  # head_loss adds weight x aux to the sequence loss; weight 0 (the default) adds nothing.
-  base = model_lib.head_loss(head, feats, multi_hot, training=False)
+  # head_loss adds weight x the side term to the sequence loss; weight 0 adds nothing.
+  base = model_lib.head_loss(head, feats, multi_hot, training=False, options=SEQUENCE_ONLY)
   with_aux = model_lib.head_loss(head, feats, multi_hot, training=False,
-                                 options=model_lib.LossOptions(aux_bce_weight=0.5))
+                                 options=losses.LossOptions(side_loss_weight=0.5))
   np.testing.assert_allclose(with_aux - base, 0.5 * want, rtol=1e-4, atol=1e-5)
 
 
-def test_aux_bce_gradient_reaches_only_the_image_side_and_the_label_rows():
+def test_side_loss_gradient_reaches_only_the_image_side_and_the_label_rows():
   head = tiny_head(num_labels=K, seed=7, marginals="joint_space")
   rng = np.random.default_rng(5)
   feats = rng.normal(size=(4, 6)).astype("float32")
@@ -176,10 +185,10 @@ def test_aux_bce_gradient_reaches_only_the_image_side_and_the_label_rows():
   def loss(options):
     return lambda f: model_lib.head_loss(head, f, multi_hot, training=True, options=options)
 
-  with_aux, feats_with = _grads(loss(model_lib.LossOptions(aux_bce_weight=weight)), head, feats)
-  without, feats_without = _grads(loss(model_lib.LossOptions()), head, feats)
+  with_aux, feats_with = _grads(loss(losses.LossOptions(side_loss_weight=weight)), head, feats)
+  without, feats_without = _grads(loss(SEQUENCE_ONLY), head, feats)
   aux_only, feats_aux = _grads(
-      lambda f: model_lib.aux_bce_loss(head, f, multi_hot, training=True), head, feats)
+      lambda f: side_loss(head, f, multi_hot, training=True), head, feats)
   touched = set()
   for path, g in aux_only.items():
     diff = with_aux[path] - without[path]
@@ -205,7 +214,7 @@ def test_losses_of_every_order_run_inside_a_distributed_step():
   multi_hot = np.array([[1, 1, 0, 0, 1], [0, 0, 0, 0, 0], [0, 1, 0, 0, 0], [1, 1, 1, 1, 1]],
                        np.float32)
   for order in ("random", "pla", "mla"):
-    options = model_lib.LossOptions(label_order=order, aux_bce_weight=1.0)
+    options = losses.LossOptions(label_order=order, side_loss_weight=1.0)
 
     @tf.function
     def run(step):
@@ -231,10 +240,9 @@ def test_side_head_is_a_full_rank_bce_classifier_on_the_features():
   kernel, bias = (np.float64(w.numpy()) for w in step.marginal_head.weights)
   logits = feats @ kernel + bias  # [3, K]
   want = (np.maximum(logits, 0) - logits * multi_hot + np.log1p(np.exp(-np.abs(logits)))).sum(1)
-  np.testing.assert_allclose(model_lib.aux_bce_loss(head, feats, multi_hot, training=False),
-                             want, rtol=1e-4)
-  probs = model_lib.head_spec(head).predict(head, feats, beam_size=2, max_length=K,
-                                            min_length=0)["marginal_scores"]
+  np.testing.assert_allclose(side_loss(head, feats, multi_hot, training=False), want, rtol=1e-4)
+  probs = inference.predict_from_features(head, feats, beam_size=2,
+                                          max_length=K)["marginal_scores"]
   np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits)), rtol=1e-4)
 
 
@@ -245,8 +253,8 @@ def test_side_head_gradient_reaches_the_backbone_end_to_end_and_not_the_lstm():
   multi_hot = tf.one_hot([[0, 2], [1, 1]], K)  # [2, K]
   multi_hot = tf.reduce_max(multi_hot, axis=1)
   with tf.GradientTape() as tape:
-    loss = tf.reduce_sum(model_lib.aux_bce_loss(head, backbone(images, training=True),
-                                                multi_hot, training=True))
+    loss = tf.reduce_sum(side_loss(head, backbone(images, training=True), multi_hot,
+                                   training=True))
   variables = backbone.trainable_variables + head.trainable_variables
   grads = dict(zip([v.path for v in variables], tape.gradient(loss, variables)))
   touched = {p for p, g in grads.items() if g is not None and np.abs(np.asarray(
@@ -281,22 +289,22 @@ class TiedLabelEmbeddingKerasHarnessTest(keras_testing.TestCase):
 
 # ---- Planted-bug tests (issue 20): each fails if the named bug is put back. ----
 
-def test_loss_options_carry_the_aux_weight_alone():
-  """model.aux_bce_weight alone (the label order unchanged) reaches the loss through
+def test_loss_options_carry_the_side_weight_alone():
+  """model.side_loss_weight alone (the label order unchanged) reaches the loss through
   `loss_options`: dropping it there would make the weight always 0."""
   from cnn_rnn_tf import config_lib  # pylint: disable=g-import-not-at-top
   head = tiny_head(num_labels=K, seed=5)
   feats = np.random.default_rng(2).normal(size=(3, 6)).astype("float32")
   multi_hot = np.array([[1, 0, 1, 0, 0], [0, 1, 0, 0, 1], [1, 1, 1, 0, 0]], np.float32)
-  losses = {}
+  by_weight = {}
   for weight in (0.0, 0.5):
     config = config_lib.default_config()
-    config.model.aux_bce_weight = weight
-    options = model_lib.loss_options(config)
+    config.model.side_loss_weight = weight
+    options = losses.loss_options(config)
     assert options.label_order == config_lib.default_config().train.label_order
-    assert options.aux_bce_weight == weight
-    losses[weight] = model_lib.head_loss(head, feats, multi_hot, training=False,
-                                         options=options).numpy()
-  aux = model_lib.aux_bce_loss(head, feats, multi_hot, training=False).numpy()
+    assert options.side_loss_weight == weight
+    by_weight[weight] = model_lib.head_loss(head, feats, multi_hot, training=False,
+                                            options=options).numpy()
+  aux = side_loss(head, feats, multi_hot, training=False).numpy()
   assert np.all(aux > 0)
-  np.testing.assert_allclose(losses[0.5] - losses[0.0], 0.5 * aux, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(by_weight[0.5] - by_weight[0.0], 0.5 * aux, rtol=1e-4, atol=1e-5)

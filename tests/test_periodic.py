@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import metrics as metrics_lib
+from cnn_rnn_tf import metrics_markdown
 from cnn_rnn_tf import periodic
 from cnn_rnn_tf.metric_writer import MetricWriter
 
@@ -161,7 +162,7 @@ def test_one_registered_function_is_a_metric_everywhere(tmp_path, monkeypatch):
   assert written["all"]["size_error"] == pytest.approx(_size_error(y_true, preds[0]))
   assert written["top3"]["size_error"] == pytest.approx(
       _size_error(y_true, metrics_lib.top_k_mask(scores, 3)))
-  assert "size error" in metrics_lib.markdown_table(reports[0])
+  assert "size error" in metrics_markdown.markdown_table(reports[0])
 
   values = [r["all"]["size_error"] for r in reports]
   best_step = 2 * (int(np.argmin(values)) + 1)

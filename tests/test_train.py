@@ -92,14 +92,14 @@ def test_train_then_evaluate(tmp_path, tfds_dir, head, monkeypatch):
 
 
 def test_orderless_order_and_aux_loss_reach_the_trainer(tmp_path, tfds_dir):
-  """train.label_order and model.aux_bce_weight change what the trainer trains (end to end,
+  """train.label_order and model.side_loss_weight change what the trainer trains (end to end,
   the backbone trained too; two steps per tf.function call)."""
   fingerprints = {}
   for name, order, aux in (("default", "frequent_first", 0.0), ("pla_aux", "pla", 1.0),
                            ("random", "random", 0.0)):
     config = _demo_config(tfds_dir, num_steps=2, steps_per_loop=2, eval_every=-1,
                           label_order=order)
-    config.model.aux_bce_weight = aux
+    config.model.side_loss_weight = aux
     result = train_lib.train(config, str(tmp_path / name))
     assert result["step"] == 2 and np.isfinite(result["loss"]), name
     fingerprints[name] = result["fingerprint"]
@@ -537,7 +537,7 @@ def _step_config(**train):
   config = config_lib.default_config()
   config.model.update(dict(backbone="small_cnn", backbone_weights=None, image_size=32,
                            train_backbone=True, embedding_dim=8, lstm_units=16, dropout=0.0,
-                           weight_decay=0.0, aux_bce_weight=0.0))
+                           weight_decay=0.0, side_loss_weight=0.0))
   config.data.precision = "off"
   config.train.update(dict(batch_size=4, optimizer="sgd", learning_rate=0.1, momentum=0.0))
   config.train.update(train)

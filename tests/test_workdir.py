@@ -314,18 +314,18 @@ def test_lock_of_another_host_is_refused(tmp_path):
 
 
 def test_check_resume_ignores_a_field_the_head_does_not_read(tmp_path):
-  """model.aux_bce_weight is the CNN-RNN's alone: a BCE workdir resumes whatever its value."""
+  """model.side_loss_weight is the CNN-RNN's alone: a BCE workdir resumes whatever its value."""
   bce, cnn_rnn = str(tmp_path / "bce"), str(tmp_path / "cnn_rnn")
   for workdir, head in ((bce, "bce"), (cnn_rnn, "cnn_rnn")):
     config = _config()
     config.model.head = head
-    config.model.aux_bce_weight = 0.0
+    config.model.side_loss_weight = 0.0
     workdir_lib.save_config(config, workdir)
-    config.model.aux_bce_weight = 1.0
+    config.model.side_loss_weight = 1.0
     if head == "bce":
       workdir_lib.check_resume(config, workdir)
     else:
-      with pytest.raises(ValueError, match="model.aux_bce_weight: saved 0.0, now 1.0"):
+      with pytest.raises(ValueError, match="model.side_loss_weight: saved 0.0, now 1.0"):
         workdir_lib.check_resume(config, workdir)
 
 

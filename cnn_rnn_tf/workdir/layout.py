@@ -93,6 +93,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise FileNotFoundError(f"No config.json in workdir {workdir!r}: was it trained there?")
   with tf.io.gfile.GFile(path) as f:
     saved = json.load(f)
+  model = saved.get("model", {})
+  if "aux_bce_weight" in model:  # the side head's weight, under its former name
+    model.setdefault("side_loss_weight", model.pop("aux_bce_weight"))
   config = config_lib.default_config()
   for name, value in LEGACY_VALUES.items():
     section, key = name.split(".")

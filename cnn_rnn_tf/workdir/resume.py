@@ -36,8 +36,8 @@ MAY_CHANGE_PREFIXES = ("decode.",)
 
 
 # model.* fields that one head alone reads: a change does not stop another head's workdir from
-# resuming (a BCE run trained before the default of model.aux_bce_weight changed resumes).
-ONLY_FOR_HEAD = {"model.aux_bce_weight": "cnn_rnn", "train.label_order": "cnn_rnn",
+# resuming (a BCE run trained before the default of model.side_loss_weight changed resumes).
+ONLY_FOR_HEAD = {"model.side_loss_weight": "cnn_rnn", "train.label_order": "cnn_rnn",
                  "train.align_inputs": "cnn_rnn"}
 
 
