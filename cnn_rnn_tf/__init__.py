@@ -11,7 +11,10 @@ every module file is listed and every listed module exists):
   backbones       VGG16 fc7 and a small CNN, both images [B, H, W, 3] in 0..255 -> features
   head_layers     the CNN-RNN head's layers (tied label embedding, joint space), its step view
   model           the CNN-RNN head and the BCE baseline head (Keras functional models)
-  decoding        greedy and beam search, seeded ancestral sampling, in TensorFlow ops
+  losses          the per-label loss table (bce, asl) and the CNN-RNN's sequence loss
+  decoders        the named decoders, each declared once (TF-free)
+  decoding        greedy and beam search, the greedy free-running pass, seeded ancestral
+                  sampling, in TensorFlow ops
   expected_f1     the set of maximal expected example-F1 (GFM) from a label distribution
   inference       predictions of any head from features, and what counts as predicted
   calibration     the BCE head's per-class thresholds (max per-class F1)
@@ -38,6 +41,8 @@ every module file is listed and every listed module exists):
   metrics         C-P/C-R/C-F1, O-P/O-R/O-F1, set-level metrics; the tables of metrics and
                   label-set rules; NumPy only
   ranking         AP (three conventions), mAP, MAP@10, top-k masks; NumPy only
+  rule_masks      what counts as predicted: the label-set rules' masks; NumPy only
+  metrics_markdown  the metrics reports as Markdown tables
   config_lib      the default config, its checks, the config flag of the binaries
   workdir/        a workdir's files -> models
     layout          paths, config / labels / thresholds files
@@ -55,6 +60,7 @@ every module file is listed and every listed module exists):
   evaluate_lib    decoding + metrics over a split
   evaluate        binary: evaluates a workdir
   export_lib      SavedModel export for TF Serving
+  export_inputs   the exported signatures' input checks and warmup requests
   export          binary: exports a workdir
   predict         binary: local predictions through tf.saved_model.load
   serving/        TF Serving clients and a test stand-in server

@@ -198,18 +198,37 @@ def hamming_loss(y_true, y_pred) -> float:
 
 Rule = decoders_lib.Rule
 
-# The label-set rules, in table order: each is a key of metrics.json with every "sets" metric
-# of `METRICS` under it. The first three belong to every head's own set; the rest are the
-# named decoders' (`decoders.DECODERS`), whose masks `rule_masks.py` computes.
-RULES: dict[str, Rule] = {
+# The rules of every head's own set; the named decoders' rules follow them in `RULES`.
+OWN_RULES: dict[str, Rule] = {
     "top3": Rule("at most 3 labels: the first 3 of the CNN-RNN's path; BCE's 3 most probable "
                  "labels among those with p >= 0.5", "top-3"),
     "all": Rule("every label of the CNN-RNN's path; every BCE label with p >= 0.5", "all"),
     "top3_paper": Rule("the paper's rule (section 4.1): the first 3 labels of the CNN-RNN's "
                        "path; BCE's 3 most probable labels, no threshold", "top-3 (paper)"),
-    **{rule: spec for name in decoders_lib.DECODERS
-       for rule, spec in decoders_lib.rules_of(name).items()},
 }
+
+
+class _Rules(Mapping):
+  """OWN_RULES, then each named decoder's rules (`decoders.rules_of`), read from the decoder
+  table when used (so a decoder registered there is a rule here)."""
+
+  def _all(self) -> dict[str, Rule]:
+    return {**OWN_RULES, **{rule: spec for name in decoders_lib.DECODERS
+                            for rule, spec in decoders_lib.rules_of(name).items()}}
+
+  def __getitem__(self, rule):
+    return self._all()[rule]
+
+  def __iter__(self):
+    return iter(self._all())
+
+  def __len__(self):
+    return len(self._all())
+
+
+# The label-set rules, in table order: each is a key of metrics.json with every "sets" metric
+# of `METRICS` under it; their masks are in `rule_masks.py`.
+RULES: Mapping[str, Rule] = _Rules()
 
 
 class Metric(NamedTuple):
@@ -266,11 +285,12 @@ def score_metrics() -> list[str]:
   return [k for k, m in METRICS.items() if m.of == "scores"]
 
 
-def metric_keys(rules=tuple(RULES)) -> list[str]:
+def metric_keys(rules=None) -> list[str]:
   """Dotted keys "<rule>.<metric>" of `rules` x the set metrics, then the score metrics.
 
       metric_keys()   # ['top3.CP', ..., 'all_calibrated.OF1', 'mAP_voc07', ..., 'MAP@10']
   """
+  rules = tuple(RULES) if rules is None else rules
   return [f"{r}.{m}" for r in rules for m in set_metrics()] + score_metrics()
 
 
