@@ -1,10 +1,11 @@
-"""Calibrated BCE: per-class decision thresholds chosen to maximize per-class F1.
+"""Calibrated thresholds: per-class decision thresholds chosen to maximize per-class F1, of
+the BCE head's probabilities or of the CNN-RNN's marginal probabilities.
 
     from cnn_rnn_tf import calibration
     thresholds = calibration.fit_thresholds(y_true, probs)   # bool [N, K], float [N, K] -> [K]
     predicted = probs >= thresholds                          # [N, K]
 
-    # A trained bce head on the held-out part of the training split (the trainer's end):
+    # A trained head on the held-out part of the training split (the trainer's end):
     thresholds = calibration.calibrate(config, vocab, backbone, head, cache_dir=cache_dir)
     workdir.save_thresholds(w, vocab.names, thresholds, step=step)
 
@@ -18,8 +19,10 @@ thresholds there.
 The held-out data: the "calibration" part of `data.train_split`, a deterministic fraction
 `data.calibration_fraction` of its examples chosen by a hash of the example key
 (`data.inputs.in_calibration_part`); the trainer never reads it, for either head.
-`evaluate` then reports `top3_calibrated` / `all_calibrated` besides the 0.5 rules, and the
-export bakes the thresholds into the SavedModel (the label set uses them).
+`evaluate` then reports the calibrated rules besides the 0.5 ones (bce: `top3_calibrated` /
+`all_calibrated`; cnn_rnn: `top3_marginals` / `all_marginals`, thresholds of its marginal
+probabilities), and the export bakes the thresholds into the SavedModel (the bce label set,
+the cnn_rnn's `labels_marginals`).
 """
 
 from __future__ import annotations

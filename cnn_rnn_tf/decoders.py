@@ -98,9 +98,8 @@ DECODERS: dict[str, Decoder] = {
             "all_marginals": Rule("CNN-RNN only: every label whose marginal probability "
                                   "passes its class's calibrated threshold (the marginals "
                                   "decoder)", "all marginals", needs_thresholds=True)},
-        masks_fn="cnn_rnn_tf.rule_masks:marginals_masks",
         note="the side head's marginal probabilities >= calibrated thresholds, for "
-             "per-label F1"),
+             "per-label F1", masks_fn="cnn_rnn_tf.rule_masks:marginals_masks"),
     "expected_f1": Decoder(
         heads={"cnn_rnn": HeadDecoder(
                    "cnn_rnn_tf.model:expected_f1_samples_set",

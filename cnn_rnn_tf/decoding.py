@@ -1,4 +1,4 @@
-"""Greedy and beam search over label paths, in TensorFlow ops (paper section 3.3).
+"""Greedy and beam search over label paths (paper 3.3), the free-running pass, sampling: TF ops.
 
 Both run as one `tf.while_loop` batched over images x beams (no Python loop over steps at
 run time, no py_function), so they work inside a `tf.function` with an input signature and
@@ -36,9 +36,8 @@ the highest probability label k gets at any step of the returned path (its END s
 included), i.e. max_t P(k | I, l_1..l_{t-1}) along the best path. A label of the path scores
 at least its own step's probability; labels the path never took still get a ranking.
 
-The loop state is a `BeamState`; the beam helpers follow flax's examples/wmt/decode.py:
-`add_beam_dim` [B, ...] -> [B, N, ...], `flatten_beam_dim` [B, N, ...] -> [B * N, ...],
-`unflatten_beam_dim` back, `gather_beams` picks beams by index.
+The loop state is a `BeamState`; the beam helpers follow flax's examples/wmt/decode.py
+(`add_beam_dim`, `flatten_beam_dim`, `unflatten_beam_dim`, `gather_beams`).
 """
 
 from __future__ import annotations
@@ -299,16 +298,11 @@ def decode(step_fn: Callable, init_state: Any, *, num_labels: int, beam_size: in
 # Ancestral sampling: M label sets per image from the model's own distribution.
 
 def free_running_pass(step, features, num_steps, *, training: bool):
-  """The decoder run greedily for `num_steps` steps, fed back its own predictions (`step`:
-  a `CNNRNNStep`; the orderless label orders' pass, `losses.sequence_loss`). START first; at
-  each step the most probable label not yet predicted (END is never chosen).
-
-  Returns:
-    log_probs float32 [B, T, K + 1] (differentiable), predicted int32 [B, T].
-  """
+  """`step` (a CNNRNNStep) greedily on its own predictions for `num_steps` steps, never END
+  nor a label twice (the orderless orders' pass, `losses.sequence_loss`): log_probs float32
+  [B, T, K + 1] (differentiable), predicted int32 [B, T]."""
   features = tf.convert_to_tensor(features)
-  batch = tf.shape(features)[0]
-  k = step.num_labels
+  batch, k = tf.shape(features)[0], step.num_labels
   state = step.initial_state(features, training=training)
   r_dtype = state["r"].dtype
   used = tf.one_hot(tf.fill([batch], step.end_id), k + 1) > 0  # [B, K + 1]: END excluded
@@ -327,8 +321,7 @@ def free_running_pass(step, features, num_steps, *, training: bool):
                tf.TensorArray(tf.int32, size=num_steps))
   *_, all_log_probs, all_predicted = tf.while_loop(
       lambda t, *_: t < num_steps, body, loop_vars, maximum_iterations=num_steps)
-  return (tf.transpose(all_log_probs.stack(), [1, 0, 2]),  # [B, T, K + 1]
-          tf.transpose(all_predicted.stack()))  # [B, T]
+  return tf.transpose(all_log_probs.stack(), [1, 0, 2]), tf.transpose(all_predicted.stack())
 
 
 def _mix32(x: tf.Tensor) -> tf.Tensor:

@@ -14,12 +14,13 @@ the run kept it, else the latest) and writes into `<workdir>/eval/`: `metrics.js
 label scores) for reports. Decoding settings (`decode.*`) may be overridden; nothing else.
 
 What counts as a prediction: the label-set rules of `metrics.RULES` (top3, all, top3_paper,
-and for a bce workdir with thresholds.json top3_calibrated and all_calibrated; their
+and with thresholds.json the calibrated ones: bce top3/all_calibrated, cnn_rnn
+top3/all_marginals; the named decoders' others, e.g. top3/all_expected_f1; their
 definitions are there and in docs/method.md), each a key of metrics.json with every set
 metric of `metrics.METRICS` under it (C-P ... O-F1, exact match, E-P/E-R/E-F1, Hamming loss).
 Paper-reproduction tables use top3_paper; "which head should I use" tables use the
 thresholded (top3, all) and calibrated rules. (`inference.rule_masks`, from each head's
-entry in model.py's head registry; `evaluate_lib.prediction_masks` gives (top3, all).)
+named decoders, `decoders.DECODERS`; `evaluate_lib.prediction_masks` gives (top3, all).)
 Ranking scores for AP and MAP@10: `inference.predict_from_features`'s `label_scores`.
 """
 
@@ -96,7 +97,8 @@ prediction_masks = inference.prediction_masks
 def metrics_of(config, vocab, pred: dict, split: str, thresholds=None) -> dict:
   """The metrics dict of `predict_models`' output (the keys `evaluate` returns).
 
-  `thresholds`: float [K] calibrated thresholds (bce): adds top3_calibrated, all_calibrated.
+  `thresholds`: float [K] calibrated thresholds: adds the rules that need them (bce
+  top3/all_calibrated, cnn_rnn top3/all_marginals).
   """
   masks = inference.rule_masks(config.model.head, pred, vocab.num_labels, thresholds)
   top3, every = masks.pop("top3"), masks.pop("all")
@@ -167,8 +169,8 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
     checkpoint: "auto" | "latest" | "best" | a path (`workdir.resolve_checkpoint`).
     decode: overrides of `decode.*` fields (beam_size, max_length, min_length).
 
-  The workdir is read once (`workdir.load_trained`). A bce workdir with `thresholds.json`
-  (written by the trainer) also gets the calibrated rules.
+  The workdir is read once (`workdir.load_trained`). A workdir with `thresholds.json`
+  (written by the trainer, either head) also gets the calibrated rules.
 
   Raises:
     ConfigError: a bad decode override (e.g. beam_size=0), named.
