@@ -52,9 +52,10 @@ same.
 
 The inputs' specs have unknown rank (`saved_model_cli` shows `unknown_rank`): neither TF
 Serving nor `loaded.signatures[...]` enforces a signature's shapes, so each function checks
-its input's shape itself (`check_shape`) and refuses another one with INVALID_ARGUMENT naming
-the input, the shape expected and the one received, e.g. "image_bytes must have shape [batch]
-(a vector of encoded images; one image is [1]), got shape []." for a scalar.
+its input's shape itself (`export_inputs.check_shape`) and refuses another one with
+INVALID_ARGUMENT naming the input, the shape expected and the one received, e.g.
+"image_bytes must have shape [batch] (a vector of encoded images; one image is [1]), got
+shape []." for a scalar.
 
 Refused with INVALID_ARGUMENT, naming the element: an element of `image_bytes` that is not
 an image or whose body does not decode ("image_bytes[1]: its png data does not decode"), or
