@@ -156,3 +156,21 @@ def test_a_toy_loss_is_one_function_and_one_entry(tmp_path, monkeypatch, head):
   assert result["step"] == 2 and np.isfinite(result["loss"])
   # Traced with the per-label logits [B, K] (the cnn_rnn's: its side head's).
   assert calls and all(len(shape) == 2 for shape in calls), calls
+
+
+def test_a_saved_aux_bce_weight_loads_as_the_side_loss_weight(tmp_path):
+  """A config.json written before the rename keeps its weight (workdir.load_config)."""
+  import json  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  w = str(tmp_path)
+  workdir_lib.save_config(config_lib.default_config(), w)
+  path = workdir_lib.config_path(w)
+  with open(path) as f:
+    saved = json.load(f)
+  del saved["model"]["side_loss_weight"], saved["model"]["label_loss"], saved["model"]["asl"]
+  saved["model"]["aux_bce_weight"] = 0.25
+  with open(path, "w") as f:
+    json.dump(saved, f)
+  config = workdir_lib.load_config(w)
+  assert config.model.side_loss_weight == 0.25 and config.model.label_loss == "bce"
+  config_lib.validate(config)
