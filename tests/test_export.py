@@ -655,14 +655,13 @@ def test_named_decoders_of_the_export_loaded_without_the_package_equal_evaluates
   size = backbones.backbone_image_size(config.model.backbone, config.model.image_size)
   pixels = np.random.default_rng(4).uniform(0, 255, (16, size, size, 3)).astype(np.float32)
   features = backbone(pixels, training=False).numpy()  # [16, D]
-  pred = inference.predict_from_features(model, features, **inference.decode_options(
-      config))
+  pred = inference.predict_from_features(model, features, inference.decode_options(config))
   scores = pred["marginal_scores" if head == "cnn_rnn" else "label_scores"].numpy()
   thresholds = np.median(scores, axis=0).astype(np.float32)  # [K]
   workdir_lib.save_thresholds(workdir, vocab.names, thresholds, step=config.train.num_steps)
   # What evaluate counts: its predictions (thresholds and all) and the head's rule masks.
-  pred = inference.predict_from_features(model, features, thresholds=thresholds,
-                                         **inference.decode_options(config))
+  pred = inference.predict_from_features(model, features, inference.decode_options(config),
+                                         thresholds=thresholds)
   masks = inference.rule_masks(head, {k: v.numpy() for k, v in pred.items()},
                                vocab.num_labels, thresholds)
   rules = {"cnn_rnn": {"path": "all", "marginals": "all_marginals",
