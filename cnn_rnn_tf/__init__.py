@@ -38,7 +38,9 @@ every module file is listed and every listed module exists):
   metrics         C-P/C-R/C-F1, O-P/O-R/O-F1, set-level metrics; the tables of metrics and
                   label-set rules; NumPy only
   ranking         AP (three conventions), mAP, MAP@10, top-k masks; NumPy only
-  config_lib      the default config, its checks, the config flag of the binaries
+  config_lib      the default config (every field, with why) and its variants
+  config_checks   validate: types, ranges, checks between fields, "did you mean"
+  config_cli      the binaries' config flags (by name or file), one-line flag errors
   workdir/        a workdir's files -> models
     layout          paths, config / labels / thresholds files
     resume          the resume check and config_history.jsonl

@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from cnn_rnn_tf import config_checks
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import inference
@@ -140,7 +141,7 @@ def with_decode(config, decode: dict | None) -> ml_collections.ConfigDict:
   bad = []
   for key, value in (decode or {}).items():
     if key not in config.decode:
-      close = config_lib.closest_field(key, list(config.decode.keys()))
+      close = config_checks.closest_field(key, list(config.decode.keys()))
       bad.append(f"decode.{key}: unknown field" + (f" (did you mean decode.{close}?)"
                                                    if close else ""))
     elif value is not None:
@@ -177,7 +178,7 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
     overrides["beam_size"] = beam_size
   trained = workdir_lib.load_trained(workdir, checkpoint)  # the one read of the workdir
   config = with_decode(trained.config, overrides)
-  config_lib.validate(config)
+  config_checks.validate(config)
   vocab = trained.vocab
   split, part = validation_part(config) if validation else (
       split or config.data.eval_split, data_lib.ALL)

@@ -13,7 +13,7 @@ so every strategy uses this loop. The loss of each replica is divided by the *gl
 size and gradients are summed across replicas, so any number of replicas takes the same step.
 
 The parts, in the order `train` runs them:
-  check_before_writing  config_lib.validate, check_config, workdir.check_resume: a run that
+  check_before_writing  config_checks.validate, check_config, workdir.check_resume: a run that
                         would be refused is refused before any file is written
   build_training_models models, optimizer, step, the checkpoint (with the dropout RNG state)
   restore_or_init       strict resume (latest good checkpoint; a corrupt one falls back to
@@ -76,6 +76,7 @@ import tensorflow as tf
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import calibration
+from cnn_rnn_tf import config_checks
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import distribute
@@ -103,7 +104,7 @@ def _make_optimizer(config):
 
 def check_config(config) -> None:
   """Warns of cnn_rnn-only loss settings given to another head (a frozen random backbone,
-  which evaluation could not rebuild, is refused by `config_lib.validate`)."""
+  which evaluation could not rebuild, is refused by `config_checks.validate`)."""
   if config.model.head != "cnn_rnn" and (
       config.train.label_order != "frequent_first" or config.model.aux_bce_weight):
     logging.warning("train.label_order=%r and model.aux_bce_weight=%g shape the cnn_rnn "
@@ -376,7 +377,7 @@ def _workdir_lock(workdir: str, chief: bool):
 
 def check_before_writing(config, workdir: str) -> None:
   """Every check that can refuse the run, before a single file is written."""
-  config_lib.validate(config)
+  config_checks.validate(config)
   check_config(config)
   workdir_lib.check_resume(config, workdir)
 

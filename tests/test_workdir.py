@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cnn_rnn_tf import config_checks
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf import workdir as workdir_lib
@@ -93,7 +94,7 @@ def test_saved_paths_are_absolute_and_load_from_any_folder(tmp_path, monkeypatch
   assert loaded.model.backbone_weights == str(tmp_path / "runs/e2e/backbone.weights.h5")
   assert loaded.data.data_dir == str(tmp_path / "tfds")
   assert loaded.data.cache_dir is None
-  config_lib.validate(loaded)  # the weights file is found from here
+  config_checks.validate(loaded)  # the weights file is found from here
   assert config.model.backbone_weights == "runs/e2e/backbone.weights.h5"  # not changed
 
 
@@ -107,7 +108,7 @@ def test_old_config_json_gets_the_new_fields_defaults(tmp_path):
   assert loaded.data.max_image_pixels == config_lib.default_config().data.max_image_pixels
   assert loaded.train.keep_best == ""
   assert "retired_field" not in loaded.model
-  config_lib.validate(loaded)
+  config_checks.validate(loaded)
 
 
 def test_missing_files_are_named(tmp_path):
