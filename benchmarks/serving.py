@@ -99,7 +99,7 @@ def make_workdir(path: str, num_labels: int, head_scale: float, seed: int = 0):
       weights.append(rng.normal(0, std, w.shape).astype(w.dtype))
     head.set_weights(weights)
   checkpoint = workdir_lib.make_checkpoint(config, None, head)  # frozen: head only
-  tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(path),
+  tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoints_dir(path),
                              max_to_keep=1).save(checkpoint_number=1)
   return config, vocab
 

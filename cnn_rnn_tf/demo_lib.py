@@ -47,6 +47,7 @@ from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import progress
 from cnn_rnn_tf import report
 from cnn_rnn_tf import train_lib
+from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.analysis import output as analysis_output
 from cnn_rnn_tf.data import synthetic_scenes  # pylint: disable=unused-import
 from cnn_rnn_tf.metric_writer import read_jsonl
@@ -144,7 +145,7 @@ def _train_backbones(run_dir: str, size: str, t_start: float):
     stage_header(1, f"training the {protocol} backbone end to end on {what} "
                  f"({config.train.num_steps} steps) in {workdir}")
     metrics[protocol] = _train_and_evaluate(config, workdir, t_start)
-    weights[protocol] = os.path.join(workdir, train_lib.BACKBONE_WEIGHTS)
+    weights[protocol] = workdir_lib.backbone_weights_path(workdir)
   return weights, metrics
 
 

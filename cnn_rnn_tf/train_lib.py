@@ -88,8 +88,6 @@ from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.metric_writer import MetricWriter
 
 
-BACKBONE_WEIGHTS = "backbone.weights.h5"  # = os.path.basename(workdir.backbone_weights_path(w))
-
 
 def _make_optimizer(config):
   if config.train.optimizer == "rmsprop":
@@ -182,7 +180,7 @@ def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager)
     try:
       models.checkpoint.restore(path).assert_existing_objects_matched()
     except (tf.errors.OpError, IndexError, ValueError) as e:
-      if isinstance(e, AssertionError) or not fallback or i + 1 == len(candidates):
+      if not fallback or i + 1 == len(candidates):
         raise RuntimeError(f"Checkpoint {path} cannot be read ({type(e).__name__}: {e}). "
                            "Delete it to start from the previous one, or set "
                            "train.fallback_on_corrupt_checkpoint=True.") from e
@@ -439,7 +437,7 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
     workdir_lib.remove_temp_checkpoints(workdir)
   manager = tf.train.CheckpointManager(
       models.checkpoint,
-      os.path.join(worker_dir, "checkpoints") if worker_dir else workdir_lib.checkpoint_dir(workdir),
+      workdir_lib.checkpoints_dir(worker_dir or workdir),
       max_to_keep=config.train.max_checkpoints)
   start_step = restore_or_init(config, models, manager)
   if chief:  # only now: a run that cannot restore leaves config.json as it was

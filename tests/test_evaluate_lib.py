@@ -84,7 +84,7 @@ def _workdir(path, config, vocab, steps=(2,), best=None):
   vocab.save(workdir_lib.labels_path(w))
   for i, step in enumerate(steps):
     checkpoint = workdir_lib.make_checkpoint(config, *_models(config, vocab, i))
-    tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(w), 5).save(step)
+    tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoints_dir(w), 5).save(step)
   if best is not None:
     checkpoint = workdir_lib.make_checkpoint(config, *_models(config, vocab, 99))
     tf.train.CheckpointManager(checkpoint, workdir_lib.best_dir(w), 1).save(best)
@@ -271,12 +271,12 @@ def test_evaluate_falls_back_from_a_corrupt_latest_checkpoint(tmp_path, tfds_dir
   config = _config(tfds_dir)
   vocab = _vocab(config)
   w = _workdir(tmp_path / "w", config, vocab, steps=(2, 4))
-  bad = os.path.join(workdir_lib.checkpoint_dir(w), "ckpt-4")
+  bad = os.path.join(workdir_lib.checkpoints_dir(w), "ckpt-4")
   _truncate_data(bad)
   with caplog.at_level("WARNING"):
     metrics = evaluate_lib.evaluate(w, batch_size=50)
   assert metrics["checkpoint"].endswith(os.path.join("checkpoints", "ckpt-2"))
   assert bad in caplog.text
-  _truncate_data(os.path.join(workdir_lib.checkpoint_dir(w), "ckpt-2"))
+  _truncate_data(os.path.join(workdir_lib.checkpoints_dir(w), "ckpt-2"))
   with pytest.raises(workdir_lib.CorruptCheckpointError, match="--checkpoint="):
     evaluate_lib.evaluate(w, batch_size=50)
