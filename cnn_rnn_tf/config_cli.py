@@ -55,16 +55,18 @@ def config_file(spec: str) -> str:
   return named[name] + sep + arg
 
 
-def define_config_file_flag(name: str, help_string: str, flag_values=None):
+def define_config_file_flag(name: str, help_string: str, flag_values=None, sys_argv=None):
   """`config_flags.DEFINE_config_file` that also takes a config name (`config_file`).
 
       _CONFIG = config_cli.define_config_file_flag("config", "Config: a name or a file.")
       # --config=csv:runlocal or --config=configs/csv.py:runlocal or --config=/my/config.py
+
+  `sys_argv`: where config_flags finds the `--<name>.a.b` overrides (default sys.argv).
   """
 
   flag_values = flags.FLAGS if flag_values is None else flag_values
   holder = config_flags.DEFINE_config_file(name, None, help_string, flag_values=flag_values,
-                                           lock_config=True)
+                                           lock_config=True, sys_argv=sys_argv)
   _look_up_names(flag_values[name])
   return holder
 

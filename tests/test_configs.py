@@ -262,3 +262,27 @@ def test_the_config_flag_loads_a_name_and_a_path_alike(tmp_path, monkeypatch):
   assert values["csv:runlocal"] == values["configs/csv.py:runlocal"]
   assert values["csv:runlocal"]["data"]["source"] == "csv"
   assert values["csv:runlocal"]["train"]["batch_size"] == 8  # runlocal reached get_config
+
+
+@pytest.mark.slow  # builds EfficientNetV2-S at 384 (~25 s on 2 cores)
+def test_a_backbone_without_a_size_trains_at_its_own(tmp_path):
+  """Issue 25 item 7: `--config.model.backbone=efficientnetv2_s` with no size builds, in the
+  trainer's own build function, a backbone taking 384x384 images (the registry's size), and
+  the training images are made at that size. Random weights, nothing trained."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import backbones, train_lib  # pylint: disable=g-import-not-at-top
+  argv = ["prog", f"--config={os.path.join(ROOT, 'configs', 'default.py')}",
+          "--config.model.backbone=efficientnetv2_s", "--config.model.backbone_weights=None",
+          "--config.model.train_backbone=True", "--config.data.precision=off"]
+  values = flags.FlagValues()
+  holder = config_cli.define_config_file_flag("config", "test", flag_values=values,
+                                              sys_argv=argv)
+  values(argv)
+  config = holder.value
+  config_checks.validate(config)
+  assert config.model.image_size is None
+  models = train_lib.build_training_models(config, num_labels=3,
+                                           strategy=tf.distribute.get_strategy())
+  assert tuple(models.backbone.input_shape) == (None, 384, 384, 3)
+  assert backbones.backbone_image_size(config.model.backbone, config.model.image_size) == 384
