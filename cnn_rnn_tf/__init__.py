@@ -16,6 +16,7 @@ every module file is listed and every listed module exists):
   inference       predictions of any head from features, and what counts as predicted
   calibration     the BCE head's per-class thresholds (max per-class F1)
   images          checks (format, pixel limit), decodes and resizes image bytes (TF ops)
+  image_headers   image containers walked in-graph: GIF frames, JPEG segments, EXIF orientation
   image_files     image files on the Python side: read, header, load; errors name the file
   data/           tf.data input
     sources/        the data sources behind one registry (SOURCES, get_source)

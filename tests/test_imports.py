@@ -16,6 +16,7 @@ PACKAGE = "cnn_rnn_tf"
 
 # Modules of the data and model layer (prefix match: "cnn_rnn_tf.data" covers data/*).
 DATA_AND_MODEL = ("cnn_rnn_tf.data", "cnn_rnn_tf.images", "cnn_rnn_tf.image_files",
+                  "cnn_rnn_tf.image_headers",
                   "cnn_rnn_tf.vocab", "cnn_rnn_tf.relu_lstm", "cnn_rnn_tf.backbones",
                   "cnn_rnn_tf.head_layers", "cnn_rnn_tf.model", "cnn_rnn_tf.decoding",
                   "cnn_rnn_tf.inference", "cnn_rnn_tf.metrics", "cnn_rnn_tf.ranking")
