@@ -75,6 +75,7 @@ every module file is listed and every listed module exists):
     output          Markdown, JSON and PNG overlays
   visualize       binary: the analysis of a workdir
   demo_lib        the demo: heads under three protocols, export, report
+  demo_report     the demo's texts: what it prints, report.md
   demo_config     the demo's config (a module, so it works from a wheel)
   report          the demo's figures and Markdown report
   demo            binary: the demo

@@ -220,7 +220,7 @@ def parse_variant(arg: str | None, allowed: Iterable[str], variant: str,
   allowed, exclusive = tuple(allowed), set(exclusive)
   unknown = sorted(args - set(allowed))
   if unknown or len(args & exclusive) > 1:
-    one = f"at most one of {sorted(exclusive)}, " if exclusive else ""
+    one = " or ".join(map(repr, sorted(exclusive))) + " (not together), " if exclusive else ""
     raise ValueError(f"Bad {variant} config argument(s) {unknown or sorted(args & exclusive)}; "
                      f"expected {one}comma-separated, from {list(allowed)}.")
   return args

@@ -22,7 +22,7 @@ DATA_AND_MODEL = ("cnn_rnn_tf.data", "cnn_rnn_tf.images", "cnn_rnn_tf.image_file
                   "cnn_rnn_tf.inference", "cnn_rnn_tf.metrics", "cnn_rnn_tf.ranking")
 TRAINING = ("cnn_rnn_tf.train_lib", "cnn_rnn_tf.distribute", "cnn_rnn_tf.train",
             "cnn_rnn_tf.evaluate_lib", "cnn_rnn_tf.evaluate", "cnn_rnn_tf.demo",
-            "cnn_rnn_tf.demo_lib")
+            "cnn_rnn_tf.demo_lib", "cnn_rnn_tf.demo_report")
 BINARIES = ("cnn_rnn_tf.train", "cnn_rnn_tf.evaluate", "cnn_rnn_tf.export",
             "cnn_rnn_tf.predict", "cnn_rnn_tf.visualize", "cnn_rnn_tf.demo")
 EXPORT_AND_SERVING = ("cnn_rnn_tf.export_lib", "cnn_rnn_tf.serving")
