@@ -219,9 +219,12 @@ def closest_field(name: str, known) -> str | None:
 
 def problems(config: ml_collections.ConfigDict) -> list[str]:
   """What is wrong with `config`, one line each ("field = value: what is expected")."""
-  defaults = config_lib.default_config()
-  types = _field_types(defaults)
-  values = config_lib.field_values(config)
+  return _problems(config_lib.field_values(config))
+
+
+def _problems(values: dict[str, Any]) -> list[str]:
+  """`problems` of the config whose fields are `values` ({"section.name": value})."""
+  types = _field_types(config_lib.default_config())
   found = []
   for name in sorted(set(values) - set(types)):
     close = closest_field(name, types)
@@ -339,7 +342,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   values, and that the files named exist. Unset optional paths ("None", "none", "") are made
   None in place first (`canonical`), so the library never sees the string "None".
   """
-  config_lib.canonical(config)
-  found = problems(config)
+  values = config_lib.field_values(config_lib.canonical(config))
+  found = _problems(values)
   if found:
     raise config_lib.ConfigError(found)

@@ -324,7 +324,7 @@ def teardown(held: list) -> float:
 def make_evaluate_fn(config, workdir: str, vocab, models: Models):
   """A no-argument function: the validation part's metrics for the weights as they are now
   (`evaluate_lib.validation_part`: keep_best and eval_every never see the test split)."""
-  cache_dir = workdir_lib.feature_cache_dir(config, workdir)
+  cache_dir = workdir_lib.feature_cache_dir(workdir, config.data.cache_dir)
   split, part = evaluate_lib.validation_part(config)
 
   def evaluate():
@@ -404,8 +404,9 @@ def calibrate_and_save(config, workdir: str, vocab, source, models: Models) -> N
     backbone, head = trained.backbone, trained.head
     step = int(trained.checkpoint_path.rsplit("-", 1)[1])
   try:
+    cache_dir = workdir_lib.feature_cache_dir(workdir, config.data.cache_dir)
     thresholds = calibration.calibrate(config, vocab, backbone, head, source=source,
-                                       cache_dir=workdir_lib.feature_cache_dir(config, workdir))
+                                       cache_dir=cache_dir)
   except data_lib.EmptyPartError as e:  # a split too small for its held-out part
     logging.warning("No calibrated thresholds (evaluate and export keep 0.5): %s", e)
     return
@@ -450,7 +451,8 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
     logging.info("Already at step %d >= num_steps %d: nothing to train.", start_step, num_steps)
   dataset = data_lib.dataset_for(
       config, config.data.train_split, vocab, training=True, source=source,
-      cache_dir=workdir_lib.feature_cache_dir(config, workdir), start_step=start_step,
+      cache_dir=workdir_lib.feature_cache_dir(workdir, config.data.cache_dir),
+      start_step=start_step,
       part=data_lib.FIT).take(
           max(num_steps - start_step, 0))
   data_lib.options.without_autotune_on_devices()  # else releasing the iterator may stall

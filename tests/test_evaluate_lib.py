@@ -33,7 +33,7 @@ def test_bce_masks_respect_the_threshold():
                      [0.4, 0.3, 0.9, 0.2, 0.49],     # 1 label >= 0.5: only it, not 3
                      [0.1, 0.2, 0.3, 0.4, 0.45]])    # none: nothing
   labels = np.full((3, 4), -1)
-  top3, every = evaluate_lib.prediction_masks("bce", labels, scores, 5)
+  top3, every = inference.prediction_masks("bce", labels, scores, 5)
   np.testing.assert_array_equal(top3, [[1, 1, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]])
   np.testing.assert_array_equal(every, [[1, 1, 1, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]])
 
@@ -44,7 +44,7 @@ def test_cnn_rnn_masks_read_the_path():
                      [3, end, -1, -1, -1, -1],
                      [end, -1, -1, -1, -1, -1]])
   scores = np.full((3, 5), 0.9)  # ignored by this head
-  top3, every = evaluate_lib.prediction_masks("cnn_rnn", labels, scores, 5)
+  top3, every = inference.prediction_masks("cnn_rnn", labels, scores, 5)
   np.testing.assert_array_equal(top3, [[1, 0, 1, 0, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]])
   np.testing.assert_array_equal(every, [[1, 1, 1, 0, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]])
 

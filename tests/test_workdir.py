@@ -68,14 +68,14 @@ def test_layout_paths(tmp_path):
 
 
 def test_feature_cache_dir(tmp_path):
-  config = _config()
-  assert workdir_lib.feature_cache_dir(config, str(tmp_path / "run")) == str(
+  config, run = _config(), str(tmp_path / "run")
+  assert workdir_lib.feature_cache_dir(run, config.data.cache_dir) == str(
       tmp_path / "feature_cache")
   config.data.cache_dir = "none"
-  assert workdir_lib.feature_cache_dir(config, str(tmp_path / "run")) == str(
+  assert workdir_lib.feature_cache_dir(run, config.data.cache_dir) == str(
       tmp_path / "feature_cache")
   config.data.cache_dir = "/data/cache"
-  assert workdir_lib.feature_cache_dir(config, str(tmp_path / "run")) == "/data/cache"
+  assert workdir_lib.feature_cache_dir(run, config.data.cache_dir) == "/data/cache"
 
 
 def test_saved_paths_are_absolute_and_load_from_any_folder(tmp_path, monkeypatch):

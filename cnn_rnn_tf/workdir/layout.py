@@ -107,9 +107,10 @@ def lock_path(workdir: str) -> str:
   return _join(workdir, "lock")
 
 
-def feature_cache_dir(config, workdir: str) -> str:
-  """`data.cache_dir`, or `feature_cache/` beside the workdir (shared by runs side by side)."""
-  cache_dir = config_lib.optional_path(config.data.cache_dir)
+def feature_cache_dir(workdir: str, cache_dir: str | None) -> str:
+  """`cache_dir` (the config's data.cache_dir) if set, else `feature_cache/` beside the
+  workdir (shared by runs side by side)."""
+  cache_dir = config_lib.optional_path(cache_dir)
   if cache_dir:
     return cache_dir
   return os.path.join(os.path.dirname(os.path.abspath(workdir)), "feature_cache")
