@@ -269,6 +269,12 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
   return found
 
 
+_NO_VALIDATION_PART = (
+    "train.eval_every >= 0 with data.calibration_fraction = 0 and no data.validation_split: "
+    "training evaluates on a validation part, never on the test split; hold one out "
+    "(data.calibration_fraction > 0), name data.validation_split, or set train.eval_every = -1")
+
+
 def _evaluation_problems(values: dict[str, Any]) -> list[str]:
   """Training's evaluation: what keep_best needs, and that it has a part to evaluate on."""
   get = values.get
@@ -280,10 +286,7 @@ def _evaluation_problems(values: dict[str, Any]) -> list[str]:
   if (get("train.eval_every") != -1
       and config_lib.optional_path(get("data.validation_split")) is None
       and get("data.calibration_fraction") == 0):
-    found.append("train.eval_every >= 0 with data.calibration_fraction = 0 and no "
-                 "data.validation_split: training evaluates on a validation part, never on "
-                 "the test split; hold one out (data.calibration_fraction > 0), name "
-                 "data.validation_split, or set train.eval_every = -1")
+    found.append(_NO_VALIDATION_PART)
   return found
 
 
@@ -297,12 +300,13 @@ def _backbone_problems(values: dict[str, Any]) -> list[str]:
   if fixed_size is not None and size not in (None, fixed_size):
     found.append(f"model.image_size = {size!r}: {backbone} takes {fixed_size} (its fc "
                  "layers fix the input size; None takes it)")
-  if weights is not None and weights not in config_lib.NAMED_WEIGHTS and config_lib.is_local(weights):
+  named = weights in config_lib.NAMED_WEIGHTS
+  if weights is not None and not named and config_lib.is_local(weights):
     if not os.path.exists(os.path.expanduser(weights)):
       found.append(f"model.backbone_weights = {weights!r}: file does not exist (use "
                    "'imagenet', None, or a weights file such as "
                    "<workdir>/backbone.weights.h5)")
-  elif weights in config_lib.NAMED_WEIGHTS and not has_imagenet:
+  elif named and not has_imagenet:
     found.append(f"model.backbone_weights = {weights!r}: {backbone} has no {weights} "
                  "weights; use None or a backbone.weights.h5 file")
   if get("model.train_backbone") is False and weights is None:

@@ -120,7 +120,7 @@ def default_config() -> ml_collections.ConfigDict:
   # its fc layers; efficientnetv2_s 384; small_cnn 64; the others 224).
   model.image_size = ml_collections.FieldReference(None, field_type=int)
   # small_cnn's conv widths; the demo sets a thinner (16, 32, 64, 64) for its speed, a
-  # setting that cost accuracy when it was everyone's default (issue 18)
+  # setting that cost accuracy as everyone's default
   model.small_cnn_filters = SMALL_CNN_FILTERS
   model.train_backbone = False  # the paper keeps the CNN frozen; True fine-tunes it
   model.embedding_dim = 64  # d, the joint space (paper: 64)

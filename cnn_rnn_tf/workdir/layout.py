@@ -133,8 +133,8 @@ def save_config(config, workdir: str) -> None:
 
 # Fields added after workdirs were written whose default builds another model than the one
 # such a workdir holds: a config.json without the field gets this value instead of the
-# default, so the checkpoint still restores. (model.marginals: the side head is new on
-# 2026-12-04; model.small_cnn_filters: the demo-era small CNN of 2026-12-03.)
+# default, so the checkpoint still restores (model.marginals: workdirs from before the side
+# head; model.small_cnn_filters: those of the thin small CNN that was the default then).
 LEGACY_VALUES = {"model.marginals": "joint_space", "model.small_cnn_filters": (16, 32, 64, 64)}
 
 
