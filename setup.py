@@ -13,7 +13,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     # The top-level configs/ ship as cnn_rnn_tf/configs/, so that `--config=csv:runlocal`
-    # (config_lib.config_file) works from an installed wheel, without a clone.
+    # (config_cli.config_file) works from an installed wheel, without a clone.
     packages=setuptools.find_packages(include=["cnn_rnn_tf", "cnn_rnn_tf.*"]) + ["cnn_rnn_tf.configs"],
     package_dir={"cnn_rnn_tf.configs": "configs"},
     python_requires=">=3.11,<3.13",

@@ -107,7 +107,7 @@ def make_workdir(path: str, name: str, size: int) -> None:
   vocab.save(workdir_lib.labels_path(path))
   _, head = workdir_lib.build_backbone_and_head(config, _NUM_LABELS)
   checkpoint = workdir_lib.make_checkpoint(config, None, head)  # frozen: head only
-  tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(path),
+  tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoints_dir(path),
                              max_to_keep=1).save(checkpoint_number=1)
 
 

@@ -50,6 +50,7 @@ import tensorflow as tf
 import benchmarks
 
 from cnn_rnn_tf import backbones
+from cnn_rnn_tf import config_checks
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import export_lib
 from cnn_rnn_tf import images as images_lib
@@ -81,7 +82,7 @@ def make_workdir(path: str, num_labels: int, head_scale: float, seed: int = 0):
   """
   config = config_lib.default_config()  # vgg16 at 224, d=64, 512 units, beam 3, max_length 10
   # Random VGG16 weights (same speed, nothing to download) in a Keras VGG16 weights file, as
-  # a frozen backbone's weights must be (config_lib.validate refuses a frozen None).
+  # a frozen backbone's weights must be (config_checks.validate refuses a frozen None).
   os.makedirs(path, exist_ok=True)
   config.model.backbone_weights = os.path.join(path, "random_vgg16.weights.h5")
   keras.applications.VGG16(include_top=True, weights=None).save_weights(
@@ -98,7 +99,7 @@ def make_workdir(path: str, num_labels: int, head_scale: float, seed: int = 0):
       weights.append(rng.normal(0, std, w.shape).astype(w.dtype))
     head.set_weights(weights)
   checkpoint = workdir_lib.make_checkpoint(config, None, head)  # frozen: head only
-  tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(path),
+  tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoints_dir(path),
                              max_to_keep=1).save(checkpoint_number=1)
   return config, vocab
 

@@ -19,6 +19,7 @@ every module file is listed and every listed module exists):
   inference       predictions of any head from features, and what counts as predicted
   calibration     the BCE head's per-class thresholds (max per-class F1)
   images          checks (format, pixel limit), decodes and resizes image bytes (TF ops)
+  image_headers   image containers walked in-graph: GIF frames, JPEG segments, EXIF orientation
   image_files     image files on the Python side: read, header, load; errors name the file
   data/           tf.data input
     sources/        the data sources behind one registry (SOURCES, get_source)
@@ -43,7 +44,9 @@ every module file is listed and every listed module exists):
   ranking         AP (three conventions), mAP, MAP@10, top-k masks; NumPy only
   rule_masks      what counts as predicted: the label-set rules' masks; NumPy only
   metrics_markdown  the metrics reports as Markdown tables
-  config_lib      the default config, its checks, the config flag of the binaries
+  config_lib      the default config (every field, with why) and its variants
+  config_checks   validate: types, ranges, checks between fields, "did you mean"
+  config_cli      the binaries' config flags (by name or file), one-line flag errors
   workdir/        a workdir's files -> models
     layout          paths, config / labels / thresholds files
     resume          the resume check and config_history.jsonl
@@ -78,6 +81,7 @@ every module file is listed and every listed module exists):
     output          Markdown, JSON and PNG overlays
   visualize       binary: the analysis of a workdir
   demo_lib        the demo: heads under three protocols, export, report
+  demo_report     the demo's texts: what it prints, report.md
   demo_config     the demo's config (a module, so it works from a wheel)
   report          the demo's figures and Markdown report
   demo            binary: the demo

@@ -53,12 +53,14 @@ from typing import Callable, NamedTuple, Sequence
 import keras
 from keras import layers
 
+from cnn_rnn_tf import config_lib
+
 # ImageNet channel means in BGR order, as in keras.applications' caffe preprocessing.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-# The small CNN's filters per conv (three blocks, then the last conv). Before 2026-12-03 and
-# again since 2026-12-04; the demo sets a thinner one (demo_config: model.small_cnn_filters).
-SMALL_CNN_FILTERS = (32, 64, 128, 128)
+# The small CNN's filters per conv (three blocks, then the last conv): the config's default,
+# defined once there; the demo sets a thinner one (demo_config: model.small_cnn_filters).
+SMALL_CNN_FILTERS = config_lib.SMALL_CNN_FILTERS
 
 
 @keras.saving.register_keras_serializable(package="cnn_rnn_tf")

@@ -1,4 +1,4 @@
-"""The default configuration, its checks, and the config flag of the binaries.
+"""The default configuration and its variants: every field the library reads, with why.
 
 Config files (`configs/*.py`, or your own anywhere) start from the defaults and change only
 what differs, each with a one-line why:
@@ -8,34 +8,29 @@ what differs, each with a one-line why:
     def get_config(arg=None):
       config = config_lib.default_config()
       config.data.source = "csv"  # your own images
-      return config
+      return config_lib.variant_args(config, arg, "mine")   # ":paper", ":runlocal"
 
 and are loaded by the binaries with `--config=path/to/file.py`, overridden with
-`--config.a.b=value`. The package's own configs also load by name, from a clone or an
-installed wheel alike: `--config=csv:runlocal` is `configs/csv.py:runlocal` (`config_file`). Every binary checks the config before any work:
+`--config.a.b=value`; the package's own configs also load by name (`--config=csv:runlocal`,
+`config_cli.config_file`). Three modules, one job each:
 
-    config_lib.validate(config)     # raises ConfigError, one line per problem
+    config_lib     the defaults, the variants (`parse_variant`, `runlocal`, `paper`), paths
+    config_checks  `validate(config)`: raises ConfigError, one line per problem
+    config_cli     the binaries' config flags and their one-line errors (`flags_parser`)
 
 Optional paths (`PATH_FIELDS`): None, "None", "none" and "" all mean "not set";
-`validate` (and `canonical`) turn them into None, so `--config.model.backbone_weights=None`
-works as documented. `resolve_paths` makes the set ones absolute: a workdir's config.json
-holds absolute paths, so evaluate and export work from any folder.
-
-An unknown `--config.x` field or a bad value on the command line gives one line, not a
-traceback, when the binary runs `app.run(main, flags_parser=config_lib.flags_parser)`.
+`canonical` (run by `config_checks.validate`) turns them into None, so
+`--config.model.backbone_weights=None` works as documented. `resolve_paths` makes the set
+ones absolute: a workdir's config.json holds absolute paths, so evaluate and export work
+from any folder.
 """
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
-import sys
-from typing import Any, Callable
+from typing import Any, Iterable
 
 import ml_collections
-
-from cnn_rnn_tf import decoders as decoders_lib
 
 # Choices of the enum fields. Each is the library's own list (tests/test_config_lib.py checks
 # they agree); repeated here so that checking a config does not import TensorFlow.
@@ -62,6 +57,8 @@ PATH_FIELDS = ("data.data_dir", "data.manual_dir", "data.cache_dir", "data.train
 # Values of model.backbone_weights that are not files.
 NAMED_WEIGHTS = ("imagenet",)
 _NONE_STRINGS = ("", "none", "None", "NONE", "null")
+# small_cnn's conv widths (3 blocks, last conv): the one default (backbones reads it too).
+SMALL_CNN_FILTERS = (32, 64, 128, 128)
 
 
 class ConfigError(ValueError):
@@ -118,10 +115,12 @@ def default_config() -> ml_collections.ConfigDict:
   model.head = "cnn_rnn"  # cnn_rnn | bce (the paper's binary cross-entropy baseline)
   model.backbone = "vgg16"  # the paper's; or resnet50 | resnet101 | efficientnetv2_s | convnext_tiny | mobilenet_v3_large | small_cnn (backbones.REGISTRY)
   model.backbone_weights = ml_collections.FieldReference("imagenet", field_type=str)  # imagenet | None | path
-  model.image_size = 224  # vgg16's fc layers fix 224
-  # small_cnn's conv widths (3 blocks, last conv); the demo sets a thinner (16, 32, 64, 64)
-  # for its speed, a setting that cost accuracy when it was everyone's default (issue 18)
-  model.small_cnn_filters = (32, 64, 128, 128)
+  # The square input size; None: the backbone's own (backbones.REGISTRY: vgg16 224, fixed by
+  # its fc layers; efficientnetv2_s 384; small_cnn 64; the others 224).
+  model.image_size = ml_collections.FieldReference(None, field_type=int)
+  # small_cnn's conv widths; the demo sets a thinner (16, 32, 64, 64) for its speed, a
+  # setting that cost accuracy as everyone's default
+  model.small_cnn_filters = SMALL_CNN_FILTERS
   model.train_backbone = False  # the paper keeps the CNN frozen; True fine-tunes it
   model.embedding_dim = 64  # d, the joint space (paper: 64)
   model.lstm_units = 512  # ReLU-LSTM units (paper: 512)
@@ -214,16 +213,32 @@ def paper(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return set_fields(config, PAPER)
 
 
-def variant_args(config, arg, variant: str) -> ml_collections.ConfigDict:
-  """Applies a config file's arguments ("paper", "runlocal", comma-separated) to `config`.
+def parse_variant(arg: str | None, allowed: Iterable[str], variant: str,
+                  exclusive: Iterable[str] = ()) -> set[str]:
+  """The comma-separated arguments of a config file (`--config=<file>:<arg>`), checked.
+
+      args = config_lib.parse_variant("paper,runlocal", ("paper", "runlocal"), "voc2007")
+
+  Raises ValueError naming the unknown arguments (or two of `exclusive` given together).
+  """
+  args = {a.strip() for a in (arg or "").split(",")} - {""}
+  allowed, exclusive = tuple(allowed), set(exclusive)
+  unknown = sorted(args - set(allowed))
+  if unknown or len(args & exclusive) > 1:
+    one = " or ".join(map(repr, sorted(exclusive))) + " (not together), " if exclusive else ""
+    raise ValueError(f"Bad {variant} config argument(s) {unknown or sorted(args & exclusive)}; "
+                     f"expected {one}comma-separated, from {list(allowed)}.")
+  return args
+
+
+def variant_args(config, arg, variant: str, extra: Iterable[str] = ()) -> ml_collections.ConfigDict:
+  """Applies the common arguments ("paper", "runlocal", comma-separated) to `config`.
 
       config = config_lib.variant_args(config, "paper,runlocal", "voc2007")
+
+  `extra`: the file's own arguments (applied by the file; accepted here).
   """
-  args = [a for a in (arg or "").split(",") if a]
-  unknown = sorted(set(args) - {"paper", "runlocal"})
-  if unknown:
-    raise ValueError(f"Unknown {variant} config argument(s) {unknown}; expected 'paper' "
-                     "and/or 'runlocal'.")
+  args = parse_variant(arg, ("paper", "runlocal", *extra), variant)
   if "paper" in args:
     paper(config)
   if "runlocal" in args:
@@ -299,6 +314,9 @@ def _set(config, dotted: str, value) -> None:
   node[last] = value
 
 
+_MISSING = object()
+
+
 def canonical(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Sets every unset optional path field (None, "None", "none", "") to None, in place."""
   for field in PATH_FIELDS:
@@ -310,7 +328,8 @@ def canonical(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
-def _is_local(path: str) -> bool:
+def is_local(path: str) -> bool:
+  """Whether `path` is on this machine's file system (not a `gs://` or other URL)."""
   return "://" not in path
 
 
@@ -321,183 +340,12 @@ def resolve_paths(config: ml_collections.ConfigDict,
   base = os.path.abspath(base or os.getcwd())
   for field in PATH_FIELDS:
     value = _get(config, field)
-    if value is None or not _is_local(value):
+    if value is None or not is_local(value):
       continue
     if field == "model.backbone_weights" and value in NAMED_WEIGHTS:
       continue
     _set(config, field, os.path.normpath(os.path.join(base, os.path.expanduser(value))))
   return config
-
-
-# ---------------------------------------------------------------------------------------------
-# validate.
-# ---------------------------------------------------------------------------------------------
-
-_MISSING = object()
-
-
-def _small_cnn_filters(value):
-  if (not isinstance(value, (tuple, list)) or len(value) != 4
-      or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
-    return "must be 4 positive integers (the three blocks' and the last conv's filters)"
-  return None
-
-
-_INT64_MAX = 2**63 - 1  # TensorFlow holds the int fields (steps, sizes, seeds) as int64
-
-
-def _int_range(lo=None, hi=_INT64_MAX):
-  def check(value):
-    if lo is not None and value < lo:
-      return f"must be >= {lo}"
-    if hi is not None and value > hi:
-      return f"must be <= {hi}"
-    return None
-  return check
-
-
-def _positive_finite(value):
-  if not math.isfinite(value) or value <= 0:
-    return "must be a positive finite number"
-  return None
-
-
-def _non_negative_finite(value):
-  if not math.isfinite(value) or value < 0:
-    return "must be a finite number >= 0"
-  return None
-
-
-def _fraction(value):  # 0 <= value < 1 (NaN fails both comparisons)
-  if not 0 <= value < 1:
-    return "must be a finite number in [0, 1)"
-  return None
-
-
-def _one_of(*choices):
-  def check(value):
-    if value not in choices:
-      return f"must be one of {choices}"
-    return None
-  return check
-
-
-def _nonempty(value):
-  return None if value else "must not be empty"
-
-
-def _existing_path(value):
-  if value is not None and _is_local(value) and not os.path.exists(os.path.expanduser(value)):
-    return "does not exist"
-  return None
-
-
-def _checkpoint_path(value):
-  if value is None or not _is_local(value):
-    return None
-  path = os.path.expanduser(value)
-  if os.path.isdir(path) or os.path.exists(path + ".index"):
-    return None
-  return "is neither a checkpoint prefix (<path>.index) nor a folder of checkpoints"
-
-
-def _encoding(value):
-  import codecs  # pylint: disable=g-import-not-at-top
-  try:
-    codecs.lookup(value)
-  except LookupError:
-    return "is not a text encoding Python knows (e.g. 'utf-8', 'latin-1')"
-  return None
-
-
-def _activation(value):
-  if value in ("relu", "linear", "tanh", "sigmoid", "elu", "gelu", "swish", "softplus"):
-    return None
-  import keras  # pylint: disable=g-import-not-at-top
-  try:
-    keras.activations.get(value)
-  except (ValueError, TypeError):
-    return "is not a Keras activation name"
-  return None
-
-
-def _keep_best(value):
-  if not value:
-    return None
-  # The metric table (NumPy only; imported here, not when a config file loads).
-  from cnn_rnn_tf import metrics  # pylint: disable=g-import-not-at-top
-  known = metrics.keep_best_keys()
-  if value not in known:
-    close = difflib.get_close_matches(value, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"must be '' or a metric key such as 'top3.OF1' or 'mAP_noninterp'{hint}"
-  return None
-
-
-# Field -> check(value) -> None or what is wrong. Types are checked against default_config().
-# Every numeric field (int or float in default_config()) has a range here; every float field
-# refuses NaN and +-inf (tests/test_config_lib.py walks the defaults to keep it so).
-_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "seed": _int_range(0, 2**32 - 1),  # keras.utils.set_random_seed (NumPy) takes [0, 2**32)
-    "data.source": _one_of(*SOURCES),
-    "data.train_split": _nonempty,
-    "data.eval_split": _nonempty,
-    "data.voc_labels": _one_of("labels", "labels_no_difficult"),
-    "data.coco_empty_images": _one_of("skip", "keep"),
-    "data.synthetic_config": _one_of("default", "small"),
-    "data.synthetic_seed": _int_range(0),
-    "data.synthetic_labels": _one_of("objects", "scene"),
-    "data.image_column": _nonempty,
-    "data.labels_column": _nonempty,
-    "data.label_separator": _nonempty,
-    "data.csv_empty_labels": _one_of("error", "keep"),
-    "data.check_images": _one_of("decode", "header"),
-    "data.max_image_pixels": _int_range(1),
-    "data.csv_encoding": _encoding,
-    "data.shuffle_buffer": _int_range(1),
-    "data.calibration_fraction": _fraction,
-    "data.precision": _one_of(*PRECISIONS),
-    "data.manual_dir": _existing_path,
-    "data.train_csv": _existing_path,
-    "data.eval_csv": _existing_path,
-    "model.head": _one_of(*HEADS),
-    "model.backbone": _one_of(*BACKBONES),
-    "model.image_size": _int_range(8),
-    "model.small_cnn_filters": _small_cnn_filters,
-    "model.embedding_dim": _int_range(1),
-    "model.lstm_units": _int_range(1),
-    "model.joint_activation": _activation,
-    "model.dropout": _fraction,
-    "model.weight_decay": _non_negative_finite,
-    "model.max_labels": _int_range(1),
-    "model.side_loss_weight": _non_negative_finite,
-    "model.label_loss": lambda value: _one_of(*LABEL_LOSSES)(value),
-    "model.asl.gamma_neg": _non_negative_finite,
-    "model.asl.gamma_pos": _non_negative_finite,
-    "model.asl.clip": _fraction,
-    "decode.beam_size": _int_range(1),
-    "decode.max_length": _int_range(1),
-    "decode.min_length": _int_range(0),
-    "decode.decoder": lambda value: _one_of("default", *decoders_lib.DECODERS)(value),
-    "decode.num_samples": _int_range(0),
-    "decode.sample_seed": _int_range(0),
-    "decode.ranking": _one_of(*RANKINGS),
-    "model.marginals": _one_of(*MARGINALS),
-    "train.batch_size": _int_range(1),
-    "train.num_steps": _int_range(1),
-    "train.optimizer": _one_of(*OPTIMIZERS),
-    "train.learning_rate": _positive_finite,
-    "train.momentum": _fraction,
-    "train.label_order": _one_of(*LABEL_ORDERS),
-    "train.align_inputs": _one_of(*ALIGN_INPUTS),
-    "train.init_checkpoint": _checkpoint_path,
-    "train.steps_per_loop": _int_range(1),
-    "train.log_every": _int_range(1),
-    "train.checkpoint_every": _int_range(1),
-    "train.max_checkpoints": _int_range(1),
-    "train.eval_every": _int_range(-1),  # -1: never
-    "train.keep_best": _keep_best,
-}
 
 
 def _flatten(config, prefix="") -> dict[str, Any]:
@@ -521,323 +369,3 @@ def field_values(config) -> dict[str, Any]:
   """{"section.name": value} of every leaf field of `config`."""
   return _flatten(config)
 
-
-def _field_types(defaults: ml_collections.ConfigDict) -> dict[str, type]:
-  """The type each field must have: its default's, or the FieldReference's for None."""
-  types = {}
-  for name in field_names(defaults):
-    *parents, last = name.split(".")
-    node = defaults
-    for part in parents:
-      node = node[part]
-    types[name] = node.get_type(last)
-  return types
-
-
-def _type_problem(value, expected: type) -> str | None:
-  if value is None:
-    return None  # None fields are checked by their own rule (optional or not)
-  if expected is bool:
-    ok = isinstance(value, bool)
-  elif expected is int:
-    ok = isinstance(value, int) and not isinstance(value, bool)
-  elif expected is float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-  else:
-    ok = isinstance(value, expected)
-  return None if ok else f"must be of type {expected.__name__}"
-
-
-def closest_field(name: str, known) -> str | None:
-  close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-  return close[0] if close else None
-
-
-def problems(config: ml_collections.ConfigDict) -> list[str]:
-  """What is wrong with `config`, one line each ("field = value: what is expected")."""
-  defaults = default_config()
-  types = _field_types(defaults)
-  values = _flatten(config)
-  found = []
-  for name in sorted(set(values) - set(types)):
-    close = closest_field(name, types)
-    found.append(f"{name}: unknown field" + (f" (did you mean {close}?)" if close else ""))
-  for name in sorted(set(types) - set(values)):
-    found.append(f"{name}: missing (default_config has it)")
-  for name, expected in types.items():
-    if name not in values:
-      continue
-    value = values[name]
-    if name in PATH_FIELDS:
-      value = optional_path(value)
-    optional = name in PATH_FIELDS or name in ("model.max_labels", "data.validation_split")
-    if value is None and not optional:
-      found.append(f"{name} = None: must be set")
-      continue
-    problem = _type_problem(value, expected)
-    if problem is None and value is not None and name in _CHECKS:
-      problem = _CHECKS[name](value)
-    if problem:
-      found.append(f"{name} = {value!r}: {problem}")
-  found += _cross_problems(values)
-  return found
-
-
-def _cross_problems(values: dict[str, Any]) -> list[str]:
-  """Checks between fields (each only when the fields themselves are sound)."""
-  found = []
-  get = values.get
-  min_length, max_length = get("decode.min_length"), get("decode.max_length")
-  if isinstance(min_length, int) and isinstance(max_length, int) and min_length > max_length:
-    found.append(f"decode.min_length = {min_length}: must be <= decode.max_length "
-                 f"({max_length})")
-  found += _decoder_problems(values)
-  if get("train.keep_best") and get("train.eval_every") == -1:
-    found.append(f"train.keep_best = {get('train.keep_best')!r} with train.eval_every = -1: "
-                 "no evaluation, so no best checkpoint; set train.eval_every >= 0 or "
-                 "train.keep_best = ''")
-  if (get("train.eval_every") != -1 and optional_path(get("data.validation_split")) is None
-      and get("data.calibration_fraction") == 0):
-    found.append("train.eval_every >= 0 with data.calibration_fraction = 0 and no "
-                 "data.validation_split: training evaluates on a validation part, never on "
-                 "the test split; hold one out (data.calibration_fraction > 0), name "
-                 "data.validation_split, or set train.eval_every = -1")
-  backbone = get("model.backbone")
-  weights = optional_path(get("model.backbone_weights"))
-  fixed_size, has_imagenet = BACKBONE_FACTS.get(backbone, (None, True))
-  if fixed_size is not None and get("model.image_size") != fixed_size:
-    found.append(f"model.image_size = {get('model.image_size')!r}: {backbone} takes "
-                 f"{fixed_size} (its fc layers fix the input size)")
-  if weights is not None and weights not in NAMED_WEIGHTS and _is_local(weights):
-    if not os.path.exists(os.path.expanduser(weights)):
-      found.append(f"model.backbone_weights = {weights!r}: file does not exist (use "
-                   "'imagenet', None, or a weights file such as "
-                   "<workdir>/backbone.weights.h5)")
-  elif weights in NAMED_WEIGHTS and not has_imagenet:
-    found.append(f"model.backbone_weights = {weights!r}: {backbone} has no {weights} "
-                 "weights; use None or a backbone.weights.h5 file")
-  if get("model.train_backbone") is False and weights is None:
-    found.append("model.backbone_weights = None with model.train_backbone = False: a frozen "
-                 "random backbone is not saved, so evaluation and export could not rebuild it; "
-                 "set model.backbone_weights ('imagenet' or a backbone.weights.h5) or "
-                 "model.train_backbone = True")
-  if get("train.keep_best") and get("train.eval_every") == -1:
-    found.append(f"train.keep_best = {get('train.keep_best')!r} with train.eval_every = -1: "
-                 "the best checkpoint is chosen by evaluation, which -1 turns off; set "
-                 "train.eval_every >= 0 or train.keep_best = ''")
-  if get("data.source") == "csv":
-    if optional_path(get("data.train_csv")) is None and optional_path(get("data.eval_csv")) is None:
-      found.append("data.train_csv = None and data.eval_csv = None: the csv source needs at "
-                   "least one CSV file")
-  return found
-
-
-def _decoder_problems(values: dict[str, Any]) -> list[str]:
-  """The decoder and ranking must be ones the head has, with what they need trained."""
-  get = values.get
-  head, decoder, ranking = get("model.head"), get("decode.decoder"), get("decode.ranking")
-  found = []
-  names = decoders_lib.head_decoders(head) if head in HEADS else None
-  if names is not None and decoder not in ("default", *names):
-    found.append(f"decode.decoder = {decoder!r}: the {head} head's decoders are {names}")
-  if head == "cnn_rnn":
-    no_marginals = get("model.side_loss_weight") == 0
-    if no_marginals and "marginals" in (decoder, ranking):
-      which = "decoder" if decoder == "marginals" else "ranking"
-      found.append(f"decode.{which} = 'marginals' with model.side_loss_weight = 0: the marginals "
-                   "are not trained; use decode.ranking = 'auto' or 'path'")
-    if get("decode.num_samples") == 0 and (decoder == "expected_f1" or ranking == "samples"):
-      found.append("decode.num_samples = 0: decode.decoder = 'expected_f1' and "
-                   "decode.ranking = 'samples' need ancestral samples (e.g. 100)")
-  return found
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError (one line per problem) unless every field is sound.
-
-  Checks every field's type against `default_config()`, ranges (every numeric field has
-  one: seed in [0, 2**32), beam_size >= 1, 0 <= min_length <= max_length, positive learning
-  rate, batch size and intervals; NaN and +-inf are refused in every float field), enum
-  values, and that the files named exist. Unset optional paths ("None", "none", "") are made
-  None in place first (`canonical`), so the library never sees the string "None".
-  """
-  canonical(config)
-  found = problems(config)
-  if found:
-    raise ConfigError(found)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line.
-# ---------------------------------------------------------------------------------------------
-
-
-def named_configs() -> dict[str, str]:
-  """The configs shipped with the package: name -> file ({"csv": ".../configs/csv.py", ...}).
-
-  An installed wheel holds them as `cnn_rnn_tf/configs/*.py` (setup.py maps the top-level
-  `configs/` there); a checkout reads its top-level `configs/`.
-  """
-  package = os.path.dirname(os.path.abspath(__file__))
-  for folder in (os.path.join(package, "configs"), os.path.join(os.path.dirname(package), "configs")):
-    if os.path.isdir(folder):
-      return {f[:-3]: os.path.join(folder, f) for f in sorted(os.listdir(folder))
-              if f.endswith(".py") and not f.startswith("_")}
-  return {}
-
-
-def config_file(spec: str) -> str:
-  """A `--config=` value with a config name replaced by the package's file; paths unchanged.
-
-      config_file("voc2007:runlocal")         # ".../configs/voc2007.py:runlocal"
-      config_file("configs/voc2007.py:paper")  # unchanged: a path (a "/" or ".py", or a file)
-
-  Raises ValueError for a bare name that is neither a file nor a named config.
-  """
-  name, sep, arg = spec.partition(":")
-  if not name or os.path.exists(name) or name.endswith(".py") or "/" in name or os.sep in name:
-    return spec
-  named = named_configs()
-  if name not in named:
-    raise ValueError(f"no file {name!r} and no named config {name!r} (named "
-                     f"configs: {', '.join(named)}; or give a path such as configs/csv.py)")
-  return named[name] + sep + arg
-
-
-def define_config_file_flag(name: str, help_string: str, flag_values=None):
-  """`config_flags.DEFINE_config_file` that also takes a config name (`config_file`).
-
-      _CONFIG = config_lib.define_config_file_flag("config", "Config: a name or a file.")
-      # --config=csv:runlocal or --config=configs/csv.py:runlocal or --config=/my/config.py
-  """
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-
-  flag_values = flags.FLAGS if flag_values is None else flag_values
-  holder = config_flags.DEFINE_config_file(name, None, help_string, flag_values=flag_values,
-                                           lock_config=True)
-  flag = flag_values[name]
-  flag.parser = _NamedConfigParser(flag.parser)
-  return holder
-
-
-class _NamedConfigParser:
-  """config_flags' file parser (not public API) behind `config_file`'s name lookup."""
-
-  def __init__(self, parser):
-    self._parser = parser
-
-  def parse(self, path):
-    return self._parser.parse(config_file(path))
-
-  def __getattr__(self, attr):  # flag_type() and the rest: the file parser's
-    return getattr(self._parser, attr)
-
-
-def _config_flags(argv, flag_values) -> dict[str, ml_collections.ConfigDict]:
-  """The config flags (`--config`, ...) used in `argv`: name -> their config (loaded anew:
-  a failed parse leaves the flag without a value)."""
-  found = {}
-  for name in {a[2:].split(".", 1)[0] for a in argv[1:] if a.startswith("--") and "." in
-               a.split("=", 1)[0]}:
-    if name not in flag_values:
-      continue
-    flag = flag_values[name]
-    config = flag.value if isinstance(flag.value, ml_collections.ConfigDict) else flag.default
-    if not isinstance(config, ml_collections.ConfigDict):
-      given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(f"--{name}=")]
-      try:
-        config = flag.parser.parse(given[-1]) if given else None
-      except Exception:  # pylint: disable=broad-except
-        config = None
-    if isinstance(config, ml_collections.ConfigDict):
-      found[name] = config
-  return found
-
-
-def _unknown_override(argv, configs: dict[str, ml_collections.ConfigDict],
-                      hint: str = "") -> str | None:
-  """One line naming the first `--<config flag>.a.b` override whose field does not exist."""
-  for name, config in configs.items():
-    known = field_names(config)
-    prefixes = {n.rsplit(".", i)[0] for n in known for i in range(n.count(".") + 1)}
-    for arg in argv[1:]:
-      if not arg.startswith(f"--{name}."):
-        continue
-      field = arg[len(name) + 3:].split("=", 1)[0]
-      if field in prefixes:
-        continue
-      close = closest_field(field, known)
-      line = f"Unknown config field --{name}.{field}"
-      if close:
-        line += f"; did you mean --{name}.{close}?"
-      return line + (f" ({hint})" if hint else "")
-  return None
-
-
-def _first_line(error: BaseException) -> str:
-  text = str(error).strip().strip("'\"")
-  return text.splitlines()[0] if text else ""
-
-
-def _short(error: BaseException) -> str:
-  """A flag error in one line: config_flags embeds the config file's whole traceback."""
-  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
-  if len(lines) > 1 and any(l.startswith("Traceback") for l in lines):
-    return f"{lines[0]} {lines[-1]}"
-  return " ".join(lines)
-
-
-def define_overrides_flag(name: str, config: ml_collections.ConfigDict, help_string: str,
-                          hint: str = ""):
-  """`config_flags.DEFINE_config_dict` whose bad overrides exit with one line.
-
-  DEFINE_config_dict applies the `--<name>.a.b=value` overrides of sys.argv when it is
-  defined (at import of the binary), so their errors cannot wait for `flags_parser`.
-  `hint` is added to the unknown-field line (e.g. which fields may be set).
-  """
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  try:
-    return config_flags.DEFINE_config_dict(name, config, help_string, lock_config=True)
-  except flags.Error as e:
-    line = f"Flags parsing error: {_short(e)}"
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    line = _unknown_override(sys.argv, {name: config}, hint) or (
-        f"Bad --{name} override: {type(e).__name__}: {_first_line(e)}")
-  sys.stderr.write(f"FATAL {line}\n")
-  sys.exit(2)
-
-
-def _check_loaded(flag_values) -> None:
-  """Raises OSError for a config file flag whose file failed to load (config_flags defers
-  that error to the first use of the config)."""
-  for name in flag_values:
-    value = flag_values[name].value
-    if type(value).__name__ == "_ErrorConfig":
-      try:
-        value.keys()
-      except Exception as e:  # pylint: disable=broad-except
-        raise OSError(f"--{name}: {_short(e)}") from e
-
-
-def flags_parser(argv):
-  """absl flag parsing with one-line errors: `app.run(main, flags_parser=...)`.
-
-  An unknown `--config.a.b` field names the field and the closest known one; a bad flag
-  value names the flag. Exits with status 2 (usage error) instead of a traceback.
-  """
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  try:
-    remaining = flags.FLAGS(argv)
-    _check_loaded(flags.FLAGS)
-    return remaining
-  except flags.Error as e:
-    sys.stderr.write(f"FATAL Flags parsing error: {_short(e)}\n"
-                     "Pass --helpshort or --helpfull to see help on flags.\n")
-  except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-    line = _unknown_override(argv, _config_flags(argv, flags.FLAGS))
-    if line is None:  # e.g. a config file that is missing or refuses its argument
-      line = f"Flags parsing error: {type(e).__name__}: {_first_line(e)}"
-    sys.stderr.write(f"FATAL {line}\n")
-  sys.exit(2)

@@ -32,11 +32,8 @@ from cnn_rnn_tf import config_lib
 
 
 def get_config(arg=None):
-  args = set((arg or "").split(",")) - {""}
-  unknown = args - {"heads", "transfer", "runlocal"}
-  if unknown or {"heads", "transfer"} <= args:
-    raise ValueError(f"Bad demo config argument(s) {sorted(unknown or args)}; expected "
-                     "'heads' or 'transfer', and/or 'runlocal'.")
+  args = config_lib.parse_variant(arg, ("heads", "transfer", "runlocal"), "demo",
+                                  exclusive=("heads", "transfer"))
   config = config_lib.default_config()
   config.model.backbone = "small_cnn"  # trains from scratch on a CPU in minutes
   config.model.backbone_weights = None  # e2e: random init; heads: the e2e run's file

@@ -4,7 +4,7 @@ over seeds -> evaluate -> export -> predict through the SavedModels -> a Markdow
     from cnn_rnn_tf import demo_lib
     report_path = demo_lib.run_demo("runs/demo", seeds=(0, 1, 2))   # grid=True: the full grid
 
-`make demo` runs `python -m cnn_rnn_tf.demo --workdir=runs/demo`. The protocols (PROTOCOLS):
+`make demo` runs `python -m cnn_rnn_tf.demo --workdir=runs/demo`. The protocols (demo_report.PROTOCOLS):
   S: both heads on the frozen, cached features of a backbone trained end to end on these
      labels (the small CNN with a BCE head, stage 1);
   T: the paper's: both heads on the frozen features of a backbone trained on another task,
@@ -41,32 +41,23 @@ import tensorflow_datasets as tfds
 
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import demo_config
+from cnn_rnn_tf import demo_report
 from cnn_rnn_tf import evaluate_lib
 from cnn_rnn_tf import export_lib
-from cnn_rnn_tf import metrics as metrics_lib
-from cnn_rnn_tf import metrics_markdown
 from cnn_rnn_tf import progress
 from cnn_rnn_tf import report
 from cnn_rnn_tf import train_lib
+from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.analysis import output as analysis_output
 from cnn_rnn_tf.data import synthetic_scenes  # pylint: disable=unused-import
 from cnn_rnn_tf.metric_writer import read_jsonl
 
-HEADS = ("cnn_rnn", "bce")
-# The three protocols of the comparison (docs/method.md, "Protocols").
-PROTOCOLS = {
-    "S": "frozen features of a backbone trained end to end on these very labels",
-    "T": "frozen features of a backbone trained on another task (the scene type of other "
-         "images), as ImageNet is for VOC in the paper",
-    "E": "both heads end to end from scratch: the same data, steps and backbone",
-}
 # --grid: CNN-RNN variants next to the default recipe (config_lib.default_config), per
 # protocol and seed, E on every seed.
 GRID_LABEL_ORDERS = ("frequent_first", "pla", "random")
 GRID_AUX_BCE_WEIGHTS = (0.0, 1.0)
 # Thresholded rules compared with the stronger of BCE@0.5 and calibrated BCE, per metric.
 USER_METRICS = ("top3/OF1", "top3/CF1", "all/OF1", "all/CF1")
-PAPER_METRICS = ("top3_paper/OP", "top3_paper/OF1", "top3_paper/CF1")
 
 
 def _with_size(arg: str, size: str) -> str | None:
@@ -145,7 +136,7 @@ def _train_backbones(run_dir: str, size: str, t_start: float):
     stage_header(1, f"training the {protocol} backbone end to end on {what} "
                  f"({config.train.num_steps} steps) in {workdir}")
     metrics[protocol] = _train_and_evaluate(config, workdir, t_start)
-    weights[protocol] = os.path.join(workdir, train_lib.BACKBONE_WEIGHTS)
+    weights[protocol] = workdir_lib.backbone_weights_path(workdir)
   return weights, metrics
 
 
@@ -201,16 +192,16 @@ def _export_and_predict(run_dir, first, export_base, synthetic_config, num_grid)
   """
   stage_header(4, f"exporting both heads to {export_base} and predicting {num_grid} test "
                "images through the SavedModels")
-  exports = {h: export_lib.export(first[h], os.path.join(export_base, h)) for h in HEADS}
+  exports = {h: export_lib.export(first[h], os.path.join(export_base, h)) for h in demo_report.HEADS}
   logging.info("Exported: %s", exports)
   builder = tfds.builder(f"synthetic_scenes/{synthetic_config}",
                          data_dir=os.path.join(run_dir, "tfds"))
   examples = list(tfds.as_numpy(builder.as_dataset(split=f"test[:{num_grid}]")))
   images = np.stack([e["image"] for e in examples])
   label_names = builder.info.features["labels"].feature.names
-  predicted = {h: _predict_through_export(exports[h], images) for h in HEADS}
+  predicted = {h: _predict_through_export(exports[h], images) for h in demo_report.HEADS}
   rows = [{"truth": " ".join(sorted(label_names[i] for i in e["labels"])),
-           **{h: " ".join(predicted[h][j]) or "(none)" for h in HEADS}}
+           **{h: " ".join(predicted[h][j]) or "(none)" for h in demo_report.HEADS}}
           for j, e in enumerate(examples)]
   return exports, images, rows
 
@@ -250,7 +241,7 @@ def compare(results: dict) -> dict:
     _, by_theory = report.decoder_table(summary, None)
     out[protocol] = {
         "summary": summary,
-        "paper": report.compare_heads(summary, pairs=[(k, k) for k in PAPER_METRICS]),
+        "paper": report.compare_heads(summary, pairs=[(k, k) for k in demo_report.PAPER_METRICS]),
         "users": report.compare_heads(summary, pairs=user_pairs(summary)),
         "goal_met": goal_met(summary),
         "decoders": table,
@@ -259,26 +250,6 @@ def compare(results: dict) -> dict:
         "decoder_goal_by_theory": [{"claim": c, "mean": m, "std": s, "met": ok}
                                    for c, m, s, ok in report.decoder_goal(summary, by_theory)]}
   return out
-
-
-def _printed(comparison: dict, seeds: dict) -> str:
-  """What the binary prints at the end: per protocol its table and comparisons."""
-  parts = []
-  for protocol, c in comparison.items():
-    claims = "\n".join(
-        f"- {g['claim']}: {g['mean']:+.1f} ± {g['std']:.1f} points, "
-        f"{'met' if g['met'] else 'NOT met'} (by theory's decoder: {t['mean']:+.1f} ± "
-        f"{t['std']:.1f}, {'met' if t['met'] else 'NOT met'})"
-        for g, t in zip(c["decoder_goal"], c["decoder_goal_by_theory"]))
-    parts.append(f"## {protocol}: {PROTOCOLS[protocol]} (seeds {seeds[protocol]})\n\n"
-                 f"{report.summary_table(c['summary'])}\n\n" +
-                 "\n".join(f"- {line}" for line in c["paper"] + c["users"]) +
-                 f"\n- goal met: {'yes' if c['goal_met'] else 'no'}\n\n"
-                 f"Which model and decoder for which metric (test; 'chosen on validation': "
-                 f"each head's decoder picked per metric on the validation part):\n\n"
-                 f"{c['decoders']}\n\nThe CNN-RNN with its decoder chosen on validation "
-                 f"against BCE:\n\n{claims}")
-  return "\n\n".join(parts)
 
 
 def run_demo(run_dir: str, seeds=(0, 1, 2), size: str = "full",
@@ -301,7 +272,7 @@ def run_demo(run_dir: str, seeds=(0, 1, 2), size: str = "full",
   results["E"] = _train_end_to_end(run_dir, e_seeds, size, runs, backbone_metrics["S"],
                                    t_start)
   seeds_of = {"S": list(seeds), "T": list(seeds), "E": list(e_seeds)}
-  first = {h: workdir_of(run_dir, "S", seeds[0], h) for h in HEADS}
+  first = {h: workdir_of(run_dir, "S", seeds[0], h) for h in demo_report.HEADS}
   exports, images, rows = _export_and_predict(
       run_dir, first, export_base, _config("heads", size, run_dir, "bce").data.synthetic_config,
       num_grid)
@@ -309,7 +280,7 @@ def run_demo(run_dir: str, seeds=(0, 1, 2), size: str = "full",
   path = os.path.join(run_dir, "report.md")
   stage_header(5, f"writing the report {path} (figures, attention maps)")
   comparison = compare(results)
-  report.plot_per_class({h: results["S"][h][0] for h in HEADS},
+  report.plot_per_class({h: results["S"][h][0] for h in demo_report.HEADS},
                         os.path.join(run_dir, "per_class.png"))
   report.plot_curves(logs, os.path.join(run_dir, "curves.png"))
   report.plot_predictions(images, rows, os.path.join(run_dir, "predictions.png"))
@@ -322,98 +293,11 @@ def run_demo(run_dir: str, seeds=(0, 1, 2), size: str = "full",
                "comparison": {p: {k: v for k, v in c.items() if k != "summary"}
                               for p, c in comparison.items()},
                "exports": exports, "predictions": rows}, f, indent=2)
-  printed = _printed(comparison, seeds_of)
-  text = _report_text(seeds_of, printed, comparison, results, rows, exports, vis,
+  printed = demo_report.printed(comparison, seeds_of)
+  text = demo_report.report_text(seeds_of, printed, comparison, results, rows, exports, vis,
                       backbone_metrics, time.time() - t_start)
   with tf.io.gfile.GFile(path, "w") as f:
     f.write(text)
   print("\n" + printed)
   print(f"\nReport: {path}", flush=True)
   return path
-
-
-def _verdicts(comparison: dict) -> str:
-  """One line per protocol: where the default CNN-RNN stands against BCE."""
-  lines = []
-  for protocol, c in comparison.items():
-    paper = sum(" beats " in line for line in c["paper"])
-    users = sum(" beats " in line for line in c["users"][:-1])
-    lines.append(
-        f"- **{protocol}**: with the paper's rule the CNN-RNN is ahead on {paper} of "
-        f"{len(c['paper'])} ({', '.join(PAPER_METRICS)}) on every seed; with the thresholded "
-        f"rules on {users} of {len(c['users']) - 1} F1 figures against the stronger BCE; "
-        f"goal (every F1 ahead by more than the seed spread, mAP within 1 point): "
-        f"{'met' if c['goal_met'] else 'not met'}.")
-  return "\n".join(lines)
-
-
-def _report_text(seeds, printed, comparison, results, rows, exports, vis, backbone_metrics,
-                 seconds) -> str:
-  metrics = results["S"]
-  per_seed = "\n\n".join(metrics_markdown.markdown_comparison(
-      {f"{h} seed {s}": metrics[h][i] for h in HEADS}) for i, s in enumerate(seeds["S"]))
-  lookalikes = ", ".join(f"{a}/{b}" for a, b in synthetic_scenes.LOOKALIKES)
-  look_rows = ["| label | " + " | ".join(f"{h} precision | {h} recall" for h in HEADS) + " |",
-               "|---|" + "---|---|" * len(HEADS)]
-  for pair in synthetic_scenes.LOOKALIKES:
-    for name in pair:
-      cells = []
-      for h in HEADS:
-        p = np.mean([m["per_class"][name]["precision"] or 0 for m in metrics[h]])
-        r = np.mean([m["per_class"][name]["recall"] or 0 for m in metrics[h]])
-        cells += [f"{100 * p:.1f}", f"{100 * r:.1f}"]
-      look_rows.append(f"| {name} | " + " | ".join(cells) + " |")
-  rules = "\n".join(f"- `{k}`: {r.definition}." for k, r in metrics_lib.RULES.items())
-  mean_ap = lambda m: 100 * (m["mAP_noninterp"] or 0)
-  return f"""# CNN-RNN vs BCE on synthetic_scenes: protocols S, T and E
-
-Stage 1 trained two backbones (the small CNN, end to end, with a BCE head): **S** on the 20
-labels (test mAP {mean_ap(backbone_metrics["S"]):.1f}; this run is also E's BCE run of seed 0)
-and **T** on the scene type of other images (synthetic seed 1; mAP over the 6 scenes
-{mean_ap(backbone_metrics["T"]):.1f}). Stage 2 trained both heads on the frozen, cached
-features of each; stage 3 (**E**) trained both heads end to end from scratch with the same
-data and steps. {seconds / 60:.1f} minutes on this machine.
-
-Metrics in percent, mean ± std over the seeds (population std; E on one seed has none). mAP
-is non-interpolated average precision over the per-label ranking scores. Exact match, E-P,
-E-R and E-F1 (example-based) and Hamming loss (lower is better) judge each image's whole
-label set (docs/method.md, "Metrics"). The label-set rules:
-
-{rules}
-
-The paper's tables use `top3_paper`; "which head should I use" uses the thresholded rules,
-and the CNN-RNN is compared with the stronger BCE rule (@0.5 or calibrated) metric by metric.
-
-{printed}
-
-## Where each head wins
-
-{_verdicts(comparison)}
-
-Look-alike labels ({lookalikes}: identical alone, told apart only by the other objects),
-protocol S, top-3 precision and recall averaged over seeds:
-
-{chr(10).join(look_rows)}
-
-## Per seed (S)
-
-{per_seed}
-
-## Per-class precision and recall (S, seed {seeds["S"][0]})
-
-![per class](per_class.png)
-
-## Training curves (S)
-
-![curves](curves.png)
-
-## Test images through the exported SavedModels
-
-Exports: {", ".join(f"`{p}`" for p in exports.values())}.
-
-![predictions](predictions.png)
-
-## What the CNN-RNN learned
-
-{vis}
-"""

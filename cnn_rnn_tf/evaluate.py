@@ -17,6 +17,7 @@ from absl import app
 from absl import flags
 import ml_collections
 
+from cnn_rnn_tf import config_cli
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import runtime
 
@@ -41,7 +42,7 @@ _BEAM = flags.DEFINE_integer("beam_size", None,
                              "--config.decode.beam_size.")
 _CHECKPOINT = runtime.define_checkpoint_flag()
 _PROGRESS = runtime.define_progress_flag()
-_CONFIG = config_lib.define_overrides_flag(
+_CONFIG = config_cli.define_overrides_flag(
     "config", _decode_overrides(),
     "Overrides of the workdir's decode.* settings, e.g. --config.decode.beam_size=5.",
     hint="evaluate takes only --config.decode.* overrides; the model and data are the "
@@ -67,4 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=config_lib.flags_parser)
+  app.run(main, flags_parser=config_cli.flags_parser)

@@ -5,8 +5,9 @@
     metrics["top3"]["OF1"], metrics["mAP_noninterp"]
 
     # In memory, no files (the trainer's train.eval_every):
+    cache_dir = workdir.feature_cache_dir(w, config.data.cache_dir)
     metrics = evaluate_lib.evaluate_models(config, vocab, backbone, head, "test",
-                                           cache_dir=workdir.feature_cache_dir(config, w))
+                                           cache_dir=cache_dir)
 
 `evaluate` takes the checkpoint `workdir.resolve_checkpoint` names (auto: the best one when
 the run kept it, else the latest) and writes into `<workdir>/eval/`: `metrics.json`,
@@ -20,7 +21,7 @@ definitions are there and in docs/method.md), each a key of metrics.json with ev
 metric of `metrics.METRICS` under it (C-P ... O-F1, exact match, E-P/E-R/E-F1, Hamming loss).
 Paper-reproduction tables use top3_paper; "which head should I use" tables use the
 thresholded (top3, all) and calibrated rules. (`inference.rule_masks`, from each head's
-named decoders, `decoders.DECODERS`; `evaluate_lib.prediction_masks` gives (top3, all).)
+named decoders, `decoders.DECODERS`; `inference.prediction_masks` gives (top3, all).)
 Ranking scores for AP and MAP@10: `inference.predict_from_features`'s `label_scores`.
 """
 
@@ -38,6 +39,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from cnn_rnn_tf import config_checks
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import inference
@@ -90,23 +92,27 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
   return result
 
 
-# (top3, all) bool [N, K] of a head's predictions; defined with the head (model.py's registry).
-prediction_masks = inference.prediction_masks
-
-
-def metrics_of(config, vocab, pred: dict, split: str, thresholds=None) -> dict:
+def metrics_of(pred: dict, vocab, split: str, *, head: str, source: str, beam_size: int,
+               thresholds=None) -> dict:
   """The metrics dict of `predict_models`' output (the keys `evaluate` returns).
 
-  `thresholds`: float [K] calibrated thresholds: adds the rules that need them (bce
-  top3/all_calibrated, cnn_rnn top3/all_marginals).
+  `head`, `source`, `beam_size`: the config's model.head, data.source, decode.beam_size
+  (recorded with the metrics). `thresholds`: float [K] calibrated thresholds: adds the rules
+  that need them (bce top3/all_calibrated, cnn_rnn top3/all_marginals).
   """
-  masks = inference.rule_masks(config.model.head, pred, vocab.num_labels, thresholds)
+  masks = inference.rule_masks(head, pred, vocab.num_labels, thresholds)
   top3, every = masks.pop("top3"), masks.pop("all")
   metrics = metrics_lib.compute_all(pred["y_true"], top3, every, pred["label_scores"],
                                     vocab.names, rules=masks)
-  metrics.update(head=config.model.head, split=split, source=config.data.source,
-                 beam_size=int(config.decode.beam_size), skipped=pred["skipped"])
+  metrics.update(head=head, split=split, source=source, beam_size=int(beam_size),
+                 skipped=pred["skipped"])
   return metrics
+
+
+def _recorded(config) -> dict:
+  """What metrics_of records of the config (read once, here: the metrics need no config)."""
+  return dict(head=config.model.head, source=config.data.source,
+              beam_size=config.decode.beam_size)
 
 
 def evaluate_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
@@ -117,9 +123,10 @@ def evaluate_models(config, vocab, backbone, head, split: str, *, cache_dir: str
   (and its CSV checked) again at every evaluation; default `data.get_source(config.data)`.
   `part`: "all", or "calibration" (the held-out part of the training split).
   """
+  recorded = _recorded(config)
   pred = predict_models(config, vocab, backbone, head, split, cache_dir=cache_dir,
                         batch_size=batch_size, source=source, part=part)
-  return metrics_of(config, vocab, pred, split if part == "all" else f"{split}[{part}]")
+  return metrics_of(pred, vocab, split if part == "all" else f"{split}[{part}]", **recorded)
 
 
 def validation_part(config) -> tuple[str, str]:
@@ -143,7 +150,7 @@ def with_decode(config, decode: dict | None) -> ml_collections.ConfigDict:
   bad = []
   for key, value in (decode or {}).items():
     if key not in config.decode:
-      close = config_lib.closest_field(key, list(config.decode.keys()))
+      close = config_checks.closest_field(key, list(config.decode.keys()))
       bad.append(f"decode.{key}: unknown field" + (f" (did you mean decode.{close}?)"
                                                    if close else ""))
     elif value is not None:
@@ -180,16 +187,16 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
     overrides["beam_size"] = beam_size
   trained = workdir_lib.load_trained(workdir, checkpoint)  # the one read of the workdir
   config = with_decode(trained.config, overrides)
-  config_lib.validate(config)
+  config_checks.validate(config)
   vocab = trained.vocab
   split, part = validation_part(config) if validation else (
       split or config.data.eval_split, data_lib.ALL)
   logging.info("Evaluating %s on split %r (%s).", trained.checkpoint_path, split, part)
   pred = predict_models(config, vocab, trained.backbone, trained.head, split,
-                        cache_dir=workdir_lib.feature_cache_dir(config, workdir),
+                        cache_dir=workdir_lib.feature_cache_dir(workdir, config.data.cache_dir),
                         batch_size=batch_size, part=part)
   name = split if part == data_lib.ALL else f"{split}[{part}]"
-  metrics = metrics_of(config, vocab, pred, name, trained.thresholds)
+  metrics = metrics_of(pred, vocab, name, thresholds=trained.thresholds, **_recorded(config))
   metrics["checkpoint"] = trained.checkpoint_path
   out_dir = workdir_lib.eval_dir(workdir)
   _write(config, os.path.join(out_dir, "validation") if validation else out_dir, metrics,

@@ -95,6 +95,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from cnn_rnn_tf import backbones
+from cnn_rnn_tf import config_checks
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import decoders as decoders_lib
 from cnn_rnn_tf import decoding
@@ -144,7 +145,7 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
                         ("min_length", min_length)):
       if value is not None:
         config.decode[name] = int(value)
-  config_lib.validate(config)  # one line per problem, before anything is written
+  config_checks.validate(config)  # one line per problem, before anything is written
   decoding.check_lengths(vocab.num_labels, config.decode.max_length, config.decode.min_length)
 
   tf.io.gfile.makedirs(export_base)

@@ -16,10 +16,12 @@ import sys
 from absl import app
 from absl import flags
 
+from cnn_rnn_tf import config_checks
+from cnn_rnn_tf import config_cli
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import runtime
 
-_CONFIG = config_lib.define_config_file_flag(
+_CONFIG = config_cli.define_config_file_flag(
     "config", "Config: a name (csv, voc2007, ...: the package's configs/*.py, also from an "
     "installed wheel) or a file (configs/csv.py, my_config.py), then ':arg' (e.g. :runlocal).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and labels go.")
@@ -34,7 +36,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runtime.setup(cpu_devices=_CPU_DEVICES.value, progress=_PROGRESS.value)
   try:
-    config_lib.validate(_CONFIG.value)  # before any work or write
+    config_checks.validate(_CONFIG.value)  # before any work or write
   except config_lib.ConfigError as e:
     sys.stderr.write(f"FATAL {e}\n")
     sys.exit(2)
@@ -43,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=config_lib.flags_parser)
+  app.run(main, flags_parser=config_cli.flags_parser)

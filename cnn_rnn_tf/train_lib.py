@@ -13,7 +13,7 @@ so every strategy uses this loop. The loss of each replica is divided by the *gl
 size and gradients are summed across replicas, so any number of replicas takes the same step.
 
 The parts, in the order `train` runs them:
-  check_before_writing  config_lib.validate, check_config, workdir.check_resume: a run that
+  check_before_writing  config_checks.validate, check_config, workdir.check_resume: a run that
                         would be refused is refused before any file is written
   build_training_models models, optimizer, step, the checkpoint (with the dropout RNG state)
   restore_or_init       strict resume (latest good checkpoint; a corrupt one falls back to
@@ -76,6 +76,7 @@ import tensorflow as tf
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import calibration
+from cnn_rnn_tf import config_checks
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import distribute
@@ -87,8 +88,6 @@ from cnn_rnn_tf import progress
 from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.metric_writer import MetricWriter
 
-
-BACKBONE_WEIGHTS = "backbone.weights.h5"  # = os.path.basename(workdir.backbone_weights_path(w))
 
 
 def _make_optimizer(config):
@@ -104,7 +103,7 @@ def _make_optimizer(config):
 
 def check_config(config) -> None:
   """Warns of cnn_rnn-only loss settings given to another head (a frozen random backbone,
-  which evaluation could not rebuild, is refused by `config_lib.validate`)."""
+  which evaluation could not rebuild, is refused by `config_checks.validate`)."""
   if config.model.head != "cnn_rnn" and (
       config.train.label_order != "frequent_first" or config.model.side_loss_weight):
     logging.warning("train.label_order=%r and model.side_loss_weight=%g shape the cnn_rnn "
@@ -182,7 +181,7 @@ def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager)
     try:
       models.checkpoint.restore(path).assert_existing_objects_matched()
     except (tf.errors.OpError, IndexError, ValueError) as e:
-      if isinstance(e, AssertionError) or not fallback or i + 1 == len(candidates):
+      if not fallback or i + 1 == len(candidates):
         raise RuntimeError(f"Checkpoint {path} cannot be read ({type(e).__name__}: {e}). "
                            "Delete it to start from the previous one, or set "
                            "train.fallback_on_corrupt_checkpoint=True.") from e
@@ -326,7 +325,7 @@ def teardown(held: list) -> float:
 def make_evaluate_fn(config, workdir: str, vocab, models: Models):
   """A no-argument function: the validation part's metrics for the weights as they are now
   (`evaluate_lib.validation_part`: keep_best and eval_every never see the test split)."""
-  cache_dir = workdir_lib.feature_cache_dir(config, workdir)
+  cache_dir = workdir_lib.feature_cache_dir(workdir, config.data.cache_dir)
   split, part = evaluate_lib.validation_part(config)
 
   def evaluate():
@@ -377,7 +376,7 @@ def _workdir_lock(workdir: str, chief: bool):
 
 def check_before_writing(config, workdir: str) -> None:
   """Every check that can refuse the run, before a single file is written."""
-  config_lib.validate(config)
+  config_checks.validate(config)
   check_config(config)
   workdir_lib.check_resume(config, workdir)
 
@@ -406,8 +405,9 @@ def calibrate_and_save(config, workdir: str, vocab, source, models: Models) -> N
     backbone, head = trained.backbone, trained.head
     step = int(trained.checkpoint_path.rsplit("-", 1)[1])
   try:
+    cache_dir = workdir_lib.feature_cache_dir(workdir, config.data.cache_dir)
     thresholds = calibration.calibrate(config, vocab, backbone, head, source=source,
-                                       cache_dir=workdir_lib.feature_cache_dir(config, workdir))
+                                       cache_dir=cache_dir)
   except data_lib.EmptyPartError as e:  # a split too small for its held-out part
     logging.warning("No calibrated thresholds (evaluate and export keep 0.5): %s", e)
     return
@@ -439,7 +439,7 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
     workdir_lib.remove_temp_checkpoints(workdir)
   manager = tf.train.CheckpointManager(
       models.checkpoint,
-      os.path.join(worker_dir, "checkpoints") if worker_dir else workdir_lib.checkpoint_dir(workdir),
+      workdir_lib.checkpoints_dir(worker_dir or workdir),
       max_to_keep=config.train.max_checkpoints)
   start_step = restore_or_init(config, models, manager)
   if chief:  # only now: a run that cannot restore leaves config.json as it was
@@ -452,7 +452,8 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
     logging.info("Already at step %d >= num_steps %d: nothing to train.", start_step, num_steps)
   dataset = data_lib.dataset_for(
       config, config.data.train_split, vocab, training=True, source=source,
-      cache_dir=workdir_lib.feature_cache_dir(config, workdir), start_step=start_step,
+      cache_dir=workdir_lib.feature_cache_dir(workdir, config.data.cache_dir),
+      start_step=start_step,
       part=data_lib.FIT).take(
           max(num_steps - start_step, 0))
   data_lib.options.without_autotune_on_devices()  # else releasing the iterator may stall

@@ -27,7 +27,7 @@ from cnn_rnn_tf import config_lib
 
 
 def get_config(arg=None):
-  args = [a for a in (arg or "").split(",") if a]
+  args = config_lib.parse_variant(arg, ("paper", "runlocal", "resnet101"), "coco2014")
   config = config_lib.default_config()
   config.data.source = "coco2014"
   config.data.eval_split = "validation"  # the paper evaluates on val2014
@@ -36,5 +36,4 @@ def get_config(arg=None):
   config.train.checkpoint_every = 2000  # a checkpoint every ~3 epochs
   if "resnet101" in args:  # the modern protocol (docstring)
     config_lib.resnet101_protocol(config, num_steps=100000)  # ~40 epochs of 82k (ASL: 40)
-  rest = ",".join(a for a in args if a != "resnet101")
-  return config_lib.variant_args(config, rest, "coco2014")
+  return config_lib.variant_args(config, arg, "coco2014", extra=("resnet101",))

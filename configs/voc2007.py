@@ -30,12 +30,11 @@ from cnn_rnn_tf import config_lib
 
 
 def get_config(arg=None):
-  args = [a for a in (arg or "").split(",") if a]
+  args = config_lib.parse_variant(arg, ("paper", "runlocal", "resnet101"), "voc2007")
   config = config_lib.default_config()
   config.data.source = "voc2007"
   config.data.train_split = "trainval"  # the paper trains on trainval, tests on test
   config.train.num_steps = 6000  # ~75 epochs of 5011 trainval images at batch 64
   if "resnet101" in args:  # the modern protocol (docstring)
     config_lib.resnet101_protocol(config, num_steps=6000)  # ~38 epochs of 5011 images
-  rest = ",".join(a for a in args if a != "resnet101")
-  return config_lib.variant_args(config, rest, "voc2007")
+  return config_lib.variant_args(config, arg, "voc2007", extra=("resnet101",))

@@ -116,7 +116,7 @@ def train_toy(workdir: str, num_steps: int):
   for layer in norms:
     layer.momentum = momentum
   checkpoint = workdir_lib.make_checkpoint(config, backbone, head)
-  manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(workdir), 1)
+  manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoints_dir(workdir), 1)
   manager.save(checkpoint_number=num_steps)
   return workdir, config, vocab, backbone, head
 

@@ -27,7 +27,7 @@ def test_small_cnn_contract_and_freezing():
 def test_small_cnn_filters_default_and_demo():
   """Issue 18 item 5: the package default is 32/64/128/128 again; the demo's thin CNN
   (16/32/64/64) is its config's `model.small_cnn_filters`, so the demo model is unchanged."""
-  from cnn_rnn_tf import config_lib, demo_config  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import config_checks, config_lib, demo_config  # pylint: disable=g-import-not-at-top
 
   def widths(model):
     return [model.get_layer(n).filters for n in ("conv1", "conv2", "conv3", "last_conv")]
@@ -39,10 +39,10 @@ def test_small_cnn_filters_default_and_demo():
   thin = backbones.build_backbone("small_cnn", image_size=16,
                                   filters=demo.model.small_cnn_filters)
   assert widths(thin) == [16, 32, 64, 64]
-  assert config_lib.problems(config_lib.default_config()) == []
+  assert config_checks.problems(config_lib.default_config()) == []
   bad = config_lib.default_config()
   bad.model.small_cnn_filters = (16, 32, 64)
-  assert any("model.small_cnn_filters" in p for p in config_lib.problems(bad))
+  assert any("model.small_cnn_filters" in p for p in config_checks.problems(bad))
   with pytest.raises(ValueError, match="4 positive"):
     backbones.build_backbone("small_cnn", filters=(8, 8))
 
@@ -353,13 +353,13 @@ def test_export_reloads_without_the_package_with_predicts_labels(name, tmp_path)
 @pytest.mark.parametrize("dataset", ["voc2007", "coco2014"])
 def test_modern_protocol_config_variants(dataset):
   """configs/<dataset>.py:resnet101 is ResNet-101 fine-tuned at 448 px; valid; combines."""
-  from cnn_rnn_tf import config_lib  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import config_checks  # pylint: disable=g-import-not-at-top
   from helpers import load_config_file  # pylint: disable=g-import-not-at-top
   path = ROOT / "configs" / f"{dataset}.py"
   config = load_config_file(path, "resnet101")
   assert (config.model.backbone, config.model.image_size) == ("resnet101", 448)
   assert config.model.train_backbone and not config.data.cache_features
-  assert config.data.source == dataset and config_lib.problems(config) == []
+  assert config.data.source == dataset and config_checks.problems(config) == []
   both = load_config_file(path, "resnet101,paper")
   assert both.model.backbone == "resnet101" and both.model.side_loss_weight == 0.0
   assert load_config_file(path, "").model.backbone == "vgg16"

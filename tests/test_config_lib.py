@@ -8,6 +8,7 @@ from absl import flags
 from ml_collections import config_flags
 import pytest
 
+from cnn_rnn_tf import config_checks
 from cnn_rnn_tf import config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,12 +25,12 @@ def _problems(**fields):
       target = target[section]
     target[key] = value
   with pytest.raises(config_lib.ConfigError) as info:
-    config_lib.validate(config)
+    config_checks.validate(config)
   return info.value.problems
 
 
 def test_default_config_is_valid():
-  config_lib.validate(config_lib.default_config())
+  config_checks.validate(config_lib.default_config())
 
 
 @pytest.mark.parametrize("fields, field", [
@@ -75,7 +76,7 @@ def test_each_bad_field_gives_one_line_naming_it(fields, field):
 
 def _numeric_fields():
   """Every int or float field of default_config() with its type (bools are not numbers)."""
-  types = config_lib._field_types(config_lib.default_config())  # pylint: disable=protected-access
+  types = config_checks._field_types(config_lib.default_config())  # pylint: disable=protected-access
   return sorted((name, t) for name, t in types.items() if t in (int, float))
 
 
@@ -135,7 +136,7 @@ def test_type_is_checked():
 
 def _problems_of(config):
   with pytest.raises(config_lib.ConfigError) as info:
-    config_lib.validate(config)
+    config_checks.validate(config)
   return info.value.problems
 
 
@@ -169,7 +170,7 @@ def test_csv_source_needs_a_csv(tmp_path):
   config = config_lib.default_config()
   config.data.source = "csv"
   config.data.train_csv = str(tmp_path / "train.csv")
-  config_lib.validate(config)
+  config_checks.validate(config)
 
 
 @pytest.mark.parametrize("spelling", [None, "None", "none", "", " none "])
@@ -179,7 +180,7 @@ def test_none_spellings_mean_none_for_every_optional_path(spelling):
   for field in config_lib.PATH_FIELDS:
     section, key = field.split(".")
     config[section][key] = spelling
-  config_lib.validate(config)
+  config_checks.validate(config)
   for field in config_lib.PATH_FIELDS:
     section, key = field.split(".")
     assert config[section][key] is None, field
@@ -217,7 +218,7 @@ def test_choices_agree_with_the_library():
   assert config_lib.LABEL_LOSSES == tuple(losses.LABEL_LOSSES)
   assert config_lib.MARGINALS == model.MARGINALS
   for key in metrics.PRF_KEYS:
-    assert config_lib._keep_best(f"top3.{key}") is None  # pylint: disable=protected-access
+    assert config_checks._keep_best(f"top3.{key}") is None  # pylint: disable=protected-access
 
 
 def test_optimizers_agree_with_the_trainer():
@@ -240,7 +241,7 @@ def test_command_line_none_reaches_the_config_as_none():
                                              lock_config=True, sys_argv=argv)
     values(argv)
     config = holder.value
-    config_lib.validate(config)
+    config_checks.validate(config)
     assert config.model.backbone_weights is None
     assert config.data.cache_dir is None and config.train.init_checkpoint is None
 
@@ -314,14 +315,43 @@ def test_decoders_must_be_the_heads_and_have_what_they_need():
   config = config_lib.default_config()
   config.decode.decoder = "threshold"  # a bce decoder on the cnn_rnn head
   with pytest.raises(config_lib.ConfigError, match="decode.decoder = 'threshold'"):
-    config_lib.validate(config)
+    config_checks.validate(config)
   config = config_lib.paper(config_lib.default_config())
   config.decode.ranking = "marginals"  # untrained marginals (aux weight 0)
   with pytest.raises(config_lib.ConfigError, match="decode.ranking = 'marginals'"):
-    config_lib.validate(config)
+    config_checks.validate(config)
   config = config_lib.default_config()
   config.decode.decoder, config.decode.num_samples = "expected_f1", 0
   with pytest.raises(config_lib.ConfigError, match="decode.num_samples = 0"):
-    config_lib.validate(config)
+    config_checks.validate(config)
   config.model.head, config.decode.decoder = "bce", "expected_f1"  # exact for bce: no samples
-  config_lib.validate(config)
+  config_checks.validate(config)
+
+
+def test_keep_best_without_evaluation_is_reported_once():
+  """One mistake, one line: train.keep_best with train.eval_every = -1."""
+  config = config_lib.default_config()
+  config.train.keep_best = "top3.OF1"
+  config.train.eval_every = -1
+  found = [p for p in config_checks.problems(config) if "train.keep_best" in p]
+  assert len(found) == 1, found
+  assert "train.eval_every = -1" in found[0]
+
+
+def test_variants_are_parsed_by_one_helper():
+  """configs/*.py and demo_config take their comma-separated arguments through
+  `config_lib.parse_variant`: unknown ones and exclusive pairs are named."""
+  assert config_lib.parse_variant(" paper, runlocal ", ("paper", "runlocal"), "x") == {
+      "paper", "runlocal"}
+  assert config_lib.parse_variant(None, ("paper",), "x") == set()
+  with pytest.raises(ValueError, match=r"Bad voc2007 config argument\(s\) \['papr'\]"):
+    config_lib.parse_variant("papr", ("paper", "runlocal"), "voc2007")
+  with pytest.raises(ValueError, match=r"\['heads', 'transfer'\]"):
+    config_lib.parse_variant("heads,transfer", ("heads", "transfer"), "demo",
+                             exclusive=("heads", "transfer"))
+  from cnn_rnn_tf import demo_config  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"Bad demo config argument\(s\) \['heads', 'transfer'\]"):
+    demo_config.get_config("heads,transfer")
+  for name in ("voc2007", "coco2014", "csv", "default"):
+    text = open(os.path.join(ROOT, "configs", f"{name}.py")).read()
+    assert ".split(" not in text, f"configs/{name}.py splits its argument by hand"

@@ -14,6 +14,8 @@ import re
 import numpy as np
 import pytest
 
+from cnn_rnn_tf import config_checks
+from cnn_rnn_tf import config_cli
 from cnn_rnn_tf import config_lib
 from helpers import load_config_file
 
@@ -53,7 +55,7 @@ def test_every_config_file_is_tested():
 def test_config_validates(path, arg, tmp_path):
   config = load_config_file(path, arg)
   _make_valid(config, tmp_path)
-  config_lib.validate(config)
+  config_checks.validate(config)
   assert config_lib.field_names(config) == config_lib.field_names()  # no field added
 
 
@@ -167,7 +169,7 @@ def _write_png_csv(folder, rows):
 def _train(config, workdir):
   from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
   from cnn_rnn_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  config_lib.validate(config)
+  config_checks.validate(config)
   result = train_lib.train(config, workdir)
   assert result["step"] == config.train.num_steps
   trained = workdir_lib.load_trained(workdir)  # strict: the config rebuilds what was saved
@@ -212,12 +214,12 @@ def test_every_runlocal_variant_trains(tmp_path):
   _train(config, str(tmp_path / "csv"))
 
 
-# ---- Configs by name (config_lib.config_file): what an installed wheel offers without a clone.
+# ---- Configs by name (config_cli.config_file): what an installed wheel offers without a clone.
 
 
 def test_every_config_file_has_a_name():
   files = {_name(p): os.path.realpath(p) for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))}
-  named = {name: os.path.realpath(path) for name, path in config_lib.named_configs().items()}
+  named = {name: os.path.realpath(path) for name, path in config_cli.named_configs().items()}
   assert named == files
 
 
@@ -227,25 +229,25 @@ def test_every_config_file_has_a_name():
     ("csv:paper,runlocal", "csv.py:paper,runlocal"),
 ])
 def test_a_name_resolves_to_the_packages_file(spec, want):
-  resolved = config_lib.config_file(spec)
+  resolved = config_cli.config_file(spec)
   path = resolved.split(":", 1)[0]
   assert os.path.isfile(path) and resolved.endswith(os.sep + want), resolved
 
 
 @pytest.mark.parametrize("spec", ["configs/csv.py:runlocal", "my_config.py", "/abs/x.py:paper"])
 def test_a_path_is_left_as_it_is(spec):
-  assert config_lib.config_file(spec) == spec
+  assert config_cli.config_file(spec) == spec
 
 
 def test_a_file_in_the_current_folder_wins_over_a_name(tmp_path, monkeypatch):
   (tmp_path / "csv").write_text("def get_config(arg=None): ...\n")
   monkeypatch.chdir(tmp_path)
-  assert config_lib.config_file("csv:runlocal") == "csv:runlocal"
+  assert config_cli.config_file("csv:runlocal") == "csv:runlocal"
 
 
 def test_an_unknown_name_lists_the_named_configs():
   with pytest.raises(ValueError, match=r"'vocc2007'.*named configs: coco2014, csv, default"):
-    config_lib.config_file("vocc2007:runlocal")
+    config_cli.config_file("vocc2007:runlocal")
 
 
 def test_the_config_flag_loads_a_name_and_a_path_alike(tmp_path, monkeypatch):
@@ -254,9 +256,33 @@ def test_the_config_flag_loads_a_name_and_a_path_alike(tmp_path, monkeypatch):
   values = {}
   for spec in ("csv:runlocal", "configs/csv.py:runlocal"):
     flag_values = flags.FlagValues()
-    holder = config_lib.define_config_file_flag("config", "test", flag_values=flag_values)
+    holder = config_cli.define_config_file_flag("config", "test", flag_values=flag_values)
     flag_values(["prog", f"--config={spec}"])
     values[spec] = holder.value.to_dict()
   assert values["csv:runlocal"] == values["configs/csv.py:runlocal"]
   assert values["csv:runlocal"]["data"]["source"] == "csv"
   assert values["csv:runlocal"]["train"]["batch_size"] == 8  # runlocal reached get_config
+
+
+@pytest.mark.slow  # builds EfficientNetV2-S at 384 (~25 s on 2 cores)
+def test_a_backbone_without_a_size_trains_at_its_own(tmp_path):
+  """Issue 25 item 7: `--config.model.backbone=efficientnetv2_s` with no size builds, in the
+  trainer's own build function, a backbone taking 384x384 images (the registry's size), and
+  the training images are made at that size. Random weights, nothing trained."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import backbones, train_lib  # pylint: disable=g-import-not-at-top
+  argv = ["prog", f"--config={os.path.join(ROOT, 'configs', 'default.py')}",
+          "--config.model.backbone=efficientnetv2_s", "--config.model.backbone_weights=None",
+          "--config.model.train_backbone=True", "--config.data.precision=off"]
+  values = flags.FlagValues()
+  holder = config_cli.define_config_file_flag("config", "test", flag_values=values,
+                                              sys_argv=argv)
+  values(argv)
+  config = holder.value
+  config_checks.validate(config)
+  assert config.model.image_size is None
+  models = train_lib.build_training_models(config, num_labels=3,
+                                           strategy=tf.distribute.get_strategy())
+  assert tuple(models.backbone.input_shape) == (None, 384, 384, 3)
+  assert backbones.backbone_image_size(config.model.backbone, config.model.image_size) == 384

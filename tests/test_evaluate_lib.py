@@ -33,7 +33,7 @@ def test_bce_masks_respect_the_threshold():
                      [0.4, 0.3, 0.9, 0.2, 0.49],     # 1 label >= 0.5: only it, not 3
                      [0.1, 0.2, 0.3, 0.4, 0.45]])    # none: nothing
   labels = np.full((3, 4), -1)
-  top3, every = evaluate_lib.prediction_masks("bce", labels, scores, 5)
+  top3, every = inference.prediction_masks("bce", labels, scores, 5)
   np.testing.assert_array_equal(top3, [[1, 1, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]])
   np.testing.assert_array_equal(every, [[1, 1, 1, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]])
 
@@ -44,7 +44,7 @@ def test_cnn_rnn_masks_read_the_path():
                      [3, end, -1, -1, -1, -1],
                      [end, -1, -1, -1, -1, -1]])
   scores = np.full((3, 5), 0.9)  # ignored by this head
-  top3, every = evaluate_lib.prediction_masks("cnn_rnn", labels, scores, 5)
+  top3, every = inference.prediction_masks("cnn_rnn", labels, scores, 5)
   np.testing.assert_array_equal(top3, [[1, 0, 1, 0, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]])
   np.testing.assert_array_equal(every, [[1, 1, 1, 0, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]])
 
@@ -84,7 +84,7 @@ def _workdir(path, config, vocab, steps=(2,), best=None):
   vocab.save(workdir_lib.labels_path(w))
   for i, step in enumerate(steps):
     checkpoint = workdir_lib.make_checkpoint(config, *_models(config, vocab, i))
-    tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(w), 5).save(step)
+    tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoints_dir(w), 5).save(step)
   if best is not None:
     checkpoint = workdir_lib.make_checkpoint(config, *_models(config, vocab, 99))
     tf.train.CheckpointManager(checkpoint, workdir_lib.best_dir(w), 1).save(best)
@@ -271,12 +271,12 @@ def test_evaluate_falls_back_from_a_corrupt_latest_checkpoint(tmp_path, tfds_dir
   config = _config(tfds_dir)
   vocab = _vocab(config)
   w = _workdir(tmp_path / "w", config, vocab, steps=(2, 4))
-  bad = os.path.join(workdir_lib.checkpoint_dir(w), "ckpt-4")
+  bad = os.path.join(workdir_lib.checkpoints_dir(w), "ckpt-4")
   _truncate_data(bad)
   with caplog.at_level("WARNING"):
     metrics = evaluate_lib.evaluate(w, batch_size=50)
   assert metrics["checkpoint"].endswith(os.path.join("checkpoints", "ckpt-2"))
   assert bad in caplog.text
-  _truncate_data(os.path.join(workdir_lib.checkpoint_dir(w), "ckpt-2"))
+  _truncate_data(os.path.join(workdir_lib.checkpoints_dir(w), "ckpt-2"))
   with pytest.raises(workdir_lib.CorruptCheckpointError, match="--checkpoint="):
     evaluate_lib.evaluate(w, batch_size=50)

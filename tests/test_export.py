@@ -708,7 +708,7 @@ def test_export_falls_back_from_a_corrupt_latest_checkpoint(tmp_path, caplog):
   trained = workdir_lib.load_trained(workdir)
   first = trained.checkpoint_path
   checkpoint = workdir_lib.make_checkpoint(trained.config, trained.backbone, trained.head)
-  manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(workdir), 2)
+  manager = tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoints_dir(workdir), 2)
   bad = manager.save(checkpoint_number=int(first.rsplit("-", 1)[1]) + 1)
   data = tf.io.gfile.glob(bad + ".data-*")[0]
   with open(data, "r+b") as f:

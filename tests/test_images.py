@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from cnn_rnn_tf import image_files
+from cnn_rnn_tf import image_headers
 from cnn_rnn_tf import images
 from helpers import big_gray_png
 from helpers import png_chunk
@@ -243,12 +244,12 @@ def test_gif_frames_reads_every_image_descriptor():
     boxes.append((y1 - y0, x1 - x0))
   assert len(set(boxes)) > 1  # frames of different sizes
   expected = [max(h for h, _ in boxes), max(w for _, w in boxes), sum(h * w for h, w in boxes)]
-  assert images.gif_frames(buf.getvalue()).numpy().tolist() == expected
+  assert image_headers.gif_frames(buf.getvalue()).numpy().tolist() == expected
   # A header claiming 10x10 changes nothing: the frames are what the decoder allocates.
   data = bytearray(gif_bytes(700, 500, frames=3, comment=b"y" * 70000))  # > 2 walk windows
   data[6:10] = struct.pack("<HH", 10, 10)
-  assert images.gif_frames(bytes(data)).numpy().tolist() == [500, 700, 3 * 500 * 700]
-  fn = tf.function(images.gif_frames, input_signature=[tf.TensorSpec([], tf.string)])
+  assert image_headers.gif_frames(bytes(data)).numpy().tolist() == [500, 700, 3 * 500 * 700]
+  fn = tf.function(image_headers.gif_frames, input_signature=[tf.TensorSpec([], tf.string)])
   assert fn(bytes(data)).numpy().tolist() == [500, 700, 3 * 500 * 700]
   assert image_files.read_header(bytes(data)) == image_files.ImageHeader("gif", 500, 700)
 
@@ -334,7 +335,7 @@ def phone_photo():
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_is_applied_as_viewers_do(orientation, order):
   data = with_exif_orientation(phone_photo(), orientation, order)
-  assert int(images.exif_orientation(data)) == orientation
+  assert int(image_headers.exif_orientation(data)) == orientation
   viewer = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
   ours = images.decode_rgb(data).numpy()
   assert ours.shape == viewer.shape == ((32, 48, 3) if orientation < 5 else (48, 32, 3))
@@ -361,11 +362,11 @@ def test_exif_orientation_gives_the_same_pixels_in_every_path(tmp_path):
 
 def test_no_or_odd_exif_orientation_means_upright():
   jpeg = phone_photo()
-  assert int(images.exif_orientation(jpeg)) == 1
+  assert int(image_headers.exif_orientation(jpeg)) == 1
   for bad in (0, 9, 300):
-    assert int(images.exif_orientation(with_exif_orientation(jpeg, bad))) == 1
+    assert int(image_headers.exif_orientation(with_exif_orientation(jpeg, bad))) == 1
   assert images.decode_rgb(with_exif_orientation(jpeg, 9)).shape == (32, 48, 3)
-  assert int(images.exif_orientation(with_exif_orientation(jpeg, 6)[:40])) == 1  # cut short
+  assert int(image_headers.exif_orientation(with_exif_orientation(jpeg, 6)[:40])) == 1  # cut short
 
 
 def test_error_messages_name_the_element_and_are_cut():

@@ -16,13 +16,14 @@ PACKAGE = "cnn_rnn_tf"
 
 # Modules of the data and model layer (prefix match: "cnn_rnn_tf.data" covers data/*).
 DATA_AND_MODEL = ("cnn_rnn_tf.data", "cnn_rnn_tf.images", "cnn_rnn_tf.image_files",
+                  "cnn_rnn_tf.image_headers",
                   "cnn_rnn_tf.vocab", "cnn_rnn_tf.relu_lstm", "cnn_rnn_tf.backbones",
                   "cnn_rnn_tf.head_layers", "cnn_rnn_tf.model", "cnn_rnn_tf.decoding",
                   "cnn_rnn_tf.inference", "cnn_rnn_tf.metrics", "cnn_rnn_tf.ranking",
                   "cnn_rnn_tf.losses", "cnn_rnn_tf.decoders", "cnn_rnn_tf.rule_masks")
 TRAINING = ("cnn_rnn_tf.train_lib", "cnn_rnn_tf.distribute", "cnn_rnn_tf.train",
             "cnn_rnn_tf.evaluate_lib", "cnn_rnn_tf.evaluate", "cnn_rnn_tf.demo",
-            "cnn_rnn_tf.demo_lib")
+            "cnn_rnn_tf.demo_lib", "cnn_rnn_tf.demo_report")
 BINARIES = ("cnn_rnn_tf.train", "cnn_rnn_tf.evaluate", "cnn_rnn_tf.export",
             "cnn_rnn_tf.predict", "cnn_rnn_tf.visualize", "cnn_rnn_tf.demo")
 EXPORT_AND_SERVING = ("cnn_rnn_tf.export_lib", "cnn_rnn_tf.export_inputs", "cnn_rnn_tf.serving")
@@ -131,17 +132,21 @@ def test_export_and_serving_import_no_binary_and_not_the_trainer(graph):
 
 def test_evaluation_does_not_import_the_trainer(graph):
   bad = _violations(graph, ("cnn_rnn_tf.evaluate_lib", "cnn_rnn_tf.evaluate",
-                            "cnn_rnn_tf.workdir", "cnn_rnn_tf.config_lib"),
+                            "cnn_rnn_tf.workdir", "cnn_rnn_tf.config_lib",
+                            "cnn_rnn_tf.config_checks", "cnn_rnn_tf.config_cli"),
                     ("cnn_rnn_tf.train_lib", "cnn_rnn_tf.train"))
   assert not bad, "Evaluation reaches the trainer:\n" + "\n".join(bad)
 
 
 def test_config_lib_imports_no_package_module(graph):
   # configs/*.py import config_lib; keeping it a leaf keeps every config file cheap to load.
-  # The exceptions: the decoder table (`decoders`, a leaf of plain Python), and the
-  # train.keep_best check reads the metric table, inside the check, from `metrics`, which
-  # imports only `ranking` and `decoders`, leaves (NumPy only).
-  assert graph["cnn_rnn_tf.config_lib"] <= {"cnn_rnn_tf.metrics", "cnn_rnn_tf.decoders"}
+  # Its checks import it, the decoder table (`decoders`, a leaf of plain Python) and, for the
+  # train.keep_best check, the metric table (inside the check) from `metrics`, which imports
+  # only `ranking` and `decoders`, leaves (NumPy only).
+  assert graph["cnn_rnn_tf.config_lib"] == set()
+  assert graph["cnn_rnn_tf.config_checks"] <= {"cnn_rnn_tf.config_lib", "cnn_rnn_tf.metrics",
+                                               "cnn_rnn_tf.decoders"}
+  assert graph["cnn_rnn_tf.config_cli"] <= {"cnn_rnn_tf.config_lib", "cnn_rnn_tf.config_checks"}
   assert graph["cnn_rnn_tf.metrics"] <= {"cnn_rnn_tf.ranking", "cnn_rnn_tf.decoders"}
   assert graph["cnn_rnn_tf.ranking"] == set()
   assert graph["cnn_rnn_tf.decoders"] == set()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cnn_rnn_tf import config_checks
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import metrics_markdown
@@ -147,10 +148,10 @@ def test_one_registered_function_is_a_metric_everywhere(tmp_path, monkeypatch):
   config = config_lib.default_config()
   config.train.keep_best = "all.size_error"
   with pytest.raises(config_lib.ConfigError, match="train.keep_best"):
-    config_lib.validate(config)  # not a metric before it is registered
+    config_checks.validate(config)  # not a metric before it is registered
   monkeypatch.setitem(metrics_lib.METRICS, "size_error",
                       metrics_lib.Metric(_size_error, False, "size error"))
-  config_lib.validate(config)
+  config_checks.validate(config)
 
   rng = np.random.default_rng(0)
   y_true = rng.random((30, 5)) < 0.4
@@ -213,7 +214,7 @@ def test_a_registered_metric_reaches_a_real_runs_files(tmp_path, monkeypatch):
       os.path.abspath(__file__))), "configs", "demo.py"), "runlocal")
   config.data.data_dir = str(tmp_path / "tfds")
   config.train.update(num_steps=4, checkpoint_every=2, eval_every=2, keep_best="all.size_error")
-  config_lib.validate(config)
+  config_checks.validate(config)
   workdir = str(tmp_path / "run")
   train_lib.train(config, workdir)
   log = [json.loads(l) for l in open(os.path.join(workdir, "train", "log.jsonl"))]

@@ -220,7 +220,8 @@ def test_bce_thresholds_are_fitted_for_the_best_checkpoint(tmp_path, tfds_dir, m
   assert saved["step"] == 2  # the best step, not the last
   best = workdir_lib.load_trained(workdir, "best")
   want = calibration.calibrate(best.config, best.vocab, best.backbone, best.head,
-                               cache_dir=workdir_lib.feature_cache_dir(config, workdir))
+                               cache_dir=workdir_lib.feature_cache_dir(workdir,
+                                                                       config.data.cache_dir))
   got = workdir_lib.load_thresholds(workdir, best.vocab, best.checkpoint_path)
   np.testing.assert_allclose(got, want, rtol=1e-6)
 

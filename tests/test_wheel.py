@@ -8,7 +8,7 @@ folder's own .pth files, among them the editable install of the checkout, are no
 runs the demo at runlocal size from a folder outside the repository. It checks that the
 package imported there is the wheel's copy, not the checkout. There, too, the train binary
 loads a config by name (`--config=csv:runlocal`): the wheel ships `configs/*.py` as
-`cnn_rnn_tf/configs/` (setup.py), found by `config_lib.config_file`.
+`cnn_rnn_tf/configs/` (setup.py), found by `config_cli.config_file`.
 """
 
 import glob
@@ -65,8 +65,8 @@ def test_wheel_installs_and_runs_the_demo(tmp_path):
 
 def _trains_with_a_named_config(python, site, cwd):
   """`--config=csv:runlocal` in a folder without configs/: the wheel's copy trains 2 steps."""
-  resolved = _run([python, "-c", "from cnn_rnn_tf import config_lib; "
-                   "print(config_lib.config_file('csv:runlocal'))"], cwd)
+  resolved = _run([python, "-c", "from cnn_rnn_tf import config_cli; "
+                   "print(config_cli.config_file('csv:runlocal'))"], cwd)
   resolved = resolved.strip().splitlines()[-1]
   assert resolved == os.path.join(site, "cnn_rnn_tf", "configs", "csv.py") + ":runlocal", resolved
   assert not (cwd / "configs").exists()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cnn_rnn_tf import config_checks
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf import workdir as workdir_lib
@@ -42,7 +43,7 @@ def _workdir(path, config=None, steps=(2,), best=None):
   vocab_lib.LabelVocab(LABELS).save(workdir_lib.labels_path(w))
   heads = {}
   for i, step in enumerate(steps):
-    heads[step] = _save_checkpoint(config, workdir_lib.checkpoint_dir(w), step, seed=i)
+    heads[step] = _save_checkpoint(config, workdir_lib.checkpoints_dir(w), step, seed=i)
   if best is not None:
     heads["best"] = _save_checkpoint(config, workdir_lib.best_dir(w), best, seed=99)
   return w, heads
@@ -56,7 +57,7 @@ def test_layout_paths(tmp_path):
   w = str(tmp_path)
   assert workdir_lib.config_path(w) == os.path.join(w, "config.json")
   assert workdir_lib.labels_path(w) == os.path.join(w, "labels.txt")
-  assert workdir_lib.checkpoint_dir(w) == os.path.join(w, "checkpoints")
+  assert workdir_lib.checkpoints_dir(w) == os.path.join(w, "checkpoints")
   assert workdir_lib.best_dir(w) == os.path.join(w, "best")
   assert workdir_lib.best_json_path(w) == os.path.join(w, "best", "best.json")
   assert workdir_lib.train_dir(w) == os.path.join(w, "train")
@@ -67,14 +68,14 @@ def test_layout_paths(tmp_path):
 
 
 def test_feature_cache_dir(tmp_path):
-  config = _config()
-  assert workdir_lib.feature_cache_dir(config, str(tmp_path / "run")) == str(
+  config, run = _config(), str(tmp_path / "run")
+  assert workdir_lib.feature_cache_dir(run, config.data.cache_dir) == str(
       tmp_path / "feature_cache")
   config.data.cache_dir = "none"
-  assert workdir_lib.feature_cache_dir(config, str(tmp_path / "run")) == str(
+  assert workdir_lib.feature_cache_dir(run, config.data.cache_dir) == str(
       tmp_path / "feature_cache")
   config.data.cache_dir = "/data/cache"
-  assert workdir_lib.feature_cache_dir(config, str(tmp_path / "run")) == "/data/cache"
+  assert workdir_lib.feature_cache_dir(run, config.data.cache_dir) == "/data/cache"
 
 
 def test_saved_paths_are_absolute_and_load_from_any_folder(tmp_path, monkeypatch):
@@ -93,7 +94,7 @@ def test_saved_paths_are_absolute_and_load_from_any_folder(tmp_path, monkeypatch
   assert loaded.model.backbone_weights == str(tmp_path / "runs/e2e/backbone.weights.h5")
   assert loaded.data.data_dir == str(tmp_path / "tfds")
   assert loaded.data.cache_dir is None
-  config_lib.validate(loaded)  # the weights file is found from here
+  config_checks.validate(loaded)  # the weights file is found from here
   assert config.model.backbone_weights == "runs/e2e/backbone.weights.h5"  # not changed
 
 
@@ -107,7 +108,7 @@ def test_old_config_json_gets_the_new_fields_defaults(tmp_path):
   assert loaded.data.max_image_pixels == config_lib.default_config().data.max_image_pixels
   assert loaded.train.keep_best == ""
   assert "retired_field" not in loaded.model
-  config_lib.validate(loaded)
+  config_checks.validate(loaded)
 
 
 def test_missing_files_are_named(tmp_path):
@@ -126,7 +127,7 @@ def test_missing_files_are_named(tmp_path):
 
 def test_checkpoint_rule_without_best(tmp_path):
   w, heads = _workdir(tmp_path, steps=(2, 4))
-  latest = os.path.join(workdir_lib.checkpoint_dir(w), "ckpt-4")
+  latest = os.path.join(workdir_lib.checkpoints_dir(w), "ckpt-4")
   assert workdir_lib.resolve_checkpoint(w, "auto") == latest
   assert workdir_lib.resolve_checkpoint(w, "latest") == latest
   with pytest.raises(FileNotFoundError, match="keep_best"):
@@ -148,11 +149,11 @@ def test_checkpoint_rule_with_best(tmp_path):
   assert _same_weights(workdir_lib.load_trained(w).head, heads["best"])
   assert _same_weights(workdir_lib.load_trained(w, "latest").head, heads[4])
   # A path: a prefix or a folder.
-  first = os.path.join(workdir_lib.checkpoint_dir(w), "ckpt-2")
+  first = os.path.join(workdir_lib.checkpoints_dir(w), "ckpt-2")
   assert _same_weights(workdir_lib.load_trained(w, first).head, heads[2])
-  assert workdir_lib.resolve_checkpoint(w, workdir_lib.checkpoint_dir(w)).endswith("ckpt-4")
+  assert workdir_lib.resolve_checkpoint(w, workdir_lib.checkpoints_dir(w)).endswith("ckpt-4")
   with pytest.raises(FileNotFoundError, match="ckpt-7"):
-    workdir_lib.resolve_checkpoint(w, os.path.join(workdir_lib.checkpoint_dir(w), "ckpt-7"))
+    workdir_lib.resolve_checkpoint(w, os.path.join(workdir_lib.checkpoints_dir(w), "ckpt-7"))
 
 
 def test_load_trained_with_a_policy_keeps_the_head_float32(tmp_path):
@@ -216,7 +217,7 @@ def test_training_checkpoint_with_optimizer_restores(tmp_path):
   optimizer.apply_gradients([(tf.ones_like(v), v) for v in variables])
   step = tf.Variable(3, dtype=tf.int64)
   checkpoint = workdir_lib.make_checkpoint(config, backbone, head, optimizer, step)
-  tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(w), 1).save(3)
+  tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoints_dir(w), 1).save(3)
   trained = workdir_lib.load_trained(w)
   assert _same_weights(trained.head, head) and _same_weights(trained.backbone, backbone)
 
@@ -329,6 +330,74 @@ def test_check_resume_ignores_a_field_the_head_does_not_read(tmp_path):
         workdir_lib.check_resume(config, workdir)
 
 
+
+def test_an_old_bce_workdir_resumes_with_todays_defaults(tmp_path):
+  """Issue 25 item 9: a BCE workdir written before model.marginals existed loads it as
+  `joint_space` (LEGACY_VALUES); BCE never reads it, so today's default (side_head) resumes.
+  The CNN-RNN, which reads it, is still refused."""
+  for head in ("bce", "cnn_rnn"):
+    workdir = str(tmp_path / head)
+    config = _config(head)
+    workdir_lib.save_config(config, workdir)
+    with open(workdir_lib.config_path(workdir)) as f:
+      saved = json.load(f)
+    del saved["model"]["marginals"]  # as an older version wrote it
+    with open(workdir_lib.config_path(workdir), "w") as f:
+      json.dump(saved, f)
+    assert workdir_lib.load_config(workdir).model.marginals == "joint_space"
+    assert config.model.marginals == "side_head"
+    if head == "bce":
+      workdir_lib.check_resume(config, workdir)
+    else:
+      with pytest.raises(ValueError, match="model.marginals: saved 'joint_space', now 'side_head'"):
+        workdir_lib.check_resume(config, workdir)
+
+
+def test_a_saved_explicit_image_size_loads_as_it_was(tmp_path):
+  """model.image_size is None by default (the backbone's size); a config.json saved with an
+  explicit 224 loads as 224 and resumes where the backbone's own size is 224 (vgg16), while
+  efficientnetv2_s saved at 224 is not resumed at its own 384."""
+  from cnn_rnn_tf import backbones  # pylint: disable=g-import-not-at-top
+  assert config_lib.default_config().model.image_size is None
+  for backbone, own in (("vgg16", 224), ("efficientnetv2_s", 384)):
+    workdir = str(tmp_path / backbone)
+    config = config_lib.default_config()
+    config.model.backbone = backbone
+    config.model.image_size = 224
+    workdir_lib.save_config(config, workdir)
+    loaded = workdir_lib.load_config(workdir)
+    assert loaded.model.image_size == 224
+    assert backbones.backbone_image_size(loaded.model.backbone, loaded.model.image_size) == 224
+    today = config_lib.default_config()
+    today.model.backbone = backbone
+    assert backbones.backbone_image_size(backbone, today.model.image_size) == own
+    if own == 224:
+      workdir_lib.check_resume(today, workdir)
+    else:
+      with pytest.raises(ValueError, match="model.image_size: saved 224, now 384"):
+        workdir_lib.check_resume(today, workdir)
+
+
+def test_layout_accessors_are_defined_by_name():
+  """Each LAYOUT key `k` has `def k_path(workdir)` (a file) or `def k_dir(workdir)` (a
+  folder) in layout.py, found by grep; nothing else in the package joins these names."""
+  from cnn_rnn_tf.workdir import layout  # pylint: disable=g-import-not-at-top
+  source = open(layout.__file__).read()
+  for key, name in layout.LAYOUT.items():
+    kind = "path" if os.path.splitext(name)[1] or name.startswith(".") else "dir"
+    assert f"def {key}_{kind}(workdir: str) -> str:" in source, (key, kind)
+  package = os.path.dirname(os.path.dirname(layout.__file__))
+  names = [n for n in layout.LAYOUT.values() if os.sep not in n]
+  for folder, _, files in os.walk(package):
+    for file in files:
+      path = os.path.join(folder, file)
+      if not file.endswith(".py") or path == layout.__file__:
+        continue
+      text = open(path).read()
+      for name in names:
+        assert f'os.path.join(workdir, "{name}")' not in text, (path, name)
+
+
 # ------------------------------------------------------------------------ issue 20: resume, temp, corrupt
 
 
@@ -402,7 +471,7 @@ def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tmp_path, caplog):
 def test_all_checkpoints_corrupt_is_a_clear_error_with_the_hint(tmp_path):
   w, _ = _workdir(tmp_path, steps=(2, 4))
   for step in (2, 4):
-    _truncate_data(os.path.join(workdir_lib.checkpoint_dir(w), f"ckpt-{step}"))
+    _truncate_data(os.path.join(workdir_lib.checkpoints_dir(w), f"ckpt-{step}"))
   with pytest.raises(workdir_lib.CorruptCheckpointError) as info:
     workdir_lib.load_trained(w)
   assert "ckpt-4" in str(info.value) and "--checkpoint=" in str(info.value)
@@ -429,9 +498,9 @@ def test_a_config_saved_before_a_field_existed_rebuilds_the_saved_model(tmp_path
 
 
 def test_every_layout_accessor_joins_its_own_name():
-  """The accessors are made from LAYOUT in order: a reordered LAYOUT must not swap paths."""
+  """Each accessor joins its own name (`checkpoints` -> `checkpoints_dir`, by the rule)."""
   want = {"config_path": "config.json", "config_history_path": "config_history.jsonl",
-          "labels_path": "labels.txt", "checkpoint_dir": "checkpoints", "best_dir": "best",
+          "labels_path": "labels.txt", "checkpoints_dir": "checkpoints", "best_dir": "best",
           "best_json_path": os.path.join("best", "best.json"), "train_dir": "train",
           "eval_dir": "eval", "data_report_path": "data_report.json",
           "backbone_weights_path": "backbone.weights.h5",

@@ -1,8 +1,9 @@
 """The one input builder of training, evaluation and benchmarks: a config and a split -> batches.
 
     from cnn_rnn_tf import data as data_lib
-    ds = data_lib.dataset_for(config, "train", vocab, training=True,
-                              cache_dir=workdir.feature_cache_dir(config, w), start_step=step)
+    cache_dir = workdir.feature_cache_dir(w, config.data.cache_dir)
+    ds = data_lib.dataset_for(config, "train", vocab, training=True, cache_dir=cache_dir,
+                              start_step=step)
     # {'features': float32 [B, D]  (or 'image': float32 [B, S, S, 3] in 0..255),
     #  'labels': float32 [B, K] multi-hot, 'key': string [B]}
 
@@ -92,8 +93,8 @@ def dataset_for(config, split: str, vocab: vocab_lib.LabelVocab, *, training: bo
     split: a split name of the source (config.data.train_split, config.data.eval_split, ...).
     vocab: the label vocabulary; `labels` are multi-hot in its ids.
     training: the training stream (repeat, shuffle, drop remainder) or one ordered pass.
-    cache_dir: where feature caches go (workdir.feature_cache_dir(config, workdir)); only
-      read when `uses_feature_cache(config)`.
+    cache_dir: where feature caches go (workdir.feature_cache_dir(workdir,
+      config.data.cache_dir)); only read when `uses_feature_cache(config)`.
     source: the data source, if the caller has one (its skip counts are then updated);
       default `sources.get_source(config.data)`.
     start_step: batches of the stream to skip (resume); training only.
@@ -126,7 +127,8 @@ def dataset_for(config, split: str, vocab: vocab_lib.LabelVocab, *, training: bo
   if uses_feature_cache(config):
     if not cache_dir:
       raise ValueError("dataset_for needs cache_dir with a frozen backbone and "
-                       "data.cache_features=True (e.g. workdir.feature_cache_dir(config, w)).")
+                       "data.cache_features=True (e.g. workdir.feature_cache_dir(w, "
+                       "config.data.cache_dir)).")
     path = feature_cache.build(
         source, split, vocab, config.model.backbone, config.model.backbone_weights,
         config.model.image_size, cache_dir=cache_dir, precision=config.data.precision,

@@ -23,7 +23,7 @@ Layout (`layout` owns every path; nobody else joins names onto a workdir):
                        `config_history_path`)
   labels.txt           the label vocabulary in training order, id = line number (`labels_path`)
   checkpoints/         the latest checkpoints: head, the backbone when it was trained,
-                       optimizer, step (`checkpoint_dir`)
+                       optimizer, step (`checkpoints_dir`)
   best/                the best checkpoint so far, `best/ckpt-<step>`, when the run kept one
                        (`train.keep_best`), and best/best.json {"metric", "value", "step"}
                        (`best_dir`, `best_json_path`)
@@ -73,7 +73,7 @@ from cnn_rnn_tf.workdir.checkpoints import Trained
 from cnn_rnn_tf.workdir.layout import backbone_weights_path
 from cnn_rnn_tf.workdir.layout import best_dir
 from cnn_rnn_tf.workdir.layout import best_json_path
-from cnn_rnn_tf.workdir.layout import checkpoint_dir
+from cnn_rnn_tf.workdir.layout import checkpoints_dir
 from cnn_rnn_tf.workdir.layout import config_history_path
 from cnn_rnn_tf.workdir.layout import config_path
 from cnn_rnn_tf.workdir.layout import data_report_path

@@ -61,7 +61,7 @@ def remove_temp_checkpoints(workdir: str) -> list[str]:
   Call at the start of training, before anything saves there (the trainer holds the lock).
   """
   removed = []
-  for directory in (layout.checkpoint_dir(workdir), layout.best_dir(workdir)):
+  for directory in (layout.checkpoints_dir(workdir), layout.best_dir(workdir)):
     if not tf.io.gfile.isdir(directory):
       continue
     for name in sorted(tf.io.gfile.listdir(directory)):
@@ -113,10 +113,10 @@ def resolve_checkpoint(workdir: str, checkpoint: str = "auto") -> str:
           f"No best checkpoint in {layout.best_dir(workdir)!r}: the run did not keep one "
           "(train.keep_best). Use --checkpoint=latest or auto.")
   if checkpoint in ("auto", "latest"):
-    latest = tf.train.latest_checkpoint(layout.checkpoint_dir(workdir))
+    latest = tf.train.latest_checkpoint(layout.checkpoints_dir(workdir))
     if latest is None:
       raise FileNotFoundError(
-          f"No checkpoint in {layout.checkpoint_dir(workdir)!r}: was the workdir trained?")
+          f"No checkpoint in {layout.checkpoints_dir(workdir)!r}: was the workdir trained?")
     return latest
   if tf.io.gfile.isdir(checkpoint):
     latest = tf.train.latest_checkpoint(checkpoint)

@@ -25,7 +25,8 @@ from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import vocab as vocab_lib
 
 
-# Every name in a workdir; `<key>_path(w)` / `<key>_dir(w)` below join them onto a workdir.
+# Every name in a workdir. The rule: the accessor of key `k` is `k_path(workdir)` for a file
+# and `k_dir(workdir)` for a folder, defined by name below (tests/test_workdir.py checks each).
 LAYOUT = {
     "config": "config.json",
     "config_history": "config_history.jsonl",
@@ -42,22 +43,74 @@ LAYOUT = {
 }
 
 
-def _layout_path(key: str):
-  def path(workdir: str) -> str:
-    return os.path.join(workdir, LAYOUT[key])
-  path.__doc__ = f"`<workdir>/{LAYOUT[key]}`."
-  return path
+def _join(workdir: str, key: str) -> str:
+  return os.path.join(workdir, LAYOUT[key])
 
 
-# One accessor per LAYOUT key, in LAYOUT's order (`config_path(w)` -> `<w>/config.json`).
-(config_path, config_history_path, labels_path, checkpoint_dir, best_dir, best_json_path,
- train_dir, eval_dir, data_report_path, backbone_weights_path, thresholds_path,
- lock_path) = map(_layout_path, LAYOUT)
+def config_path(workdir: str) -> str:
+  """`<workdir>/config.json`: the resolved config."""
+  return _join(workdir, "config")
 
 
-def feature_cache_dir(config, workdir: str) -> str:
-  """`data.cache_dir`, or `feature_cache/` beside the workdir (shared by runs side by side)."""
-  cache_dir = config_lib.optional_path(config.data.cache_dir)
+def config_history_path(workdir: str) -> str:
+  """`<workdir>/config_history.jsonl`: the settings resumed runs changed."""
+  return _join(workdir, "config_history")
+
+
+def labels_path(workdir: str) -> str:
+  """`<workdir>/labels.txt`: the label vocabulary in training order."""
+  return _join(workdir, "labels")
+
+
+def checkpoints_dir(workdir: str) -> str:
+  """`<workdir>/checkpoints/`: the latest checkpoints."""
+  return _join(workdir, "checkpoints")
+
+
+def best_dir(workdir: str) -> str:
+  """`<workdir>/best/`: the best checkpoint so far (train.keep_best)."""
+  return _join(workdir, "best")
+
+
+def best_json_path(workdir: str) -> str:
+  """`<workdir>/best/best.json`: {"metric", "value", "step"} of the best checkpoint."""
+  return _join(workdir, "best_json")
+
+
+def train_dir(workdir: str) -> str:
+  """`<workdir>/train/`: TensorBoard summaries and log.jsonl."""
+  return _join(workdir, "train")
+
+
+def eval_dir(workdir: str) -> str:
+  """`<workdir>/eval/`: metrics.json, metrics.md, predictions.npz."""
+  return _join(workdir, "eval")
+
+
+def data_report_path(workdir: str) -> str:
+  """`<workdir>/data_report.json`: the examples skipped as bad data."""
+  return _join(workdir, "data_report")
+
+
+def backbone_weights_path(workdir: str) -> str:
+  """`<workdir>/backbone.weights.h5`: the trained backbone."""
+  return _join(workdir, "backbone_weights")
+
+
+def thresholds_path(workdir: str) -> str:
+  """`<workdir>/thresholds.json`: the calibrated per-label thresholds."""
+  return _join(workdir, "thresholds")
+
+
+def lock_path(workdir: str) -> str:
+  """`<workdir>/.lock`: host and pid of the trainer that holds the workdir."""
+  return _join(workdir, "lock")
+
+
+def feature_cache_dir(workdir: str, cache_dir: str | None) -> str:
+  """`cache_dir` (the config's data.cache_dir) if set, else `feature_cache/` beside the
+  workdir (shared by runs side by side)."""
+  cache_dir = config_lib.optional_path(cache_dir)
   if cache_dir:
     return cache_dir
   return os.path.join(os.path.dirname(os.path.abspath(workdir)), "feature_cache")
@@ -80,8 +133,8 @@ def save_config(config, workdir: str) -> None:
 
 # Fields added after workdirs were written whose default builds another model than the one
 # such a workdir holds: a config.json without the field gets this value instead of the
-# default, so the checkpoint still restores. (model.marginals: the side head is new on
-# 2026-12-04; model.small_cnn_filters: the demo-era small CNN of 2026-12-03.)
+# default, so the checkpoint still restores (model.marginals: workdirs from before the side
+# head; model.small_cnn_filters: those of the thin small CNN that was the default then).
 LEGACY_VALUES = {"model.marginals": "joint_space", "model.small_cnn_filters": (16, 32, 64, 64)}
 
 

@@ -21,6 +21,7 @@ import json
 from absl import logging
 import tensorflow as tf
 
+from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf.workdir import layout
 
@@ -35,10 +36,10 @@ RESUME_MAY_CHANGE = ("data.data_dir", "data.manual_dir", "data.cache_dir", "data
 MAY_CHANGE_PREFIXES = ("decode.",)
 
 
-# model.* fields that one head alone reads: a change does not stop another head's workdir from
-# resuming (a BCE run trained before the default of model.side_loss_weight changed resumes).
-ONLY_FOR_HEAD = {"model.side_loss_weight": "cnn_rnn", "train.label_order": "cnn_rnn",
-                 "train.align_inputs": "cnn_rnn"}
+# Fields that one head alone reads: a change does not stop another head's workdir from
+# resuming (a BCE workdir resumes with today's model.side_loss_weight and model.marginals).
+ONLY_FOR_HEAD = {"model.side_loss_weight": "cnn_rnn", "model.marginals": "cnn_rnn",
+                 "train.label_order": "cnn_rnn", "train.align_inputs": "cnn_rnn"}
 
 
 def may_change(name: str) -> bool:
@@ -48,7 +49,7 @@ def may_change(name: str) -> bool:
 
 def _differences(saved, config, allowed: bool) -> list[tuple[str, object, object]]:
   """(field, saved value, new value) of the fields that differ and may (or may not) change."""
-  saved_flat, new_flat = config_lib.field_values(saved), config_lib.field_values(config)
+  saved_flat, new_flat = _compared(saved), _compared(config)
   found = []
   for name in sorted(set(saved_flat) | set(new_flat)):
     if may_change(name) != allowed:
@@ -60,6 +61,18 @@ def _differences(saved, config, allowed: bool) -> list[tuple[str, object, object
     if old != new:
       found.append((name, old, new))
   return found
+
+
+def _compared(config) -> dict:
+  """The config's fields as resume compares them: model.image_size as the backbone takes it
+  (an explicit 224 saved by an older version equals today's None for a 224 backbone)."""
+  values = config_lib.field_values(config)
+  try:
+    values["model.image_size"] = backbones.backbone_image_size(
+        config.model.backbone, config.model.image_size)
+  except ValueError:  # a size the backbone refuses: compared as written
+    pass
+  return values
 
 
 def check_resume(config, workdir: str) -> None:

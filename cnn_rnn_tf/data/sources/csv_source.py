@@ -344,8 +344,7 @@ def _csv_lines(path: str, encoding: str):
   """
   with open(path, "rb") as f:
     for number, raw in enumerate(f, start=1):
-      raw = raw.rstrip(b"\n")
-      raw = raw[:-1] if raw.endswith(b"\r") else raw
+      raw = raw.removesuffix(b"\n").removesuffix(b"\r")
       if number == 1 and raw.startswith(codecs.BOM_UTF8) and codecs.lookup(
           encoding).name == "utf-8":
         raw = raw[len(codecs.BOM_UTF8):]
