@@ -160,7 +160,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "model.weight_decay": _non_negative_finite,
     "model.max_labels": _int_range(1),
     "model.side_loss_weight": _non_negative_finite,
-    "model.label_loss": _one_of(*config_lib.LABEL_LOSSES),
+    "model.label_loss": lambda value: _one_of(*config_lib.LABEL_LOSSES)(value),  # read when checked
     "model.asl.gamma_neg": _non_negative_finite,
     "model.asl.gamma_pos": _non_negative_finite,
     "model.asl.clip": _fraction,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cnn_rnn_tf import config_checks
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import losses
 from cnn_rnn_tf import model as model_lib
@@ -132,7 +133,7 @@ def test_asl_settings_are_checked():
     config = config_lib.default_config()
     config.model.asl[field] = value
     with pytest.raises(config_lib.ConfigError, match=f"model.asl.{field} = "):
-      config_lib.validate(config)
+      config_checks.validate(config)
 
 
 @pytest.mark.parametrize("head", ["cnn_rnn", "bce"])
@@ -173,4 +174,4 @@ def test_a_saved_aux_bce_weight_loads_as_the_side_loss_weight(tmp_path):
     json.dump(saved, f)
   config = workdir_lib.load_config(w)
   assert config.model.side_loss_weight == 0.25 and config.model.label_loss == "bce"
-  config_lib.validate(config)
+  config_checks.validate(config)
