@@ -86,7 +86,8 @@ def default_config() -> ml_collections.ConfigDict:
   # What training-time evaluation selects on (train.eval_every, train.keep_best): None, the
   # held-out calibration part of data.train_split; or a split of its own (VOC: "validation").
   data.validation_split = ml_collections.FieldReference(None, field_type=str)
-  data.voc_labels = "labels"  # voc2007: "labels" (any instance) or "labels_no_difficult"
+  data.voc_labels = "labels"  # voc2007 training targets: "labels" (any instance) or "labels_no_difficult"
+  data.voc_difficult = "ignore"  # voc2007 evaluation of difficult-only classes: "ignore" (VOC devkit) | "positive" | "negative"
   data.coco_empty_images = "skip"  # coco2014: images without objects: "skip" (counted) or "keep" (empty label set)
   data.synthetic_config = "default"  # synthetic_scenes builder config: "default" (64x64) | "small" (32x32)
   data.synthetic_seed = 0  # synthetic_scenes: the seed of the images (another seed, other images)
@@ -436,6 +437,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.train_split": _nonempty,
     "data.eval_split": _nonempty,
     "data.voc_labels": _one_of("labels", "labels_no_difficult"),
+    "data.voc_difficult": _one_of("ignore", "positive", "negative"),
     "data.coco_empty_images": _one_of("skip", "keep"),
     "data.synthetic_config": _one_of("default", "small"),
     "data.synthetic_seed": _int_range(0),

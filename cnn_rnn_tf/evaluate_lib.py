@@ -43,6 +43,7 @@ from cnn_rnn_tf import inference
 from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import progress
 from cnn_rnn_tf import workdir as workdir_lib
+from cnn_rnn_tf.data.sources import voc2007
 
 
 def _num_batches(source, split: str, batch_size: int) -> int | None:
@@ -84,6 +85,9 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
   if not outputs["y_true"]:
     raise ValueError(f"Split {split!r} of {source.name} has no examples to evaluate.")
   result = {k: np.concatenate(v) for k, v in outputs.items()}
+  difficult = source.difficult_mask(split, result["keys"], vocab.names)  # VOC; else None
+  if difficult is not None:
+    result["difficult"] = difficult
   result["skipped"] = dict(getattr(source, "skipped", {}) or {})
   return result
 
@@ -99,10 +103,11 @@ def metrics_of(config, vocab, pred: dict, split: str, thresholds=None) -> dict:
   """
   masks = inference.rule_masks(config.model.head, pred, vocab.num_labels, thresholds)
   top3, every = masks.pop("top3"), masks.pop("all")
-  metrics = metrics_lib.compute_all(pred["y_true"], top3, every, pred["label_scores"],
-                                    vocab.names, rules=masks)
+  y_true, ignore, convention = voc2007.eval_labels(pred, config.data)  # VOC's difficult
+  metrics = metrics_lib.compute_all(y_true, top3, every, pred["label_scores"],
+                                    vocab.names, rules=masks, ignore=ignore)
   metrics.update(head=config.model.head, split=split, source=config.data.source,
-                 beam_size=int(config.decode.beam_size), skipped=pred["skipped"])
+                 beam_size=int(config.decode.beam_size), skipped=pred["skipped"], **convention)
   return metrics
 
 
