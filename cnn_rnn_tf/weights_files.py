@@ -13,8 +13,8 @@ error on a shape mismatch prints the whole variable).
 Both Keras formats are read as Keras reads them:
   `.weights.h5` (Keras 3, `model.save_weights`): weights by object path
       ("layers/conv2d_1/vars/0"); each layer's "vars" group names its layer. The model's
-      own layout is that of the file `model.save_weights` would write (written to a
-      temporary folder and read back).
+      own layout is recorded by Keras' own walk of the model (what `model.save_weights`
+      would write, without writing anything).
   `.h5` / `.hdf5` (legacy, e.g. keras.applications' ImageNet files): the layers with
       weights in order (root attribute `layer_names`, each layer's `weight_names`).
 """
@@ -114,6 +114,33 @@ def _all_layer_names(model) -> list[str]:
   return names
 
 
+def _keras3_recorded(model) -> list[Layer]:
+  """The layout `model.save_weights` writes, recorded by Keras' own walk of the model
+  (saving_lib._save_state) into a store that keeps the shapes only: nothing is written."""
+  from keras.src.saving import saving_lib  # pylint: disable=g-import-not-at-top
+
+  class Entry(dict):
+    def __setitem__(self, key, value):
+      super().__setitem__(key, tuple(int(d) for d in value.shape))
+
+  class ShapeStore(saving_lib.H5IOStore):  # pylint: disable=abstract-method
+    def __init__(self):  # pylint: disable=super-init-not-called  (no file)
+      self.entries = {}
+
+    def make(self, path, metadata=None):
+      name = (metadata or {}).get("name") or path or "(model)"
+      return self.entries.setdefault(path or "(model)", (name, Entry()))[1]
+
+    def close(self):
+      pass
+
+  store = ShapeStore()
+  saving_lib._save_state(model, weights_store=store, assets_store=None,  # pylint: disable=protected-access
+                         inner_path="", visited_saveables=set())
+  return [Layer(path, name, tuple(entry[k] for k in sorted(entry, key=_natural)))
+          for path, (name, entry) in store.entries.items() if entry]
+
+
 def model_layers(model, kind: str) -> list[Layer]:
   """The layers `model` would read from a file of `kind` ("keras3" | "legacy"), in the
   model's layer order."""
@@ -125,11 +152,14 @@ def model_layers(model, kind: str) -> list[Layer]:
         out.append(Layer(layer.name, layer.name,
                          tuple(tuple(int(d) for d in w.shape) for w in weights)))
     return out
-  with tempfile.TemporaryDirectory(prefix="cnn_rnn_tf_weights_") as folder:
-    path = os.path.join(folder, "expected.weights.h5")
-    model.save_weights(path)
-    with h5py.File(path, "r") as f:
-      layers = _keras3_layers(f)
+  try:
+    layers = _keras3_recorded(model)
+  except (ImportError, AttributeError, TypeError, ValueError):  # Keras internals moved
+    with tempfile.TemporaryDirectory(prefix="cnn_rnn_tf_weights_") as folder:
+      path = os.path.join(folder, "expected.weights.h5")
+      model.save_weights(path)
+      with h5py.File(path, "r") as f:
+        layers = _keras3_layers(f)
   order = {name: i for i, name in reversed(list(enumerate(_all_layer_names(model))))}
   return sorted(layers, key=lambda layer: order.get(layer.name, len(order)))
 

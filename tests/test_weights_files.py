@@ -38,6 +38,19 @@ def test_a_fitting_file_loads_its_weights(small_cnn_file):
   np.testing.assert_array_equal(model.get_layer("conv1").kernel.numpy(), kernel)
 
 
+def test_the_recorded_layout_is_the_one_save_weights_writes(small_cnn_file, tmp_path):
+  model = backbones.build_backbone("small_cnn", image_size=16, filters=FILTERS)
+  inputs = keras.Input((16, 16, 3))
+  nested = keras.Model(inputs, keras.layers.Dense(2)(model(inputs)))  # a model in a model
+  for m in (model, nested):
+    path = str(tmp_path / f"{m.name}.weights.h5")
+    m.save_weights(path)
+    kind, written = weights_files.read_layers(path)
+    assert kind == "keras3"
+    recorded = weights_files._keras3_recorded(m)  # pylint: disable=protected-access  (no fallback)
+    assert sorted(recorded) == sorted(written) and len(written) > 5
+
+
 def test_small_cnn_file_of_other_filters_names_layer_shapes_and_field(small_cnn_file):
   with pytest.raises(weights_files.WeightsFileError) as e:
     backbones.build_backbone("small_cnn", image_size=16, filters=(4, 4, 16, 8),
