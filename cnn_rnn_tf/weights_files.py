@@ -127,6 +127,9 @@ def _keras3_recorded(model) -> list[Layer]:
     def __init__(self):  # pylint: disable=super-init-not-called  (no file)
       self.entries = {}
 
+    def __bool__(self):  # `_save_state` saves a layer's variables only into a true store
+      return True
+
     def make(self, path, metadata=None):
       name = (metadata or {}).get("name") or path or "(model)"
       return self.entries.setdefault(path or "(model)", (name, Entry()))[1]
