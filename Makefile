@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
-# Test processes (pytest-xdist; each file stays in one process, so its module fixtures are
-# built once): 2 matches this project's 2-core machines; 0 runs the tests
-# in the pytest process itself (for pdb).
+# Test processes (pytest-xdist, `--dist loadgroup`: tests/conftest.py keeps each file in one
+# process, so its module fixtures are built once, gives each benchmark of test_benchmarks.py
+# a group of its own and starts the slowest files first): 2 matches this project's 2-core
+# machines; 0 runs the tests in the pytest process itself (for pdb).
 PYTEST_WORKERS ?= 2
 
 .PHONY: venv test test-fast demo bench wheel clean
@@ -21,11 +22,11 @@ venv: $(STAMP)
 
 # The whole suite (slow end-to-end tests included).
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=15 tests
 
 # Everything but the tests marked `slow`.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) -m cnn_rnn_tf.demo --workdir=runs/demo

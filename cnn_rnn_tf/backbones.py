@@ -54,6 +54,7 @@ import keras
 from keras import layers
 
 from cnn_rnn_tf import config_lib
+from cnn_rnn_tf import weights_files
 
 # ImageNet channel means in BGR order, as in keras.applications' caffe preprocessing.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -115,7 +116,8 @@ def _application(constructor):
       kinds = [type(layer).__name__ for layer in app.layers]
       app.layers[kinds.index("GlobalAveragePooling2D") - 1].name = entry.grad_cam_layer
     if weights is not None:
-      app.load_weights(weights)
+      weights_files.load(app, weights, what="model.backbone_weights",
+                         fields="model.backbone (the file is of another architecture)")
     return app(x)  # [B, D]
 
   build.__name__ = f"build_{constructor.__name__}"
@@ -126,7 +128,8 @@ def _vgg16_fc7(x, weights, filters, entry):
   del filters
   vgg = keras.applications.VGG16(include_top=True, weights=None, input_shape=(224, 224, 3))
   if weights is not None:
-    vgg.load_weights(weights)
+    weights_files.load(vgg, weights, what="model.backbone_weights",
+                       fields="model.backbone (the file is of another architecture)")
   return keras.Model(vgg.input, vgg.get_layer(entry.feature_layer).output, name="vgg16")(x)
 
 
@@ -354,6 +357,7 @@ def build_backbone(name: str, *, weights: str | None = None, image_size: int | N
     features = layers.Activation("linear", dtype="float32", name="features")(features)
   model = keras.Model(images, features, name=f"{name}_backbone")
   if entry.takes_filters and path is not None:
-    model.load_weights(path)
+    weights_files.load(model, path, what="model.backbone_weights",
+                       fields=f"model.small_cnn_filters (here {list(filters)}) or model.backbone")
   model.trainable = trainable
   return model

@@ -132,6 +132,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.train_split": _nonempty,
     "data.eval_split": _nonempty,
     "data.voc_labels": _one_of("labels", "labels_no_difficult"),
+    "data.voc_difficult": _one_of("ignore", "positive", "negative"),
     "data.coco_empty_images": _one_of("skip", "keep"),
     "data.synthetic_config": _one_of("default", "small"),
     "data.synthetic_seed": _int_range(0),

@@ -84,7 +84,10 @@ def default_config() -> ml_collections.ConfigDict:
   # What training-time evaluation selects on (train.eval_every, train.keep_best): None, the
   # held-out calibration part of data.train_split; or a split of its own (VOC: "validation").
   data.validation_split = ml_collections.FieldReference(None, field_type=str)
-  data.voc_labels = "labels"  # voc2007: "labels" (any instance) or "labels_no_difficult"
+  data.voc_labels = "labels"  # voc2007 training targets: "labels" (any instance) or "labels_no_difficult"
+  # voc2007 evaluation of a class whose objects in an image are all difficult: "ignore" (left
+  # out of that class's AP and counts, as the VOC devkit scores) | "positive" | "negative"
+  data.voc_difficult = "ignore"
   data.coco_empty_images = "skip"  # coco2014: images without objects: "skip" (counted) or "keep" (empty label set)
   data.synthetic_config = "default"  # synthetic_scenes builder config: "default" (64x64) | "small" (32x32)
   data.synthetic_seed = 0  # synthetic_scenes: the seed of the images (another seed, other images)

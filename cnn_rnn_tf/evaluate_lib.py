@@ -47,6 +47,7 @@ from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import metrics_markdown
 from cnn_rnn_tf import progress
 from cnn_rnn_tf import workdir as workdir_lib
+from cnn_rnn_tf.data.sources import voc2007
 
 
 def _num_batches(source, split: str, batch_size: int) -> int | None:
@@ -88,31 +89,36 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
   if not outputs["y_true"]:
     raise ValueError(f"Split {split!r} of {source.name} has no examples to evaluate.")
   result = {k: np.concatenate(v) for k, v in outputs.items()}
+  difficult = source.difficult_mask(split, result["keys"], vocab.names)  # VOC; else None
+  if difficult is not None:
+    result["difficult"] = difficult
   result["skipped"] = dict(getattr(source, "skipped", {}) or {})
   return result
 
 
 def metrics_of(pred: dict, vocab, split: str, *, head: str, source: str, beam_size: int,
-               thresholds=None) -> dict:
+               voc_difficult: str = "ignore", thresholds=None) -> dict:
   """The metrics dict of `predict_models`' output (the keys `evaluate` returns).
 
   `head`, `source`, `beam_size`: the config's model.head, data.source, decode.beam_size
-  (recorded with the metrics). `thresholds`: float [K] calibrated thresholds: adds the rules
+  (recorded with the metrics); `voc_difficult`: data.voc_difficult, applied when `pred` has
+  VOC's difficult-only entries. `thresholds`: float [K] calibrated thresholds: adds the rules
   that need them (bce top3/all_calibrated, cnn_rnn top3/all_marginals).
   """
   masks = inference.rule_masks(head, pred, vocab.num_labels, thresholds)
   top3, every = masks.pop("top3"), masks.pop("all")
-  metrics = metrics_lib.compute_all(pred["y_true"], top3, every, pred["label_scores"],
-                                    vocab.names, rules=masks)
+  y_true, ignore, convention = voc2007.eval_labels(pred, voc_difficult)  # VOC's difficult
+  metrics = metrics_lib.compute_all(y_true, top3, every, pred["label_scores"],
+                                    vocab.names, rules=masks, ignore=ignore)
   metrics.update(head=head, split=split, source=source, beam_size=int(beam_size),
-                 skipped=pred["skipped"])
+                 skipped=pred["skipped"], **convention)
   return metrics
 
 
 def _recorded(config) -> dict:
   """What metrics_of records of the config (read once, here: the metrics need no config)."""
   return dict(head=config.model.head, source=config.data.source,
-              beam_size=config.decode.beam_size)
+              beam_size=config.decode.beam_size, voc_difficult=config.data.voc_difficult)
 
 
 def evaluate_models(config, vocab, backbone, head, split: str, *, cache_dir: str,

@@ -43,10 +43,18 @@ Conventions (the paper leaves these open; each is tested in tests/test_metrics.p
 - Example-based P / R / F1 with an empty set: the ratio counts as 1 (scikit-learn's
   `average="samples"` with `zero_division=1`): an empty prediction for an image without
   labels scores 1 on all three; for an image with labels, precision 1, recall and F1 0.
+- Ignored entries (`ignore`, bool [N, K]: VOC's difficult-only classes, `data.voc_difficult`
+  = "ignore"): an ignored (image, label) entry is left out of every metric, as if that label
+  did not exist for that image: not a true, false or missed positive for C-/O-P/R/F1, left
+  out of the class's AP ranking and of the image's MAP@10 ranking, and not compared by exact
+  match, E-P/E-R/E-F1 (the sets are compared on the other labels) or Hamming loss (whose
+  denominator counts the other entries). A metric registered in `METRICS` whose fn has no
+  `ignore` parameter is computed on every entry.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable, Mapping, NamedTuple, Sequence
 
@@ -89,31 +97,40 @@ def _true_pred(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
   return y_true, y_pred
 
 
-def _counts(y_true, y_pred) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Validated (Nc, Np, Ng), each int [K]."""
+def _counted(y_true, y_pred, ignore) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Validated (y_true, y_pred, counted): both sets without their ignored entries, and the
+  bool [N, K] of the entries that count (all of them when `ignore` is None)."""
   y_true, y_pred = _true_pred(y_true, y_pred)
+  counted = ~ranking.as_ignore(ignore, y_true.shape)
+  return y_true & counted, y_pred & counted, counted
+
+
+def _counts(y_true, y_pred, ignore=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Validated (Nc, Np, Ng), each int [K], over the entries not ignored."""
+  y_true, y_pred, _ = _counted(y_true, y_pred, ignore)
   n_correct = (y_true & y_pred).sum(axis=0)  # Nc [K]
   return n_correct, y_pred.sum(axis=0), y_true.sum(axis=0)
 
 
-def per_class_prf(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+def per_class_prf(y_true, y_pred, ignore=None) -> tuple[np.ndarray, np.ndarray]:
   """Per-class precision Nc/Np and recall Nc/Ng.
 
   Args:
     y_true: bool [N, K] ground truth.
     y_pred: bool [N, K] predicted labels.
+    ignore: bool [N, K] or None: entries left out (the module docstring).
 
   Returns:
     (precision float [K], recall float [K]). Precision of a never-predicted class (Np = 0)
     is 0; recall of a class with no ground truth (Ng = 0) is NaN.
   """
-  n_correct, n_pred, n_gt = _counts(y_true, y_pred)
+  n_correct, n_pred, n_gt = _counts(y_true, y_pred, ignore)
   precision = _ratio(n_correct, n_pred)
   recall = np.where(n_gt > 0, _ratio(n_correct, n_gt), np.nan)
   return precision, recall
 
 
-def prf(y_true, y_pred) -> dict[str, float]:
+def prf(y_true, y_pred, ignore=None) -> dict[str, float]:
   """Per-class (C-) and overall (O-) precision, recall and F1 of a label prediction.
 
   Per class c: Nc = correct predictions of c, Np = predictions of c, Ng = ground truth of c.
@@ -126,11 +143,12 @@ def prf(y_true, y_pred) -> dict[str, float]:
   Args:
     y_true: bool [N, K] ground truth.
     y_pred: bool [N, K] predicted labels (e.g. the top-3 mask).
+    ignore: bool [N, K] or None: entries counted in none of Nc, Np, Ng.
 
   Returns:
     {'CP', 'CR', 'CF1', 'OP', 'OR', 'OF1'}: python floats in [0, 1].
   """
-  n_correct, n_pred, n_gt = _counts(y_true, y_pred)
+  n_correct, n_pred, n_gt = _counts(y_true, y_pred, ignore)
   precision = _ratio(n_correct, n_pred)
   has_gt = n_gt > 0
   cp = float(precision.mean())
@@ -143,19 +161,20 @@ def prf(y_true, y_pred) -> dict[str, float]:
 # ----------------------------------------------------------------------------- label sets
 
 
-def exact_match(y_true, y_pred) -> float:
+def exact_match(y_true, y_pred, ignore=None) -> float:
   """Subset accuracy: the fraction of images whose predicted set equals the true set
   (= sklearn.metrics.accuracy_score on multi-label input).
 
   Args:
     y_true: bool [N, K] ground truth.
     y_pred: bool [N, K] predicted labels.
+    ignore: bool [N, K] or None: entries not compared.
   """
-  y_true, y_pred = _true_pred(y_true, y_pred)
+  y_true, y_pred, _ = _counted(y_true, y_pred, ignore)
   return float((y_true == y_pred).all(axis=1).mean())
 
 
-def example_prf(y_true, y_pred) -> dict[str, float]:
+def example_prf(y_true, y_pred, ignore=None) -> dict[str, float]:
   """Example-based precision, recall and F1: per image, then the mean over the images.
 
   With T the true and P the predicted set of an image:
@@ -168,11 +187,12 @@ def example_prf(y_true, y_pred) -> dict[str, float]:
   Args:
     y_true: bool [N, K] ground truth.
     y_pred: bool [N, K] predicted labels.
+    ignore: bool [N, K] or None: entries left out of both sets.
 
   Returns:
     {'EP', 'ER', 'EF1'}: python floats in [0, 1].
   """
-  y_true, y_pred = _true_pred(y_true, y_pred)
+  y_true, y_pred, _ = _counted(y_true, y_pred, ignore)
   n_correct = (y_true & y_pred).sum(axis=1)  # [N]
   n_pred, n_true = y_pred.sum(axis=1), y_true.sum(axis=1)  # [N] each
   ratio = lambda num, den: np.where(den > 0, _ratio(num, den), 1.0)  # empty set: 1
@@ -181,16 +201,17 @@ def example_prf(y_true, y_pred) -> dict[str, float]:
           "EF1": float(ratio(2 * n_correct, n_true + n_pred).mean())}
 
 
-def hamming_loss(y_true, y_pred) -> float:
+def hamming_loss(y_true, y_pred, ignore=None) -> float:
   """The fraction of (image, label) pairs predicted wrongly (= sklearn.metrics.hamming_loss);
   lower is better.
 
   Args:
     y_true: bool [N, K] ground truth.
     y_pred: bool [N, K] predicted labels.
+    ignore: bool [N, K] or None: entries left out (of the count and of its denominator).
   """
-  y_true, y_pred = _true_pred(y_true, y_pred)
-  return float((y_true != y_pred).mean())
+  y_true, y_pred, counted = _counted(y_true, y_pred, ignore)
+  return float(_ratio((y_true != y_pred).sum(), counted.sum()))
 
 
 # ----------------------------------------------------------------------------- the tables
@@ -246,12 +267,25 @@ class Metric(NamedTuple):
   of: str = "sets"  # "sets" | "scores"
 
 
-def _prf_metric(key: str) -> Callable[[np.ndarray, np.ndarray], float]:
-  return lambda y_true, y_pred: prf(y_true, y_pred)[key]
+def _prf_metric(key: str) -> Callable[..., float]:
+  return lambda y_true, y_pred, ignore=None: prf(y_true, y_pred, ignore)[key]
 
 
-def _map_metric(method: str) -> Callable[[np.ndarray, np.ndarray], float]:
-  return lambda y_true, scores: mean_ap(average_precision(y_true, scores, method))
+def _map_metric(method: str) -> Callable[..., float]:
+  return lambda y_true, scores, ignore=None: mean_ap(
+      average_precision(y_true, scores, method, ignore))
+
+
+def _example_metric(key: str) -> Callable[..., float]:
+  return lambda y_true, y_pred, ignore=None: example_prf(y_true, y_pred, ignore)[key]
+
+
+def _value(key: str, y_true, x, ignore) -> float | None:
+  """METRICS[key] of (y_true, x), with `ignore` when there is one and its fn takes it."""
+  fn = METRICS[key].fn
+  if ignore is not None and "ignore" in inspect.signature(fn).parameters:
+    return _json_float(fn(y_true, x, ignore=ignore))
+  return _json_float(fn(y_true, x))
 
 
 # Every metric of the report, in table order. Adding a metric: one function and one entry.
@@ -263,15 +297,15 @@ METRICS: dict[str, Metric] = {
     "OR": Metric(_prf_metric("OR"), True, "O-R"),
     "OF1": Metric(_prf_metric("OF1"), True, "O-F1"),
     "exact_match": Metric(exact_match, True, "exact match"),
-    "EP": Metric(lambda y_true, y_pred: example_prf(y_true, y_pred)["EP"], True, "E-P"),
-    "ER": Metric(lambda y_true, y_pred: example_prf(y_true, y_pred)["ER"], True, "E-R"),
-    "EF1": Metric(lambda y_true, y_pred: example_prf(y_true, y_pred)["EF1"], True, "E-F1"),
+    "EP": Metric(_example_metric("EP"), True, "E-P"),
+    "ER": Metric(_example_metric("ER"), True, "E-R"),
+    "EF1": Metric(_example_metric("EF1"), True, "E-F1"),
     "hamming_loss": Metric(hamming_loss, False, "Hamming loss"),
     "mAP_voc07": Metric(_map_metric("voc07"), True, "mAP (VOC07 11-pt)", "scores"),
     "mAP_area": Metric(_map_metric("area"), True, "mAP (area)", "scores"),
     "mAP_noninterp": Metric(_map_metric("noninterp"), True, "mAP (non-interp)", "scores"),
-    "MAP@10": Metric(lambda y_true, scores: map_at_k(y_true, scores, k=10), True, "MAP@10",
-                     "scores"),
+    "MAP@10": Metric(lambda y_true, scores, ignore=None: map_at_k(y_true, scores, 10, ignore),
+                     True, "MAP@10", "scores"),
 }
 
 
@@ -329,15 +363,15 @@ def _json_float(x) -> float | None:
   return None if math.isnan(x) else x
 
 
-def rule_metrics(y_true, y_pred) -> dict[str, float | None]:
+def rule_metrics(y_true, y_pred, ignore=None) -> dict[str, float | None]:
   """Every set metric of `METRICS` of one prediction: {'CP': .., ..., 'hamming_loss': ..}
-  (a rule's entry of `compute_all`; NaN -> None)."""
+  (a rule's entry of `compute_all`; NaN -> None); `ignore`: entries left out."""
   y_true, y_pred = _true_pred(y_true, y_pred)
-  return {k: _json_float(METRICS[k].fn(y_true, y_pred)) for k in set_metrics()}
+  return {k: _value(k, y_true, y_pred, ignore) for k in set_metrics()}
 
 
 def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str], *,
-                rules: Mapping[str, np.ndarray] | None = None) -> dict:
+                rules: Mapping[str, np.ndarray] | None = None, ignore=None) -> dict:
   """The evaluation report of one head on one split (JSON-serializable, NaN -> None).
 
   Args:
@@ -348,6 +382,8 @@ def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str],
     label_names: K names, in label id order.
     rules: more predictions, rule name -> bool [N, K] (e.g. "top3_paper"); each gets a dict
       of the set metrics under its name.
+    ignore: bool [N, K] or None: entries left out of every metric (the module docstring);
+      per_class then also has 'num_ignored'.
 
   Returns:
     {'top3': {set metric: value}, 'all': {...}, <each rule>: {...}, <each score metric of
@@ -374,9 +410,11 @@ def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str],
   if len(set(label_names)) != len(label_names):
     raise ValueError("label_names has duplicates.")
 
-  ap = {m: average_precision(y_true, scores, m) for m in AP_METHODS}
-  precision, recall = per_class_prf(y_true, top3_pred)
-  num_gt = y_true.sum(axis=0)
+  if ignore is not None:
+    ignore = ranking.as_ignore(ignore, y_true.shape)
+  ap = {m: average_precision(y_true, scores, m, ignore) for m in AP_METHODS}
+  precision, recall = per_class_prf(y_true, top3_pred, ignore)
+  num_gt = (y_true & ~ranking.as_ignore(ignore, y_true.shape)).sum(axis=0)
   per_class = {}
   for c, name in enumerate(label_names):
     per_class[name] = {
@@ -386,12 +424,13 @@ def compute_all(y_true, top3_pred, all_pred, scores, label_names: Sequence[str],
         "precision": _json_float(precision[c]),
         "recall": _json_float(recall[c]),
         "num_gt": int(num_gt[c]),
+        **({} if ignore is None else {"num_ignored": int(ignore[:, c].sum())}),
     }
   return {
-      "top3": rule_metrics(y_true, top3_pred),
-      "all": rule_metrics(y_true, all_pred),
-      **{name: rule_metrics(y_true, pred) for name, pred in rules.items()},
-      **{k: _json_float(METRICS[k].fn(y_true, scores)) for k in score_metrics()},
+      "top3": rule_metrics(y_true, top3_pred, ignore),
+      "all": rule_metrics(y_true, all_pred, ignore),
+      **{name: rule_metrics(y_true, pred, ignore) for name, pred in rules.items()},
+      **{k: _value(k, y_true, scores, ignore) for k in score_metrics()},
       "num_images": int(y_true.shape[0]),
       "per_class": per_class,
   }

@@ -4,9 +4,12 @@
     mean_ap(ap)                                      # float, over the classes with a positive
     map_at_k(y_true, scores, k=10)                   # MAP@10 (NUS-WIDE)
     top_k_mask(scores, 3, threshold=0.5)             # bool [N, K], BCE's top-3 prediction
+    average_precision(y_true, scores, "voc07", ignore=difficult)  # VOC devkit: ignored left out
 
 `y_true` is bool [N, K] (ground truth), `scores` float [N, K] (any ranking score, higher =
-more likely). `metrics.py` names these in its table `METRICS` and re-exports them
+more likely). `ignore` (bool [N, K] or None) marks (image, label) entries that no metric
+counts: the VOC devkit's "difficult" entries (gt 0 of its {1, 0, -1}); an ignored entry
+is left out of its class's ranking and of its image's ranking. `metrics.py` names these in its table `METRICS` and re-exports them
 (`metrics.average_precision`, ...); its module docstring has the conventions (ties, NaN).
 """
 
@@ -50,6 +53,17 @@ def as_scores_2d(name: str, x) -> np.ndarray:
     rows, cols = np.nonzero(np.isnan(x))
     raise ValueError(f"{name} contains NaN, first at [image {rows[0]}, label {cols[0]}].")
   return x
+
+
+def as_ignore(ignore, shape: tuple[int, ...]) -> np.ndarray:
+  """bool [N, K] of the entries to leave out (None: none), checked against `shape`."""
+  if ignore is None:
+    return np.zeros(shape, dtype=bool)
+  ignore = as_bool_2d("ignore", ignore)
+  if ignore.shape != tuple(shape):
+    raise ValueError(f"ignore has shape {ignore.shape} but y_true has shape {tuple(shape)}; "
+                     "they must be equal [N, K].")
+  return ignore
 
 
 def check_same_shape(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:
@@ -105,7 +119,8 @@ def _ap_noninterp(precision: np.ndarray, recall: np.ndarray) -> float:
 _AP_FNS = {"voc07": _ap_voc07, "area": _ap_area, "noninterp": _ap_noninterp}
 
 
-def average_precision(y_true, scores, method: str = "noninterp") -> np.ndarray:
+def average_precision(y_true, scores, method: str = "noninterp",
+                      ignore=None) -> np.ndarray:
   """Per-class average precision of a ranking of the images by score.
 
   Args:
@@ -114,20 +129,25 @@ def average_precision(y_true, scores, method: str = "noninterp") -> np.ndarray:
     method: 'voc07' (VOC2007 devkit, 11-point interpolated), 'area' (VOC2010+ devkit, area
       under the monotone precision envelope) or 'noninterp' (mean of the precision at each
       positive, = sklearn.metrics.average_precision_score).
+    ignore: bool [N, K] or None; image n is left out of class c's ranking where
+      ignore[n, c] (the VOC devkit's rule for a class whose objects in the image are all
+      "difficult": neither a true nor a false positive).
 
   Returns:
-    float [K]; NaN for a class with no positive image. Tied scores count as one threshold.
-    (VOC "difficult" objects are not handled here: drop or relabel them before.)
+    float [K]; NaN for a class with no (counted) positive image. Tied scores count as one
+    threshold.
   """
   if method not in _AP_FNS:
     raise ValueError(f"Unknown AP method {method!r}; expected one of {AP_METHODS}.")
   y_true = as_bool_2d("y_true", y_true)
   scores = as_scores_2d("scores", scores)
   check_same_shape("y_true", y_true, "scores", scores)
+  counted = ~as_ignore(ignore, y_true.shape)
   ap = np.full(y_true.shape[1], np.nan)
   for c in range(y_true.shape[1]):
-    if y_true[:, c].any():
-      ap[c] = _AP_FNS[method](*_pr_points(y_true[:, c], scores[:, c]))
+    keep = counted[:, c]
+    if (y_true[:, c] & keep).any():
+      ap[c] = _AP_FNS[method](*_pr_points(y_true[keep, c], scores[keep, c]))
   return ap
 
 
@@ -172,7 +192,7 @@ def top_k_mask(scores, k: int, threshold: float | None = None) -> np.ndarray:
   return mask
 
 
-def map_at_k(y_true, scores, k: int = 10) -> float:
+def map_at_k(y_true, scores, k: int = 10, ignore=None) -> float:
   """MAP@k (MAP@10 of the paper's NUS-WIDE and COCO tables): a per-image ranking metric.
 
   Each image ranks its K labels by score (ties by lower label id). With rel_i = 1 if the
@@ -182,12 +202,13 @@ def map_at_k(y_true, scores, k: int = 10) -> float:
     AP@k = 1 / min(k, n_pos) * sum_{i <= k} P@i * rel_i
 
   MAP@k is the mean of AP@k over the images with at least one ground-truth label (NaN if
-  there is none).
+  there is none). An ignored entry is left out of its image's ranking (the ranks close up).
 
   Args:
     y_true: bool [N, K].
     scores: float [N, K].
     k: ranks considered per image.
+    ignore: bool [N, K] or None: entries left out.
 
   Returns:
     float in [0, 1].
@@ -196,9 +217,14 @@ def map_at_k(y_true, scores, k: int = 10) -> float:
   y_true = as_bool_2d("y_true", y_true)
   scores = as_scores_2d("scores", scores)
   check_same_shape("y_true", y_true, "scores", scores)
-  top = _rank_labels(scores)[:, :k]  # [N, k']
-  rel = np.take_along_axis(y_true, top, axis=1).astype(np.float64)  # [N, k']
-  precision_at = np.cumsum(rel, axis=1) / np.arange(1, rel.shape[1] + 1)  # P@i [N, k']
+  counted = ~as_ignore(ignore, y_true.shape)
+  y_true = y_true & counted  # an ignored entry is no positive
+  ranked = _rank_labels(scores)  # [N, K]
+  counted = np.take_along_axis(counted, ranked, axis=1)  # [N, K], in rank order
+  rank = np.cumsum(counted, axis=1)  # i of each counted label, ranks of ignored ones skipped
+  counted &= rank <= k
+  rel = (np.take_along_axis(y_true, ranked, axis=1) & counted).astype(np.float64)  # [N, K]
+  precision_at = np.cumsum(rel, axis=1) / np.maximum(rank, 1)  # P@i at each counted rank
   n_pos = y_true.sum(axis=1)  # [N]
   has_pos = n_pos > 0
   if not has_pos.any():

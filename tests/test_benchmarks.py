@@ -1,8 +1,9 @@
 """The benchmarks (benchmarks/run.py and the modules it runs): each one runs, at tiny sizes.
 
-The slow test runs `python -m benchmarks.run --tiny` as `make bench` runs it (a subprocess
-from the repository root) and checks every benchmark that run.py registers: it ran, and
-wrote its rows into results.json with finite positive figures. The figures themselves mean
+The slow tests run `python -m benchmarks.run --tiny --only=<name>` as `make bench` runs it (a
+subprocess from the repository root), one test per benchmark that run.py registers, and
+check it: it ran at its tiny sizes, and wrote its rows into results.json with finite
+positive figures. The figures themselves mean
 nothing at these sizes; the point is that no benchmark can break silently.
 """
 
@@ -29,23 +30,28 @@ def test_tiny_flags_replace_the_commands_flags():
       "benchmarks.train_throughput", "--num_steps=4", "--batch_size=64", "--num_examples=32"]
 
 
+# Each benchmark in a test of its own, each its own xdist group (tests/conftest.py): the two
+# test processes of `make test` share them, instead of one process running all five.
 @pytest.mark.slow
-def test_every_benchmark_runs_at_tiny_sizes(tmp_path):
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xdist_group(
+    f"benchmark_{name}")) for name in run.ROWS])
+def test_each_benchmark_runs_at_tiny_sizes(tmp_path, name):
   out = tmp_path / "bench"
-  proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--tiny", f"--out={out}"],
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--tiny", f"--only={name}",
+                         f"--out={out}"],
                         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
                         capture_output=True, text=True, timeout=3600)
   assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
   results = json.loads((out / "results.json").read_text())
   assert (out / "results.md").exists()
-  assert set(results["benchmarks"]) == set(run.ROWS)
-  for name, benchmark in results["benchmarks"].items():
-    assert "error" not in benchmark and "result" in benchmark, (name, benchmark.get("error"))
-    for flag in run.TINY[name]:  # it ran at the tiny sizes
-      assert flag in benchmark["command"].split(), (name, flag, benchmark["command"])
-    rows = [r for r in results["rows"] if r["command"] == benchmark["command"]]
-    assert rows, f"{name} wrote no rows"
-    for row in rows:
-      figure = row["figure"]
-      assert isinstance(figure, (int, float)) and math.isfinite(figure) and figure > 0, (
-          name, row)
+  assert set(results["benchmarks"]) == {name}
+  benchmark = results["benchmarks"][name]
+  assert "error" not in benchmark and "result" in benchmark, (name, benchmark.get("error"))
+  for flag in run.TINY[name]:  # it ran at the tiny sizes
+    assert flag in benchmark["command"].split(), (name, flag, benchmark["command"])
+  rows = [r for r in results["rows"] if r["command"] == benchmark["command"]]
+  assert rows, f"{name} wrote no rows"
+  for row in rows:
+    figure = row["figure"]
+    assert isinstance(figure, (int, float)) and math.isfinite(figure) and figure > 0, (
+        name, row)

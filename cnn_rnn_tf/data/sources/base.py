@@ -171,6 +171,12 @@ class Source:
     """{'image': string [] (see read_image), 'label_ids': int32 [n], 'key': string []}."""
     raise NotImplementedError
 
+  def difficult_mask(self, split: str, keys, names):
+    """bool [N, K] of the (image keys[n], label names[k]) entries that evaluation treats by
+    `data.voc_difficult` (VOC's difficult-only classes); None: the source has none."""
+    del split, keys, names
+    return None
+
   def read_image(self, image: tf.Tensor) -> tf.Tensor:
     """The `image` of an example -> encoded image bytes (TFDS: already bytes)."""
     return image
