@@ -47,6 +47,7 @@ BACKBONE_FACTS = {"vgg16": (224, True), "resnet50": (None, True), "resnet101": (
 BACKBONES = tuple(BACKBONE_FACTS)
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 PRECISIONS = ("auto", "on", "off")
+JITS = ("auto", "on", "off")  # data.jit (= data.precision.JITS)
 LABEL_ORDERS = ("frequent_first", "rare_first", "random", "pla", "mla")
 ALIGN_INPUTS = ("predictions", "targets")
 HEAD_DECODERS = {"cnn_rnn": ("path", "marginals", "expected_f1"),
@@ -111,6 +112,7 @@ def default_config() -> ml_collections.ConfigDict:
   # trains on; the bce head's per-class thresholds are fitted on it (calibration.py). 0: none.
   data.calibration_fraction = 0.1
   data.precision = "auto"  # backbone compute: on (mixed_bfloat16) | off | auto (the faster here, measured once per machine: data/precision.py)
+  data.jit = "off"  # backbone speed mode: on (XLA, jit_compile) | off | auto (the faster here, measured once per machine: data/precision.py); both recorded in the workdir's compute.json
 
   # ---- Model: cnn_rnn_tf.backbones, cnn_rnn_tf.model ----
   config.model = model = ml_collections.ConfigDict()
@@ -450,6 +452,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.shuffle_buffer": _int_range(1),
     "data.calibration_fraction": _fraction,
     "data.precision": _one_of(*PRECISIONS),
+    "data.jit": _one_of(*JITS),
     "data.manual_dir": _existing_path,
     "data.train_csv": _existing_path,
     "data.eval_csv": _existing_path,

@@ -55,6 +55,12 @@ def _layout_path(key: str):
  lock_path) = map(_layout_path, LAYOUT)
 
 
+def compute_path(workdir: str) -> str:
+  """`<workdir>/compute.json`: how the run's backbone computes (precision, XLA), resolved
+  once when the run started (`workdir.compute`)."""
+  return os.path.join(workdir, "compute.json")
+
+
 def feature_cache_dir(config, workdir: str) -> str:
   """`data.cache_dir`, or `feature_cache/` beside the workdir (shared by runs side by side)."""
   cache_dir = config_lib.optional_path(config.data.cache_dir)
