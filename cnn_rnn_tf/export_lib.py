@@ -242,7 +242,7 @@ def _write_compute(path: str, compute: dict, backbone) -> None:
   """assets.extra/compute.json: the backbone's precision as exported (its dtype policy is in
   the graph: served as written), the workdir's XLA mode (recorded, not in the graph)."""
   body = {**compute_lib.summary(compute),
-          "backbone_compute_dtype": str(backbone.dtype_policy.compute_dtype),
+          "backbone_compute_dtype": compute_lib.compute_dtype(backbone),
           "jit_in_saved_model": False,
           "jit_note": "XLA (jit_compile) is a runtime choice of a tf.function; the export's "
                       "functions are written without it, so that TF Serving runs them as "

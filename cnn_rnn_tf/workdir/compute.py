@@ -270,3 +270,16 @@ def inference_backbone(config, record: dict, backbone):
     return copy
 
   return synced
+
+
+def compute_dtype(backbone) -> str:
+  """The dtype the backbone's layers compute in ("bfloat16" under mixed_bfloat16); a
+  Functional model's own policy says float32 either way, so its first weighted layer's."""
+  pending = list(getattr(backbone, "layers", []))
+  while pending:
+    layer = pending.pop(0)
+    if getattr(layer, "layers", None):
+      pending = list(layer.layers) + pending
+    elif layer.weights:
+      return str(layer.compute_dtype)
+  return str(backbone.compute_dtype)
