@@ -45,6 +45,8 @@ BACKBONE_FACTS = {"vgg16": (224, True), "resnet50": (None, True), "resnet101": (
                   "efficientnetv2_s": (None, True), "convnext_tiny": (None, True),
                   "mobilenet_v3_large": (None, True), "small_cnn": (None, False)}
 BACKBONES = tuple(BACKBONE_FACTS)
+MIN_IMAGE_SIZE = {"small_cnn": 8}  # the smallest input per backbone; the others: 32
+MAX_SAMPLES = 10_000  # decode.num_samples: expected_f1's cost grows linearly with it
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 PRECISIONS = ("auto", "on", "off")
 JITS = ("auto", "on", "off")  # data.jit (= data.precision.JITS)
@@ -471,7 +473,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "decode.max_length": _int_range(1),
     "decode.min_length": _int_range(0),
     "decode.decoder": _one_of("default", *DECODERS),
-    "decode.num_samples": _int_range(0),
+    "decode.num_samples": _int_range(0, MAX_SAMPLES),
     "decode.sample_seed": _int_range(0),
     "decode.ranking": _one_of(*RANKINGS),
     "model.marginals": _one_of(*MARGINALS),
@@ -600,6 +602,11 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
   if fixed_size is not None and get("model.image_size") != fixed_size:
     found.append(f"model.image_size = {get('model.image_size')!r}: {backbone} takes "
                  f"{fixed_size} (its fc layers fix the input size)")
+  elif (backbone in BACKBONE_FACTS and isinstance(get("model.image_size"), int)
+        and get("model.image_size") < MIN_IMAGE_SIZE.get(backbone, 32)):
+    found.append(f"model.image_size = {get('model.image_size')!r}: {backbone} takes at "
+                 f"least {MIN_IMAGE_SIZE.get(backbone, 32)} (Keras' applications refuse "
+                 "smaller inputs)")
   if weights is not None and weights not in NAMED_WEIGHTS and _is_local(weights):
     if not os.path.exists(os.path.expanduser(weights)):
       found.append(f"model.backbone_weights = {weights!r}: file does not exist (use "

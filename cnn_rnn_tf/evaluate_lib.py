@@ -148,7 +148,11 @@ def with_decode(config, decode: dict | None) -> ml_collections.ConfigDict:
       bad.append(f"decode.{key}: unknown field" + (f" (did you mean decode.{close}?)"
                                                    if close else ""))
     elif value is not None:
-      config.decode[key] = value
+      try:
+        config.decode[key] = value
+      except TypeError:  # ml_collections: a value of another type (e.g. "abc" for an int)
+        bad.append(f"decode.{key} = {value!r}: must be of type "
+                   f"{type(config.decode[key]).__name__}")
   if bad:
     raise config_lib.ConfigError(bad)
   return config

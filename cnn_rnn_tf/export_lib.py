@@ -145,6 +145,9 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
     for name, value in (("beam_size", beam_size), ("max_length", max_length),
                         ("min_length", min_length)):
       if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer)) or \
+            not float(value).is_integer():  # 2.5 is not 2, nor NaN a length
+          raise config_lib.ConfigError([f"decode.{name} = {value!r}: must be an integer"])
         config.decode[name] = int(value)
   config_lib.validate(config)  # one line per problem, before anything is written
   decoding.check_lengths(vocab.num_labels, config.decode.max_length, config.decode.min_length)

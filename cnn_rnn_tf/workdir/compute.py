@@ -114,8 +114,12 @@ def load(workdir: str) -> dict | None:
   path = layout.compute_path(workdir)
   if not tf.io.gfile.exists(path):
     return None
-  with tf.io.gfile.GFile(path) as f:
-    record = json.load(f)
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      record = json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{path} is not JSON ({e}). Delete it to resolve the policy again at "
+                     "the next training (evaluate then assumes float32).") from e
   for work in ("train", "inference"):
     entry = record.get(work) if isinstance(record, dict) else None
     if not isinstance(entry, dict) or entry.get("precision") not in precision_lib.RESOLVED \
