@@ -114,7 +114,10 @@ def default_config() -> ml_collections.ConfigDict:
   # trains on; the bce head's per-class thresholds are fitted on it (calibration.py). 0: none.
   data.calibration_fraction = 0.1
   data.precision = "auto"  # backbone compute: on (mixed_bfloat16) | off | auto (the faster here, measured once per machine: data/precision.py)
-  data.jit = "off"  # backbone speed mode: on (XLA, jit_compile) | off | auto (the faster here, measured once per machine: data/precision.py); both recorded in the workdir's compute.json
+  # The backbone's speed mode: on (XLA, jit_compile) | off | auto (the faster here beyond the
+  # noise, measured once per machine: data/precision.py). data.precision and data.jit are
+  # resolved once per run and recorded in the workdir's compute.json (workdir/compute.py).
+  data.jit = "off"
 
   # ---- Model: cnn_rnn_tf.backbones, cnn_rnn_tf.model ----
   config.model = model = ml_collections.ConfigDict()
