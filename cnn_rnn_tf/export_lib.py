@@ -233,25 +233,13 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
   tf.io.gfile.makedirs(extra)
   with tf.io.gfile.GFile(os.path.join(extra, CONFIG_FILE), "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  if compute is not None:
-    _write_compute(os.path.join(extra, COMPUTE_FILE), compute, backbone)
+  if compute is not None:  # the backbone's precision as in the graph; XLA recorded only
+    with tf.io.gfile.GFile(os.path.join(extra, COMPUTE_FILE), "w") as f:
+      json.dump(compute_lib.export_record(compute, backbone), f, indent=2, sort_keys=True)
   if thresholds is not None:
     with tf.io.gfile.GFile(os.path.join(extra, THRESHOLDS_FILE), "w") as f:
       json.dump({str(n): float(t) for n, t in zip(label_names, thresholds)}, f, indent=2)
   write_warmup_requests(os.path.join(extra, WARMUP_FILE), _image_size(config))
-
-
-def _write_compute(path: str, compute: dict, backbone) -> None:
-  """assets.extra/compute.json: the backbone's precision as exported (its dtype policy is in
-  the graph: served as written), the workdir's XLA mode (recorded, not in the graph)."""
-  body = {**compute_lib.summary(compute),
-          "backbone_compute_dtype": compute_lib.compute_dtype(backbone),
-          "jit_in_saved_model": False,
-          "jit_note": "XLA (jit_compile) is a runtime choice of a tf.function; the export's "
-                      "functions are written without it, so that TF Serving runs them as "
-                      "plain graphs. 'jit' is the workdir's mode, recorded only."}
-  with tf.io.gfile.GFile(path, "w") as f:
-    json.dump(body, f, indent=2, sort_keys=True)
 
 
 def _image_size(config) -> int:

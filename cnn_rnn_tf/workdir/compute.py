@@ -247,6 +247,16 @@ def summary(used: dict) -> dict:
   return {"precision": used["precision"], "jit": bool(used["jit"]), "source": used["source"]}
 
 
+def export_record(used: dict, backbone) -> dict:
+  """An export's assets.extra/compute.json: `summary(used)`, the dtype the exported graph's
+  backbone computes in (served as written), and that XLA is not in the SavedModel."""
+  return {**summary(used), "backbone_compute_dtype": compute_dtype(backbone),
+          "jit_in_saved_model": False,
+          "jit_note": "XLA (jit_compile) is a runtime choice of a tf.function; the export's "
+                      "functions are written without it, so that TF Serving runs them as "
+                      "plain graphs. 'jit' is the workdir's mode, recorded only."}
+
+
 def backbone_fn(backbone, jit: bool):
   """`backbone(images, training=...)`, under XLA (`tf.function(jit_compile=True)`) when
   `jit`; nested in a caller's tf.function, XLA compiles the backbone alone."""
