@@ -53,6 +53,7 @@ every module file is listed and every listed module exists):
     resume          the resume check and config_history.jsonl
     checkpoints     building models, restore, load_trained, corrupt-checkpoint fallback
     locking         the workdir lock
+    compute         compute.json: the backbone's precision and XLA mode, once per run
   process         whether a process of this host still runs (stale locks, temp files)
   runtime         process set-up of the binaries: quiet start, CPU devices, progress mode
   progress        terminal progress bars

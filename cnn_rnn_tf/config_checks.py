@@ -147,6 +147,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.shuffle_buffer": _int_range(1),
     "data.calibration_fraction": _fraction,
     "data.precision": _one_of(*config_lib.PRECISIONS),
+    "data.jit": _one_of(*config_lib.JITS),
     "data.manual_dir": _existing_path,
     "data.train_csv": _existing_path,
     "data.eval_csv": _existing_path,
@@ -169,7 +170,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "decode.max_length": _int_range(1),
     "decode.min_length": _int_range(0),
     "decode.decoder": lambda value: _one_of("default", *decoders_lib.DECODERS)(value),  # read when checked: the table may grow
-    "decode.num_samples": _int_range(0),
+    "decode.num_samples": _int_range(0, config_lib.MAX_SAMPLES),
     "decode.sample_seed": _int_range(0),
     "decode.ranking": _one_of(*config_lib.RANKINGS),
     "model.marginals": _one_of(*config_lib.MARGINALS),
@@ -306,6 +307,11 @@ def _backbone_problems(values: dict[str, Any]) -> list[str]:
   if fixed_size is not None and size not in (None, fixed_size):
     found.append(f"model.image_size = {size!r}: {backbone} takes {fixed_size} (its fc "
                  "layers fix the input size; None takes it)")
+  elif (backbone in config_lib.BACKBONE_FACTS and isinstance(size, int)
+        and size < config_lib.MIN_IMAGE_SIZE.get(backbone, 32)):
+    found.append(f"model.image_size = {size!r}: {backbone} takes at least "
+                 f"{config_lib.MIN_IMAGE_SIZE.get(backbone, 32)} (Keras' applications refuse "
+                 "smaller inputs)")
   named = weights in config_lib.NAMED_WEIGHTS
   if weights is not None and not named and config_lib.is_local(weights):
     if not os.path.exists(os.path.expanduser(weights)):

@@ -42,8 +42,11 @@ BACKBONE_FACTS = {"vgg16": (224, True), "resnet50": (None, True), "resnet101": (
                   "efficientnetv2_s": (None, True), "convnext_tiny": (None, True),
                   "mobilenet_v3_large": (None, True), "small_cnn": (None, False)}
 BACKBONES = tuple(BACKBONE_FACTS)
+MIN_IMAGE_SIZE = {"small_cnn": 8}  # the smallest input per backbone; the others: 32
+MAX_SAMPLES = 10_000  # decode.num_samples: expected_f1's cost grows linearly with it
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 PRECISIONS = ("auto", "on", "off")
+JITS = ("auto", "on", "off")  # data.jit (= data.precision.JITS)
 LABEL_ORDERS = ("frequent_first", "rare_first", "random", "pla", "mla")
 ALIGN_INPUTS = ("predictions", "targets")
 # The named decoders (decode.decoder) are read from their TF-free table, `decoders.DECODERS`.
@@ -112,6 +115,10 @@ def default_config() -> ml_collections.ConfigDict:
   # trains on; the bce head's per-class thresholds are fitted on it (calibration.py). 0: none.
   data.calibration_fraction = 0.1
   data.precision = "auto"  # backbone compute: on (mixed_bfloat16) | off | auto (the faster here, measured once per machine: data/precision.py)
+  # The backbone's speed mode: on (XLA, jit_compile) | off | auto (the faster here beyond the
+  # noise, measured once per machine: data/precision.py). data.precision and data.jit are
+  # resolved once per run and recorded in the workdir's compute.json (workdir/compute.py).
+  data.jit = "off"
 
   # ---- Model: cnn_rnn_tf.backbones, cnn_rnn_tf.model ----
   config.model = model = ml_collections.ConfigDict()

@@ -1,6 +1,7 @@
 r"""Evaluates a trained workdir: beam search over a split, the paper's metrics.
 
   python -m cnn_rnn_tf.evaluate --workdir=runs/demo [--split=test] [--checkpoint=auto] \
+      [--precision=on|off] [--jit=on|off] \
       [--config.decode.beam_size=5 --config.decode.max_length=8] [--progress=auto]
   python -m cnn_rnn_tf.evaluate --workdir=runs/demo --validation   # where decoders are chosen
 
@@ -42,6 +43,11 @@ _BEAM = flags.DEFINE_integer("beam_size", None,
                              "--config.decode.beam_size.")
 _CHECKPOINT = runtime.define_checkpoint_flag()
 _PROGRESS = runtime.define_progress_flag()
+_PRECISION = flags.DEFINE_enum(
+    "precision", None, ["on", "off"], "The backbone in mixed bfloat16 (on) or float32 (off), "
+    "instead of the workdir's compute.json (what training used); named in the output.")
+_JIT = flags.DEFINE_enum("jit", None, ["on", "off"],
+                         "The backbone under XLA or not, instead of the workdir's compute.json.")
 _CONFIG = config_cli.define_overrides_flag(
     "config", _decode_overrides(),
     "Overrides of the workdir's decode.* settings, e.g. --config.decode.beam_size=5.",
@@ -60,7 +66,8 @@ def main(argv):
   try:
     result = evaluate_lib.evaluate(_WORKDIR.value, _SPLIT.value, _BATCH.value, _BEAM.value,
                                    checkpoint=_CHECKPOINT.value, decode=decode,
-                                   validation=_VALIDATION.value)
+                                   validation=_VALIDATION.value, precision=_PRECISION.value,
+                                   jit=_JIT.value)
   except config_lib.ConfigError as e:
     sys.stderr.write(f"FATAL {e}\n")
     sys.exit(2)

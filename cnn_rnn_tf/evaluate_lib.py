@@ -48,6 +48,7 @@ from cnn_rnn_tf import metrics_markdown
 from cnn_rnn_tf import progress
 from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.data.sources import voc2007
+from cnn_rnn_tf.workdir import compute as compute_lib
 
 
 def _num_batches(source, split: str, batch_size: int) -> int | None:
@@ -62,14 +63,17 @@ def predict_models(config, vocab, backbone, head, split: str, *, cache_dir: str,
   """Decodes every image of `split` with `config.decode`. Returns NumPy arrays keyed like
   `inference`'s outputs, plus 'y_true' bool [N, K], 'keys' [N] and 'skipped' (a dict).
 
-  `part`: "all", "fit" or "calibration" (`data.dataset_for`).
+  `part`: "all", "fit" or "calibration" (`data.dataset_for`). The backbone runs under XLA
+  when `data.jit` is "on" (as `workdir.compute.with_compute` sets it from compute.json).
   """
   source = source or data_lib.get_source(config.data)
   batch_size = batch_size or config.train.batch_size
   use_cache = data_lib.uses_feature_cache(config)
+  call_backbone = compute_lib.backbone_fn(backbone, config.data.get("jit") == "on")
 
   def predict(batch):
-    features = batch["features"] if use_cache else backbone(batch["image"], training=False)
+    features = (batch["features"] if use_cache
+                else call_backbone(batch["image"], training=False))
     return inference.predict_from_features(head, features, inference.decode_options(config))
 
   outputs = collections.defaultdict(list)
@@ -160,7 +164,11 @@ def with_decode(config, decode: dict | None) -> ml_collections.ConfigDict:
       bad.append(f"decode.{key}: unknown field" + (f" (did you mean decode.{close}?)"
                                                    if close else ""))
     elif value is not None:
-      config.decode[key] = value
+      try:
+        config.decode[key] = value
+      except TypeError:  # ml_collections: a value of another type (e.g. "abc" for an int)
+        bad.append(f"decode.{key} = {value!r}: must be of type "
+                   f"{type(config.decode[key]).__name__}")
   if bad:
     raise config_lib.ConfigError(bad)
   return config
@@ -168,7 +176,8 @@ def with_decode(config, decode: dict | None) -> ml_collections.ConfigDict:
 
 def evaluate(workdir: str, split: str | None = None, batch_size: int | None = None,
              beam_size: int | None = None, *, checkpoint: str = "auto",
-             decode: dict | None = None, validation: bool = False) -> dict:
+             decode: dict | None = None, validation: bool = False,
+             precision: str | None = None, jit: str | None = None) -> dict:
   """Evaluates a workdir's checkpoint on `split`; writes <workdir>/eval/*.
 
   validation=True evaluates the validation part instead (`validation_part`: where choices
@@ -181,6 +190,8 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
     beam_size: shorthand for decode={"beam_size": ...}.
     checkpoint: "auto" | "latest" | "best" | a path (`workdir.resolve_checkpoint`).
     decode: overrides of `decode.*` fields (beam_size, max_length, min_length).
+    precision, jit: "on" | "off" override the workdir's compute.json (how training's own
+      evaluation computed); metrics.json's "compute" names what was used and why.
 
   The workdir is read once (`workdir.load_trained`). A workdir with `thresholds.json`
   (written by the trainer, either head) also gets the calibrated rules.
@@ -191,8 +202,9 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
   overrides = dict(decode or {})
   if beam_size is not None:
     overrides["beam_size"] = beam_size
-  trained = workdir_lib.load_trained(workdir, checkpoint)  # the one read of the workdir
-  config = with_decode(trained.config, overrides)
+  trained = workdir_lib.load_trained(workdir, checkpoint, precision=precision,
+                                     jit=jit)  # the one read of the workdir
+  config = compute_lib.with_compute(with_decode(trained.config, overrides), trained.compute)
   config_checks.validate(config)
   vocab = trained.vocab
   split, part = validation_part(config) if validation else (
@@ -204,6 +216,7 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
   name = split if part == data_lib.ALL else f"{split}[{part}]"
   metrics = metrics_of(pred, vocab, name, thresholds=trained.thresholds, **_recorded(config))
   metrics["checkpoint"] = trained.checkpoint_path
+  metrics["compute"] = compute_lib.summary(trained.compute)
   out_dir = workdir_lib.eval_dir(workdir)
   _write(config, os.path.join(out_dir, "validation") if validation else out_dir, metrics,
          pred, name)

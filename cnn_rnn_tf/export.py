@@ -2,11 +2,13 @@ r"""Exports a trained workdir as a SavedModel version for TF Serving. Flags in, 
 
   python -m cnn_rnn_tf.export --workdir=runs/demo --export_base=export/models/cnn_rnn \
       [--checkpoint=auto|latest|best|PATH] [--version=N] [--beam_size=3] [--max_length=10] \
-      [--min_length=0] [--progress=auto|on|off]
+      [--min_length=0] [--precision=on|off] [--jit=on|off] [--progress=auto|on|off]
 
 --checkpoint follows evaluate's rule (`workdir.load_trained`): auto = the best checkpoint
 when the run kept one (train.keep_best), else the latest. Writes `<export_base>/<N>/`
-(default N: the next integer) atomically; see
+(default N: the next integer) atomically. The backbone computes as the workdir's
+compute.json says (what training evaluated with), unless --precision overrides it; the
+export's assets.extra/compute.json names which. See
 `cnn_rnn_tf.export_lib` for the signatures and the layout, and export/README.md for serving.
 """
 
@@ -29,6 +31,11 @@ _MIN_LENGTH = flags.DEFINE_integer("min_length", None,
                                    "Fewest labels per image (default: config.decode.min_length).")
 _CHECKPOINT = runtime.define_checkpoint_flag()
 _PROGRESS = runtime.define_progress_flag()
+_PRECISION = flags.DEFINE_enum(
+    "precision", None, ["on", "off"], "The backbone in mixed bfloat16 (on) or float32 (off), "
+    "instead of the workdir's compute.json (what training used); named in the output.")
+_JIT = flags.DEFINE_enum("jit", None, ["on", "off"],
+                         "The backbone under XLA or not, instead of the workdir's compute.json.")
 flags.mark_flags_as_required(["workdir", "export_base"])
 
 
@@ -39,7 +46,8 @@ def main(argv):
   from cnn_rnn_tf import export_lib  # pylint: disable=g-import-not-at-top
   path = export_lib.export(_WORKDIR.value, _EXPORT_BASE.value, _VERSION.value,
                            beam_size=_BEAM.value, max_length=_MAX_LENGTH.value,
-                           min_length=_MIN_LENGTH.value, checkpoint=_CHECKPOINT.value)
+                           min_length=_MIN_LENGTH.value, checkpoint=_CHECKPOINT.value,
+                           precision=_PRECISION.value, jit=_JIT.value)
   print(path)
 
 

@@ -72,6 +72,10 @@ Layout of `<export_base>/<version>/`:
   saved_model.pb, variables/        the model
   assets/labels.txt                 the vocabulary (the `label_names` lookup table's file)
   assets.extra/config.json          the resolved config, `decode` as exported
+  assets.extra/compute.json         how the backbone computes: {"precision": the dtype the
+                                    graph computes in (compute.json's inference entry of the
+                                    workdir, or --precision), "jit", "source": compute.json
+                                    or the override, ...}; XLA is not in the graph
   assets.extra/thresholds.json      with calibrated thresholds: the ones baked in
   assets.extra/tf_serving_warmup_requests   PredictionLog records for serving_default
 
@@ -103,6 +107,7 @@ from cnn_rnn_tf import export_inputs
 from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import inference
 from cnn_rnn_tf import workdir as workdir_lib
+from cnn_rnn_tf.workdir import compute as compute_lib
 
 SIGNATURES = ("serving_default", "predict_images", "predict_features")
 INPUT_KEYS = {
@@ -115,13 +120,15 @@ OUTPUT_KEYS = ("labels", "label_names", "num_labels", "path_log_prob", "label_sc
 LABELS_ASSET = "labels.txt"
 CONFIG_FILE = "config.json"
 THRESHOLDS_FILE = "thresholds.json"
+COMPUTE_FILE = "compute.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 TMP_PREFIX = "tmp-"
 
 
 def export(workdir: str, export_base: str, version: int | None = None, *,
            beam_size: int | None = None, max_length: int | None = None,
-           min_length: int | None = None, checkpoint: str = "auto") -> str:
+           min_length: int | None = None, checkpoint: str = "auto",
+           precision: str | None = None, jit: str | None = None) -> str:
   """Exports a checkpoint of the workdir as `<export_base>/<version>`; returns that path.
 
   Args:
@@ -132,18 +139,24 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
     version: the version folder's number; None takes the next integer (1 for a new base).
     beam_size, max_length, min_length: decoding settings baked into the export; None
       takes `config.decode`'s.
+    precision, jit: "on" | "off" override the workdir's compute.json (its inference
+      entry); what was used is written to assets.extra/compute.json.
 
   Raises:
     FileExistsError: `<export_base>/<version>` exists already.
     ConfigError: a bad decoding setting (e.g. beam_size=0), named.
     ValueError: a bad version.
   """
-  trained = workdir_lib.load_trained(workdir, checkpoint)  # the one read of the workdir
+  trained = workdir_lib.load_trained(workdir, checkpoint, precision=precision,
+                                     jit=jit)  # the one read of the workdir
   config, vocab, thresholds = trained.config, trained.vocab, trained.thresholds
   with config.unlocked():
     for name, value in (("beam_size", beam_size), ("max_length", max_length),
                         ("min_length", min_length)):
       if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer)) or \
+            not float(value).is_integer():  # 2.5 is not 2, nor NaN a length
+          raise config_lib.ConfigError([f"decode.{name} = {value!r}: must be an integer"])
         config.decode[name] = int(value)
   config_checks.validate(config)  # one line per problem, before anything is written
   decoding.check_lengths(vocab.num_labels, config.decode.max_length, config.decode.min_length)
@@ -169,7 +182,8 @@ def export(workdir: str, export_base: str, version: int | None = None, *,
   if thresholds is not None:
     logging.info("Exporting the calibrated thresholds of the workdir.")
   try:
-    write_saved_model(tmp_dir, config, vocab.names, backbone, head, thresholds=thresholds)
+    write_saved_model(tmp_dir, config, vocab.names, backbone, head, thresholds=thresholds,
+                      compute=trained.compute)
     validate(tmp_dir)
     _publish(tmp_dir, final_dir)
   except BaseException:
@@ -204,11 +218,12 @@ def next_version(export_base: str) -> int:
 
 
 def write_saved_model(export_dir: str, config, label_names, backbone: keras.Model,
-                      head: keras.Model, thresholds=None) -> None:
+                      head: keras.Model, thresholds=None, compute: dict | None = None) -> None:
   """Writes the SavedModel, its labels asset, config.json and the warmup requests.
 
   `thresholds`: float [K] calibrated per-class thresholds (bce: of its probabilities;
   cnn_rnn: of its marginals; None: 0.5).
+  `compute`: `load_trained`'s (how the backbone computes): assets.extra/compute.json.
   """
   with tempfile.TemporaryDirectory() as labels_dir:  # the asset's source, until write_out
     table = _label_table(labels_dir, label_names)
@@ -228,6 +243,9 @@ def write_saved_model(export_dir: str, config, label_names, backbone: keras.Mode
   tf.io.gfile.makedirs(extra)
   with tf.io.gfile.GFile(os.path.join(extra, CONFIG_FILE), "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  if compute is not None:  # the backbone's precision as in the graph; XLA recorded only
+    with tf.io.gfile.GFile(os.path.join(extra, COMPUTE_FILE), "w") as f:
+      json.dump(compute_lib.export_record(compute, backbone), f, indent=2, sort_keys=True)
   if thresholds is not None:
     with tf.io.gfile.GFile(os.path.join(extra, THRESHOLDS_FILE), "w") as f:
       json.dump({str(n): float(t) for n, t in zip(label_names, thresholds)}, f, indent=2)

@@ -74,7 +74,6 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from cnn_rnn_tf import backbones
 from cnn_rnn_tf import calibration
 from cnn_rnn_tf import config_checks
 from cnn_rnn_tf import config_lib
@@ -86,7 +85,9 @@ from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import periodic
 from cnn_rnn_tf import progress
 from cnn_rnn_tf import workdir as workdir_lib
+from cnn_rnn_tf.data import precision as precision_lib
 from cnn_rnn_tf.metric_writer import MetricWriter
+from cnn_rnn_tf.workdir import compute as compute_lib
 
 
 
@@ -120,24 +121,24 @@ class Models:
   step: tf.Variable  # int64 scalar: steps trained
   variables: list  # the trained variables, in a fixed order
   checkpoint: tf.train.Checkpoint
+  compute: dict  # compute.json's record: the backbone's precision and XLA mode
 
 
-def build_training_models(config, num_labels: int, strategy) -> Models:
+def build_training_models(config, num_labels: int, strategy,
+                          record: dict | None = None) -> Models:
   """Models, optimizer, step counter and their checkpoint (with the dropout RNG state).
 
-  The Keras seed is set right before the weights are made (data code may draw numbers
-  before). The dropout layers' SeedGenerator states are checkpointed as `rng`, so a resumed
-  run draws the same dropout masks as one that was never interrupted.
+  `record`: compute.json's (`workdir.compute.for_run`; None: resolved from the config, as a
+  new run would, without a workdir); the backbone takes its "train"
+  precision (mixed_bfloat16: computes in bfloat16, weights stay float32). The Keras seed is
+  set right before the weights are made: data code, and data.precision=auto's timing of a
+  backbone (done before, in for_run), draw random numbers. The dropout layers'
+  SeedGenerator states are checkpointed as `rng`, so a resumed run draws the same dropout
+  masks as one that was never interrupted.
   """
-  policy = None
-  if not data_lib.uses_feature_cache(config) and data_lib.feature_cache.resolve_precision(
-      config.data.precision, config.model.backbone,
-      backbones.backbone_image_size(config.model.backbone, config.model.image_size),
-      training=bool(config.model.train_backbone),
-      filters=config.model.small_cnn_filters) == "bfloat16":
-    policy = "mixed_bfloat16"  # the backbone computes in bfloat16; weights stay float32
-  # After resolve_precision: data.precision=auto may time a backbone (first use on a
-  # machine), drawing random numbers; seeded before that, the first run's weights differed.
+  record = record or compute_lib.new_record(config)
+  policy = (None if data_lib.uses_feature_cache(config)
+            else precision_lib.keras_policy(record["train"]["precision"]))
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     backbone, head = workdir_lib.build_backbone_and_head(config, num_labels, policy=policy)
@@ -149,7 +150,7 @@ def build_training_models(config, num_labels: int, strategy) -> Models:
     optimizer.build(variables)
   checkpoint = workdir_lib.make_checkpoint(config, backbone, head, optimizer, step)
   checkpoint.rng = rng_state(backbone, head)
-  return Models(backbone, head, optimizer, step, variables, checkpoint)
+  return Models(backbone, head, optimizer, step, variables, checkpoint, record)
 
 
 def rng_state(*models) -> dict:
@@ -207,11 +208,12 @@ def make_train_step(config, models: Models):
   train_backbone = config.model.train_backbone
   global_batch = config.train.batch_size
   loss_options = losses.loss_options(config)  # label order, per-label loss, side weight
+  call_backbone = compute_lib.backbone_fn(backbone, models.compute["train"]["jit"])  # XLA?
 
   def train_step(batch):
     with tf.GradientTape() as tape:
       if images_mode:
-        features = backbone(batch["image"], training=train_backbone)
+        features = call_backbone(batch["image"], training=train_backbone)
       else:
         features = batch["features"]  # [B, D]
       # `step` draws train.label_order=random: the optimizer's count moves every step,
@@ -324,13 +326,16 @@ def teardown(held: list) -> float:
 
 def make_evaluate_fn(config, workdir: str, vocab, models: Models):
   """A no-argument function: the validation part's metrics for the weights as they are now
-  (`evaluate_lib.validation_part`: keep_best and eval_every never see the test split)."""
+  (`evaluate_lib.validation_part`: keep_best and eval_every never see the test split), the
+  backbone computing as compute.json's inference entry says (as `evaluate` computes)."""
   cache_dir = workdir_lib.feature_cache_dir(workdir, config.data.cache_dir)
   split, part = evaluate_lib.validation_part(config)
+  config = compute_lib.with_compute(config, models.compute["inference"])
+  backbone = compute_lib.inference_backbone(config, models.compute, models.backbone)
 
   def evaluate():
     try:
-      return evaluate_lib.evaluate_models(config, vocab, models.backbone, models.head, split,
+      return evaluate_lib.evaluate_models(config, vocab, backbone(), models.head, split,
                                           cache_dir=cache_dir, part=part)
     except data_lib.EmptyPartError as e:
       if config.train.keep_best:  # a choice needs examples to choose on
@@ -399,11 +404,13 @@ def finish(config, workdir: str, chief: bool, source, models: Models) -> dict:
 def calibrate_and_save(config, workdir: str, vocab, source, models: Models) -> None:
   """thresholds.json for the weights evaluate and export take by default (`--checkpoint=auto`):
   the best checkpoint when the run kept one, else the weights as training ended."""
-  backbone, head, step = models.backbone, models.head, int(models.step.numpy())
+  head, step = models.head, int(models.step.numpy())
+  backbone = compute_lib.inference_backbone(config, models.compute, models.backbone)()
   if tf.train.latest_checkpoint(workdir_lib.best_dir(workdir)):
     trained = workdir_lib.load_trained(workdir, "best")
     backbone, head = trained.backbone, trained.head
     step = int(trained.checkpoint_path.rsplit("-", 1)[1])
+  config = compute_lib.with_compute(config, models.compute["inference"])
   try:
     cache_dir = workdir_lib.feature_cache_dir(workdir, config.data.cache_dir)
     thresholds = calibration.calibrate(config, vocab, backbone, head, source=source,
@@ -431,7 +438,9 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   logging.info("%s: %d labels, %d replicas, mode %s", source.name, vocab.num_labels,
                strategy.num_replicas_in_sync,
                "features" if data_lib.uses_feature_cache(config) else "images")
-  models = build_training_models(config, vocab.num_labels, strategy)
+  # Resolved once per run (auto measured only for a new workdir), reused on resume.
+  record = compute_lib.for_run(config, workdir)
+  models = build_training_models(config, vocab.num_labels, strategy, record)
   # Every worker saves (collective ops), but only the chief's copy is kept.
   worker_dir = None if chief else os.path.join(workdir, ".tmp_worker",
                                                str(strategy.cluster_resolver.task_id))
@@ -445,13 +454,15 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   if chief:  # only now: a run that cannot restore leaves config.json as it was
     workdir_lib.record_changes(config, workdir, step=start_step)  # config_history.jsonl
     workdir_lib.save_config(config, workdir)
+    compute_lib.save(workdir, record)  # compute.json
   # The config's learning rate wins over the one saved with the optimizer's state.
   models.optimizer.learning_rate = config.train.learning_rate
   num_steps = config.train.num_steps
   if start_step >= num_steps:
     logging.info("Already at step %d >= num_steps %d: nothing to train.", start_step, num_steps)
-  dataset = data_lib.dataset_for(
-      config, config.data.train_split, vocab, training=True, source=source,
+  dataset = data_lib.dataset_for(  # a feature cache in compute.json's inference precision
+      compute_lib.with_compute(config, record["inference"]), config.data.train_split, vocab,
+      training=True, source=source,
       cache_dir=workdir_lib.feature_cache_dir(workdir, config.data.cache_dir),
       start_step=start_step,
       part=data_lib.FIT).take(

@@ -34,7 +34,11 @@ host once that process is gone.
 
 Precision (`data.precision`): "on" extracts under Keras' mixed_bfloat16 policy, "off" in
 float32, "auto" picks bfloat16 where it is measurably faster on this machine (precision.py:
-timed once per machine and backbone, cached). Features are stored as float32 either way.
+timed once per machine and backbone, cached); "bfloat16" / "float32" are taken as resolved.
+A run passes its workdir's compute.json inference precision ("on" / "off",
+`workdir.compute.with_compute`), so training and evaluate read the same cache folder and
+nothing measures again. Features are stored as float32 either way; the key holds the
+resolved precision. XLA (`data.jit`) does not apply to this one-pass extraction.
 """
 
 from __future__ import annotations

@@ -11,13 +11,21 @@
 
 The same output as `cnn_rnn_tf.serving.client_lib` through a server: both build requests
 and results only through `cnn_rnn_tf.serving.format`.
+
+Precision: the export's graph computes its backbone in the dtype it was exported with (the
+workdir's compute.json, or export's --precision), so predictions here equal `evaluate`'s of
+the same checkpoint and policy; `compute_of` reads what the export records
+(assets.extra/compute.json) and `predict_files` logs it. It cannot be changed here: export
+again with --precision=on|off.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Sequence
 
+from absl import logging
 import tensorflow as tf
 
 from cnn_rnn_tf import image_files
@@ -32,6 +40,16 @@ def load(saved_model_dir: str):
     raise FileNotFoundError(f"No saved_model.pb in {saved_model_dir!r}; pass a version folder "
                             "such as export/models/cnn_rnn/1.")
   return tf.saved_model.load(saved_model_dir)
+
+
+def compute_of(saved_model_dir: str) -> dict | None:
+  """assets.extra/compute.json of an export ({"precision", "jit", "source", ...}), or None
+  for an export written before it existed."""
+  path = os.path.join(saved_model_dir, "assets.extra", "compute.json")
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
 
 
 def predict(model, images_bytes: Sequence[bytes], signature: str = "serving_default") -> dict:
@@ -65,6 +83,10 @@ def predict_files(saved_model_dir: str, inputs: Sequence[str], *,
   """
   paths, failures = format_lib.expand_paths(inputs)
   model = load(saved_model_dir)
+  compute = compute_of(saved_model_dir)
+  logging.info("%s computes its backbone in %s (%s).", saved_model_dir,
+               compute["precision"] if compute else "the dtype it was exported with",
+               compute["source"] if compute else "no assets.extra/compute.json")
   if signature not in model.signatures:
     raise ValueError(f"The export has no signature {signature!r}; it has "
                      f"{sorted(model.signatures)}.")

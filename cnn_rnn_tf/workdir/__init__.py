@@ -15,6 +15,7 @@ each of them:
   resume       `check_resume`: which config changes a resumed run accepts
   checkpoints  `build_backbone_and_head`, `resolve_checkpoint`, strict restore, `load_trained`
   locking      `lock`: one trainer per workdir
+  compute      compute.json: the backbone's precision and XLA mode, resolved once per run
 
 Layout (`layout` owns every path; nobody else joins names onto a workdir):
 
@@ -37,6 +38,9 @@ Layout (`layout` owns every path; nobody else joins names onto a workdir):
                        thresholds fitted on the held-out part of the training split
                        (calibration.py); evaluate and export use them (`thresholds_path`,
                        `save_thresholds`, `load_thresholds`)
+  compute.json         how the backbone computes in training and in inference (precision,
+                       XLA), resolved once when the run started; evaluate, export and
+                       load_trained reuse it (`compute_path`, `workdir.compute`)
   .lock                host and pid of the trainer that holds the workdir (`lock`)
 
 A frozen backbone is not checkpointed: its weights come from `config.model.backbone_weights`
@@ -74,6 +78,7 @@ from cnn_rnn_tf.workdir.layout import backbone_weights_path
 from cnn_rnn_tf.workdir.layout import best_dir
 from cnn_rnn_tf.workdir.layout import best_json_path
 from cnn_rnn_tf.workdir.layout import checkpoints_dir
+from cnn_rnn_tf.workdir.layout import compute_path
 from cnn_rnn_tf.workdir.layout import config_history_path
 from cnn_rnn_tf.workdir.layout import config_path
 from cnn_rnn_tf.workdir.layout import data_report_path

@@ -28,6 +28,8 @@ from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import vocab as vocab_lib
+from cnn_rnn_tf.data import precision as precision_lib
+from cnn_rnn_tf.workdir import compute as compute_lib
 from cnn_rnn_tf.workdir import layout
 
 CHECKPOINT_RULES = ("auto", "latest", "best")
@@ -42,6 +44,8 @@ class Trained(NamedTuple):
   checkpoint_path: str
   thresholds: np.ndarray | None  # float32 [K]: calibrated thresholds (bce: of its
   # probabilities; cnn_rnn: of its marginals), else None
+  compute: dict | None = None  # {"precision", "jit", "source", "legacy"}: how the backbone
+  # computes (`workdir.compute.for_inference`: compute.json's inference entry, or an override)
 
 
 class CheckpointMismatchError(ValueError):
@@ -258,7 +262,8 @@ def _restore_or_fall_back(config, path: str, backbone, head, checkpoint: str) ->
 
 
 def load_trained(workdir: str, checkpoint: str = "auto", policy: str | None = None, *,
-                 require_head: str | None = None) -> Trained:
+                 require_head: str | None = None, precision: str | None = None,
+                 jit: str | None = None) -> Trained:
   """Everything evaluate, export and visualize need of a workdir, read once.
 
   The config, vocabulary and models restored from `checkpoint` (strict), and the calibrated
@@ -269,7 +274,11 @@ def load_trained(workdir: str, checkpoint: str = "auto", policy: str | None = No
   Args:
     workdir: a workdir written by `cnn_rnn_tf.train`.
     checkpoint: "auto" | "latest" | "best" | a checkpoint path (the module docstring's rule).
-    policy: Keras dtype policy of the backbone, e.g. "mixed_bfloat16"; the head is float32.
+    policy: Keras dtype policy of the backbone, e.g. "mixed_bfloat16" (the head is
+      float32); None: compute.json's inference precision, or `precision`.
+    precision, jit: "on" | "off" override compute.json's inference entry (named in
+      `compute["source"]`); None: the record. A workdir without compute.json (saved before
+      it existed) loads as before, in float32 without XLA, with a warning.
     require_head: e.g. "cnn_rnn": a workdir of another `model.head` raises ValueError
       before any model is built.
 
@@ -286,11 +295,18 @@ def load_trained(workdir: str, checkpoint: str = "auto", policy: str | None = No
                      f"{require_head!r} head.")
   vocab = layout.load_vocab(workdir)
   path = resolve_checkpoint(workdir, checkpoint)
+  used = compute_lib.for_inference(workdir, config, precision, jit)
+  if policy is not None:  # an explicit Keras policy (benchmarks) wins
+    used.update(precision="bfloat16" if "bfloat16" in policy else "float32",
+                source=f"policy argument {policy!r}")
+  policy = precision_lib.keras_policy(used["precision"])
   backbone, head = build_backbone_and_head(config, vocab.num_labels, policy=policy)
   path = _restore_or_fall_back(config, path, backbone, head, checkpoint)
   thresholds = layout.load_thresholds(workdir, vocab, path)  # float32 [K] or None
-  logging.info("Loaded %s (%s head, %d labels%s).", path, config.model.head, vocab.num_labels,
-               ", calibrated thresholds" if thresholds is not None else "")
-  return Trained(config, vocab, backbone, head, path, thresholds)
+  logging.info("Loaded %s (%s head, %d labels%s; backbone in %s%s, %s).", path,
+               config.model.head, vocab.num_labels,
+               ", calibrated thresholds" if thresholds is not None else "", used["precision"],
+               " + XLA" if used["jit"] else "", used["source"])
+  return Trained(config, vocab, backbone, head, path, thresholds, used)
 
 

@@ -39,6 +39,7 @@ LAYOUT = {
     "data_report": "data_report.json",
     "backbone_weights": "backbone.weights.h5",
     "thresholds": "thresholds.json",
+    "compute": "compute.json",
     "lock": ".lock",
 }
 
@@ -105,6 +106,12 @@ def thresholds_path(workdir: str) -> str:
 def lock_path(workdir: str) -> str:
   """`<workdir>/.lock`: host and pid of the trainer that holds the workdir."""
   return _join(workdir, "lock")
+
+
+def compute_path(workdir: str) -> str:
+  """`<workdir>/compute.json`: how the run's backbone computes (precision, XLA), resolved
+  once when the run started (`workdir.compute`)."""
+  return _join(workdir, "compute")
 
 
 def feature_cache_dir(workdir: str, cache_dir: str | None) -> str:

@@ -28,7 +28,8 @@ from cnn_rnn_tf.workdir import layout
 # Fields that may change when a run resumes (and every decode.* field): where the data lie,
 # how the backbone computes, the schedule and the learning rate; not what is learned.
 RESUME_MAY_CHANGE = ("data.data_dir", "data.manual_dir", "data.cache_dir", "data.precision",
-                     "data.check_images", "data.skip_bad_examples", "data.deterministic",
+                     "data.jit", "data.check_images", "data.skip_bad_examples",
+                     "data.deterministic",
                      "train.num_steps", "train.learning_rate", "train.init_checkpoint",
                      "train.steps_per_loop", "train.log_every", "train.checkpoint_every",
                      "train.max_checkpoints", "train.eval_every", "train.keep_best",
