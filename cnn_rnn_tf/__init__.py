@@ -9,6 +9,8 @@ every module file is listed and every listed module exists):
   label_order     the order of the training sequence: fixed, random, orderless PLA / MLA
   relu_lstm       the ReLU-LSTM recurrent layer
   backbones       VGG16 fc7 and a small CNN, both images [B, H, W, 3] in 0..255 -> features
+  fast_layers     faster layers with the same weights for keras.applications backbones
+                  (ConvNeXt's depthwise conv, pointwise Dense + GELU)
   head_layers     the CNN-RNN head's layers (tied label embedding, joint space), its step view
   model           the CNN-RNN head and the BCE baseline head (Keras functional models)
   decoding        greedy and beam search, seeded ancestral sampling, in TensorFlow ops

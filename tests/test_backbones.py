@@ -10,6 +10,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from cnn_rnn_tf import backbones
 
@@ -150,6 +151,74 @@ def test_features_preprocessing_and_grad_cam_layer(name, built):
   assert attention.last_conv_layer(model) == entry.grad_cam_layer
   assert len(conv.shape) == 4 and conv.shape[0] == 2
   np.testing.assert_allclose(again, features, rtol=1e-4, atol=1e-4)
+
+
+def _same_inputs_same_weights(stock, fast, shape):
+  """Builds both layers on `shape`, copies stock's weights into fast; checks they line up."""
+  stock.build(shape)
+  fast.build(shape)
+  assert [(w.name, tuple(w.shape)) for w in fast.weights] == [
+      (w.name, tuple(w.shape)) for w in stock.weights]
+  fast.set_weights(stock.get_weights())
+
+
+@pytest.mark.parametrize("policy", [None, "mixed_bfloat16"])
+def test_fast_layers_equal_the_keras_layers(policy):
+  """fast_layers' depthwise conv and pointwise Dense (+ exact GELU) equal Keras' own layers,
+  eagerly and compiled (where TensorFlow fuses MatMul + BiasAdd + GELU)."""
+  from cnn_rnn_tf import fast_layers  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(0).normal(size=(2, 6, 5, 8)).astype("float32")
+  tol = dict(rtol=1e-5, atol=1e-5) if policy is None else dict(rtol=3e-2, atol=3e-2)
+  with backbones.dtype_policy(policy):
+    conv = keras.layers.Conv2D(8, 7, padding="same", groups=8, name="dw")
+    fast_conv = fast_layers.GroupedAsDepthwiseConv2D.from_config(conv.get_config())
+    dense = keras.layers.Dense(12, name="pw")
+    fast_dense = fast_layers.PointwiseDense.from_config({**dense.get_config(), "gelu": True})
+  _same_inputs_same_weights(conv, fast_conv, x.shape)
+  _same_inputs_same_weights(dense, fast_dense, x.shape)
+  conv.bias.assign(np.linspace(-1, 1, 8))
+  fast_conv.bias.assign(np.linspace(-1, 1, 8))
+  for run in (lambda f, v: f(v), lambda f, v: tf.function(f)(tf.constant(v))):
+    got = run(lambda v: fast_dense(fast_conv(v)), x)
+    want = run(lambda v: keras.activations.gelu(dense(conv(v)), approximate=False), x)
+    assert got.shape == (2, 6, 5, 12) and got.dtype == want.dtype
+    np.testing.assert_allclose(np.float32(got), np.float32(want), **tol)
+
+
+CONVNEXT_TOLERANCE = dict(rtol=1e-4, atol=1e-4)  # float32 features, after the final LayerNorm
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".weights.h5", ".h5"])
+def test_convnext_loads_stock_weights_files_and_equals_the_stock_model(suffix, tmp_path):
+  """convnext_tiny's faster layers (fast_layers) read a weights file of the stock Keras model
+  (the native format and the legacy .h5 of the ImageNet file) and give its features."""
+  from keras.src.legacy.saving import legacy_h5_format  # pylint: disable=g-import-not-at-top
+  import h5py  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import fast_layers  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(3)
+  stock = keras.applications.ConvNeXtTiny(include_top=False, weights=None, pooling="avg",
+                                          input_shape=(SIZE, SIZE, 3))
+  path = str(tmp_path / f"stock{suffix}")
+  if suffix == ".h5":  # the layout of convnext_tiny_notop.h5
+    with h5py.File(path, "w") as f:
+      legacy_h5_format.save_weights_to_hdf5_group(f, stock)
+  else:
+    stock.save_weights(path)
+  model = backbones.build_backbone("convnext_tiny", weights=path, image_size=SIZE)
+  app = application(model)
+  kinds = [type(layer) for layer in app.layers]
+  assert fast_layers.GroupedAsDepthwiseConv2D in kinds and fast_layers.PointwiseDense in kinds
+  assert keras.layers.Dense not in kinds
+  assert [tuple(w.shape) for w in app.weights] == [tuple(w.shape) for w in stock.weights]
+  images = images_at(SIZE, n=3, seed=4)
+  want = stock(images).numpy()
+  np.testing.assert_allclose(model(images), want, **CONVNEXT_TOLERANCE)
+  compiled = tf.function(lambda x: model(x, training=False))
+  np.testing.assert_allclose(compiled(tf.constant(images)), want, **CONVNEXT_TOLERANCE)
+  # The file was really read: the stock model's random weights, not the backbone's own.
+  assert not np.allclose(backbones.build_backbone("convnext_tiny", image_size=SIZE)(images),
+                         want, atol=1e-3)
 
 
 def test_imagenet_weights_never_download(tmp_path, monkeypatch):
