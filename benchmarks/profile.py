@@ -43,6 +43,8 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 import benchmarks
 
+from benchmarks.backbone_calls import make_call
+from benchmarks.backbone_calls import POLICIES
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import runtime
 
@@ -57,7 +59,6 @@ _JIT = flags.DEFINE_boolean("jit_compile", False, "Compile each call with XLA.")
 _TINY = flags.DEFINE_boolean("tiny", False, "small_cnn, 32 px, batch 2, 1 step (tests).")
 _OUT = flags.DEFINE_string("out", None, "Where the JSON goes (default: none).")
 
-POLICIES = {"float32": None, "bfloat16": "mixed_bfloat16"}
 # Profiler events that are the runtime's bookkeeping, not an op's work.
 # (`Run` of KernelAndDeviceFunc::, `BlockUntilReady` of an XLA executable: waiting for work
 # that other threads record.)
@@ -75,7 +76,8 @@ def layer_kind(op_name: str) -> str:
 
 
 def _is_op(name: str) -> bool:
-  return ":" in name and "::" not in name
+  """A TensorFlow op's event, "its/name:Type" (no spaces, one colon)."""
+  return re.fullmatch(r"[^\s:]+:[^\s:]+", name) is not None
 
 
 def self_times(line, names) -> list[tuple[str, str | None, int]]:
@@ -108,7 +110,7 @@ def op_table(xspace_path: str) -> dict[tuple[str, str], float]:
       if line.name == "python":
         continue
       for name, parent, ps in self_times(line, names):
-        if _FRAMEWORK.match(name) or ps <= 0:
+        if _FRAMEWORK.search(name) or ps <= 0:
           continue
         if _is_op(name):  # a TensorFlow op, "its/name:Type"
           op_name, op_type = name.rsplit(":", 1)
@@ -121,23 +123,6 @@ def op_table(xspace_path: str) -> dict[tuple[str, str], float]:
   if not table:
     raise RuntimeError(f"No TensorFlow op events in the profile {xspace_path}.")
   return dict(table)
-
-
-def make_call(name: str, size: int, precision: str, mode: str, jit: bool):
-  """A tf.function of one serving or fine-tuning call of a freshly built backbone."""
-  model = backbones.build_backbone(name, weights=None, image_size=size,
-                                   policy=POLICIES[precision],
-                                   trainable=mode == "fine_tuning")
-  if mode == "serving":
-    return tf.function(lambda x: model(x, training=False), jit_compile=jit)
-
-  def step(x):
-    with tf.GradientTape() as tape:
-      loss = tf.reduce_mean(model(x, training=True))
-    grads = tape.gradient(loss, model.trainable_variables)
-    return tf.add_n([tf.reduce_sum(tf.cast(g, tf.float32)) for g in grads])
-
-  return tf.function(step, jit_compile=jit)
 
 
 def profile_one(call, images, steps: int, folder: str) -> dict:
