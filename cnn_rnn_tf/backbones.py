@@ -25,7 +25,8 @@ Backbones:
                       after ReLU), 224x224 (its fc layers fix the size).
   resnet50, resnet101 `keras.applications.ResNet50/101`, include_top=False, global average
                       pooling (2048-d); 224 by default, any size >= 32.
-  efficientnetv2_s    `keras.applications.EfficientNetV2S` (1280-d); 384 by default.
+  efficientnetv2_s    `keras.applications.EfficientNetV2S` (1280-d); 384 by default; its
+                      batch norms' inference as one fused op (`fast_layers`).
   convnext_tiny       `keras.applications.ConvNeXtTiny` (768-d, after its final layer norm),
                       with its depthwise convs and pointwise Dense + GELU in the faster,
                       equal layers of `fast_layers` (the same weights files load).
@@ -210,7 +211,8 @@ REGISTRY: dict[str, Backbone] = {
         _apps.EfficientNetV2S, "efficientnet_v2", feature_layer="avg_pool", feature_dim=1280,
         image_size=384, weights_file="efficientnetv2-s_notop.h5",
         weights_hash="af0682fb74e8c54910f2d4393339c070", grad_cam_layer="top_activation",
-        published="none of the results cited here; ImageNet accuracy per FLOP"),
+        published="none of the results cited here; ImageNet accuracy per FLOP",
+        speedup=fast_layers.fused_batch_norm),
     "convnext_tiny": _rescaling_app(
         _apps.ConvNeXtTiny, "convnext", feature_layer="head_layernorm", feature_dim=768,
         image_size=224, weights_file="convnext_tiny_notop.h5",

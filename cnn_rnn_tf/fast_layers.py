@@ -9,6 +9,9 @@ config, so a Keras ImageNet weights file of the stock model loads unchanged:
                             7x7 depthwise conv), which Keras' TensorFlow backend runs as an
                             XLA-compiled grouped convolution (about 100x slower here), as
                             `tf.nn.depthwise_conv2d` with the same [kh, kw, 1, C] kernel
+  FusedInferenceBatchNormalization
+                            a BatchNormalization whose inference is one FusedBatchNormV3
+                            op (EfficientNetV2: no float32 round trip of bfloat16 inputs)
   PointwiseDense            a Dense on a feature map [B, H, W, C] as one 2-D matmul
                             [B*H*W, C] x [C, D] with `tf.nn.bias_add`, optionally followed
                             by the exact (erf) GELU on the same 2-D tensor: TensorFlow's
@@ -74,6 +77,28 @@ class PointwiseDense(layers.Dense):
     return {**super().get_config(), "gelu": self.gelu}
 
 
+@keras.saving.register_keras_serializable(package="cnn_rnn_tf")
+class FusedInferenceBatchNormalization(layers.BatchNormalization):
+  """BatchNormalization whose inference on [B, H, W, C] is one FusedBatchNormV3 op (same
+  weights): oneDNN runs it on bfloat16 inputs with float32 statistics (Keras' own casts the
+  input to float32 and back) and TensorFlow's remapper can fuse it with the convolution
+  before it. Training (`training=True` on a trainable layer) is Keras' own."""
+
+  def call(self, inputs, training=None, mask=None):
+    if ((training and self.trainable) or mask is not None or len(inputs.shape) != 4
+        or self.axis not in (-1, 3) or self.epsilon <= 1.001e-5):  # the op's least epsilon
+      return super().call(inputs, training=training, mask=mask)
+    channels = inputs.shape[-1]
+    ones, zeros = tf.ones([channels], tf.float32), tf.zeros([channels], tf.float32)
+    outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        inputs, ones if self.gamma is None else tf.cast(self.gamma.value, tf.float32),
+        zeros if self.beta is None else tf.cast(self.beta.value, tf.float32),
+        mean=tf.cast(self.moving_mean.value, tf.float32),
+        variance=tf.cast(self.moving_variance.value, tf.float32), epsilon=self.epsilon,
+        is_training=False)
+    return outputs
+
+
 def _is_gelu(layer) -> bool:
   return (type(layer) is layers.Activation  # pylint: disable=unidiomatic-typecheck
           and getattr(layer.activation, "__name__", "") == "gelu")
@@ -100,18 +125,37 @@ def convnext(model: keras.Model) -> keras.Model:
   """
   fused = _gelu_inputs(model)
   absorbed = set(fused.values())
-  replaced = {}  # new layer -> the layer it replaces
 
-  def clone(layer):
+  def replace(layer):
     config = layer.get_config()
     if (type(layer) is layers.Conv2D and layer.groups > 1  # pylint: disable=unidiomatic-typecheck
         and layer.groups == layer.filters):
-      new = GroupedAsDepthwiseConv2D.from_config(config)
-    elif type(layer) is layers.Dense:  # pylint: disable=unidiomatic-typecheck
-      new = PointwiseDense.from_config({**config, "gelu": layer.name in fused})
-    elif layer.name in absorbed:
-      new = layers.Activation("linear", name=layer.name, dtype=layer.dtype_policy)
-    else:
+      return GroupedAsDepthwiseConv2D.from_config(config)
+    if type(layer) is layers.Dense:  # pylint: disable=unidiomatic-typecheck
+      return PointwiseDense.from_config({**config, "gelu": layer.name in fused})
+    if layer.name in absorbed:
+      return layers.Activation("linear", name=layer.name, dtype=layer.dtype_policy)
+    return None
+
+  return _rebuild(model, replace)
+
+
+def fused_batch_norm(model: keras.Model) -> keras.Model:
+  """A keras.applications model (EfficientNetV2) with FusedInferenceBatchNormalization in
+  place of each BatchNormalization, and its weights (as `convnext`)."""
+  return _rebuild(model, lambda layer: (
+      FusedInferenceBatchNormalization.from_config(layer.get_config())
+      if type(layer) is layers.BatchNormalization else None))  # pylint: disable=unidiomatic-typecheck
+
+
+def _rebuild(model: keras.Model, replace) -> keras.Model:
+  """`model` with `replace(layer)` (a new layer, or None: keep it) for each of its layers;
+  the new layers take copies of the weights of those they replace."""
+  replaced = {}  # new layer -> the layer it replaces
+
+  def clone(layer):
+    new = replace(layer)
+    if new is None:
       return layer
     replaced[new] = layer
     return new

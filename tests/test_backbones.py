@@ -185,40 +185,51 @@ def test_fast_layers_equal_the_keras_layers(policy):
     np.testing.assert_allclose(np.float32(got), np.float32(want), **tol)
 
 
-CONVNEXT_TOLERANCE = dict(rtol=1e-4, atol=1e-4)  # float32 features, after the final LayerNorm
+SPEEDUP_TOLERANCE = dict(rtol=1e-4, atol=1e-4)  # float32 features of the faster layers
+# The entries with a `speedup` (fast_layers) and their stock Keras models.
+STOCK = {"convnext_tiny": keras.applications.ConvNeXtTiny,
+         "efficientnetv2_s": keras.applications.EfficientNetV2S}
+
+
+def test_every_speedup_is_checked_against_its_stock_model():
+  assert {n for n, e in backbones.REGISTRY.items() if e.speedup is not None} == set(STOCK)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("suffix", [".weights.h5", ".h5"])
-def test_convnext_loads_stock_weights_files_and_equals_the_stock_model(suffix, tmp_path):
-  """convnext_tiny's faster layers (fast_layers) read a weights file of the stock Keras model
-  (the native format and the legacy .h5 of the ImageNet file) and give its features."""
+@pytest.mark.parametrize("name,suffix", [(n, s) for n in STOCK for s in (".weights.h5", ".h5")])
+def test_faster_layers_load_stock_weights_files_and_equal_the_stock_model(name, suffix,
+                                                                         tmp_path):
+  """An entry's faster layers (fast_layers) read a weights file of the stock Keras model
+  (the native format, and the legacy .h5 of the ImageNet files) and give its features."""
   from keras.src.legacy.saving import legacy_h5_format  # pylint: disable=g-import-not-at-top
   import h5py  # pylint: disable=g-import-not-at-top
   from cnn_rnn_tf import fast_layers  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(3)
-  stock = keras.applications.ConvNeXtTiny(include_top=False, weights=None, pooling="avg",
-                                          input_shape=(SIZE, SIZE, 3))
+  stock = STOCK[name](include_top=False, weights=None, pooling="avg",
+                      input_shape=(SIZE, SIZE, 3))
+  rng = np.random.default_rng(5)
+  for layer in stock.layers:  # batch-norm statistics other than 0 and 1 (mildly: random
+    if isinstance(layer, keras.layers.BatchNormalization):  # weights amplify them)
+      layer.moving_mean.assign(rng.normal(0, 0.01, layer.moving_mean.shape))
+      layer.moving_variance.assign(rng.uniform(0.95, 1.05, layer.moving_variance.shape))
   path = str(tmp_path / f"stock{suffix}")
-  if suffix == ".h5":  # the layout of convnext_tiny_notop.h5
+  if suffix == ".h5":  # the layout of convnext_tiny_notop.h5, efficientnetv2-s_notop.h5
     with h5py.File(path, "w") as f:
       legacy_h5_format.save_weights_to_hdf5_group(f, stock)
   else:
     stock.save_weights(path)
-  model = backbones.build_backbone("convnext_tiny", weights=path, image_size=SIZE)
+  model = backbones.build_backbone(name, weights=path, image_size=SIZE)
   app = application(model)
-  kinds = [type(layer) for layer in app.layers]
-  assert fast_layers.GroupedAsDepthwiseConv2D in kinds and fast_layers.PointwiseDense in kinds
-  assert keras.layers.Dense not in kinds
+  assert any(type(layer).__module__ == fast_layers.__name__ for layer in app.layers)
   assert [tuple(w.shape) for w in app.weights] == [tuple(w.shape) for w in stock.weights]
   images = images_at(SIZE, n=3, seed=4)
   want = stock(images).numpy()
-  np.testing.assert_allclose(model(images), want, **CONVNEXT_TOLERANCE)
+  np.testing.assert_allclose(model(images), want, **SPEEDUP_TOLERANCE)
   compiled = tf.function(lambda x: model(x, training=False))
-  np.testing.assert_allclose(compiled(tf.constant(images)), want, **CONVNEXT_TOLERANCE)
+  np.testing.assert_allclose(compiled(tf.constant(images)), want, **SPEEDUP_TOLERANCE)
   # The file was really read: the stock model's random weights, not the backbone's own.
-  assert not np.allclose(backbones.build_backbone("convnext_tiny", image_size=SIZE)(images),
-                         want, atol=1e-3)
+  assert not np.allclose(backbones.build_backbone(name, image_size=SIZE)(images), want,
+                         atol=1e-3)
 
 
 def test_imagenet_weights_never_download(tmp_path, monkeypatch):
