@@ -183,6 +183,19 @@ def test_fast_layers_equal_the_keras_layers(policy):
     want = run(lambda v: keras.activations.gelu(dense(conv(v)), approximate=False), x)
     assert got.shape == (2, 6, 5, 12) and got.dtype == want.dtype
     np.testing.assert_allclose(np.float32(got), np.float32(want), **tol)
+  with backbones.dtype_policy(policy):
+    bn = keras.layers.BatchNormalization(name="bn")
+    fast_bn = fast_layers.FusedInferenceBatchNormalization.from_config(bn.get_config())
+  _same_inputs_same_weights(bn, fast_bn, x.shape)
+  rng = np.random.default_rng(1)
+  stats = [rng.uniform(0.5, 1.5, 8), rng.normal(size=8), rng.normal(size=8),
+           rng.uniform(0.5, 1.5, 8)]  # gamma, beta, moving mean, moving variance
+  bn.set_weights(stats)
+  fast_bn.set_weights(stats)
+  for training in (False, True):  # inference: the fused op; training: Keras' own
+    got, want = fast_bn(x, training=training), bn(x, training=training)
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(np.float32(got), np.float32(want), **tol)
 
 
 SPEEDUP_TOLERANCE = dict(rtol=1e-4, atol=1e-4)  # float32 features of the faster layers
