@@ -1,24 +1,39 @@
-r"""Per backbone of `backbones.REGISTRY`: speed, FLOPs, share of the matmul roofline, latency.
+r"""Per backbone of `backbones.REGISTRY`: speed per CPU second, FLOPs, roofline share, latency.
 
     python -m benchmarks.backbones [--backbones=vgg16,resnet50,...] [--batch_size=8] \
-        [--rounds=3] [--latency_calls=5] [--matmul_size=2048] [--tiny] \
+        [--rounds=3] [--latency_calls=5] [--matmul_size=2048] [--modes=tf_function,jit] \
+        [--kinds=serving,fine_tuning] [--baseline] [--tiny] \
         [--out=/tmp/backbones_benchmark.json]
 
-For each backbone at its default size (random weights: same speed), in float32 and under
-mixed_bfloat16:
+Every backbone at its default size (random weights: same speed), and with `--baseline` the
+stock Keras model of each entry that has a `speedup` (label "<name> (stock)"), in float32
+and under mixed_bfloat16, compiled as a tf.function (`tf_function`) and with
+`jit_compile=True` (`jit`), for serving (the forward pass, `training=False`) and for
+fine-tuning (forward and backward of a trainable backbone, `benchmarks.backbone_calls.make_call`).
+All calls are built first, warmed up once, then timed in alternation, round by round (every
+backbone, precision, mode and kind in each round), so that the ratios come from one run
+under the same load:
 
-  images_per_second  feature extraction: the compiled backbone on in-memory batches of
-                     `batch_size` images (one warm-up call, then `rounds` rounds of
-                     float32 then bfloat16 calls; the median round)
-  gflop_per_image    2 x the multiply-adds of its Conv2D, DepthwiseConv2D and Dense layers
-                     (counted from the model's shapes; batch norm, activations and pooling
-                     are left out, a few per cent)
-  roofline_share     images/s x FLOP per image / the FLOP/s of a `matmul_size`^3 matmul in
-                     the same precision, measured in the same round (the machine's practical
-                     peak for dense math, under the same load)
-  latency_ms         `serving_default` on one 500x375 JPEG, batch 1 (the median of
-                     `latency_calls`), of an export (`export_lib.write_saved_model`: decode,
-                     resize, backbone, the CNN-RNN head with the beam inside; 20 labels)
+  *_images_per_cpu_second   images / CPU seconds of this process (`time.process_time`, all
+                            its threads) for one call of `batch_size` images; the median
+                            of `rounds`. Other load on the machine disturbs this much less
+                            than wall-clock time.
+  *_ratio_to_resnet50_per_gflop
+                            (images per CPU s x GFLOP per image) / resnet50's, same
+                            precision, mode and kind, same rounds (when resnet50 ran)
+  gflop_per_image           2 x the multiply-adds of its Conv2D, DepthwiseConv2D and Dense
+                            layers (counted from the model's shapes; batch norm,
+                            activations and pooling are left out, a few per cent)
+  roofline_share            serving images per CPU s x FLOP per image / the FLOP per CPU s
+                            of a `matmul_size`^3 matmul in the same precision, measured in
+                            the same rounds (the machine's practical peak for dense math)
+  faster                    the precision/mode of the most serving images per CPU s, and
+                            `roofline_share_faster` its share
+  latency_ms                `serving_default` on one 500x375 JPEG, batch 1 (the median of
+                            `latency_calls`), of an export (`export_lib.write_saved_model`:
+                            decode, resize, backbone, the CNN-RNN head with every decoder;
+                            20 labels); `export_images_per_second` = 1000 / latency_ms.
+                            `--latency_calls=0` skips the exports.
 
 `--tiny` is for tests: 32x32 images (fixed-size backbones keep theirs), batch 2, one round,
 a 256 matmul, one latency call, and by default only small_cnn (each export takes tens of
@@ -27,6 +42,8 @@ seconds on a busy 2-core machine).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -39,6 +56,7 @@ import numpy as np
 import tensorflow as tf
 
 import benchmarks
+from benchmarks.backbone_calls import make_call
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
@@ -54,9 +72,17 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Rounds of float32 then bfloat16 cal
 _LATENCY_CALLS = flags.DEFINE_integer("latency_calls", 5, "Timed batch-1 serving calls.")
 _MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 2048, "N of the N x N x N roofline matmul.")
 _TINY = flags.DEFINE_boolean("tiny", False, "Tiny sizes, for tests (module docstring).")
+_MODES = flags.DEFINE_list("modes", ["tf_function", "jit"], "tf_function (a tf.function), "
+                           "jit (the same with jit_compile=True).")
+_KINDS = flags.DEFINE_list("kinds", ["serving", "fine_tuning"], "serving (forward), "
+                           "fine_tuning (forward and backward, benchmarks.profile).")
+_BASELINE = flags.DEFINE_boolean("baseline", True, "Also the stock Keras model of each entry "
+                                 "with a speedup, in the same rounds.")
 _OUT = flags.DEFINE_string("out", "/tmp/backbones_benchmark.json", "Where the JSON goes.")
 
 PRECISIONS = {"float32": None, "bfloat16": "mixed_bfloat16"}
+MODES = ("tf_function", "jit")
+KINDS = ("serving", "fine_tuning")
 _NUM_LABELS = 20
 
 
@@ -78,24 +104,25 @@ def gflop_per_image(model: keras.Model) -> float:
 
 
 def matmul_flops(n: int, dtype: tf.DType, calls: int = 3) -> float:
-  """FLOP/s of an n x n by n x n matmul (the median of `calls`, after one warm-up)."""
+  """FLOP per CPU second of an n x n by n x n matmul (the median of `calls`, after one
+  warm-up)."""
   a = tf.cast(tf.random.uniform([n, n], seed=0), dtype)
   b = tf.cast(tf.random.uniform([n, n], seed=1), dtype)
   fn = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y)[:1, :1], tf.float32)))
   fn(a, b).numpy()
   times = []
   for _ in range(calls):
-    t = time.perf_counter()
+    t = time.process_time()
     fn(a, b).numpy()
-    times.append(time.perf_counter() - t)
+    times.append(time.process_time() - t)
   return 2 * n ** 3 / statistics.median(times)
 
 
-def images_per_second(call, images, calls: int = 1) -> float:
-  t = time.perf_counter()
-  for _ in range(calls):
-    call(images).numpy()
-  return calls * int(images.shape[0]) / (time.perf_counter() - t)
+def cpu_seconds(call, images) -> float:
+  """CPU seconds of this process (all its threads) for one call, to its result."""
+  t = time.process_time()
+  np.asarray(call(images))
+  return time.process_time() - t
 
 
 def make_workdir(path: str, name: str, size: int) -> None:
@@ -132,59 +159,135 @@ def serving_latency_ms(folder: str, name: str, size: int, policy: str | None,
   return 1000 * statistics.median(times)
 
 
-def measure(name: str, size: int, batch_size: int, rounds: int, matmul_size: int,
-            latency_calls: int, folder: str) -> dict:
-  """Every figure of one backbone (module docstring)."""
-  load_before = os.getloadavg()
-  calls, models = {}, {}
-  for precision, policy in PRECISIONS.items():
-    model = backbones.build_backbone(name, weights=None, image_size=size, policy=policy)
-    models[precision] = model
-    calls[precision] = tf.function(
-        lambda x, m=model: m(x, training=False),
-        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-  gflop = gflop_per_image(models["float32"])
-  images = tf.random.uniform([batch_size, size, size, 3], 0, 255, seed=0)
-  for call in calls.values():
-    call(images).numpy()  # tracing, oneDNN primitives
-  per_round = {p: [] for p in PRECISIONS}
+def variants(names, baseline: bool) -> dict[str, tuple[str, bool]]:
+  """{label: (registry name, stock)}: each backbone, and with `baseline` the stock Keras
+  model of every entry with a `speedup` ("convnext_tiny (stock)")."""
+  out = {}
+  for name in names:
+    out[name] = (name, False)
+    if baseline and backbones.get(name).speedup is not None:
+      out[f"{name} (stock)"] = (name, True)
+  return out
+
+
+@contextlib.contextmanager
+def stock_entry(name: str, stock: bool):
+  """While open, the registry entry of `name` without its speedup (when `stock`)."""
+  entry = backbones.REGISTRY[name]
+  if stock:
+    backbones.REGISTRY[name] = dataclasses.replace(entry, speedup=None)
+  try:
+    yield
+  finally:
+    backbones.REGISTRY[name] = entry
+
+
+def build_calls(table, size_of, batch_size: int, modes, kinds):
+  """{(label, precision, mode, kind): (call, images)}, and {label: GFLOP per image}."""
+  calls, gflop = {}, {}
+  for label, (name, stock) in table.items():
+    size = size_of(name)
+    images = tf.random.uniform([batch_size, size, size, 3], 0, 255, seed=0)
+    with stock_entry(name, stock):
+      gflop[label] = gflop_per_image(backbones.build_backbone(name, image_size=size))
+      for precision in PRECISIONS:
+        for kind in kinds:
+          for mode in modes:
+            call = make_call(name, size, precision, kind, mode == "jit")
+            calls[(label, precision, mode, kind)] = (call, images)
+  return calls, gflop
+
+
+def alternate(calls, rounds: int, matmul_size: int) -> dict:
+  """{key: median CPU seconds per call}, the calls in alternation, round by round; and the
+  matmul's FLOP per CPU second per precision in the same rounds."""
+  for call, images in calls.values():
+    np.asarray(call(images))  # tracing, oneDNN primitives, XLA compilation
+  times = {key: [] for key in calls}
+  peak = {p: [] for p in PRECISIONS}
   for _ in range(rounds):
     for precision in PRECISIONS:
-      dtype = tf.float32 if precision == "float32" else tf.bfloat16
-      peak = matmul_flops(matmul_size, dtype)
-      ips = images_per_second(calls[precision], images)
-      per_round[precision].append({"images_per_second": ips, "matmul_flops": peak,
-                                   "roofline_share": ips * gflop * 1e9 / peak})
-  result = {"image_size": size, "gflop_per_image": round(gflop, 3),
-            "feature_dim": backbones.REGISTRY[name].feature_dim,
-            "load_average_before": [round(x, 2) for x in load_before]}
-  for precision, policy in PRECISIONS.items():
-    rows = sorted(per_round[precision], key=lambda r: r["images_per_second"])
-    mid = rows[len(rows) // 2]
-    result[precision] = {
-        "images_per_second": round(mid["images_per_second"], 3),
-        "matmul_gflops": round(mid["matmul_flops"] / 1e9, 2),
-        "roofline_share": round(statistics.median(r["roofline_share"] for r in rows), 3),
-        "latency_ms": round(serving_latency_ms(folder, name, size, policy, latency_calls), 1),
-    }
-  faster = max(PRECISIONS, key=lambda p: result[p]["images_per_second"])
-  result["faster"] = faster
-  result["roofline_share_faster"] = result[faster]["roofline_share"]
-  result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+      peak[precision].append(matmul_flops(
+          matmul_size, tf.float32 if precision == "float32" else tf.bfloat16))
+    for key, (call, images) in calls.items():
+      times[key].append(cpu_seconds(call, images))
+  return ({k: statistics.median(v) for k, v in times.items()},
+          {p: statistics.median(v) for p, v in peak.items()})
+
+
+def figures(table, calls, seconds, peak, gflop, batch_size: int, modes, kinds) -> dict:
+  """Per label, precision and mode: images per CPU second, roofline share, and the ratio
+  to resnet50 per GFLOP (when resnet50 ran)."""
+  out = {}
+  for label in table:
+    out[label] = {"gflop_per_image": round(gflop[label], 3)}
+    for precision in PRECISIONS:
+      for mode in modes:
+        row = {}
+        for kind in kinds:
+          ips = batch_size / seconds[(label, precision, mode, kind)]
+          row[f"{kind}_images_per_cpu_second"] = round(ips, 3)
+          base = (label, precision, mode, kind)
+          if ("resnet50",) + base[1:] in seconds:
+            ref = batch_size / seconds[("resnet50",) + base[1:]] * gflop["resnet50"]
+            row[f"{kind}_ratio_to_resnet50_per_gflop"] = round(ips * gflop[label] / ref, 3)
+        if "serving" in kinds:
+          share = row["serving_images_per_cpu_second"] * gflop[label] * 1e9 / peak[precision]
+          row["roofline_share"] = round(share, 3)
+        out[label].setdefault(precision, {})[mode] = row
+  return out
+
+
+def measure_all(table, size_of, batch_size: int, rounds: int, matmul_size: int, modes,
+                kinds) -> dict:
+  calls, gflop = build_calls(table, size_of, batch_size, modes, kinds)
+  seconds, peak = alternate(calls, rounds, matmul_size)
+  result = figures(table, calls, seconds, peak, gflop, batch_size, modes, kinds)
+  for label, b in result.items():
+    name = table[label][0]
+    b.update(image_size=size_of(name), feature_dim=backbones.get(name).feature_dim)
+    for precision in PRECISIONS:
+      b[precision]["matmul_gflop_per_cpu_second"] = round(peak[precision] / 1e9, 2)
+    if "serving" in kinds:
+      options = [(p, m) for p in PRECISIONS for m in modes]
+      p, m = max(options, key=lambda o: b[o[0]][o[1]]["serving_images_per_cpu_second"])
+      b.update(faster=f"{p}/{m}", roofline_share_faster=b[p][m]["roofline_share"])
   return result
 
 
+def serving_figures(folder: str, name: str, size: int, latency_calls: int) -> dict:
+  """{precision: {latency_ms, export_images_per_second}} of the served export."""
+  out = {}
+  for precision, policy in PRECISIONS.items():
+    latency = serving_latency_ms(folder, name, size, policy, latency_calls)
+    out[precision] = {"latency_ms": round(latency, 1),
+                      "export_images_per_second": round(1000 / latency, 3)}
+  return out
+
+
 def run(names, batch_size: int, rounds: int, matmul_size: int, latency_calls: int,
-        tiny: bool) -> dict:
+        tiny: bool, modes=MODES, kinds=KINDS, baseline: bool = True) -> dict:
+  def size_of(name):
+    entry = backbones.get(name)
+    return entry.image_size if (entry.fixed_size or not tiny) else 32
+
+  table = variants(names, baseline)
   result = {"batch_size": batch_size, "rounds": rounds, "matmul_size": matmul_size,
-            "tiny": tiny, "tensorflow": tf.__version__, "backbones": {}}
-  with tempfile.TemporaryDirectory() as folder:
-    for name in names:
-      entry = backbones.get(name)
-      size = entry.image_size if (entry.fixed_size or not tiny) else 32
-      result["backbones"][name] = measure(name, size, batch_size, rounds, matmul_size,
-                                          latency_calls, folder)
-      keras.backend.clear_session()
+            "tiny": tiny, "modes": list(modes), "kinds": list(kinds),
+            "tensorflow": tf.__version__,
+            "load_average_before": [round(x, 2) for x in os.getloadavg()]}
+  result["backbones"] = measure_all(table, size_of, batch_size, rounds, matmul_size, modes,
+                                    kinds)
+  keras.backend.clear_session()
+  if latency_calls:
+    with tempfile.TemporaryDirectory() as folder:
+      for label, (name, stock) in table.items():
+        with stock_entry(name, stock):
+          for precision, v in serving_figures(folder, name, size_of(name),
+                                              latency_calls).items():
+            result["backbones"][label][precision].update(v)
+        keras.backend.clear_session()
+  result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
   return result
 
 
@@ -195,17 +298,22 @@ def main(argv):
   names = _BACKBONES.value or (["small_cnn"] if tiny else list(backbones.BACKBONES))
   for name in names:
     backbones.get(name)  # an unknown name fails before anything runs
+  if set(_MODES.value) - set(MODES) or set(_KINDS.value) - set(KINDS):
+    raise app.UsageError(f"--modes from {MODES}, --kinds from {KINDS}.")
   if tiny:
-    result = run(names, 2, 1, 256, 1, True)
+    result = run(names, 2, 1, 256, 1, True, _MODES.value, _KINDS.value, _BASELINE.value)
   else:
     result = run(names, _BATCH_SIZE.value, _ROUNDS.value, _MATMUL_SIZE.value,
-                 _LATENCY_CALLS.value, False)
-  for name, b in result["backbones"].items():
-    f, h = b["float32"], b["bfloat16"]
-    print(f"{name:>18} {b['image_size']:>3}px {b['gflop_per_image']:7.2f} GFLOP | float32 "
-          f"{f['images_per_second']:7.2f} img/s share {f['roofline_share']:.2f} "
-          f"{f['latency_ms']:7.1f} ms | bf16 {h['images_per_second']:7.2f} img/s share "
-          f"{h['roofline_share']:.2f} {h['latency_ms']:7.1f} ms | load {b['load_average_before'][0]}")
+                 _LATENCY_CALLS.value, False, _MODES.value, _KINDS.value, _BASELINE.value)
+  for label, b in result["backbones"].items():
+    for precision in PRECISIONS:
+      for mode in result["modes"]:
+        r = b[precision][mode]
+        print(f"{label:>22} {b['image_size']:>3}px {b['gflop_per_image']:6.2f} GFLOP "
+              f"{precision:>8} {mode:>11} | " + " ".join(
+                  f"{k.replace('_images_per_cpu_second', '')} {v:.3g}" if "images" in k
+                  else f"{k.replace('_ratio_to_resnet50_per_gflop', ' /resnet50')} {v:.3g}"
+                  for k, v in r.items()), flush=True)
   benchmarks.write_json(_OUT.value, result)
 
 

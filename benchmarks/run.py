@@ -24,6 +24,11 @@ TensorFlow runtime and its own memory:
   backbones benchmarks/backbones.py         every registry backbone at its default size:
                                             images/s, GFLOP, share of the matmul roofline,
                                             batch-1 serving latency; float32 and bfloat16
+                                            serving and fine-tuning per CPU second, with and
+                                            without XLA, ratio to resnet50 per GFLOP
+  profile   benchmarks/profile.py           the top ops of convnext_tiny (any backbone with
+                                            --backbone), serving and fine-tuning, both
+                                            precisions
 
 Writes `<out>/results.json` (the rows, and each benchmark's command, seconds and full JSON)
 and `<out>/results.md` (the table). The defaults took 4 to 6 minutes on 2 cores before the
@@ -48,7 +53,8 @@ from absl import flags
 
 _OUT = flags.DEFINE_string("out", "benchmarks", "Folder of results.json and results.md.")
 _ONLY = flags.DEFINE_list("only", None, "Benchmarks to run (default: every one of "
-                         "`commands()`: extract, serving, train, strategy, backbones).")
+                         "`commands()`: extract, serving, train, strategy, backbones, "
+                         "profile).")
 _TINY = flags.DEFINE_boolean("tiny", False, "Tiny sizes (`TINY`, over the size flags): "
                              "checks that every benchmark runs (minutes); the "
                              "figures mean nothing.")
@@ -79,6 +85,8 @@ def commands() -> dict[str, list[str]]:
                 "--lstm_units=512", "--label_orders=frequent_first,pla,mla"],
       "strategy": ["benchmarks.strategy", "--steps=20", "--repeats=2"],
       "backbones": ["benchmarks.backbones", "--batch_size=8", "--rounds=3", "--latency_calls=5"],
+      "profile": ["benchmarks.profile", "--backbone=convnext_tiny", "--batch_size=8",
+                  "--steps=2", "--top=12"],
   }
 
 
@@ -92,6 +100,7 @@ TINY = {
               "--label_orders=frequent_first,pla"],
     "strategy": ["--steps=2", "--repeats=1"],
     "backbones": ["--tiny=true"],
+    "profile": ["--tiny=true"],
 }
 
 
@@ -234,27 +243,53 @@ def strategy_rows(r: dict, command: str) -> list[dict]:
 
 def backbones_rows(r: dict, command: str) -> list[dict]:
   rows = []
-  for name, b in r["backbones"].items():
-    what = f"{name} {b['image_size']}x{b['image_size']}"
+  for label, b in r["backbones"].items():
+    what = f"{label} {b['image_size']}x{b['image_size']}"
     rows.append(_row(f"{what}: GFLOP per image ({b['feature_dim']}-d features)",
                      b["gflop_per_image"], "GFLOP", command, 2))
     for precision in ("float32", "bfloat16"):
       p = b[precision]
-      rows += [
-          _row(f"{what}, {precision}: feature extraction (batch {r['batch_size']})",
-               p["images_per_second"], "images/s", command),
-          _row(f"{what}, {precision}: share of the measured {r['matmul_size']}^3 matmul "
-               f"({p['matmul_gflops']:g} GFLOP/s; goal >= 0.6 in the faster precision)",
-               p["roofline_share"], "ratio", command, 3),
-          _row(f"{what}, {precision}: serving_default latency, 1 JPEG", p["latency_ms"],
-               "ms", command, 1),
-      ]
+      for mode in r["modes"]:
+        for kind in r["kinds"]:
+          rows.append(_row(f"{what}, {precision}, {mode}: {kind.replace('_', '-')} (batch "
+                           f"{r['batch_size']})", p[mode][f"{kind}_images_per_cpu_second"],
+                           "images/CPU s", command))
+          ratio = p[mode].get(f"{kind}_ratio_to_resnet50_per_gflop")
+          if ratio is not None and not label.startswith("resnet50"):
+            rows.append(_row(f"{what}, {precision}, {mode}: {kind.replace('_', '-')} images "
+                             "per CPU s x GFLOP / resnet50's, same run (convnext_tiny's "
+                             "goal >= 0.7)", ratio, "ratio", command, 3))
+        if "roofline_share" in p[mode]:
+          rows.append(_row(f"{what}, {precision}, {mode}: serving share of the measured "
+                           f"{r['matmul_size']}^3 matmul ({p['matmul_gflop_per_cpu_second']:g} "
+                           "GFLOP per CPU s)", p[mode]["roofline_share"], "ratio", command, 3))
+      if "latency_ms" in p:
+        rows.append(_row(f"{what}, {precision}: serving_default latency, 1 JPEG",
+                         p["latency_ms"], "ms", command, 1))
+        rows.append(_row(f"{what}, {precision}: served export, batch 1",
+                         p["export_images_per_second"], "images/s", command, 2))
+    if "roofline_share_faster" in b:
+      rows.append(_row(f"{what}: share of the matmul roofline in its faster mode "
+                       f"({b['faster']}; goal >= 0.6)", b["roofline_share_faster"], "ratio",
+                       command, 3))
+  return rows
+
+
+def profile_rows(r: dict, command: str) -> list[dict]:
+  rows = []
+  for key, p in r["profiles"].items():
+    what = f"Profile of {r['backbone']} {r['image_size']}x{r['image_size']}, {key}"
+    rows.append(_row(f"{what}: images/s (batch {r['batch_size']})", p["images_per_second"],
+                     "images/s", command))
+    for row in p["by_op"][:3]:
+      rows.append(_row(f"{what}: share of op time in {row['op']}", 100 * row["share"], "%",
+                       command, 1))
   return rows
 
 
 ROWS = {"extract": extract_rows, "serving": serving_rows, "train": train_rows,
         "strategy": strategy_rows,
-        "backbones": backbones_rows}
+        "backbones": backbones_rows, "profile": profile_rows}
 
 
 def markdown(results: dict) -> str:

@@ -10,6 +10,8 @@ every module file is listed and every listed module exists):
   relu_lstm       the ReLU-LSTM recurrent layer
   backbones       VGG16 fc7 and a small CNN, both images [B, H, W, 3] in 0..255 -> features
   weights_files   Keras weights files checked against the model before loading (clear errors)
+  fast_layers     faster layers with the same weights for keras.applications backbones
+                  (ConvNeXt's depthwise conv, pointwise Dense + GELU)
   head_layers     the CNN-RNN head's layers (tied label embedding, joint space), its step view
   model           the CNN-RNN head and the BCE baseline head (Keras functional models)
   losses          the per-label loss table (bce, asl) and the CNN-RNN's sequence loss

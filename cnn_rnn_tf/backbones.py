@@ -25,8 +25,11 @@ Backbones:
                       after ReLU), 224x224 (its fc layers fix the size).
   resnet50, resnet101 `keras.applications.ResNet50/101`, include_top=False, global average
                       pooling (2048-d); 224 by default, any size >= 32.
-  efficientnetv2_s    `keras.applications.EfficientNetV2S` (1280-d); 384 by default.
-  convnext_tiny       `keras.applications.ConvNeXtTiny` (768-d, after its final layer norm).
+  efficientnetv2_s    `keras.applications.EfficientNetV2S` (1280-d); 384 by default; its
+                      batch norms' inference as one fused op (`fast_layers`).
+  convnext_tiny       `keras.applications.ConvNeXtTiny` (768-d, after its final layer norm),
+                      with its depthwise convs and pointwise Dense + GELU in the faster,
+                      equal layers of `fast_layers` (the same weights files load).
   mobilenet_v3_large  `keras.applications.MobileNetV3Large` (960-d, the pooled last conv).
   small_cnn           three conv + batch-norm + pool blocks and a fourth conv
                       (`filters`, default 32, 64, 128, 128; config field
@@ -46,15 +49,17 @@ Weights (`model.backbone_weights`):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import keras
 from keras import layers
 
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import weights_files
+from cnn_rnn_tf import fast_layers
 
 # ImageNet channel means in BGR order, as in keras.applications' caffe preprocessing.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -73,8 +78,9 @@ class CaffePreprocess(layers.Layer):
     return bgr - keras.ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=bgr.dtype)
 
 
-class Backbone(NamedTuple):
-  """One registry entry (see the module docstring)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Backbone:
+  """One registry entry (see the module docstring), built with keyword arguments."""
   # (preprocessed images [B, S, S, 3], weights file or None, filters or None, this record)
   # -> features [B, D]
   build: Callable
@@ -85,15 +91,21 @@ class Backbone(NamedTuple):
   feature_layer: str  # where the features are taken
   feature_dim: int  # D
   image_size: int  # the default input size S
-  fixed_size: bool  # True: only `image_size` (VGG16's fc layers)
-  weights_file: str | None  # the ImageNet file in ~/.keras/models/ (None: no ImageNet weights)
-  weights_hash: str | None  # its md5 (32 hex digits) or sha256 (64), from keras.applications
-  weights_url: str | None  # where Keras would download it from (for the offline message)
   grad_cam_layer: str  # the last conv feature map [B, h, w, C], in the backbone or nested
   published: str  # who used it (README's "choosing a backbone" table)
+  fixed_size: bool = False  # True: only `image_size` (VGG16's fc layers)
+  # The ImageNet file in ~/.keras/models/ (None: no ImageNet weights), its md5 (32 hex
+  # digits) or sha256 (64) from keras.applications, and where Keras would download it from
+  # (for the offline message).
+  weights_file: str | None = None
+  weights_hash: str | None = None
+  weights_url: str | None = None
   # small_cnn: the conv widths are a config field, and its weights files are of the whole
   # backbone model (loaded by build_backbone, not by `build`).
   takes_filters: bool = False
+  # keras.applications model (its weights loaded) -> the same function in faster layers,
+  # with the same weights (`fast_layers`); None: the model as Keras builds it.
+  speedup: Callable[[keras.Model], keras.Model] | None = None
 
 
 def _application(constructor):
@@ -102,7 +114,8 @@ def _application(constructor):
   Keras names some layers by a process-wide counter (MobileNetV3's last activation,
   ConvNeXt's final layer norm); the builder renames the feature layer (the last) and the
   Grad-CAM layer (the one before the pooling) so the registry's names always find them.
-  Weights files load by layer order, not by these names.
+  Weights files load by layer order, not by these names, into the stock Keras model, before
+  the entry's `speedup` (if any) rebuilds it with faster layers and the same weights.
   """
 
   def build(x, weights, filters, entry):
@@ -118,6 +131,8 @@ def _application(constructor):
     if weights is not None:
       weights_files.load(app, weights, what="model.backbone_weights",
                          fields="model.backbone (the file is of another architecture)")
+    if entry.speedup is not None:
+      app = entry.speedup(app)
     return app(x)  # [B, D]
 
   build.__name__ = f"build_{constructor.__name__}"
@@ -159,65 +174,67 @@ def _unit_scale():
   return layers.Rescaling(1.0 / 255, name="rescale")
 
 
-def _resnet(constructor, weights_file: str, weights_hash: str, published: str) -> Backbone:
+def _resnet(constructor, **fields) -> Backbone:
   """A ResNet entry: caffe preprocessing, 2048-d `avg_pool` features, 224 px by default."""
-  return Backbone(
-      _application(constructor), _caffe, keras.applications.resnet.preprocess_input,
-      "avg_pool", 2048, 224, False, weights_file, weights_hash, _KERAS_URL + "resnet/",
-      "conv5_block3_out", published)
+  return Backbone(build=_application(constructor), preprocess=_caffe,
+                  preprocess_input=keras.applications.resnet.preprocess_input,
+                  feature_layer="avg_pool", feature_dim=2048, image_size=224,
+                  weights_url=_KERAS_URL + "resnet/", grad_cam_layer="conv5_block3_out",
+                  **fields)
 
 
-def _rescaling_app(constructor, family: str, feature_layer: str, feature_dim: int,
-                   image_size: int, weights_file: str, weights_hash: str,
-                   grad_cam_layer: str, published: str) -> Backbone:
+def _rescaling_app(constructor, family: str, **fields) -> Backbone:
   """An entry whose Keras model rescales its own input (no preprocessing layer in front).
 
   `family`: its keras.applications module (`efficientnet_v2`), which also names the folder
   of its weights under _KERAS_URL.
   """
-  return Backbone(
-      _application(constructor), None, getattr(keras.applications, family).preprocess_input,
-      feature_layer, feature_dim, image_size, False, weights_file, weights_hash,
-      _KERAS_URL + family + "/", grad_cam_layer, published)
+  return Backbone(build=_application(constructor), preprocess=None,
+                  preprocess_input=getattr(keras.applications, family).preprocess_input,
+                  weights_url=_KERAS_URL + family + "/", **fields)
 
 
 _apps = keras.applications
 REGISTRY: dict[str, Backbone] = {
     "vgg16": Backbone(
-        _vgg16_fc7, _caffe, _apps.vgg16.preprocess_input, "fc2", 4096, 224, True,
-        "vgg16_weights_tf_dim_ordering_tf_kernels.h5", "64373286793e3c8b2b4e3219cbf3544b",
-        _KERAS_URL + "vgg16/", "block5_conv3",
-        "CNN-RNN (Wang et al. 2016): VOC 2007 mAP 84.0"),
+        build=_vgg16_fc7, preprocess=_caffe, preprocess_input=_apps.vgg16.preprocess_input,
+        feature_layer="fc2", feature_dim=4096, image_size=224, fixed_size=True,
+        weights_file="vgg16_weights_tf_dim_ordering_tf_kernels.h5",
+        weights_hash="64373286793e3c8b2b4e3219cbf3544b", weights_url=_KERAS_URL + "vgg16/",
+        grad_cam_layer="block5_conv3",
+        published="CNN-RNN (Wang et al. 2016): VOC 2007 mAP 84.0"),
     "resnet50": _resnet(
-        _apps.ResNet50, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "4d473c1dd8becc155b73f8504c6f6626",
-        "a common smaller baseline encoder in multi-label papers"),
+        _apps.ResNet50, weights_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_hash="4d473c1dd8becc155b73f8504c6f6626",
+        published="a common smaller baseline encoder in multi-label papers"),
     "resnet101": _resnet(
-        _apps.ResNet101, "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "88cf7a10940856eca736dc7b7e228a21",
-        "ML-GCN, ASL, Query2Label at 448 px; orderless RNN at 288 px"),
+        _apps.ResNet101, weights_file="resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_hash="88cf7a10940856eca736dc7b7e228a21",
+        published="ML-GCN, ASL, Query2Label at 448 px; orderless RNN at 288 px"),
     "efficientnetv2_s": _rescaling_app(
-        _apps.EfficientNetV2S, "efficientnet_v2", "avg_pool", 1280, 384,
-        "efficientnetv2-s_notop.h5", "af0682fb74e8c54910f2d4393339c070", "top_activation",
-        "none of the results cited here; ImageNet accuracy per FLOP"),
+        _apps.EfficientNetV2S, "efficientnet_v2", feature_layer="avg_pool", feature_dim=1280,
+        image_size=384, weights_file="efficientnetv2-s_notop.h5",
+        weights_hash="af0682fb74e8c54910f2d4393339c070", grad_cam_layer="top_activation",
+        published="none of the results cited here; ImageNet accuracy per FLOP",
+        speedup=fast_layers.fused_batch_norm),
     "convnext_tiny": _rescaling_app(
-        _apps.ConvNeXtTiny, "convnext", "head_layernorm", 768, 224, "convnext_tiny_notop.h5",
-        "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
-        "convnext_tiny_stage_3_block_2_identity",
-        "none of the results cited here; a modern pure-conv encoder"),
+        _apps.ConvNeXtTiny, "convnext", feature_layer="head_layernorm", feature_dim=768,
+        image_size=224, weights_file="convnext_tiny_notop.h5",
+        weights_hash="d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
+        grad_cam_layer="convnext_tiny_stage_3_block_2_identity",
+        published="none of the results cited here; a modern pure-conv encoder",
+        speedup=fast_layers.convnext),
     "mobilenet_v3_large": _rescaling_app(
-        _apps.MobileNetV3Large, "mobilenet_v3", "avg_pool", 960, 224,
-        "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
-        "07fb09a5933dd0c8eaafa16978110389", "top_activation",
-        "none of the results cited here; low serving latency"),
+        _apps.MobileNetV3Large, "mobilenet_v3", feature_layer="avg_pool", feature_dim=960,
+        image_size=224, weights_file="weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+        weights_hash="07fb09a5933dd0c8eaafa16978110389", grad_cam_layer="top_activation",
+        published="none of the results cited here; low serving latency"),
     "small_cnn": Backbone(
-        _small_cnn, _unit_scale, lambda x: x / 255.0, "fc", 256, 64, False, None, None, None,
-        "last_conv", "none (this package's demo)", takes_filters=True),
+        build=_small_cnn, preprocess=_unit_scale, preprocess_input=lambda x: x / 255.0,
+        feature_layer="fc", feature_dim=256, image_size=64, grad_cam_layer="last_conv",
+        published="none (this package's demo)", takes_filters=True),
 }
 BACKBONES = tuple(REGISTRY)
-# Kept for callers of the earlier tables; both read the registry.
-LAST_CONV_LAYER = {name: entry.grad_cam_layer for name, entry in REGISTRY.items()}
-FEATURE_DIM = {name: entry.feature_dim for name, entry in REGISTRY.items()}
 
 
 def get(name: str) -> Backbone:

@@ -363,8 +363,15 @@ def sample_sets(step_fn: Callable, init_state: Any, *, num_labels: int, num_samp
   with the Gumbel-max trick, until END. Same masking as the beam search, so a sampled path
   is one the beam could return.
 
+  The B * M draws run as one batch in one tf.while_loop, and a draw leaves the batch when it
+  draws END: each step runs `step_fn` on the draws still going only (about the mean path
+  length + 1 steps' worth of rows instead of max_length + 1). The uniforms of a draw at step
+  t depend on its seed, t and the token only (`_uniform`), so which other draws share its
+  batch changes no draw.
+
   Args:
-    step_fn, init_state, num_labels, max_length, min_length: as `beam_search`.
+    step_fn, init_state, num_labels, max_length, min_length: as `beam_search`; every tensor
+      of the state has the batch in its first dimension.
     num_samples: M >= 1.
     seeds: uint32 [B], one per image (`image_seeds`): the same seed, the same sets.
   """
@@ -374,26 +381,33 @@ def sample_sets(step_fn: Callable, init_state: Any, *, num_labels: int, num_samp
   k, m = num_labels, num_samples
   end_id = vocab_lib.end_id_of(k)
   batch = tf.shape(tf.nest.flatten(init_state)[0])[0]
-  sample_seeds = _mix32(tf.cast(seeds, tf.uint32)[:, tf.newaxis]
-                        + tf.cast(tf.range(m), tf.uint32)[tf.newaxis, :]
-                        * tf.constant(0x9E3779B9, tf.uint32))  # [B, M]
+  draw_seeds = tf.reshape(_mix32(tf.cast(seeds, tf.uint32)[:, tf.newaxis]
+                                 + tf.cast(tf.range(m), tf.uint32)[tf.newaxis, :]
+                                 * tf.constant(0x9E3779B9, tf.uint32)), [-1])  # [B * M]
   state = tf.nest.map_structure(lambda x: flatten_beam_dim(add_beam_dim(x, m)), init_state)
 
-  def body(t, last, done, used, state):
-    log_probs, state = step_fn(flatten_beam_dim(last), state)  # [B * M, K + 1]
-    log_probs = unflatten_beam_dim(tf.cast(log_probs, tf.float32), batch, m)  # [B, M, K + 1]
-    masked = tf.where(_token_mask(used, t, min_length, length), NEG, log_probs)
-    gumbel = -tf.math.log(-tf.math.log(_uniform(sample_seeds, t, k + 1)))
-    tok = tf.argmax(masked + gumbel, axis=-1, output_type=tf.int32)  # [B, M]
-    write = tf.logical_and(tf.logical_not(done), tf.not_equal(tok, end_id))
-    used = tf.logical_or(used, tf.logical_and(write[..., tf.newaxis], tf.one_hot(tok, k) > 0))
-    done = tf.logical_or(done, tf.equal(tok, end_id))
-    return t + 1, tok, done, used, state
+  def body(t, rows, last, used, state):
+    # rows int32 [A]: the draws still going, as indices into B * M; last [A]; state [A, ...].
+    log_probs, state = step_fn(last, state)  # [A, K + 1]
+    mine = tf.gather(used, rows)  # [A, K]
+    masked = tf.where(_token_mask(mine, t, min_length, length), NEG,
+                      tf.cast(log_probs, tf.float32))
+    gumbel = -tf.math.log(-tf.math.log(_uniform(tf.gather(draw_seeds, rows), t, k + 1)))
+    tok = tf.argmax(masked + gumbel, axis=-1, output_type=tf.int32)  # [A]
+    going = tf.not_equal(tok, end_id)  # [A]
+    used = tf.tensor_scatter_nd_update(used, rows[:, tf.newaxis], tf.logical_or(
+        mine, tf.logical_and(going[:, tf.newaxis], tf.one_hot(tok, k) > 0)))
+    keep = tf.where(going)[:, 0]  # [A']
+    state = tf.nest.map_structure(lambda x: tf.gather(x, keep), state)
+    return t + 1, tf.gather(rows, keep), tf.gather(tok, keep), used, state
 
-  loop_vars = (tf.constant(0), tf.fill([batch, m], tf.constant(vocab_lib.start_id_of(k))),
-               tf.zeros([batch, m], tf.bool), tf.zeros([batch, m, k], tf.bool), state)
+  rows = tf.range(batch * m)
+  loop_vars = (tf.constant(0), rows, tf.fill([batch * m], tf.constant(vocab_lib.start_id_of(k))),
+               tf.zeros([batch * m, k], tf.bool), state)
+  going_shape = lambda x: tf.TensorShape([None]).concatenate(x.shape[1:])
+  invariants = (tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None]),
+                tf.TensorShape([None, k]), tf.nest.map_structure(going_shape, state))
   _, _, _, used, _ = tf.while_loop(
-      lambda t, last, done, *_: tf.logical_and(t <= length,
-                                               tf.logical_not(tf.reduce_all(done))),
-      body, loop_vars, maximum_iterations=length + 1)
-  return used
+      lambda t, rows, *_: tf.logical_and(t <= length, tf.size(rows) > 0), body, loop_vars,
+      shape_invariants=invariants, maximum_iterations=length + 1)
+  return tf.reshape(used, [batch, m, k])

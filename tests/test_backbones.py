@@ -10,6 +10,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from cnn_rnn_tf import backbones
 
@@ -150,6 +151,98 @@ def test_features_preprocessing_and_grad_cam_layer(name, built):
   assert attention.last_conv_layer(model) == entry.grad_cam_layer
   assert len(conv.shape) == 4 and conv.shape[0] == 2
   np.testing.assert_allclose(again, features, rtol=1e-4, atol=1e-4)
+
+
+def _same_inputs_same_weights(stock, fast, shape):
+  """Builds both layers on `shape`, copies stock's weights into fast; checks they line up."""
+  stock.build(shape)
+  fast.build(shape)
+  assert [(w.name, tuple(w.shape)) for w in fast.weights] == [
+      (w.name, tuple(w.shape)) for w in stock.weights]
+  fast.set_weights(stock.get_weights())
+
+
+@pytest.mark.parametrize("policy", [None, "mixed_bfloat16"])
+def test_fast_layers_equal_the_keras_layers(policy):
+  """fast_layers' depthwise conv and pointwise Dense (+ exact GELU) equal Keras' own layers,
+  eagerly and compiled (where TensorFlow fuses MatMul + BiasAdd + GELU)."""
+  from cnn_rnn_tf import fast_layers  # pylint: disable=g-import-not-at-top
+  x = np.random.default_rng(0).normal(size=(2, 6, 5, 8)).astype("float32")
+  tol = dict(rtol=1e-5, atol=1e-5) if policy is None else dict(rtol=3e-2, atol=3e-2)
+  with backbones.dtype_policy(policy):
+    conv = keras.layers.Conv2D(8, 7, padding="same", groups=8, name="dw")
+    fast_conv = fast_layers.GroupedAsDepthwiseConv2D.from_config(conv.get_config())
+    dense = keras.layers.Dense(12, name="pw")
+    fast_dense = fast_layers.PointwiseDense.from_config({**dense.get_config(), "gelu": True})
+  _same_inputs_same_weights(conv, fast_conv, x.shape)
+  _same_inputs_same_weights(dense, fast_dense, x.shape)
+  conv.bias.assign(np.linspace(-1, 1, 8))
+  fast_conv.bias.assign(np.linspace(-1, 1, 8))
+  for run in (lambda f, v: f(v), lambda f, v: tf.function(f)(tf.constant(v))):
+    got = run(lambda v: fast_dense(fast_conv(v)), x)
+    want = run(lambda v: keras.activations.gelu(dense(conv(v)), approximate=False), x)
+    assert got.shape == (2, 6, 5, 12) and got.dtype == want.dtype
+    np.testing.assert_allclose(np.float32(got), np.float32(want), **tol)
+  with backbones.dtype_policy(policy):
+    bn = keras.layers.BatchNormalization(name="bn")
+    fast_bn = fast_layers.FusedInferenceBatchNormalization.from_config(bn.get_config())
+  _same_inputs_same_weights(bn, fast_bn, x.shape)
+  rng = np.random.default_rng(1)
+  stats = [rng.uniform(0.5, 1.5, 8), rng.normal(size=8), rng.normal(size=8),
+           rng.uniform(0.5, 1.5, 8)]  # gamma, beta, moving mean, moving variance
+  bn.set_weights(stats)
+  fast_bn.set_weights(stats)
+  for training in (False, True):  # inference: the fused op; training: Keras' own
+    got, want = fast_bn(x, training=training), bn(x, training=training)
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(np.float32(got), np.float32(want), **tol)
+
+
+SPEEDUP_TOLERANCE = dict(rtol=1e-4, atol=1e-4)  # float32 features of the faster layers
+# The entries with a `speedup` (fast_layers) and their stock Keras models.
+STOCK = {"convnext_tiny": keras.applications.ConvNeXtTiny,
+         "efficientnetv2_s": keras.applications.EfficientNetV2S}
+
+
+def test_every_speedup_is_checked_against_its_stock_model():
+  assert {n for n, e in backbones.REGISTRY.items() if e.speedup is not None} == set(STOCK)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,suffix", [(n, s) for n in STOCK for s in (".weights.h5", ".h5")])
+def test_faster_layers_load_stock_weights_files_and_equal_the_stock_model(name, suffix,
+                                                                         tmp_path):
+  """An entry's faster layers (fast_layers) read a weights file of the stock Keras model
+  (the native format, and the legacy .h5 of the ImageNet files) and give its features."""
+  from keras.src.legacy.saving import legacy_h5_format  # pylint: disable=g-import-not-at-top
+  import h5py  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import fast_layers  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(3)
+  stock = STOCK[name](include_top=False, weights=None, pooling="avg",
+                      input_shape=(SIZE, SIZE, 3))
+  rng = np.random.default_rng(5)
+  for layer in stock.layers:  # batch-norm statistics other than 0 and 1 (mildly: random
+    if isinstance(layer, keras.layers.BatchNormalization):  # weights amplify them)
+      layer.moving_mean.assign(rng.normal(0, 0.01, layer.moving_mean.shape))
+      layer.moving_variance.assign(rng.uniform(0.95, 1.05, layer.moving_variance.shape))
+  path = str(tmp_path / f"stock{suffix}")
+  if suffix == ".h5":  # the layout of convnext_tiny_notop.h5, efficientnetv2-s_notop.h5
+    with h5py.File(path, "w") as f:
+      legacy_h5_format.save_weights_to_hdf5_group(f, stock)
+  else:
+    stock.save_weights(path)
+  model = backbones.build_backbone(name, weights=path, image_size=SIZE)
+  app = application(model)
+  assert any(type(layer).__module__ == fast_layers.__name__ for layer in app.layers)
+  assert [tuple(w.shape) for w in app.weights] == [tuple(w.shape) for w in stock.weights]
+  images = images_at(SIZE, n=3, seed=4)
+  want = stock(images).numpy()
+  np.testing.assert_allclose(model(images), want, **SPEEDUP_TOLERANCE)
+  compiled = tf.function(lambda x: model(x, training=False))
+  np.testing.assert_allclose(compiled(tf.constant(images)), want, **SPEEDUP_TOLERANCE)
+  # The file was really read: the stock model's random weights, not the backbone's own.
+  assert not np.allclose(backbones.build_backbone(name, image_size=SIZE)(images), want,
+                         atol=1e-3)
 
 
 def test_imagenet_weights_never_download(tmp_path, monkeypatch):

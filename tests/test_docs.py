@@ -21,7 +21,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ("README.md", "BUILD.md", "benchmarks/README.md", "export/README.md")
 # Binaries that import TensorFlow at module level: seconds to start, so their checks are slow.
-_HEAVY = ("benchmarks.extract", "benchmarks.serving")
+_HEAVY = ("benchmarks.extract", "benchmarks.serving", "benchmarks.backbones", "benchmarks.profile")
 BINARIES = ("cnn_rnn_tf.train", "cnn_rnn_tf.evaluate", "cnn_rnn_tf.export",
             "cnn_rnn_tf.predict", "cnn_rnn_tf.visualize", "cnn_rnn_tf.demo",
             "cnn_rnn_tf.serving.client", "cnn_rnn_tf.serving.server",

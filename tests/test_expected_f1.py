@@ -144,3 +144,55 @@ def test_min_length_and_max_length_bound_the_sampled_sets():
   sets = decoding.sample_sets(step, {"x": tf.constant(features)}, num_labels=4, num_samples=50,
                               max_length=1, seeds=seeds).numpy()
   assert sets.sum(axis=-1).max() <= 1
+
+
+def _sample_sets_every_step(step_fn, init_state, *, num_labels, num_samples, max_length,
+                            min_length=0, seeds):
+  """The sampler as it was before draws left the batch at END: every draw runs every step
+  (its later tokens ignored). The reference the faster `decoding.sample_sets` must equal."""
+  from cnn_rnn_tf import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  length = decoding.check_lengths(num_labels, max_length, min_length)
+  k, m = num_labels, num_samples
+  end_id = vocab_lib.end_id_of(k)
+  batch = tf.shape(tf.nest.flatten(init_state)[0])[0]
+  sample_seeds = decoding._mix32(  # pylint: disable=protected-access
+      tf.cast(seeds, tf.uint32)[:, tf.newaxis]
+      + tf.cast(tf.range(m), tf.uint32)[tf.newaxis, :] * tf.constant(0x9E3779B9, tf.uint32))
+  state = tf.nest.map_structure(
+      lambda x: decoding.flatten_beam_dim(decoding.add_beam_dim(x, m)), init_state)
+  last = tf.fill([batch, m], tf.constant(vocab_lib.start_id_of(k)))
+  done, used = tf.zeros([batch, m], tf.bool), tf.zeros([batch, m, k], tf.bool)
+  for t in range(length + 1):
+    log_probs, state = step_fn(decoding.flatten_beam_dim(last), state)
+    log_probs = decoding.unflatten_beam_dim(tf.cast(log_probs, tf.float32), batch, m)
+    masked = tf.where(decoding._token_mask(used, t, min_length, length),  # pylint: disable=protected-access
+                      decoding.NEG, log_probs)
+    gumbel = -tf.math.log(-tf.math.log(decoding._uniform(sample_seeds, t, k + 1)))  # pylint: disable=protected-access
+    last = tf.argmax(masked + gumbel, axis=-1, output_type=tf.int32)
+    write = tf.logical_and(tf.logical_not(done), tf.not_equal(last, end_id))
+    used = tf.logical_or(used, tf.logical_and(write[..., tf.newaxis], tf.one_hot(last, k) > 0))
+    done = tf.logical_or(done, tf.equal(last, end_id))
+  return used
+
+
+@pytest.mark.parametrize("seed,min_length,max_length", [(0, 0, 5), (1, 2, 5), (2, 0, 3)])
+def test_sampler_equals_the_every_step_sampler_for_the_same_seeds(seed, min_length,
+                                                                  max_length):
+  """Draws that leave the batch at END change no draw: the same sets as the sampler that ran
+  every draw every step, for a CNN-RNN head whose step depends on the path so far."""
+  from cnn_rnn_tf import model as model_lib  # pylint: disable=g-import-not-at-top
+  from helpers import tiny_head  # pylint: disable=g-import-not-at-top
+  k, m = 5, 40
+  step = model_lib.head_step(tiny_head(num_labels=k, seed=seed, scale=1.0))
+  features = np.random.default_rng(seed).normal(size=(6, 6)).astype(np.float32)
+  seeds = decoding.image_seeds(features, seed)
+  kw = dict(num_labels=k, num_samples=m, max_length=max_length, min_length=min_length,
+            seeds=seeds)
+  got = decoding.sample_sets(step, step.initial_state(features), **kw).numpy()
+  want = _sample_sets_every_step(step, step.initial_state(features), **kw).numpy()
+  sizes = got.sum(axis=-1)
+  assert sizes.min() >= min_length and sizes.max() <= max_length
+  assert len(set(sizes.ravel())) > 1  # draws of several lengths: some left the batch early
+  np.testing.assert_array_equal(got, want)
+  compiled = tf.function(lambda f: decoding.sample_sets(step, step.initial_state(f), **kw))
+  np.testing.assert_array_equal(compiled(tf.constant(features)).numpy(), want)
