@@ -16,8 +16,8 @@ every module file is listed and every listed module exists):
   model           the CNN-RNN head and the BCE baseline head (Keras functional models)
   losses          the per-label loss table (bce, asl) and the CNN-RNN's sequence loss
   decoders        the named decoders, each declared once (TF-free)
-  decoding        greedy and beam search, the greedy free-running pass, seeded ancestral
-                  sampling, in TensorFlow ops
+  decoding        greedy and beam search, the greedy free-running pass, in TensorFlow ops
+  sampling        seeded ancestral sampling of label sets (the expected_f1 decoder's)
   expected_f1     the set of maximal expected example-F1 (GFM) from a label distribution
   inference       predictions of any head from features, and what counts as predicted
   calibration     the BCE head's per-class thresholds (max per-class F1)
@@ -45,6 +45,7 @@ every module file is listed and every listed module exists):
   metrics         C-P/C-R/C-F1, O-P/O-R/O-F1, set-level metrics; the tables of metrics and
                   label-set rules; NumPy only
   ranking         AP (three conventions), mAP, MAP@10, top-k masks; NumPy only
+  multilabel      the set metrics (C-/O-P/R/F1, exact match, E-P/R/F1, Hamming); NumPy only
   rule_masks      what counts as predicted: the label-set rules' masks; NumPy only
   metrics_markdown  the metrics reports as Markdown tables
   config_lib      the default config (every field, with why) and its variants

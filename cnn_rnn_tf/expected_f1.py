@@ -16,7 +16,7 @@ Exact for any P; the distribution comes from one of two estimates:
     p, p_empty = size_joint_independent(probs)       # probs [B, K]: independent labels (BCE)
     chosen, expected = gfm(p, p_empty)               # bool [B, K], float32 [B]
 
-The CNN-RNN's joint comes from ancestral samples (`decoding.sample_sets`); a BCE head's
+The CNN-RNN's joint comes from ancestral samples (`sampling.sample_sets`); a BCE head's
 labels are independent given the image, and its p is exact (a Poisson-binomial
 distribution of the other labels' count).
 """

@@ -95,6 +95,7 @@ import uuid
 
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 

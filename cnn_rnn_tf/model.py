@@ -47,6 +47,7 @@ import tensorflow as tf
 
 from cnn_rnn_tf import decoders as decoders_lib
 from cnn_rnn_tf import decoding
+from cnn_rnn_tf import sampling
 from cnn_rnn_tf import expected_f1
 from cnn_rnn_tf import losses
 from cnn_rnn_tf import vocab as vocab_lib
@@ -236,10 +237,10 @@ def _cnn_rnn_predict(head, features, options):
   out = result._asdict()
   out["marginal_scores"] = tf.sigmoid(marginal_logits(head, features))  # [B, K]
   if options.num_samples:
-    out["samples"] = decoding.sample_sets(
+    out["samples"] = sampling.sample_sets(
         step, step.initial_state(features), num_labels=step.num_labels,
         num_samples=options.num_samples, max_length=options.max_length,
-        min_length=options.min_length, seeds=decoding.image_seeds(features, options.sample_seed))
+        min_length=options.min_length, seeds=sampling.image_seeds(features, options.sample_seed))
     out["sample_scores"] = tf.reduce_mean(tf.cast(out["samples"], tf.float32), axis=1)  # [B, K]
   out["label_scores"] = {"path": out["label_scores"], "marginals": out["marginal_scores"],
                          "samples": out.get("sample_scores")}[options.ranking]

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from cnn_rnn_tf import decoding
+from cnn_rnn_tf import sampling
 from cnn_rnn_tf import expected_f1
 
 
@@ -94,9 +95,9 @@ class _ConstantStep:
 
 
 def _sample(step, features, seed, m=8, k=4, **kw):
-  seeds = decoding.image_seeds(features, seed)
+  seeds = sampling.image_seeds(features, seed)
   state = {"x": tf.convert_to_tensor(features, tf.float32)}
-  return decoding.sample_sets(step, state, num_labels=k, num_samples=m, max_length=k,
+  return sampling.sample_sets(step, state, num_labels=k, num_samples=m, max_length=k,
                               seeds=seeds, **kw).numpy()
 
 
@@ -140,8 +141,8 @@ def test_min_length_and_max_length_bound_the_sampled_sets():
   features = np.random.default_rng(1).normal(size=(3, 2)).astype(np.float32)
   sizes = _sample(step, features, seed=0, m=50, k=4, min_length=2).sum(axis=-1)
   assert sizes.min() >= 2
-  seeds = decoding.image_seeds(features, 0)
-  sets = decoding.sample_sets(step, {"x": tf.constant(features)}, num_labels=4, num_samples=50,
+  seeds = sampling.image_seeds(features, 0)
+  sets = sampling.sample_sets(step, {"x": tf.constant(features)}, num_labels=4, num_samples=50,
                               max_length=1, seeds=seeds).numpy()
   assert sets.sum(axis=-1).max() <= 1
 
@@ -149,13 +150,13 @@ def test_min_length_and_max_length_bound_the_sampled_sets():
 def _sample_sets_every_step(step_fn, init_state, *, num_labels, num_samples, max_length,
                             min_length=0, seeds):
   """The sampler as it was before draws left the batch at END: every draw runs every step
-  (its later tokens ignored). The reference the faster `decoding.sample_sets` must equal."""
+  (its later tokens ignored). The reference the faster `sampling.sample_sets` must equal."""
   from cnn_rnn_tf import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
   length = decoding.check_lengths(num_labels, max_length, min_length)
   k, m = num_labels, num_samples
   end_id = vocab_lib.end_id_of(k)
   batch = tf.shape(tf.nest.flatten(init_state)[0])[0]
-  sample_seeds = decoding._mix32(  # pylint: disable=protected-access
+  sample_seeds = sampling._mix32(  # pylint: disable=protected-access
       tf.cast(seeds, tf.uint32)[:, tf.newaxis]
       + tf.cast(tf.range(m), tf.uint32)[tf.newaxis, :] * tf.constant(0x9E3779B9, tf.uint32))
   state = tf.nest.map_structure(
@@ -165,9 +166,9 @@ def _sample_sets_every_step(step_fn, init_state, *, num_labels, num_samples, max
   for t in range(length + 1):
     log_probs, state = step_fn(decoding.flatten_beam_dim(last), state)
     log_probs = decoding.unflatten_beam_dim(tf.cast(log_probs, tf.float32), batch, m)
-    masked = tf.where(decoding._token_mask(used, t, min_length, length),  # pylint: disable=protected-access
+    masked = tf.where(decoding.token_mask(used, t, min_length, length),
                       decoding.NEG, log_probs)
-    gumbel = -tf.math.log(-tf.math.log(decoding._uniform(sample_seeds, t, k + 1)))  # pylint: disable=protected-access
+    gumbel = -tf.math.log(-tf.math.log(sampling._uniform(sample_seeds, t, k + 1)))  # pylint: disable=protected-access
     last = tf.argmax(masked + gumbel, axis=-1, output_type=tf.int32)
     write = tf.logical_and(tf.logical_not(done), tf.not_equal(last, end_id))
     used = tf.logical_or(used, tf.logical_and(write[..., tf.newaxis], tf.one_hot(last, k) > 0))
@@ -185,14 +186,14 @@ def test_sampler_equals_the_every_step_sampler_for_the_same_seeds(seed, min_leng
   k, m = 5, 40
   step = model_lib.head_step(tiny_head(num_labels=k, seed=seed, scale=1.0))
   features = np.random.default_rng(seed).normal(size=(6, 6)).astype(np.float32)
-  seeds = decoding.image_seeds(features, seed)
+  seeds = sampling.image_seeds(features, seed)
   kw = dict(num_labels=k, num_samples=m, max_length=max_length, min_length=min_length,
             seeds=seeds)
-  got = decoding.sample_sets(step, step.initial_state(features), **kw).numpy()
+  got = sampling.sample_sets(step, step.initial_state(features), **kw).numpy()
   want = _sample_sets_every_step(step, step.initial_state(features), **kw).numpy()
   sizes = got.sum(axis=-1)
   assert sizes.min() >= min_length and sizes.max() <= max_length
   assert len(set(sizes.ravel())) > 1  # draws of several lengths: some left the batch early
   np.testing.assert_array_equal(got, want)
-  compiled = tf.function(lambda f: decoding.sample_sets(step, step.initial_state(f), **kw))
+  compiled = tf.function(lambda f: sampling.sample_sets(step, step.initial_state(f), **kw))
   np.testing.assert_array_equal(compiled(tf.constant(features)).numpy(), want)

@@ -20,7 +20,8 @@ DATA_AND_MODEL = ("cnn_rnn_tf.data", "cnn_rnn_tf.images", "cnn_rnn_tf.image_file
                   "cnn_rnn_tf.vocab", "cnn_rnn_tf.relu_lstm", "cnn_rnn_tf.backbones",
                   "cnn_rnn_tf.head_layers", "cnn_rnn_tf.model", "cnn_rnn_tf.decoding",
                   "cnn_rnn_tf.inference", "cnn_rnn_tf.metrics", "cnn_rnn_tf.ranking",
-                  "cnn_rnn_tf.losses", "cnn_rnn_tf.decoders", "cnn_rnn_tf.rule_masks")
+                  "cnn_rnn_tf.losses", "cnn_rnn_tf.decoders", "cnn_rnn_tf.rule_masks",
+                  "cnn_rnn_tf.sampling", "cnn_rnn_tf.multilabel")
 TRAINING = ("cnn_rnn_tf.train_lib", "cnn_rnn_tf.distribute", "cnn_rnn_tf.train",
             "cnn_rnn_tf.evaluate_lib", "cnn_rnn_tf.evaluate", "cnn_rnn_tf.demo",
             "cnn_rnn_tf.demo_lib", "cnn_rnn_tf.demo_report")
@@ -147,7 +148,9 @@ def test_config_lib_imports_no_package_module(graph):
   assert graph["cnn_rnn_tf.config_checks"] <= {"cnn_rnn_tf.config_lib", "cnn_rnn_tf.metrics",
                                                "cnn_rnn_tf.decoders"}
   assert graph["cnn_rnn_tf.config_cli"] <= {"cnn_rnn_tf.config_lib", "cnn_rnn_tf.config_checks"}
-  assert graph["cnn_rnn_tf.metrics"] <= {"cnn_rnn_tf.ranking", "cnn_rnn_tf.decoders"}
+  assert graph["cnn_rnn_tf.metrics"] <= {"cnn_rnn_tf.ranking", "cnn_rnn_tf.multilabel",
+                                        "cnn_rnn_tf.decoders"}
+  assert graph["cnn_rnn_tf.multilabel"] <= {"cnn_rnn_tf.ranking"}
   assert graph["cnn_rnn_tf.ranking"] == set()
   assert graph["cnn_rnn_tf.decoders"] == set()
 
