@@ -45,7 +45,8 @@ BACKBONE_FACTS = {"vgg16": (224, True), "resnet50": (None, True), "resnet101": (
                   "efficientnetv2_s": (None, True), "convnext_tiny": (None, True),
                   "mobilenet_v3_large": (None, True), "small_cnn": (None, False)}
 BACKBONES = tuple(BACKBONE_FACTS)
-OPTIMIZERS = ("rmsprop", "adam", "sgd")
+OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")  # = optim.OPTIMIZERS
+SCHEDULES = ("constant", "cosine", "step")  # = optim.SCHEDULES
 PRECISIONS = ("auto", "on", "off")
 LABEL_ORDERS = ("frequent_first", "rare_first", "random", "pla", "mla")
 ALIGN_INPUTS = ("predictions", "targets")
@@ -165,8 +166,18 @@ def default_config() -> ml_collections.ConfigDict:
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 64  # global, over all replicas
   train.num_steps = 20000
-  train.optimizer = "rmsprop"  # rmsprop (the paper's choice) | adam | sgd
-  train.learning_rate = 1e-4
+  train.optimizer = "rmsprop"  # rmsprop (the paper's choice) | adam | adamw | sgd
+  train.learning_rate = 1e-4  # the peak rate of a schedule
+  # The recipe (cnn_rnn_tf/optim.py, docs/method.md "The training recipe"); the defaults are
+  # the paper's: a constant rate, no clipping, the last weights.
+  train.schedule = "constant"  # constant | cosine (warm-up, then to final_lr_fraction) | step
+  train.warmup_steps = 0  # cosine / step: linear warm-up from 0 over this many steps
+  train.final_lr_fraction = 0.0  # cosine: the last step's rate, a fraction of the peak
+  train.decay_at = (0.5, 0.75)  # step: fractions of train.num_steps where the rate is cut
+  train.decay_factors = (0.1, 0.1)  # step: the factor of each cut (cumulative)
+  train.grad_clip_norm = 0.0  # clip the global norm of the replicas' summed gradient; 0: off
+  train.ema_decay = 0.0  # EMA of the weights (evaluated, kept best, exported); 0: off
+  train.weight_decay = 0.01  # adamw only: decoupled decay (needs model.weight_decay = 0)
   train.momentum = 0.9  # RMSProp (and SGD) momentum, as the paper
   # cnn_rnn: the order of the training sequence (docs/method.md, "Label order"). Teacher forced:
   # frequent_first (the paper: label ids = training frequency order), rare_first (reverse),
@@ -367,6 +378,21 @@ def _fraction(value):  # 0 <= value < 1 (NaN fails both comparisons)
   return None
 
 
+def _fractions_in_order(value):
+  if (not isinstance(value, (tuple, list)) or not value
+      or not all(isinstance(v, (int, float)) and 0 < v < 1 for v in value)
+      or list(value) != sorted(set(value))):
+    return "must be increasing fractions of the run in (0, 1), e.g. (0.5, 0.75)"
+  return None
+
+
+def _factors(value):
+  if (not isinstance(value, (tuple, list)) or not value
+      or not all(isinstance(v, (int, float)) and 0 < v <= 1 for v in value)):
+    return "must be factors in (0, 1], one per train.decay_at, e.g. (0.1, 0.1)"
+  return None
+
+
 def _one_of(*choices):
   def check(value):
     if value not in choices:
@@ -476,6 +502,14 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "train.num_steps": _int_range(1),
     "train.optimizer": _one_of(*OPTIMIZERS),
     "train.learning_rate": _positive_finite,
+    "train.schedule": _one_of(*SCHEDULES),
+    "train.warmup_steps": _int_range(0),
+    "train.final_lr_fraction": _fraction,
+    "train.decay_at": _fractions_in_order,
+    "train.decay_factors": _factors,
+    "train.grad_clip_norm": _non_negative_finite,
+    "train.ema_decay": _fraction,
+    "train.weight_decay": _non_negative_finite,
     "train.momentum": _fraction,
     "train.label_order": _one_of(*LABEL_ORDERS),
     "train.align_inputs": _one_of(*ALIGN_INPUTS),
@@ -581,6 +615,7 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
     found.append(f"decode.min_length = {min_length}: must be <= decode.max_length "
                  f"({max_length})")
   found += _decoder_problems(values)
+  found += _recipe_problems(values)
   if get("train.keep_best") and get("train.eval_every") == -1:
     found.append(f"train.keep_best = {get('train.keep_best')!r} with train.eval_every = -1: "
                  "no evaluation, so no best checkpoint; set train.eval_every >= 0 or "
@@ -618,6 +653,28 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
     if optional_path(get("data.train_csv")) is None and optional_path(get("data.eval_csv")) is None:
       found.append("data.train_csv = None and data.eval_csv = None: the csv source needs at "
                    "least one CSV file")
+  return found
+
+
+def _recipe_problems(values: dict[str, Any]) -> list[str]:
+  """The schedule's settings fit together; AdamW's decay and L2 are never both on."""
+  get, found = values.get, []
+  schedule, warmup, steps = get("train.schedule"), get("train.warmup_steps"), get("train.num_steps")
+  if schedule == "constant" and warmup:
+    found.append(f"train.warmup_steps = {warmup} with train.schedule = 'constant': the "
+                 "warm-up belongs to the cosine and step schedules; set one of them")
+  if isinstance(warmup, int) and isinstance(steps, int) and schedule != "constant" and warmup >= steps:
+    found.append(f"train.warmup_steps = {warmup}: must be < train.num_steps ({steps})")
+  at, factors = get("train.decay_at"), get("train.decay_factors")
+  if schedule == "step" and isinstance(at, (tuple, list)) and isinstance(factors, (tuple, list)) \
+      and len(at) != len(factors):
+    found.append(f"train.decay_factors = {tuple(factors)}: one factor per train.decay_at "
+                 f"{tuple(at)} is needed")
+  if get("train.optimizer") == "adamw" and get("model.weight_decay"):
+    found.append(f"train.optimizer = 'adamw' with model.weight_decay = "
+                 f"{get('model.weight_decay')!r}: AdamW decays the weights itself "
+                 "(train.weight_decay); set model.weight_decay = 0 so that the L2 "
+                 "regularizers do not decay them a second time")
   return found
 
 

@@ -152,7 +152,8 @@ def with_decode(config, decode: dict | None) -> ml_collections.ConfigDict:
 
 def evaluate(workdir: str, split: str | None = None, batch_size: int | None = None,
              beam_size: int | None = None, *, checkpoint: str = "auto",
-             decode: dict | None = None, validation: bool = False) -> dict:
+             decode: dict | None = None, validation: bool = False,
+             weights: str = "auto") -> dict:
   """Evaluates a workdir's checkpoint on `split`; writes <workdir>/eval/*.
 
   validation=True evaluates the validation part instead (`validation_part`: where choices
@@ -165,6 +166,8 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
     beam_size: shorthand for decode={"beam_size": ...}.
     checkpoint: "auto" | "latest" | "best" | a path (`workdir.resolve_checkpoint`).
     decode: overrides of `decode.*` fields (beam_size, max_length, min_length).
+    weights: "auto" (the EMA weights when the run kept them, train.ema_decay > 0) | "raw"
+      (the trained weights, for comparison: written to <...>/raw/).
 
   The workdir is read once (`workdir.load_trained`). A bce workdir with `thresholds.json`
   (written by the trainer) also gets the calibrated rules.
@@ -175,7 +178,7 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
   overrides = dict(decode or {})
   if beam_size is not None:
     overrides["beam_size"] = beam_size
-  trained = workdir_lib.load_trained(workdir, checkpoint)  # the one read of the workdir
+  trained = workdir_lib.load_trained(workdir, checkpoint, weights=weights)  # read once
   config = with_decode(trained.config, overrides)
   config_lib.validate(config)
   vocab = trained.vocab
@@ -188,9 +191,10 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
   name = split if part == data_lib.ALL else f"{split}[{part}]"
   metrics = metrics_of(config, vocab, pred, name, trained.thresholds)
   metrics["checkpoint"] = trained.checkpoint_path
-  out_dir = workdir_lib.eval_dir(workdir)
-  _write(config, os.path.join(out_dir, "validation") if validation else out_dir, metrics,
-         pred, name)
+  metrics["weights"] = "raw" if weights == "raw" or not config.train.ema_decay else "ema"
+  out_dir = os.path.join(workdir_lib.eval_dir(workdir), *(["validation"] if validation else []),
+                         *(["raw"] if weights == "raw" else []))
+  _write(config, out_dir, metrics, pred, name)
   return metrics
 
 

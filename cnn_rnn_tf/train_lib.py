@@ -81,6 +81,7 @@ from cnn_rnn_tf import data as data_lib
 from cnn_rnn_tf import distribute
 from cnn_rnn_tf import evaluate_lib
 from cnn_rnn_tf import model as model_lib
+from cnn_rnn_tf import optim
 from cnn_rnn_tf import periodic
 from cnn_rnn_tf import progress
 from cnn_rnn_tf import workdir as workdir_lib
@@ -88,17 +89,6 @@ from cnn_rnn_tf.metric_writer import MetricWriter
 
 
 BACKBONE_WEIGHTS = "backbone.weights.h5"  # = os.path.basename(workdir.backbone_weights_path(w))
-
-
-def _make_optimizer(config):
-  if config.train.optimizer == "rmsprop":
-    return keras.optimizers.RMSprop(config.train.learning_rate, momentum=config.train.momentum)
-  if config.train.optimizer == "adam":
-    return keras.optimizers.Adam(config.train.learning_rate)
-  if config.train.optimizer == "sgd":
-    return keras.optimizers.SGD(config.train.learning_rate, momentum=config.train.momentum)
-  raise ValueError(f"Unknown optimizer {config.train.optimizer!r}; expected rmsprop, adam "
-                   "or sgd.")
 
 
 def check_config(config) -> None:
@@ -141,11 +131,10 @@ def build_training_models(config, num_labels: int, strategy) -> Models:
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     backbone, head = workdir_lib.build_backbone_and_head(config, num_labels, policy=policy)
-    optimizer = _make_optimizer(config)
+    optimizer = optim.make_optimizer(config)  # schedule, EMA, AdamW: optim.py
+    optim.gradients_reduced_by_caller(optimizer)  # train_step sums (and clips) them first
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    variables = list(head.trainable_variables)
-    if config.model.train_backbone:
-      variables += backbone.trainable_variables
+    variables = optim.trained_variables(config, backbone, head)
     optimizer.build(variables)
   checkpoint = workdir_lib.make_checkpoint(config, backbone, head, optimizer, step)
   checkpoint.rng = rng_state(backbone, head)
@@ -200,13 +189,16 @@ def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager)
 
 
 def make_train_step(config, models: Models):
-  """The per-replica step: loss / global batch, gradients, update. Returns (loss, reg)."""
+  """The per-replica step: loss / global batch, gradients summed over the replicas and
+  clipped to `train.grad_clip_norm` (optim.reduce_and_clip), update. Returns (loss, reg,
+  the global gradient norm before clipping)."""
   backbone, head, optimizer, variables = (models.backbone, models.head, models.optimizer,
                                           models.variables)
   images_mode = not data_lib.uses_feature_cache(config)
   train_backbone = config.model.train_backbone
   global_batch = config.train.batch_size
   loss_options = model_lib.loss_options(config)  # label order, aux BCE weight
+  clip_norm = config.train.get("grad_clip_norm", 0.0)
 
   def train_step(batch):
     with tf.GradientTape() as tape:
@@ -225,38 +217,41 @@ def make_train_step(config, models: Models):
       reg = (tf.nn.scale_regularization_loss(tf.add_n(model_losses)) if model_losses
              else tf.constant(0.0))  # a tensor: strategy.reduce refuses a Python float
       total = loss + reg
-    grads = tape.gradient(total, variables)
+    grads, norm = optim.reduce_and_clip(tape.gradient(total, variables), clip_norm)
     optimizer.apply_gradients(zip(grads, variables))
-    return loss, reg
+    return loss, reg, norm
 
   return train_step
 
 
 def make_multi_step(strategy, train_step):
-  """tf.function(iterator, num): `num` distributed steps in one call; the last losses."""
+  """tf.function(iterator, num): `num` distributed steps in one call; the SUMS over them of
+  the loss, the regularization and the gradient norm (the loop logs their interval means)."""
 
-  def one_step(i, total, reg, iterator):
-    del total, reg  # the last step's losses are returned
-    loss, reg_loss = strategy.run(train_step, args=(next(iterator),))
-    return (i + 1, strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-            strategy.reduce(tf.distribute.ReduceOp.SUM, reg_loss, axis=None))
+  def one_step(i, sums, iterator):
+    loss, reg, norm = strategy.run(train_step, args=(next(iterator),))
+    step = (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.SUM, reg, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None))  # equal on all
+    return (i + 1, tuple(s + x for s, x in zip(sums, step)))
 
   # autograph=False: nothing here needs it (the loop is an explicit tf.while_loop), and
   # converting the model code to trace it took about half of a head run's tracing time.
   @tf.function(autograph=False)
   def multi_step(iterator, num):
     zero = tf.constant(0.0)
-    _, total, reg = tf.while_loop(
-        lambda i, *_: i < num, lambda i, total, reg: one_step(i, total, reg, iterator),
-        (tf.constant(0), zero, zero))
-    return total, reg
+    _, sums = tf.while_loop(lambda i, _: i < num, lambda i, sums: one_step(i, sums, iterator),
+                            (tf.constant(0), (zero, zero, zero)))
+    return sums
 
   return multi_step
 
 
 def run_loop(multi_step, iterator, models: Models, actions, *, num_steps: int,
              steps_per_loop: int, global_batch: int) -> float:
-  """Trains to `num_steps`, stopping at every step an action is due. Returns the last loss."""
+  """Trains to `num_steps`, stopping at every step an action is due. Returns the mean loss
+  of the last call. The actions get each call's means and its number of steps (`num`):
+  LogMetrics averages them over its interval."""
   step = int(models.step.numpy())
   for action in actions:
     action.start(step, last_step=num_steps)
@@ -266,8 +261,7 @@ def run_loop(multi_step, iterator, models: Models, actions, *, num_steps: int,
     while step < num_steps:
       num = int(min([steps_per_loop, num_steps - step] +
                     [a.next_step(step) - step for a in actions]))
-      loss, reg = multi_step(iterator, tf.constant(num))
-      last_loss, reg = float(loss), float(reg)
+      last_loss, reg, norm = (float(s) / num for s in multi_step(iterator, tf.constant(num)))
       if not np.isfinite(last_loss):  # before the step counter moves or anything is saved
         raise FloatingPointError(
             f"Training loss is {last_loss} at step {step + num}; stopping. The last good "
@@ -280,7 +274,7 @@ def run_loop(multi_step, iterator, models: Models, actions, *, num_steps: int,
                       ex_s=f"{num * global_batch / max(time.time() - t0, 1e-9):.0f}")
       t0 = time.time()
       for action in actions:
-        action(step, loss=last_loss, regularization=reg)
+        action(step, loss=last_loss, regularization=reg, grad_norm=norm, num=num)
   return last_loss
 
 
@@ -330,8 +324,9 @@ def make_evaluate_fn(config, workdir: str, vocab, models: Models):
 
   def evaluate():
     try:
-      return evaluate_lib.evaluate_models(config, vocab, models.backbone, models.head, split,
-                                          cache_dir=cache_dir, part=part)
+      with optim.ema_weights(models.optimizer, models.variables):  # EMA on: its weights
+        return evaluate_lib.evaluate_models(config, vocab, models.backbone, models.head,
+                                            split, cache_dir=cache_dir, part=part)
     except data_lib.EmptyPartError as e:
       if config.train.keep_best:  # a choice needs examples to choose on
         raise
@@ -444,8 +439,10 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   if chief:  # only now: a run that cannot restore leaves config.json as it was
     workdir_lib.record_changes(config, workdir, step=start_step)  # config_history.jsonl
     workdir_lib.save_config(config, workdir)
-  # The config's learning rate wins over the one saved with the optimizer's state.
-  models.optimizer.learning_rate = config.train.learning_rate
+  if config.train.get("schedule", "constant") == "constant":
+    # The config's learning rate wins over the one saved with the optimizer's state (a
+    # schedule is built from the config and evaluated at the restored step).
+    models.optimizer.learning_rate = config.train.learning_rate
   num_steps = config.train.num_steps
   if start_step >= num_steps:
     logging.info("Already at step %d >= num_steps %d: nothing to train.", start_step, num_steps)
@@ -470,15 +467,20 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   teardown_s = teardown(held)
   if worker_dir:
     tf.io.gfile.rmtree(worker_dir)
+  fingerprint = weights_fingerprint(models.variables)  # the raw weights (the resume's)
+  ema_fingerprint = (weights_fingerprint(models.optimizer._model_variables_moving_average)  # pylint: disable=protected-access
+                     if models.optimizer.use_ema else None)
+  # From here the models hold what evaluate and export load (EMA on: the EMA weights).
+  models.optimizer.finalize_variable_values(models.variables)
   skipped = finish(config, workdir, chief, source, models)
   if chief and calibration.calibrates(config):
     calibrate_and_save(config, workdir, vocab, source, models)
-  fingerprint = weights_fingerprint(models.variables)
   step = int(models.step.numpy())
   logging.info("Finished at step %d; weights fingerprint %s.", step, fingerprint)
   evaluate = [a for a in actions if isinstance(a, periodic.Evaluate)]
   return {"step": step, "start_step": start_step, "loss": last_loss, "skipped": skipped,
-          "fingerprint": fingerprint, "teardown_s": teardown_s,
+          "fingerprint": fingerprint, "ema_fingerprint": ema_fingerprint,
+          "teardown_s": teardown_s,
           "eval": evaluate[0].last_metrics if evaluate else None}
 
 

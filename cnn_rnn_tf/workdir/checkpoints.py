@@ -27,10 +27,14 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import model as model_lib
+from cnn_rnn_tf import optim
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.workdir import layout
 
 CHECKPOINT_RULES = ("auto", "latest", "best")
+# Which weights of a checkpoint (`load_trained(weights=...)`): "auto" the EMA when the run
+# kept one (train.ema_decay > 0), else the trained weights; "raw" the trained weights.
+WEIGHTS = ("auto", "raw")
 
 
 class Trained(NamedTuple):
@@ -197,11 +201,23 @@ def check_checkpoint(config, path: str, backbone, head) -> None:
         ". Was config.json changed after training, or the checkpoint taken from another run?")
 
 
-def restore_model(config, path: str, backbone, head) -> None:
-  """Restores head (and trained backbone) strictly from checkpoint prefix `path`."""
+def restore_model(config, path: str, backbone, head, weights: str = "auto") -> None:
+  """Restores head (and trained backbone) strictly from checkpoint prefix `path`.
+
+  weights="auto" with `train.ema_decay > 0`: the models get the EMA weights. The EMA lives
+  in the checkpoint's optimizer (Keras' `use_ema`), so the optimizer is built, restored with
+  the models, and `finalize_variable_values` copies its averages into them.
+  """
+  if weights not in WEIGHTS:
+    raise ValueError(f"weights={weights!r}: expected one of {WEIGHTS}.")
   check_checkpoint(config, path, backbone, head)
+  optimizer = None
+  if weights == "auto" and optim.uses_ema(config):
+    variables = optim.trained_variables(config, backbone, head)
+    optimizer = optim.make_optimizer(config)
+    optimizer.build(variables)
   try:
-    status = make_checkpoint(config, backbone, head).restore(path)
+    status = make_checkpoint(config, backbone, head, optimizer).restore(path)
   except _READ_ERRORS as e:
     raise CorruptCheckpointError(f"Cannot read checkpoint {path!r} ({type(e).__name__}: "
                                  f"{str(e).splitlines()[0][:200]})") from e
@@ -211,6 +227,8 @@ def restore_model(config, path: str, backbone, head) -> None:
     raise CheckpointMismatchError(
         f"Checkpoint {path!r} does not match the config: {str(e)[:500]}") from e
   status.expect_partial()  # the optimizer and step in a training checkpoint are not wanted
+  if optimizer is not None:
+    optimizer.finalize_variable_values(variables)
 
 
 def restore_weights(config, workdir: str, backbone, head, checkpoint: str = "auto") -> str:
@@ -231,7 +249,8 @@ def _older_checkpoints(path: str) -> list[str]:
   return list(reversed(found[:found.index(path)]))
 
 
-def _restore_or_fall_back(config, path: str, backbone, head, checkpoint: str) -> str:
+def _restore_or_fall_back(config, path: str, backbone, head, checkpoint: str,
+                          weights: str = "auto") -> str:
   """Restores `path`; a corrupt one falls back to the newest readable older checkpoint of its
   folder with a warning naming the bad one. Returns the path restored.
 
@@ -242,7 +261,7 @@ def _restore_or_fall_back(config, path: str, backbone, head, checkpoint: str) ->
   candidates = [path] + ([] if path == checkpoint else _older_checkpoints(path))
   for candidate in candidates:
     try:
-      restore_model(config, candidate, backbone, head)
+      restore_model(config, candidate, backbone, head, weights)
     except CorruptCheckpointError as e:
       bad.append(f"{candidate} ({e})")
       logging.warning("Checkpoint %s is corrupt: %s", candidate, e)
@@ -258,7 +277,7 @@ def _restore_or_fall_back(config, path: str, backbone, head, checkpoint: str) ->
 
 
 def load_trained(workdir: str, checkpoint: str = "auto", policy: str | None = None, *,
-                 require_head: str | None = None) -> Trained:
+                 require_head: str | None = None, weights: str = "auto") -> Trained:
   """Everything evaluate, export and visualize need of a workdir, read once.
 
   The config, vocabulary and models restored from `checkpoint` (strict), and the calibrated
@@ -272,6 +291,8 @@ def load_trained(workdir: str, checkpoint: str = "auto", policy: str | None = No
     policy: Keras dtype policy of the backbone, e.g. "mixed_bfloat16"; the head is float32.
     require_head: e.g. "cnn_rnn": a workdir of another `model.head` raises ValueError
       before any model is built.
+    weights: "auto": the EMA weights when the run kept them (train.ema_decay > 0), else the
+      trained ones; "raw": the trained weights (`WEIGHTS`, `restore_model`).
 
   Raises:
     FileNotFoundError: no config.json, labels.txt or checkpoint.
@@ -287,7 +308,7 @@ def load_trained(workdir: str, checkpoint: str = "auto", policy: str | None = No
   vocab = layout.load_vocab(workdir)
   path = resolve_checkpoint(workdir, checkpoint)
   backbone, head = build_backbone_and_head(config, vocab.num_labels, policy=policy)
-  path = _restore_or_fall_back(config, path, backbone, head, checkpoint)
+  path = _restore_or_fall_back(config, path, backbone, head, checkpoint, weights)
   thresholds = layout.load_thresholds(workdir, vocab, path)  # float32 [K] or None
   logging.info("Loaded %s (%s head, %d labels%s).", path, config.model.head, vocab.num_labels,
                ", calibrated thresholds" if thresholds is not None else "")
