@@ -1,58 +1,49 @@
 """The training loop: one custom `strategy.run` loop for every tf.distribute strategy.
 
     from cnn_rnn_tf import train_lib
-    train_lib.train(config, workdir)          # config: an ml_collections ConfigDict
-
-The binary `python -m cnn_rnn_tf.train --config=configs/demo.py --workdir=DIR` only parses
-flags and calls `train`.
+    train_lib.train(config, workdir)  # the binary `python -m cnn_rnn_tf.train` calls it
 
 Strategy: `distribute.make_strategy()` (MultiWorkerMirroredStrategy for a TF_CONFIG cluster,
 MirroredStrategy over several local devices, the default strategy on one; see distribute.py).
 Keras' `model.fit` fails under MultiWorkerMirroredStrategy with Keras 3 (keras-team/keras#20585),
 so every strategy uses this loop. The loss of each replica is divided by the *global* batch
-size and gradients are summed across replicas, so any number of replicas takes the same step.
+size and gradients are summed across replicas, so any number of replicas takes the same step;
+the sum is clipped (`train.grad_clip_norm`) before the optimizer applies it (optim.py).
+With `train.ema_decay > 0`, evaluation during training, keep_best's choice, the thresholds,
+backbone.weights.h5, and `workdir.load_trained` (evaluate, export) use the EMA weights.
 
 The parts, in the order `train` runs them:
   check_before_writing  config_lib.validate, check_config, workdir.check_resume: a run that
                         would be refused is refused before any file is written
-  build_training_models models, optimizer, step, the checkpoint (with the dropout RNG state)
+  build_training_models models, optimizer (optim.py: schedule, EMA, AdamW), step, the
+                        checkpoint (with the dropout RNG state)
   restore_or_init       strict resume (latest good checkpoint; a corrupt one falls back to
                         the previous with a warning), else init_checkpoint, else as built
   make_train_step       the per-replica step; make_multi_step: N distributed steps per call
   make_actions          periodic.LogMetrics, SaveCheckpoint, Evaluate (+ BestCheckpoint)
   run_loop              steps until an action is due, NaN-loss check, progress bar
-  finish                backbone.weights.h5, data_report.json
+  train_end             teardown of the data stream; finish: backbone.weights.h5,
+                        data_report.json; calibrate_and_save: thresholds.json
 The chief first removes `_temp/` folders of failed saves (`workdir.remove_temp_checkpoints`).
 config.json is written only after the restore succeeded (a resume's accepted changes first go
 to config_history.jsonl, `workdir.record_changes`); the chief holds workdir.lock(w)
 throughout (a second trainer on the same workdir fails at once).
 
-Which start wins (first that exists):
-  1. a checkpoint in `<workdir>/checkpoints`     (resume: step, weights, optimizer, dropout
-                                                  RNG state, data position = the step)
-  2. `config.train.init_checkpoint`              (weights only; step and optimizer start fresh)
-  3. the backbone's pretrained weights           (`config.model.backbone_weights`, e.g. imagenet)
-  4. random initialization.
+Which start wins (first that exists): 1. a checkpoint in `<workdir>/checkpoints` (resume:
+step, weights, optimizer with the EMA, dropout RNG state, data position = the step);
+2. `config.train.init_checkpoint` (weights only; step and optimizer start fresh); 3. the
+backbone's pretrained weights (`config.model.backbone_weights`); 4. random initialization.
 
-Two training modes, picked by the config:
-  * features: frozen backbone and `data.cache_features` (the paper's setting): the backbone
-    runs once over the split into the feature cache; the head trains on the cache.
-  * images: the backbone is inside the model (fine-tuning with `model.train_backbone`, or a
-    frozen backbone without a cache); the pipeline feeds images.
+Two training modes, picked by the config: features (a frozen backbone and
+`data.cache_features`, the paper's setting: the head trains on the feature cache) and images
+(the backbone inside the model: fine-tuned with `model.train_backbone`, or frozen uncached).
 
-Workdir layout (only the chief writes):
-  config.json          the resolved config
-  labels.txt           the label vocabulary in training order (id = line number)
-  checkpoints/         tf.train.CheckpointManager checkpoints (head, trained backbone, optimizer)
-  best/                the checkpoint with the best `train.keep_best` metric + best.json
-  train/               TensorBoard summaries and `log.jsonl` (step, loss, examples/s, lr;
-                       eval/* metrics every `train.eval_every` steps and at the end)
-  data_report.json     examples skipped as bad data (`data.skip_bad_examples`), by reason;
-                       duplicate rows and train/eval overlap (`hygiene`, csv)
-  backbone.weights.h5  the trained backbone (when `model.train_backbone`), reusable as frozen
-                       `model.backbone_weights` by later runs (the demo does this)
-  thresholds.json      bce: per-class thresholds fitted at the end on the held-out part of
-                       the training split (`data.calibration_fraction`, calibration.py)
+Workdir layout (only the chief writes; `workdir/layout.py` names every file): config.json,
+labels.txt, checkpoints/ (head, trained backbone, optimizer with the EMA of the weights),
+best/ (+ best.json), train/ (TensorBoard and log.jsonl: the interval's mean loss,
+regularization and gradient norm, examples/s, learning rate; eval/* metrics), data_report.json,
+backbone.weights.h5 (a trained backbone, reusable as frozen `model.backbone_weights`), and
+thresholds.json (calibrated on the held-out part, calibration.py).
 
 Training data: the "fit" part of `data.train_split` (`data.dataset_for`), for both heads:
 a fraction `data.calibration_fraction` of it (by key hash) is held out for calibration.
@@ -62,9 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
-import hashlib
-import json
 import os
 import time
 
@@ -84,6 +72,7 @@ from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import optim
 from cnn_rnn_tf import periodic
 from cnn_rnn_tf import progress
+from cnn_rnn_tf import train_end
 from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.metric_writer import MetricWriter
 
@@ -278,44 +267,6 @@ def run_loop(multi_step, iterator, models: Models, actions, *, num_steps: int,
   return last_loss
 
 
-def drain(iterator) -> int:
-  """Reads the (finite) distributed stream to its end; returns the batches left unread.
-
-  Why: about one run in three used to stall 15-60 s when `train` returned, in the release of
-  the distributed iterator. The cause, found with gdb: tf.data's autotuning model thread
-  sleeps up to 60 s between optimizations and is not woken when its iterator is cancelled,
-  so the iterator's destructor waited for it. Autotuning is therefore off in every dataset
-  of the package (`data/options.py`) and in tf.distribute's per-device datasets
-  (`options.without_autotune_on_devices`). What is left is timed: `train` reads the
-  `.take`-limited stream to its end, releases the iterator and the step function and
-  collects garbage at one point, and logs each part ("Training data stream closed in ... s
-  (...)"; the run's summary has it as `teardown_s`). Measured since: at most 3.45 s in 79
-  demo trainings, no stall.
-  """
-  drained = 0
-  while iterator.get_next_as_optional().has_value():
-    drained += 1
-  return drained
-
-
-def teardown(held: list) -> float:
-  """Releases [iterator, step function] at one timed point; logs each part; total seconds."""
-  times = [time.time()]
-  drained = drain(held[0])
-  times.append(time.time())
-  del held[0]  # the distributed iterator
-  times.append(time.time())
-  del held[0]  # the step function (its traced graphs)
-  times.append(time.time())
-  gc.collect()  # here, timed, not at a random later point
-  times.append(time.time())
-  parts = np.diff(times)
-  logging.info("Training data stream closed in %.2f s (drain %.2f s, %d batches left unread; "
-               "iterator %.2f s; step function %.2f s; gc %.2f s).", times[-1] - times[0],
-               parts[0], drained, parts[1], parts[2], parts[3])
-  return float(times[-1] - times[0])
-
-
 def make_evaluate_fn(config, workdir: str, vocab, models: Models):
   """A no-argument function: the validation part's metrics for the weights as they are now
   (`evaluate_lib.validation_part`: keep_best and eval_every never see the test split)."""
@@ -376,38 +327,6 @@ def check_before_writing(config, workdir: str) -> None:
   workdir_lib.check_resume(config, workdir)
 
 
-def finish(config, workdir: str, chief: bool, source, models: Models) -> dict:
-  """Final writes (chief): the trained backbone and data_report.json. Returns `skipped`."""
-  skipped = dict(getattr(source, "skipped", {}) or {})
-  if not chief:
-    return skipped
-  if config.model.train_backbone:
-    # Reusable as a frozen backbone: --config.model.backbone_weights=<workdir>/backbone.weights.h5
-    models.backbone.save_weights(workdir_lib.backbone_weights_path(workdir))
-  with tf.io.gfile.GFile(workdir_lib.data_report_path(workdir), "w") as f:
-    json.dump({"skipped": skipped, "hygiene": getattr(source, "hygiene", {})}, f, indent=2)
-  if skipped:
-    logging.warning("Skipped bad examples: %s (data.skip_bad_examples=True).", skipped)
-  return skipped
-
-
-def calibrate_and_save(config, workdir: str, vocab, source, models: Models) -> None:
-  """thresholds.json for the weights evaluate and export take by default (`--checkpoint=auto`):
-  the best checkpoint when the run kept one, else the weights as training ended."""
-  backbone, head, step = models.backbone, models.head, int(models.step.numpy())
-  if tf.train.latest_checkpoint(workdir_lib.best_dir(workdir)):
-    trained = workdir_lib.load_trained(workdir, "best")
-    backbone, head = trained.backbone, trained.head
-    step = int(trained.checkpoint_path.rsplit("-", 1)[1])
-  try:
-    thresholds = calibration.calibrate(config, vocab, backbone, head, source=source,
-                                       cache_dir=workdir_lib.feature_cache_dir(config, workdir))
-  except data_lib.EmptyPartError as e:  # a split too small for its held-out part
-    logging.warning("No calibrated thresholds (evaluate and export keep 0.5): %s", e)
-    return
-  workdir_lib.save_thresholds(workdir, vocab.names, thresholds, step=step)
-
-
 def train(config: ml_collections.ConfigDict, workdir: str,
           strategy: tf.distribute.Strategy | None = None) -> dict:
   """Trains until `config.train.num_steps`, resuming from the workdir. Returns a summary."""
@@ -464,29 +383,18 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
     writer.close()
   held = [iterator, multi_step]  # the only references left: teardown times their release
   del iterator, multi_step
-  teardown_s = teardown(held)
+  teardown_s = train_end.teardown(held)
   if worker_dir:
     tf.io.gfile.rmtree(worker_dir)
-  fingerprint = weights_fingerprint(models.variables)  # the raw weights (the resume's)
-  ema_fingerprint = (weights_fingerprint(models.optimizer._model_variables_moving_average)  # pylint: disable=protected-access
-                     if models.optimizer.use_ema else None)
-  # From here the models hold what evaluate and export load (EMA on: the EMA weights).
-  models.optimizer.finalize_variable_values(models.variables)
-  skipped = finish(config, workdir, chief, source, models)
+  fingerprint, ema_fingerprint = train_end.fingerprints_then_ema(models)
+  skipped = train_end.finish(config, workdir, chief, source, models)
   if chief and calibration.calibrates(config):
-    calibrate_and_save(config, workdir, vocab, source, models)
+    train_end.calibrate_and_save(config, workdir, vocab, source, models)
   step = int(models.step.numpy())
-  logging.info("Finished at step %d; weights fingerprint %s.", step, fingerprint)
+  logging.info("Finished at step %d; weights fingerprint %s%s.", step, fingerprint,
+               f"; EMA fingerprint {ema_fingerprint}" if ema_fingerprint else "")
   evaluate = [a for a in actions if isinstance(a, periodic.Evaluate)]
   return {"step": step, "start_step": start_step, "loss": last_loss, "skipped": skipped,
           "fingerprint": fingerprint, "ema_fingerprint": ema_fingerprint,
           "teardown_s": teardown_s,
           "eval": evaluate[0].last_metrics if evaluate else None}
-
-
-def weights_fingerprint(variables) -> str:
-  """A SHA-256 of the weights' bytes: equal on every worker of a synchronous run."""
-  digest = hashlib.sha256()
-  for v in variables:
-    digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(v.value)).tobytes())
-  return digest.hexdigest()[:16]
