@@ -203,7 +203,11 @@ def default_config() -> ml_collections.ConfigDict:
 
 # Where the default recipe departs from the paper (docs/method.md, "The default recipe"):
 # `paper(config)` sets these back; `configs/<variant>.py:paper` does it from the command line.
-PAPER = {"model.aux_bce_weight": 0.0, "model.marginals": "joint_space"}
+# The recipe fields are here too (their defaults are the paper's), so that `:paper` stays the
+# paper's training whatever a variant (e.g. `:resnet101`) sets.
+PAPER = {"model.aux_bce_weight": 0.0, "model.marginals": "joint_space",
+         "train.schedule": "constant", "train.warmup_steps": 0, "train.grad_clip_norm": 0.0,
+         "train.ema_decay": 0.0}
 
 
 def set_fields(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
@@ -659,11 +663,13 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
 def _recipe_problems(values: dict[str, Any]) -> list[str]:
   """The schedule's settings fit together; AdamW's decay and L2 are never both on."""
   get, found = values.get, []
-  schedule, warmup, steps = get("train.schedule"), get("train.warmup_steps"), get("train.num_steps")
+  schedule, warmup = get("train.schedule"), get("train.warmup_steps")
+  steps = get("train.num_steps")
   if schedule == "constant" and warmup:
     found.append(f"train.warmup_steps = {warmup} with train.schedule = 'constant': the "
                  "warm-up belongs to the cosine and step schedules; set one of them")
-  if isinstance(warmup, int) and isinstance(steps, int) and schedule != "constant" and warmup >= steps:
+  if (isinstance(warmup, int) and isinstance(steps, int) and schedule != "constant"
+      and warmup >= steps):
     found.append(f"train.warmup_steps = {warmup}: must be < train.num_steps ({steps})")
   at, factors = get("train.decay_at"), get("train.decay_factors")
   if schedule == "step" and isinstance(at, (tuple, list)) and isinstance(factors, (tuple, list)) \

@@ -283,13 +283,16 @@ def test_ema_run_evaluates_exports_and_resumes_with_its_ema(tmp_path, tfds_dir, 
   for step, rate in rates.items():
     np.testing.assert_allclose(rate, float(schedule(step)), rtol=1e-6, err_msg=step)
   assert all("grad_norm" in r for r in log if "learning_rate" in r)
-  manager = tf.train.CheckpointManager(tf.train.Checkpoint(), workdir_lib.checkpoint_dir(
-      workdir), max_to_keep=5)
-  for path in manager.checkpoints[1:]:  # keep ckpt-3 only
-    for name in tf.io.gfile.glob(path + ".*"):
-      tf.io.gfile.remove(name)
-  with open(os.path.join(workdir_lib.checkpoint_dir(workdir), "checkpoint"), "w") as f:
-    f.write(f'model_checkpoint_path: "ckpt-3"\nall_model_checkpoint_paths: "ckpt-3"\n')
+  directory = workdir_lib.checkpoint_dir(workdir)
+  third = os.path.join(directory, "ckpt-3")
+  for path in tf.train.get_checkpoint_state(directory).all_model_checkpoint_paths:
+    if os.path.join(directory, os.path.basename(path)) != third:
+      for name in tf.io.gfile.glob(os.path.join(directory, os.path.basename(path)) + ".*"):
+        tf.io.gfile.remove(name)
+  now = time.time()  # a CheckpointManager lists only checkpoints newer than the preserved time
+  tf.compat.v1.train.update_checkpoint_state(directory, third, [third],
+                                             all_model_checkpoint_timestamps=[now],
+                                             last_preserved_timestamp=now - 1)
   resumed = train_lib.train(config, workdir)
   assert resumed["start_step"] == 3
   assert (resumed["fingerprint"], resumed["ema_fingerprint"]) == (
