@@ -63,7 +63,9 @@ every module file is listed and every listed module exists):
   metric_writer   scalar metrics to the log, TensorBoard and a JSON-lines file
   periodic        the training loop's periodic work as small named objects
   distribute      the tf.distribute strategy of a run, and which process is the chief
+  optim           the training recipe: optimizer, schedule, gradient clipping, EMA, AdamW
   train_lib       the distributed custom training loop
+  train_end       what follows the loop: stream teardown, backbone file, thresholds
   train           binary: trains a head
   evaluate_lib    decoding + metrics over a split
   evaluate        binary: evaluates a workdir

@@ -64,6 +64,21 @@ def _fraction(value):  # 0 <= value < 1 (NaN fails both comparisons)
   return None
 
 
+
+def _fractions_in_order(value):
+  if (not isinstance(value, (tuple, list)) or not value
+      or not all(isinstance(v, (int, float)) and 0 < v < 1 for v in value)
+      or list(value) != sorted(set(value))):
+    return "must be increasing fractions of the run in (0, 1), e.g. (0.5, 0.75)"
+  return None
+
+
+def _factors(value):
+  if (not isinstance(value, (tuple, list)) or not value
+      or not all(isinstance(v, (int, float)) and 0 < v <= 1 for v in value)):
+    return "must be factors in (0, 1], one per train.decay_at, e.g. (0.1, 0.1)"
+  return None
+
 def _one_of(*choices):
   def check(value):
     if value not in choices:
@@ -178,6 +193,14 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "train.num_steps": _int_range(1),
     "train.optimizer": _one_of(*config_lib.OPTIMIZERS),
     "train.learning_rate": _positive_finite,
+    "train.schedule": _one_of(*config_lib.SCHEDULES),
+    "train.warmup_steps": _int_range(0),
+    "train.final_lr_fraction": _fraction,
+    "train.decay_at": _fractions_in_order,
+    "train.decay_factors": _factors,
+    "train.grad_clip_norm": _non_negative_finite,
+    "train.ema_decay": _fraction,
+    "train.weight_decay": _non_negative_finite,
     "train.momentum": _fraction,
     "train.label_order": _one_of(*config_lib.LABEL_ORDERS),
     "train.align_inputs": _one_of(*config_lib.ALIGN_INPUTS),
@@ -266,6 +289,7 @@ def _cross_problems(values: dict[str, Any]) -> list[str]:
     found.append(f"decode.min_length = {min_length}: must be <= decode.max_length "
                  f"({max_length})")
   found += _decoder_problems(values)
+  found += _recipe_problems(values)
   found += _evaluation_problems(values)
   found += _backbone_problems(values)
   if get("data.source") == "csv":
@@ -346,6 +370,30 @@ def _decoder_problems(values: dict[str, Any]) -> list[str]:
     if get("decode.num_samples") == 0 and (decoder == "expected_f1" or ranking == "samples"):
       found.append("decode.num_samples = 0: decode.decoder = 'expected_f1' and "
                    "decode.ranking = 'samples' need ancestral samples (e.g. 100)")
+  return found
+
+
+def _recipe_problems(values: dict[str, Any]) -> list[str]:
+  """The schedule's settings fit together; AdamW's decay and L2 are never both on."""
+  get, found = values.get, []
+  schedule, warmup = get("train.schedule"), get("train.warmup_steps")
+  steps = get("train.num_steps")
+  if schedule == "constant" and warmup:
+    found.append(f"train.warmup_steps = {warmup} with train.schedule = 'constant': the "
+                 "warm-up belongs to the cosine and step schedules; set one of them")
+  if (isinstance(warmup, int) and isinstance(steps, int) and schedule != "constant"
+      and warmup >= steps):
+    found.append(f"train.warmup_steps = {warmup}: must be < train.num_steps ({steps})")
+  at, factors = get("train.decay_at"), get("train.decay_factors")
+  if (schedule == "step" and isinstance(at, (tuple, list)) and isinstance(factors, (tuple, list))
+      and len(at) != len(factors)):
+    found.append(f"train.decay_factors = {tuple(factors)}: one factor per train.decay_at "
+                 f"{tuple(at)} is needed")
+  if get("train.optimizer") == "adamw" and get("model.weight_decay"):
+    found.append(f"train.optimizer = 'adamw' with model.weight_decay = "
+                 f"{get('model.weight_decay')!r}: AdamW decays the weights itself "
+                 "(train.weight_decay); set model.weight_decay = 0 so that the L2 "
+                 "regularizers do not decay them a second time")
   return found
 
 

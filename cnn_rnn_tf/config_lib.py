@@ -44,7 +44,8 @@ BACKBONE_FACTS = {"vgg16": (224, True), "resnet50": (None, True), "resnet101": (
 BACKBONES = tuple(BACKBONE_FACTS)
 MIN_IMAGE_SIZE = {"small_cnn": 8}  # the smallest input per backbone; the others: 32
 MAX_SAMPLES = 10_000  # decode.num_samples: expected_f1's cost grows linearly with it
-OPTIMIZERS = ("rmsprop", "adam", "sgd")
+OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")  # = optim.OPTIMIZERS
+SCHEDULES = ("constant", "cosine", "step")  # = optim.SCHEDULES
 PRECISIONS = ("auto", "on", "off")
 JITS = ("auto", "on", "off")  # data.jit (= data.precision.JITS)
 LABEL_ORDERS = ("frequent_first", "rare_first", "random", "pla", "mla")
@@ -181,8 +182,18 @@ def default_config() -> ml_collections.ConfigDict:
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 64  # global, over all replicas
   train.num_steps = 20000
-  train.optimizer = "rmsprop"  # rmsprop (the paper's choice) | adam | sgd
-  train.learning_rate = 1e-4
+  train.optimizer = "rmsprop"  # rmsprop (the paper's choice) | adam | adamw | sgd
+  train.learning_rate = 1e-4  # the peak rate of a schedule
+  # The recipe (cnn_rnn_tf/optim.py, docs/method.md "The training recipe"); the defaults are
+  # the paper's: a constant rate, no clipping, the last weights.
+  train.schedule = "constant"  # constant | cosine (warm-up, then to final_lr_fraction) | step
+  train.warmup_steps = 0  # cosine / step: linear warm-up from 0 over this many steps
+  train.final_lr_fraction = 0.0  # cosine: the last step's rate, a fraction of the peak
+  train.decay_at = (0.5, 0.75)  # step: fractions of train.num_steps where the rate is cut
+  train.decay_factors = (0.1, 0.1)  # step: the factor of each cut (cumulative)
+  train.grad_clip_norm = 0.0  # clip the global norm of the replicas' summed gradient; 0: off
+  train.ema_decay = 0.0  # EMA of the weights (evaluated, kept best, exported); 0: off
+  train.weight_decay = 0.01  # adamw only: decoupled decay (needs model.weight_decay = 0)
   train.momentum = 0.9  # RMSProp (and SGD) momentum, as the paper
   # cnn_rnn: the order of the training sequence (docs/method.md, "Label order"). Teacher forced:
   # frequent_first (the paper: label ids = training frequency order), rare_first (reverse),
@@ -208,7 +219,11 @@ def default_config() -> ml_collections.ConfigDict:
 
 # Where the default recipe departs from the paper (docs/method.md, "The default recipe"):
 # `paper(config)` sets these back; `configs/<variant>.py:paper` does it from the command line.
-PAPER = {"model.side_loss_weight": 0.0, "model.marginals": "joint_space"}
+# The recipe fields are here too (their defaults are the paper's), so that `:paper` stays the
+# paper's training whatever a variant (e.g. `:resnet101`) sets.
+PAPER = {"model.side_loss_weight": 0.0, "model.marginals": "joint_space",
+         "train.schedule": "constant", "train.warmup_steps": 0, "train.grad_clip_norm": 0.0,
+         "train.ema_decay": 0.0}
 
 
 def set_fields(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:

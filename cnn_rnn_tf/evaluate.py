@@ -4,6 +4,7 @@ r"""Evaluates a trained workdir: beam search over a split, the paper's metrics.
       [--precision=on|off] [--jit=on|off] \
       [--config.decode.beam_size=5 --config.decode.max_length=8] [--progress=auto]
   python -m cnn_rnn_tf.evaluate --workdir=runs/demo --validation   # where decoders are chosen
+  python -m cnn_rnn_tf.evaluate --workdir=runs/demo --weights=raw  # an EMA run's raw weights
 
 Writes <workdir>/eval/metrics.json, metrics.md and predictions.npz (with --validation:
 <workdir>/eval/validation/), and prints the table.
@@ -42,6 +43,10 @@ _BEAM = flags.DEFINE_integer("beam_size", None,
                              "Beam size (default: config.decode.beam_size); same as "
                              "--config.decode.beam_size.")
 _CHECKPOINT = runtime.define_checkpoint_flag()
+_WEIGHTS = flags.DEFINE_enum(
+    "weights", "auto", ["auto", "raw"], "auto: the EMA weights when the run kept them "
+    "(train.ema_decay > 0), else the trained ones; raw: the trained weights, for comparison "
+    "(written to <workdir>/eval/[validation/]raw/).")
 _PROGRESS = runtime.define_progress_flag()
 _PRECISION = flags.DEFINE_enum(
     "precision", None, ["on", "off"], "The backbone in mixed bfloat16 (on) or float32 (off), "
@@ -67,7 +72,7 @@ def main(argv):
     result = evaluate_lib.evaluate(_WORKDIR.value, _SPLIT.value, _BATCH.value, _BEAM.value,
                                    checkpoint=_CHECKPOINT.value, decode=decode,
                                    validation=_VALIDATION.value, precision=_PRECISION.value,
-                                   jit=_JIT.value)
+                                   jit=_JIT.value, weights=_WEIGHTS.value)
   except config_lib.ConfigError as e:
     sys.stderr.write(f"FATAL {e}\n")
     sys.exit(2)

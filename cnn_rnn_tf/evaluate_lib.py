@@ -177,7 +177,8 @@ def with_decode(config, decode: dict | None) -> ml_collections.ConfigDict:
 def evaluate(workdir: str, split: str | None = None, batch_size: int | None = None,
              beam_size: int | None = None, *, checkpoint: str = "auto",
              decode: dict | None = None, validation: bool = False,
-             precision: str | None = None, jit: str | None = None) -> dict:
+             precision: str | None = None, jit: str | None = None,
+             weights: str = "auto") -> dict:
   """Evaluates a workdir's checkpoint on `split`; writes <workdir>/eval/*.
 
   validation=True evaluates the validation part instead (`validation_part`: where choices
@@ -192,6 +193,8 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
     decode: overrides of `decode.*` fields (beam_size, max_length, min_length).
     precision, jit: "on" | "off" override the workdir's compute.json (how training's own
       evaluation computed); metrics.json's "compute" names what was used and why.
+    weights: "auto" (the EMA weights when the run kept them, train.ema_decay > 0) | "raw"
+      (the trained weights, for comparison: written to <...>/raw/).
 
   The workdir is read once (`workdir.load_trained`). A workdir with `thresholds.json`
   (written by the trainer, either head) also gets the calibrated rules.
@@ -202,8 +205,8 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
   overrides = dict(decode or {})
   if beam_size is not None:
     overrides["beam_size"] = beam_size
-  trained = workdir_lib.load_trained(workdir, checkpoint, precision=precision,
-                                     jit=jit)  # the one read of the workdir
+  trained = workdir_lib.load_trained(workdir, checkpoint, precision=precision, jit=jit,
+                                     weights=weights)  # the one read of the workdir
   config = compute_lib.with_compute(with_decode(trained.config, overrides), trained.compute)
   config_checks.validate(config)
   vocab = trained.vocab
@@ -217,9 +220,10 @@ def evaluate(workdir: str, split: str | None = None, batch_size: int | None = No
   metrics = metrics_of(pred, vocab, name, thresholds=trained.thresholds, **_recorded(config))
   metrics["checkpoint"] = trained.checkpoint_path
   metrics["compute"] = compute_lib.summary(trained.compute)
-  out_dir = workdir_lib.eval_dir(workdir)
-  _write(config, os.path.join(out_dir, "validation") if validation else out_dir, metrics,
-         pred, name)
+  metrics["weights"] = "raw" if weights == "raw" or not config.train.ema_decay else "ema"
+  out_dir = os.path.join(workdir_lib.eval_dir(workdir), *(["validation"] if validation else []),
+                         *(["raw"] if weights == "raw" else []))
+  _write(config, out_dir, metrics, pred, name)
   return metrics
 
 

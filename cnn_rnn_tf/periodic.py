@@ -9,7 +9,7 @@
     num = min([steps_per_loop, num_steps - step] + [a.next_step(step) - step for a in actions])
     ... train `num` steps ...
     for action in actions:
-      action(step, loss=loss, regularization=reg)
+      action(step, loss=loss, regularization=reg, grad_norm=norm, num=num)
 
 An action fires when the step crosses a multiple of `every` since it last looked (so a loop
 that advances several steps at a time never skips one), and always at `last_step`.
@@ -77,7 +77,14 @@ class PeriodicAction:
 
 
 class LogMetrics(PeriodicAction):
-  """Writes loss, regularization, examples/s and the learning rate (train/ summaries)."""
+  """Writes the interval's mean loss, regularization and gradient norm (before clipping),
+  examples/s and the learning rate (train/ summaries).
+
+  Every call (due or not) adds its means, weighted by its `num` steps: the logged loss is the
+  mean over all steps since the last log, as flax and CLU log it, not the last batch's.
+  """
+
+  MEANS = ("loss", "regularization", "grad_norm")
 
   def __init__(self, every: int, writer, global_batch: int,
                learning_rate: Callable[[], float] = lambda: float("nan"),
@@ -86,19 +93,30 @@ class LogMetrics(PeriodicAction):
     self._writer, self._global_batch = writer, global_batch
     self._learning_rate, self._total = learning_rate, total_steps
     self._t0, self._since = time.time(), 0
+    self._sums, self._count = dict.fromkeys(self.MEANS, 0.0), 0
 
   def start(self, step: int, last_step: int | None = None) -> None:
     super().start(step, last_step)
     self._t0, self._since = time.time(), step
+    self._sums, self._count = dict.fromkeys(self.MEANS, 0.0), 0
 
-  def run(self, step: int, *, loss: float, regularization: float = 0.0, **_) -> None:
+  def __call__(self, step: int, **context) -> bool:
+    num = context.get("num", 1)
+    for key in self.MEANS:
+      self._sums[key] += float(context.get(key, 0.0)) * num
+    self._count += num
+    return super().__call__(step, **context)
+
+  def run(self, step: int, **_) -> None:
     elapsed = max(time.time() - self._t0, 1e-9)
+    means = {k: v / max(self._count, 1) for k, v in self._sums.items()}
     self._writer.write(step, {
-        "loss": loss, "regularization": regularization,
+        **means,
         "examples_per_s": (step - self._since) * self._global_batch / elapsed,
         "learning_rate": self._learning_rate(),
     }, prefix=f"step {step}/{self._total or '?'}")
     self._t0, self._since = time.time(), step
+    self._sums, self._count = dict.fromkeys(self.MEANS, 0.0), 0
 
 
 class SaveCheckpoint(PeriodicAction):

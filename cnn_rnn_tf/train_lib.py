@@ -1,58 +1,49 @@
 """The training loop: one custom `strategy.run` loop for every tf.distribute strategy.
 
     from cnn_rnn_tf import train_lib
-    train_lib.train(config, workdir)          # config: an ml_collections ConfigDict
-
-The binary `python -m cnn_rnn_tf.train --config=configs/demo.py --workdir=DIR` only parses
-flags and calls `train`.
+    train_lib.train(config, workdir)  # the binary `python -m cnn_rnn_tf.train` calls it
 
 Strategy: `distribute.make_strategy()` (MultiWorkerMirroredStrategy for a TF_CONFIG cluster,
 MirroredStrategy over several local devices, the default strategy on one; see distribute.py).
 Keras' `model.fit` fails under MultiWorkerMirroredStrategy with Keras 3 (keras-team/keras#20585),
 so every strategy uses this loop. The loss of each replica is divided by the *global* batch
-size and gradients are summed across replicas, so any number of replicas takes the same step.
+size and gradients are summed across replicas, so any number of replicas takes the same step;
+the sum is clipped (`train.grad_clip_norm`) before the optimizer applies it (optim.py).
+With `train.ema_decay > 0`, evaluation during training, keep_best's choice, the thresholds,
+backbone.weights.h5, and `workdir.load_trained` (evaluate, export) use the EMA weights.
 
 The parts, in the order `train` runs them:
   check_before_writing  config_checks.validate, check_config, workdir.check_resume: a run that
                         would be refused is refused before any file is written
-  build_training_models models, optimizer, step, the checkpoint (with the dropout RNG state)
+  build_training_models models, optimizer (optim.py: schedule, EMA, AdamW), step, the
+                        checkpoint (with the dropout RNG state)
   restore_or_init       strict resume (latest good checkpoint; a corrupt one falls back to
                         the previous with a warning), else init_checkpoint, else as built
   make_train_step       the per-replica step; make_multi_step: N distributed steps per call
   make_actions          periodic.LogMetrics, SaveCheckpoint, Evaluate (+ BestCheckpoint)
   run_loop              steps until an action is due, NaN-loss check, progress bar
-  finish                backbone.weights.h5, data_report.json
+  train_end             teardown of the data stream; finish: backbone.weights.h5,
+                        data_report.json; calibrate_and_save: thresholds.json
 The chief first removes `_temp/` folders of failed saves (`workdir.remove_temp_checkpoints`).
 config.json is written only after the restore succeeded (a resume's accepted changes first go
 to config_history.jsonl, `workdir.record_changes`); the chief holds workdir.lock(w)
 throughout (a second trainer on the same workdir fails at once).
 
-Which start wins (first that exists):
-  1. a checkpoint in `<workdir>/checkpoints`     (resume: step, weights, optimizer, dropout
-                                                  RNG state, data position = the step)
-  2. `config.train.init_checkpoint`              (weights only; step and optimizer start fresh)
-  3. the backbone's pretrained weights           (`config.model.backbone_weights`, e.g. imagenet)
-  4. random initialization.
+Which start wins (first that exists): 1. a checkpoint in `<workdir>/checkpoints` (resume:
+step, weights, optimizer with the EMA, dropout RNG state, data position = the step);
+2. `config.train.init_checkpoint` (weights only; step and optimizer start fresh); 3. the
+backbone's pretrained weights (`config.model.backbone_weights`); 4. random initialization.
 
-Two training modes, picked by the config:
-  * features: frozen backbone and `data.cache_features` (the paper's setting): the backbone
-    runs once over the split into the feature cache; the head trains on the cache.
-  * images: the backbone is inside the model (fine-tuning with `model.train_backbone`, or a
-    frozen backbone without a cache); the pipeline feeds images.
+Two training modes, picked by the config: features (a frozen backbone and
+`data.cache_features`, the paper's setting: the head trains on the feature cache) and images
+(the backbone inside the model: fine-tuned with `model.train_backbone`, or frozen uncached).
 
-Workdir layout (only the chief writes):
-  config.json          the resolved config
-  labels.txt           the label vocabulary in training order (id = line number)
-  checkpoints/         tf.train.CheckpointManager checkpoints (head, trained backbone, optimizer)
-  best/                the checkpoint with the best `train.keep_best` metric + best.json
-  train/               TensorBoard summaries and `log.jsonl` (step, loss, examples/s, lr;
-                       eval/* metrics every `train.eval_every` steps and at the end)
-  data_report.json     examples skipped as bad data (`data.skip_bad_examples`), by reason;
-                       duplicate rows and train/eval overlap (`hygiene`, csv)
-  backbone.weights.h5  the trained backbone (when `model.train_backbone`), reusable as frozen
-                       `model.backbone_weights` by later runs (the demo does this)
-  thresholds.json      bce: per-class thresholds fitted at the end on the held-out part of
-                       the training split (`data.calibration_fraction`, calibration.py)
+Workdir layout (only the chief writes; `workdir/layout.py` names every file): config.json,
+labels.txt, checkpoints/ (head, trained backbone, optimizer with the EMA of the weights),
+best/ (+ best.json), train/ (TensorBoard and log.jsonl: the interval's mean loss,
+regularization and gradient norm, examples/s, learning rate; eval/* metrics), data_report.json,
+backbone.weights.h5 (a trained backbone, reusable as frozen `model.backbone_weights`), and
+thresholds.json (calibrated on the held-out part, calibration.py).
 
 Training data: the "fit" part of `data.train_split` (`data.dataset_for`), for both heads:
 a fraction `data.calibration_fraction` of it (by key hash) is held out for calibration.
@@ -62,9 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
-import hashlib
-import json
 import os
 import time
 
@@ -82,24 +70,15 @@ from cnn_rnn_tf import distribute
 from cnn_rnn_tf import evaluate_lib
 from cnn_rnn_tf import losses
 from cnn_rnn_tf import model as model_lib
+from cnn_rnn_tf import optim
 from cnn_rnn_tf import periodic
 from cnn_rnn_tf import progress
+from cnn_rnn_tf import train_end
 from cnn_rnn_tf import workdir as workdir_lib
 from cnn_rnn_tf.data import precision as precision_lib
 from cnn_rnn_tf.metric_writer import MetricWriter
 from cnn_rnn_tf.workdir import compute as compute_lib
 
-
-
-def _make_optimizer(config):
-  if config.train.optimizer == "rmsprop":
-    return keras.optimizers.RMSprop(config.train.learning_rate, momentum=config.train.momentum)
-  if config.train.optimizer == "adam":
-    return keras.optimizers.Adam(config.train.learning_rate)
-  if config.train.optimizer == "sgd":
-    return keras.optimizers.SGD(config.train.learning_rate, momentum=config.train.momentum)
-  raise ValueError(f"Unknown optimizer {config.train.optimizer!r}; expected rmsprop, adam "
-                   "or sgd.")
 
 
 def check_config(config) -> None:
@@ -142,31 +121,14 @@ def build_training_models(config, num_labels: int, strategy,
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     backbone, head = workdir_lib.build_backbone_and_head(config, num_labels, policy=policy)
-    optimizer = _make_optimizer(config)
+    optimizer = optim.make_optimizer(config)  # schedule, EMA, AdamW: optim.py
+    optim.gradients_reduced_by_caller(optimizer)  # train_step sums (and clips) them first
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    variables = list(head.trainable_variables)
-    if config.model.train_backbone:
-      variables += backbone.trainable_variables
+    variables = optim.trained_variables(config, backbone, head)
     optimizer.build(variables)
   checkpoint = workdir_lib.make_checkpoint(config, backbone, head, optimizer, step)
-  checkpoint.rng = rng_state(backbone, head)
+  checkpoint.rng = workdir_lib.rng_state(backbone, head)
   return Models(backbone, head, optimizer, step, variables, checkpoint, record)
-
-
-def rng_state(*models) -> dict:
-  """{"<model>.<layer>": state} of every layer's SeedGenerator (dropout, augmentation).
-
-  Keyed by layer names (stable across builds), not by variable paths (a global counter).
-  """
-  states = {}
-  pending = [(m.name, m) for m in models]
-  while pending:
-    prefix, layer = pending.pop()
-    generator = getattr(layer, "seed_generator", None)
-    if generator is not None:
-      states[prefix] = generator.state
-    pending += [(f"{prefix}.{sub.name}", sub) for sub in getattr(layer, "layers", [])]
-  return states
 
 
 def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager) -> int:
@@ -201,7 +163,9 @@ def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager)
 
 
 def make_train_step(config, models: Models):
-  """The per-replica step: loss / global batch, gradients, update. Returns (loss, reg)."""
+  """The per-replica step: loss / global batch, gradients summed over the replicas and
+  clipped to `train.grad_clip_norm` (optim.reduce_and_clip), update. Returns (loss, reg,
+  the global gradient norm before clipping)."""
   backbone, head, optimizer, variables = (models.backbone, models.head, models.optimizer,
                                           models.variables)
   images_mode = not data_lib.uses_feature_cache(config)
@@ -209,6 +173,7 @@ def make_train_step(config, models: Models):
   global_batch = config.train.batch_size
   loss_options = losses.loss_options(config)  # label order, per-label loss, side weight
   call_backbone = compute_lib.backbone_fn(backbone, models.compute["train"]["jit"])  # XLA?
+  clip_norm = config.train.grad_clip_norm
 
   def train_step(batch):
     with tf.GradientTape() as tape:
@@ -227,38 +192,41 @@ def make_train_step(config, models: Models):
       reg = (tf.nn.scale_regularization_loss(tf.add_n(model_losses)) if model_losses
              else tf.constant(0.0))  # a tensor: strategy.reduce refuses a Python float
       total = loss + reg
-    grads = tape.gradient(total, variables)
+    grads, norm = optim.reduce_and_clip(tape.gradient(total, variables), clip_norm)
     optimizer.apply_gradients(zip(grads, variables))
-    return loss, reg
+    return loss, reg, norm
 
   return train_step
 
 
 def make_multi_step(strategy, train_step):
-  """tf.function(iterator, num): `num` distributed steps in one call; the last losses."""
+  """tf.function(iterator, num): `num` distributed steps in one call; the SUMS over them of
+  the loss, the regularization and the gradient norm (the loop logs their interval means)."""
 
-  def one_step(i, total, reg, iterator):
-    del total, reg  # the last step's losses are returned
-    loss, reg_loss = strategy.run(train_step, args=(next(iterator),))
-    return (i + 1, strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-            strategy.reduce(tf.distribute.ReduceOp.SUM, reg_loss, axis=None))
+  def one_step(i, sums, iterator):
+    loss, reg, norm = strategy.run(train_step, args=(next(iterator),))
+    step = (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.SUM, reg, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None))  # equal on all
+    return (i + 1, tuple(s + x for s, x in zip(sums, step)))
 
   # autograph=False: nothing here needs it (the loop is an explicit tf.while_loop), and
   # converting the model code to trace it took about half of a head run's tracing time.
   @tf.function(autograph=False)
   def multi_step(iterator, num):
     zero = tf.constant(0.0)
-    _, total, reg = tf.while_loop(
-        lambda i, *_: i < num, lambda i, total, reg: one_step(i, total, reg, iterator),
-        (tf.constant(0), zero, zero))
-    return total, reg
+    _, sums = tf.while_loop(lambda i, _: i < num, lambda i, sums: one_step(i, sums, iterator),
+                            (tf.constant(0), (zero, zero, zero)))
+    return sums
 
   return multi_step
 
 
 def run_loop(multi_step, iterator, models: Models, actions, *, num_steps: int,
              steps_per_loop: int, global_batch: int) -> float:
-  """Trains to `num_steps`, stopping at every step an action is due. Returns the last loss."""
+  """Trains to `num_steps`, stopping at every step an action is due. Returns the mean loss
+  of the last call. The actions get each call's means and its number of steps (`num`):
+  LogMetrics averages them over its interval."""
   step = int(models.step.numpy())
   for action in actions:
     action.start(step, last_step=num_steps)
@@ -268,8 +236,7 @@ def run_loop(multi_step, iterator, models: Models, actions, *, num_steps: int,
     while step < num_steps:
       num = int(min([steps_per_loop, num_steps - step] +
                     [a.next_step(step) - step for a in actions]))
-      loss, reg = multi_step(iterator, tf.constant(num))
-      last_loss, reg = float(loss), float(reg)
+      last_loss, reg, norm = (float(s) / num for s in multi_step(iterator, tf.constant(num)))
       if not np.isfinite(last_loss):  # before the step counter moves or anything is saved
         raise FloatingPointError(
             f"Training loss is {last_loss} at step {step + num}; stopping. The last good "
@@ -282,46 +249,8 @@ def run_loop(multi_step, iterator, models: Models, actions, *, num_steps: int,
                       ex_s=f"{num * global_batch / max(time.time() - t0, 1e-9):.0f}")
       t0 = time.time()
       for action in actions:
-        action(step, loss=last_loss, regularization=reg)
+        action(step, loss=last_loss, regularization=reg, grad_norm=norm, num=num)
   return last_loss
-
-
-def drain(iterator) -> int:
-  """Reads the (finite) distributed stream to its end; returns the batches left unread.
-
-  Why: about one run in three used to stall 15-60 s when `train` returned, in the release of
-  the distributed iterator. The cause, found with gdb: tf.data's autotuning model thread
-  sleeps up to 60 s between optimizations and is not woken when its iterator is cancelled,
-  so the iterator's destructor waited for it. Autotuning is therefore off in every dataset
-  of the package (`data/options.py`) and in tf.distribute's per-device datasets
-  (`options.without_autotune_on_devices`). What is left is timed: `train` reads the
-  `.take`-limited stream to its end, releases the iterator and the step function and
-  collects garbage at one point, and logs each part ("Training data stream closed in ... s
-  (...)"; the run's summary has it as `teardown_s`). Measured since: at most 3.45 s in 79
-  demo trainings, no stall.
-  """
-  drained = 0
-  while iterator.get_next_as_optional().has_value():
-    drained += 1
-  return drained
-
-
-def teardown(held: list) -> float:
-  """Releases [iterator, step function] at one timed point; logs each part; total seconds."""
-  times = [time.time()]
-  drained = drain(held[0])
-  times.append(time.time())
-  del held[0]  # the distributed iterator
-  times.append(time.time())
-  del held[0]  # the step function (its traced graphs)
-  times.append(time.time())
-  gc.collect()  # here, timed, not at a random later point
-  times.append(time.time())
-  parts = np.diff(times)
-  logging.info("Training data stream closed in %.2f s (drain %.2f s, %d batches left unread; "
-               "iterator %.2f s; step function %.2f s; gc %.2f s).", times[-1] - times[0],
-               parts[0], drained, parts[1], parts[2], parts[3])
-  return float(times[-1] - times[0])
 
 
 def make_evaluate_fn(config, workdir: str, vocab, models: Models):
@@ -335,8 +264,9 @@ def make_evaluate_fn(config, workdir: str, vocab, models: Models):
 
   def evaluate():
     try:
-      return evaluate_lib.evaluate_models(config, vocab, backbone(), models.head, split,
-                                          cache_dir=cache_dir, part=part)
+      with optim.ema_weights(models.optimizer, models.variables):  # EMA on: its weights
+        return evaluate_lib.evaluate_models(config, vocab, backbone(), models.head, split,
+                                            cache_dir=cache_dir, part=part)
     except data_lib.EmptyPartError as e:
       if config.train.keep_best:  # a choice needs examples to choose on
         raise
@@ -386,41 +316,6 @@ def check_before_writing(config, workdir: str) -> None:
   workdir_lib.check_resume(config, workdir)
 
 
-def finish(config, workdir: str, chief: bool, source, models: Models) -> dict:
-  """Final writes (chief): the trained backbone and data_report.json. Returns `skipped`."""
-  skipped = dict(getattr(source, "skipped", {}) or {})
-  if not chief:
-    return skipped
-  if config.model.train_backbone:
-    # Reusable as a frozen backbone: --config.model.backbone_weights=<workdir>/backbone.weights.h5
-    models.backbone.save_weights(workdir_lib.backbone_weights_path(workdir))
-  with tf.io.gfile.GFile(workdir_lib.data_report_path(workdir), "w") as f:
-    json.dump({"skipped": skipped, "hygiene": getattr(source, "hygiene", {})}, f, indent=2)
-  if skipped:
-    logging.warning("Skipped bad examples: %s (data.skip_bad_examples=True).", skipped)
-  return skipped
-
-
-def calibrate_and_save(config, workdir: str, vocab, source, models: Models) -> None:
-  """thresholds.json for the weights evaluate and export take by default (`--checkpoint=auto`):
-  the best checkpoint when the run kept one, else the weights as training ended."""
-  head, step = models.head, int(models.step.numpy())
-  backbone = compute_lib.inference_backbone(config, models.compute, models.backbone)()
-  if tf.train.latest_checkpoint(workdir_lib.best_dir(workdir)):
-    trained = workdir_lib.load_trained(workdir, "best")
-    backbone, head = trained.backbone, trained.head
-    step = int(trained.checkpoint_path.rsplit("-", 1)[1])
-  config = compute_lib.with_compute(config, models.compute["inference"])
-  try:
-    cache_dir = workdir_lib.feature_cache_dir(workdir, config.data.cache_dir)
-    thresholds = calibration.calibrate(config, vocab, backbone, head, source=source,
-                                       cache_dir=cache_dir)
-  except data_lib.EmptyPartError as e:  # a split too small for its held-out part
-    logging.warning("No calibrated thresholds (evaluate and export keep 0.5): %s", e)
-    return
-  workdir_lib.save_thresholds(workdir, vocab.names, thresholds, step=step)
-
-
 def train(config: ml_collections.ConfigDict, workdir: str,
           strategy: tf.distribute.Strategy | None = None) -> dict:
   """Trains until `config.train.num_steps`, resuming from the workdir. Returns a summary."""
@@ -455,8 +350,10 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
     workdir_lib.record_changes(config, workdir, step=start_step)  # config_history.jsonl
     workdir_lib.save_config(config, workdir)
     compute_lib.save(workdir, record)  # compute.json
-  # The config's learning rate wins over the one saved with the optimizer's state.
-  models.optimizer.learning_rate = config.train.learning_rate
+  if config.train.schedule == "constant":
+    # The config's learning rate wins over the one saved with the optimizer's state (a
+    # schedule is built from the config and evaluated at the restored step).
+    models.optimizer.learning_rate = config.train.learning_rate
   num_steps = config.train.num_steps
   if start_step >= num_steps:
     logging.info("Already at step %d >= num_steps %d: nothing to train.", start_step, num_steps)
@@ -480,24 +377,18 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
     writer.close()
   held = [iterator, multi_step]  # the only references left: teardown times their release
   del iterator, multi_step
-  teardown_s = teardown(held)
+  teardown_s = train_end.teardown(held)
   if worker_dir:
     tf.io.gfile.rmtree(worker_dir)
-  skipped = finish(config, workdir, chief, source, models)
+  fingerprint, ema_fingerprint = train_end.fingerprints_then_ema(models)
+  skipped = train_end.finish(config, workdir, chief, source, models)
   if chief and calibration.calibrates(config):
-    calibrate_and_save(config, workdir, vocab, source, models)
-  fingerprint = weights_fingerprint(models.variables)
+    train_end.calibrate_and_save(config, workdir, vocab, source, models)
   step = int(models.step.numpy())
-  logging.info("Finished at step %d; weights fingerprint %s.", step, fingerprint)
+  logging.info("Finished at step %d; weights fingerprint %s%s.", step, fingerprint,
+               f"; EMA fingerprint {ema_fingerprint}" if ema_fingerprint else "")
   evaluate = [a for a in actions if isinstance(a, periodic.Evaluate)]
   return {"step": step, "start_step": start_step, "loss": last_loss, "skipped": skipped,
-          "fingerprint": fingerprint, "teardown_s": teardown_s,
+          "fingerprint": fingerprint, "ema_fingerprint": ema_fingerprint,
+          "teardown_s": teardown_s,
           "eval": evaluate[0].last_metrics if evaluate else None}
-
-
-def weights_fingerprint(variables) -> str:
-  """A SHA-256 of the weights' bytes: equal on every worker of a synchronous run."""
-  digest = hashlib.sha256()
-  for v in variables:
-    digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(v.value)).tobytes())
-  return digest.hexdigest()[:16]

@@ -358,7 +358,7 @@ def test_a_20_mb_csv_line_is_refused_without_echoing_it(folder):
 
 
 def test_the_counts_reach_data_report_json(folder, tmp_path):
-  from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import train_end  # pylint: disable=g-import-not-at-top
   train = write(folder, "train.csv", GOOD_ROWS + ["img/1.jpg,dog"] * 2)
   source = source_for(train, train)
   source.index("train")
@@ -366,7 +366,7 @@ def test_the_counts_reach_data_report_json(folder, tmp_path):
   config.model.train_backbone = False  # finish() then writes data_report.json only
   workdir = tmp_path / "workdir"
   workdir.mkdir()
-  train_lib.finish(config, str(workdir), True, source, models=None)
+  train_end.finish(config, str(workdir), True, source, models=None)
   report = json.loads((workdir / "data_report.json").read_text())
   assert report["hygiene"] == {"duplicate_rows": {"train": 2},
                                "train_eval_overlap": {"same_path": 5, "same_content": 0}}

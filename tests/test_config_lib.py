@@ -222,11 +222,16 @@ def test_choices_agree_with_the_library():
 
 
 def test_optimizers_agree_with_the_trainer():
-  from cnn_rnn_tf import train_lib  # pylint: disable=g-import-not-at-top
+  from cnn_rnn_tf import optim  # pylint: disable=g-import-not-at-top
+  assert config_lib.OPTIMIZERS == optim.OPTIMIZERS
+  assert config_lib.SCHEDULES == optim.SCHEDULES
   config = config_lib.default_config()
   for name in config_lib.OPTIMIZERS:
     config.train.optimizer = name
-    train_lib._make_optimizer(config)  # pylint: disable=protected-access
+    optim.make_optimizer(config)
+  for name in config_lib.SCHEDULES:
+    config.train.schedule = name
+    optim.make_schedule(config.train)
 
 
 def test_command_line_none_reaches_the_config_as_none():

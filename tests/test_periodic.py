@@ -246,3 +246,21 @@ def test_an_evaluation_with_nothing_to_evaluate_is_skipped():
   action = periodic.Evaluate(1, lambda: None, Writer())
   action.run(3)
   assert writes == [] and action.last_metrics is None
+
+
+def test_logged_loss_is_the_mean_over_the_interval():
+  """Issue 25 item 8: the logged loss (and regularization, gradient norm) is the mean of
+  every step since the last log, each call weighted by its steps, not the last batch's."""
+  writer = FakeWriter()
+  action = periodic.LogMetrics(4, writer, global_batch=8, learning_rate=lambda: 0.5)
+  action.start(0, last_step=6)
+  # calls of 1, 2 and 1 steps (means 1.0, 4.0, 10.0), then 2 steps to the end (6.0)
+  for step, loss, num in ((1, 1.0, 1), (3, 4.0, 2), (4, 10.0, 1), (6, 6.0, 2)):
+    action(step, loss=loss, regularization=loss / 10, grad_norm=2 * loss, num=num)
+  assert [s for s, _ in writer.records] == [4, 6]
+  first, last = writer.records[0][1], writer.records[1][1]
+  np.testing.assert_allclose(first["loss"], (1.0 + 2 * 4.0 + 10.0) / 4)
+  np.testing.assert_allclose(first["regularization"], 0.475)
+  np.testing.assert_allclose(first["grad_norm"], 9.5)
+  np.testing.assert_allclose(last["loss"], 6.0)  # the sums restart after a log
+  assert first["learning_rate"] == 0.5

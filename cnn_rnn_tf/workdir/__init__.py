@@ -73,6 +73,7 @@ from cnn_rnn_tf.workdir.checkpoints import remove_temp_checkpoints
 from cnn_rnn_tf.workdir.checkpoints import resolve_checkpoint
 from cnn_rnn_tf.workdir.checkpoints import restore_model
 from cnn_rnn_tf.workdir.checkpoints import restore_weights
+from cnn_rnn_tf.workdir.checkpoints import rng_state
 from cnn_rnn_tf.workdir.checkpoints import Trained
 from cnn_rnn_tf.workdir.layout import backbone_weights_path
 from cnn_rnn_tf.workdir.layout import best_dir

@@ -27,12 +27,16 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_lib
 from cnn_rnn_tf import model as model_lib
+from cnn_rnn_tf import optim
 from cnn_rnn_tf import vocab as vocab_lib
 from cnn_rnn_tf.data import precision as precision_lib
 from cnn_rnn_tf.workdir import compute as compute_lib
 from cnn_rnn_tf.workdir import layout
 
 CHECKPOINT_RULES = ("auto", "latest", "best")
+# Which weights of a checkpoint (`load_trained(weights=...)`): "auto" the EMA when the run
+# kept one (train.ema_decay > 0), else the trained weights; "raw" the trained weights.
+WEIGHTS = ("auto", "raw")
 
 
 class Trained(NamedTuple):
@@ -100,6 +104,22 @@ def make_checkpoint(config, backbone, head, optimizer=None, step=None) -> tf.tra
   if step is not None:
     items["step"] = step
   return tf.train.Checkpoint(**items)
+
+
+def rng_state(*models) -> dict:
+  """{"<model>.<layer>": state} of every layer's SeedGenerator (dropout, augmentation).
+
+  Keyed by layer names (stable across builds), not by variable paths (a global counter).
+  """
+  states = {}
+  pending = [(m.name, m) for m in models]
+  while pending:
+    prefix, layer = pending.pop()
+    generator = getattr(layer, "seed_generator", None)
+    if generator is not None:
+      states[prefix] = generator.state
+    pending += [(f"{prefix}.{sub.name}", sub) for sub in getattr(layer, "layers", [])]
+  return states
 
 
 def resolve_checkpoint(workdir: str, checkpoint: str = "auto") -> str:
@@ -201,11 +221,23 @@ def check_checkpoint(config, path: str, backbone, head) -> None:
         ". Was config.json changed after training, or the checkpoint taken from another run?")
 
 
-def restore_model(config, path: str, backbone, head) -> None:
-  """Restores head (and trained backbone) strictly from checkpoint prefix `path`."""
+def restore_model(config, path: str, backbone, head, weights: str = "auto") -> None:
+  """Restores head (and trained backbone) strictly from checkpoint prefix `path`.
+
+  weights="auto" with `train.ema_decay > 0`: the models get the EMA weights. The EMA lives
+  in the checkpoint's optimizer (Keras' `use_ema`), so the optimizer is built, restored with
+  the models, and `finalize_variable_values` copies its averages into them.
+  """
+  if weights not in WEIGHTS:
+    raise ValueError(f"weights={weights!r}: expected one of {WEIGHTS}.")
   check_checkpoint(config, path, backbone, head)
+  optimizer = None
+  if weights == "auto" and optim.uses_ema(config):
+    variables = optim.trained_variables(config, backbone, head)
+    optimizer = optim.make_optimizer(config)
+    optimizer.build(variables)
   try:
-    status = make_checkpoint(config, backbone, head).restore(path)
+    status = make_checkpoint(config, backbone, head, optimizer).restore(path)
   except _READ_ERRORS as e:
     raise CorruptCheckpointError(f"Cannot read checkpoint {path!r} ({type(e).__name__}: "
                                  f"{str(e).splitlines()[0][:200]})") from e
@@ -215,6 +247,8 @@ def restore_model(config, path: str, backbone, head) -> None:
     raise CheckpointMismatchError(
         f"Checkpoint {path!r} does not match the config: {str(e)[:500]}") from e
   status.expect_partial()  # the optimizer and step in a training checkpoint are not wanted
+  if optimizer is not None:
+    optimizer.finalize_variable_values(variables)
 
 
 def restore_weights(config, workdir: str, backbone, head, checkpoint: str = "auto") -> str:
@@ -235,7 +269,8 @@ def _older_checkpoints(path: str) -> list[str]:
   return list(reversed(found[:found.index(path)]))
 
 
-def _restore_or_fall_back(config, path: str, backbone, head, checkpoint: str) -> str:
+def _restore_or_fall_back(config, path: str, backbone, head, checkpoint: str,
+                          weights: str = "auto") -> str:
   """Restores `path`; a corrupt one falls back to the newest readable older checkpoint of its
   folder with a warning naming the bad one. Returns the path restored.
 
@@ -246,7 +281,7 @@ def _restore_or_fall_back(config, path: str, backbone, head, checkpoint: str) ->
   candidates = [path] + ([] if path == checkpoint else _older_checkpoints(path))
   for candidate in candidates:
     try:
-      restore_model(config, candidate, backbone, head)
+      restore_model(config, candidate, backbone, head, weights)
     except CorruptCheckpointError as e:
       bad.append(f"{candidate} ({e})")
       logging.warning("Checkpoint %s is corrupt: %s", candidate, e)
@@ -263,7 +298,7 @@ def _restore_or_fall_back(config, path: str, backbone, head, checkpoint: str) ->
 
 def load_trained(workdir: str, checkpoint: str = "auto", policy: str | None = None, *,
                  require_head: str | None = None, precision: str | None = None,
-                 jit: str | None = None) -> Trained:
+                 jit: str | None = None, weights: str = "auto") -> Trained:
   """Everything evaluate, export and visualize need of a workdir, read once.
 
   The config, vocabulary and models restored from `checkpoint` (strict), and the calibrated
@@ -281,6 +316,8 @@ def load_trained(workdir: str, checkpoint: str = "auto", policy: str | None = No
       it existed) loads as before, in float32 without XLA, with a warning.
     require_head: e.g. "cnn_rnn": a workdir of another `model.head` raises ValueError
       before any model is built.
+    weights: "auto": the EMA weights when the run kept them (train.ema_decay > 0), else the
+      trained ones; "raw": the trained weights (`WEIGHTS`, `restore_model`).
 
   Raises:
     FileNotFoundError: no config.json, labels.txt or checkpoint.
@@ -301,7 +338,7 @@ def load_trained(workdir: str, checkpoint: str = "auto", policy: str | None = No
                 source=f"policy argument {policy!r}")
   policy = precision_lib.keras_policy(used["precision"])
   backbone, head = build_backbone_and_head(config, vocab.num_labels, policy=policy)
-  path = _restore_or_fall_back(config, path, backbone, head, checkpoint)
+  path = _restore_or_fall_back(config, path, backbone, head, checkpoint, weights)
   thresholds = layout.load_thresholds(workdir, vocab, path)  # float32 [K] or None
   logging.info("Loaded %s (%s head, %d labels%s; backbone in %s%s, %s).", path,
                config.model.head, vocab.num_labels,
