@@ -49,7 +49,8 @@ every module file is listed and every listed module exists):
   rule_masks      what counts as predicted: the label-set rules' masks; NumPy only
   metrics_markdown  the metrics reports as Markdown tables
   config_lib      the default config (every field, with why) and its variants
-  config_checks   validate: types, ranges, checks between fields, "did you mean"
+  config_checks   validate: types, ranges, "did you mean"
+  config_rules    the checks between config fields (config_checks runs them)
   config_cli      the binaries' config flags (by name or file), one-line flag errors
   workdir/        a workdir's files -> models
     layout          paths, config / labels / thresholds files

@@ -101,6 +101,7 @@ class Models:
   variables: list  # the trained variables, in a fixed order
   checkpoint: tf.train.Checkpoint
   compute: dict  # compute.json's record: the backbone's precision and XLA mode
+  cached_features: bool  # the head trains on the feature cache (data.uses_feature_cache)
 
 
 def build_training_models(config, num_labels: int, strategy,
@@ -116,7 +117,8 @@ def build_training_models(config, num_labels: int, strategy,
   masks as one that was never interrupted.
   """
   record = record or compute_lib.new_record(config)
-  policy = (None if data_lib.uses_feature_cache(config)
+  cached_features = data_lib.uses_feature_cache(config)
+  policy = (None if cached_features
             else precision_lib.keras_policy(record["train"]["precision"]))
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
@@ -128,7 +130,8 @@ def build_training_models(config, num_labels: int, strategy,
     optimizer.build(variables)
   checkpoint = workdir_lib.make_checkpoint(config, backbone, head, optimizer, step)
   checkpoint.rng = workdir_lib.rng_state(backbone, head)
-  return Models(backbone, head, optimizer, step, variables, checkpoint, record)
+  return Models(backbone, head, optimizer, step, variables, checkpoint, record,
+                cached_features)
 
 
 def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager) -> int:
@@ -168,7 +171,7 @@ def make_train_step(config, models: Models):
   the global gradient norm before clipping)."""
   backbone, head, optimizer, variables = (models.backbone, models.head, models.optimizer,
                                           models.variables)
-  images_mode = not data_lib.uses_feature_cache(config)
+  images_mode = not models.cached_features
   train_backbone = config.model.train_backbone
   global_batch = config.train.batch_size
   loss_options = losses.loss_options(config)  # label order, per-label loss, side weight
@@ -256,10 +259,12 @@ def run_loop(multi_step, iterator, models: Models, actions, *, num_steps: int,
 def make_evaluate_fn(config, workdir: str, vocab, models: Models):
   """A no-argument function: the validation part's metrics for the weights as they are now
   (`evaluate_lib.validation_part`: keep_best and eval_every never see the test split), the
-  backbone computing as compute.json's inference entry says (as `evaluate` computes)."""
+  backbone computing as compute.json's inference entry says (as `evaluate` computes).
+
+  `config`: the run's config as inference reads it (`compute.with_compute(config,
+  models.compute["inference"])`, made once by `_train_locked`)."""
   cache_dir = workdir_lib.feature_cache_dir(workdir, config.data.cache_dir)
   split, part = evaluate_lib.validation_part(config)
-  config = compute_lib.with_compute(config, models.compute["inference"])
   backbone = compute_lib.inference_backbone(config, models.compute, models.backbone)
 
   def evaluate():
@@ -277,8 +282,9 @@ def make_evaluate_fn(config, workdir: str, vocab, models: Models):
 
 
 def make_actions(config, workdir: str, chief: bool, worker_dir: str | None, vocab,
-                 models: Models, manager, writer) -> list:
-  """The loop's periodic actions: log, checkpoint, evaluate (+ best checkpoint)."""
+                 models: Models, manager, writer, eval_config) -> list:
+  """The loop's periodic actions: log, checkpoint, evaluate `eval_config` (the config as
+  inference reads it: `make_evaluate_fn`) and keep the best checkpoint."""
   train = config.train
   actions = [
       periodic.LogMetrics(
@@ -294,8 +300,8 @@ def make_actions(config, workdir: str, chief: bool, worker_dir: str | None, voca
       best_dir = workdir_lib.best_dir(workdir) if chief else os.path.join(worker_dir, "best")
       best = periodic.BestCheckpoint(train.keep_best, models.checkpoint, best_dir,
                                      enabled=chief)
-    actions.append(periodic.Evaluate(eval_every, make_evaluate_fn(config, workdir, vocab,
-                                                                  models), writer, best))
+    actions.append(periodic.Evaluate(eval_every, make_evaluate_fn(eval_config, workdir,
+                                                                  vocab, models), writer, best))
   return actions
 
 
@@ -330,12 +336,11 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   source = data_lib.get_source(config.data)
   tf.io.gfile.makedirs(workdir)
   vocab = workdir_lib.load_or_make_vocab(source, workdir, chief)
-  logging.info("%s: %d labels, %d replicas, mode %s", source.name, vocab.num_labels,
-               strategy.num_replicas_in_sync,
-               "features" if data_lib.uses_feature_cache(config) else "images")
   # Resolved once per run (auto measured only for a new workdir), reused on resume.
   record = compute_lib.for_run(config, workdir)
   models = build_training_models(config, vocab.num_labels, strategy, record)
+  logging.info("%s: %d labels, %d replicas, mode %s", source.name, vocab.num_labels,
+               strategy.num_replicas_in_sync, "features" if models.cached_features else "images")
   # Every worker saves (collective ops), but only the chief's copy is kept.
   worker_dir = None if chief else os.path.join(workdir, ".tmp_worker",
                                                str(strategy.cluster_resolver.task_id))
@@ -357,9 +362,11 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   num_steps = config.train.num_steps
   if start_step >= num_steps:
     logging.info("Already at step %d >= num_steps %d: nothing to train.", start_step, num_steps)
-  dataset = data_lib.dataset_for(  # a feature cache in compute.json's inference precision
-      compute_lib.with_compute(config, record["inference"]), config.data.train_split, vocab,
-      training=True, source=source,
+  # The config as inference reads it: a feature cache and evaluation in compute.json's
+  # inference precision (made once, passed down).
+  inference_config = compute_lib.with_compute(config, record["inference"])
+  dataset = data_lib.dataset_for(
+      inference_config, config.data.train_split, vocab, training=True, source=source,
       cache_dir=workdir_lib.feature_cache_dir(workdir, config.data.cache_dir),
       start_step=start_step,
       part=data_lib.FIT).take(
@@ -367,7 +374,8 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   data_lib.options.without_autotune_on_devices()  # else releasing the iterator may stall
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
   writer = MetricWriter(workdir_lib.train_dir(workdir), enabled=chief)
-  actions = make_actions(config, workdir, chief, worker_dir, vocab, models, manager, writer)
+  actions = make_actions(config, workdir, chief, worker_dir, vocab, models, manager, writer,
+                         inference_config)
   multi_step = make_multi_step(strategy, make_train_step(config, models))
   try:
     last_loss = run_loop(multi_step, iterator, models, actions, num_steps=num_steps,

@@ -146,7 +146,8 @@ def test_config_lib_imports_no_package_module(graph):
   # only `ranking` and `decoders`, leaves (NumPy only).
   assert graph["cnn_rnn_tf.config_lib"] == set()
   assert graph["cnn_rnn_tf.config_checks"] <= {"cnn_rnn_tf.config_lib", "cnn_rnn_tf.metrics",
-                                               "cnn_rnn_tf.decoders"}
+                                               "cnn_rnn_tf.decoders", "cnn_rnn_tf.config_rules"}
+  assert graph["cnn_rnn_tf.config_rules"] <= {"cnn_rnn_tf.config_lib", "cnn_rnn_tf.decoders"}
   assert graph["cnn_rnn_tf.config_cli"] <= {"cnn_rnn_tf.config_lib", "cnn_rnn_tf.config_checks"}
   assert graph["cnn_rnn_tf.metrics"] <= {"cnn_rnn_tf.ranking", "cnn_rnn_tf.multilabel",
                                         "cnn_rnn_tf.decoders"}
