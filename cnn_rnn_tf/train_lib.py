@@ -179,7 +179,7 @@ def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager)
   fallback = config.train.fallback_on_corrupt_checkpoint
   for i, path in enumerate(candidates):
     try:
-      models.checkpoint.restore(path).assert_existing_objects_matched()
+      workdir_lib.restore_checkpoint(models.checkpoint, path).assert_existing_objects_matched()
     except (tf.errors.OpError, IndexError, ValueError) as e:
       if not fallback or i + 1 == len(candidates):
         raise RuntimeError(f"Checkpoint {path} cannot be read ({type(e).__name__}: {e}). "
@@ -191,7 +191,8 @@ def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager)
     logging.info("Resumed from %s at step %d.", path, int(models.step.numpy()))
     return int(models.step.numpy())
   if config_lib.optional_path(config.train.init_checkpoint):
-    workdir_lib.make_checkpoint(config, models.backbone, models.head).restore(
+    workdir_lib.restore_checkpoint(
+        workdir_lib.make_checkpoint(config, models.backbone, models.head),
         config.train.init_checkpoint).expect_partial()  # weights only, documented partial
     logging.info("Initialized the model from %s.", config.train.init_checkpoint)
   else:
