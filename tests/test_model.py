@@ -87,14 +87,17 @@ def test_weight_decay_adds_regularization_losses():
   assert len(head.losses) >= 5  # embedding, lstm kernel + recurrent, two projections
 
 
-def test_head_save_and_load_round_trip(tmp_path):
-  head = tiny_head(num_labels=K, seed=2)
+@pytest.mark.parametrize("marginals", ["side_head", "joint_space"])
+def test_head_save_and_load_round_trip(tmp_path, marginals):
+  head = tiny_head(num_labels=K, seed=2, marginals=marginals)
   path = tmp_path / "head.keras"
   head.save(path)
   loaded = keras.models.load_model(path)
   inputs = {"image_features": np.ones((2, 6), np.float32),
             "input_ids": np.array([[K + 1, 0], [K + 1, -1]], np.int32)}
-  np.testing.assert_allclose(head(inputs), loaded(inputs), rtol=1e-6)
+  want, got = head(inputs), loaded(inputs)
+  for key in ("logits", "marginal_logits"):
+    np.testing.assert_allclose(want[key], got[key], rtol=1e-6)
   # A deserialized model has no registry record: a clear error, not a guess by name.
   with pytest.raises(ValueError, match="build_head"):
     model_lib.head_kind(loaded)
@@ -230,6 +233,20 @@ def test_losses_of_every_order_run_inside_a_distributed_step():
     np.testing.assert_allclose(loss, model_lib.head_loss(
         head, feats, multi_hot, training=False, max_labels=3, options=options, step=3),
         rtol=1e-4)
+
+
+@pytest.mark.parametrize("marginals", ["side_head", "joint_space"])
+def test_marginal_logits_are_the_heads_graph_output(marginals):
+  head = tiny_head(num_labels=K, seed=4, marginals=marginals, dropout=0.5)
+  feats = np.random.default_rng(2).normal(size=(3, 6)).astype("float32")
+  ids = np.array([[K + 1, 0]] * 3, np.int32)
+  out = head({"image_features": feats, "input_ids": ids})
+  np.testing.assert_array_equal(model_lib.marginal_logits(head, feats), out["marginal_logits"])
+  # In training the branch draws its own dropout: two calls differ, and neither is the output
+  # without dropout.
+  first, second = (model_lib.marginal_logits(head, feats, training=True) for _ in range(2))
+  assert not np.allclose(first, second) and not np.allclose(first, out["marginal_logits"])
+  assert ("marginal_head" in [layer.name for layer in head.layers]) == (marginals == "side_head")
 
 
 def test_side_head_is_a_full_rank_bce_classifier_on_the_features():
