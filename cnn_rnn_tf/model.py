@@ -342,7 +342,7 @@ def _bce_predict(head, features, options):
   num_labels = logits.shape[-1]
   min_length = options.min_length
   length = decoding.check_lengths(num_labels, options.max_length, min_length)
-  probs = tf.sigmoid(logits)
+  probs = tf.sigmoid(logits)  # [B, K]
   above = _above(probs, options.thresholds)  # [B, K]
   # Labels above their threshold first (by p, exact), then the rest (by p): a prefix of the
   # ranking is the set.
@@ -352,17 +352,8 @@ def _bce_predict(head, features, options):
   rank = tf.range(length)[tf.newaxis, :]
   chosen = tf.logical_or(top_above, rank < min_length)  # [B, L], a prefix of each row
   labels = tf.cast(tf.where(chosen, top_ids, vocab_lib.PAD_ID), tf.int32)  # [B, L]
-  picked = tf.reduce_any(tf.one_hot(tf.where(chosen, top_ids, num_labels), num_labels) > 0,
-                         axis=1)  # [B, K]
-  path_log_prob = tf.reduce_sum(
-      tf.where(picked, tf.math.log_sigmoid(logits), tf.math.log_sigmoid(-logits)), axis=1)
-  # The N best sets: the one set, then N - 1 empty slots (-1 labels, -inf log-probability).
-  paths, paths_log_prob = decoding.pad_paths(labels[:, tf.newaxis], path_log_prob[:, tf.newaxis],
-                                             options.beam_size)
   out = {"labels": labels, "num_labels": tf.reduce_sum(tf.cast(chosen, tf.int32), axis=1),
-         "path_log_prob": path_log_prob, "label_scores": probs,
-         "paths": paths,  # int32 [B, N, L]
-         "paths_log_prob": paths_log_prob}  # float32 [B, N]
+         "label_scores": probs}  # no path: no path_log_prob, no paths
   return _add_sets("bce", out, features, options)
 
 
@@ -373,12 +364,18 @@ class HeadSpec(NamedTuple):
   # (head, features [B, D], multi_hot [B, K], *, training, max_labels,
   #  options: losses.LossOptions, step) -> float32 [B]
   loss: Callable
-  # (head, features [B, D], options: inference.DecodeOptions) -> dict of outputs
-  #  (`inference.OUTPUT_KEYS`), with "sets": {decoder name: bool [B, K]} (`_add_sets`)
+  # (head, features [B, D], options: inference.DecodeOptions) -> dict of `outputs`, with
+  #  "sets": {decoder name: bool [B, K]} (`_add_sets`)
   predict: Callable
+  # The keys of `predict`'s outputs (`inference.predict_from_features` documents them): only
+  # what the head has (a head without a path has no path_log_prob, no paths).
+  outputs: tuple[str, ...]
 
 
 HEADS: dict[str, HeadSpec] = {
-    "cnn_rnn": HeadSpec(build_cnn_rnn_head, _cnn_rnn_head_loss, _cnn_rnn_predict),
-    "bce": HeadSpec(build_bce_head, _bce_head_loss, _bce_predict),
+    "cnn_rnn": HeadSpec(build_cnn_rnn_head, _cnn_rnn_head_loss, _cnn_rnn_predict,
+                        ("labels", "num_labels", "label_scores", "path_log_prob", "paths",
+                         "paths_log_prob", "marginal_scores")),
+    "bce": HeadSpec(build_bce_head, _bce_head_loss, _bce_predict,
+                    ("labels", "num_labels", "label_scores")),
 }
