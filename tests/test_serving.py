@@ -54,6 +54,24 @@ def fake_outputs():
   }
 
 
+def test_outputs_without_a_path_read_as_a_bce_export_gives_them(tmp_path):
+  """A bce export has no path_log_prob and no paths: optional, like the n-best outputs."""
+  outputs = {k: v for k, v in fake_outputs().items()
+             if k not in format_lib.PATH_KEYS + format_lib.NBEST_KEYS}
+  records = format_lib.results(["a.jpg", "b.png"], outputs)
+  assert format_lib.to_text(records, n_best=2).splitlines() == [
+      "a.jpg: car 0.800, person 0.900", "b.png: (no labels)"]
+  assert all("path_log_prob" not in r and "n_best" not in r for r in records)
+  run = format_lib.Run(records, [], 0)
+  format_lib.write_output(str(tmp_path / "out.csv"), run)
+  with open(tmp_path / "out.csv", newline="") as f:
+    table = list(csv.DictReader(f))
+  assert [row["path_log_prob"] for row in table] == ["", ""]
+  assert table[0]["labels"] == "car;person"
+  with pytest.raises(ValueError, match="lack.*label_scores"):
+    format_lib.results(["a.jpg"], {k: v for k, v in outputs.items() if k != "label_scores"})
+
+
 def test_format_text_and_json():
   outputs = fake_outputs()
   records = format_lib.results(["a.jpg", "b.png"], outputs)
