@@ -51,7 +51,7 @@ from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import rule_masks as rule_masks_lib
 
-OUTPUT_KEYS = ("labels", "num_labels", "label_scores")  # every head's; `head_outputs`
+OUTPUT_KEYS = model_lib.OUTPUTS  # every head's: labels, num_labels, label_scores
 
 
 class DecodeOptions(NamedTuple):

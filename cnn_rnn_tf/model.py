@@ -357,6 +357,9 @@ def _bce_predict(head, features, options):
   return _add_sets("bce", out, features, options)
 
 
+OUTPUTS = ("labels", "num_labels", "label_scores")  # every head's predictions
+
+
 class HeadSpec(NamedTuple):
   """What the package needs to know of one kind of head (an entry of `HEADS`)."""
   # (model_config, feature_dim, num_labels) -> keras.Model
@@ -369,13 +372,12 @@ class HeadSpec(NamedTuple):
   predict: Callable
   # The keys of `predict`'s outputs (`inference.predict_from_features` documents them): only
   # what the head has (a head without a path has no path_log_prob, no paths).
-  outputs: tuple[str, ...]
+  outputs: tuple[str, ...] = OUTPUTS
 
 
 HEADS: dict[str, HeadSpec] = {
     "cnn_rnn": HeadSpec(build_cnn_rnn_head, _cnn_rnn_head_loss, _cnn_rnn_predict,
-                        ("labels", "num_labels", "label_scores", "path_log_prob", "paths",
-                         "paths_log_prob", "marginal_scores")),
-    "bce": HeadSpec(build_bce_head, _bce_head_loss, _bce_predict,
-                    ("labels", "num_labels", "label_scores")),
+                        OUTPUTS + ("path_log_prob", "paths", "paths_log_prob",
+                                   "marginal_scores")),
+    "bce": HeadSpec(build_bce_head, _bce_head_loss, _bce_predict),
 }
