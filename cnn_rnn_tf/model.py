@@ -97,11 +97,16 @@ def head_kind(head: keras.Model) -> str:
 
 def head_step(head: keras.Model) -> "CNNRNNStep":
   """The CNN-RNN head's one-step view (made by `build_head` from the head's own layers)."""
-  step = getattr(head, _STEP_ATTR, None)
-  if step is None:
+  return _cnn_rnn_part(head, _STEP_ATTR, "step function")
+
+
+def _cnn_rnn_part(head: keras.Model, attr: str, what: str):
+  """What `build_cnn_rnn_head` set as `attr` on the head; ValueError naming `what` if absent."""
+  part = getattr(head, attr, None)
+  if part is None:
     raise ValueError(f"Head {head.name!r} ({getattr(head, _KIND_ATTR, 'unknown kind')}) has "
-                     "no step function: only a cnn_rnn head built by build_head has one.")
-  return step
+                     f"no {what}: only a cnn_rnn head built by build_head has one.")
+  return part
 
 
 def _l2(model_config):
@@ -179,11 +184,7 @@ class _Views:
 
 
 def _views(head: keras.Model) -> _Views:
-  views = getattr(head, _VIEWS_ATTR, None)
-  if views is None:
-    raise ValueError(f"Head {head.name!r} ({getattr(head, _KIND_ATTR, 'unknown kind')}) has "
-                     "no marginal logits: only a cnn_rnn head built by build_head has them.")
-  return views
+  return _cnn_rnn_part(head, _VIEWS_ATTR, "marginal logits output")
 
 
 MARGINALS = ("side_head", "joint_space")  # model.marginals
