@@ -191,8 +191,8 @@ def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager)
     logging.info("Resumed from %s at step %d.", path, int(models.step.numpy()))
     return int(models.step.numpy())
   if config_lib.optional_path(config.train.init_checkpoint):
-    workdir_lib.restore_checkpoint(workdir_lib.make_checkpoint(
-        config, models.backbone, models.head), config.train.init_checkpoint).expect_partial()  # weights only, documented partial
+    workdir_lib.restore_checkpoint(workdir_lib.make_checkpoint(  # weights only: partial
+        config, models.backbone, models.head), config.train.init_checkpoint).expect_partial()
     logging.info("Initialized the model from %s.", config.train.init_checkpoint)
   else:
     logging.info("Starting from scratch (backbone weights: %s).", config.model.backbone_weights)
