@@ -81,7 +81,7 @@ def _bce_workdir(path, tfds_dir):
   tf.keras.utils.set_random_seed(0)
   backbone, head = workdir_lib.build_backbone_and_head(config, vocab.num_labels)
   checkpoint = workdir_lib.make_checkpoint(config, backbone, head)
-  tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoint_dir(w), 1).save(1)
+  tf.train.CheckpointManager(checkpoint, workdir_lib.checkpoints_dir(w), 1).save(1)
   return w
 
 
