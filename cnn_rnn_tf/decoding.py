@@ -101,23 +101,6 @@ def gather_beams(x: tf.Tensor, beam_indices: tf.Tensor) -> tf.Tensor:
   return tf.gather(x, beam_indices, batch_dims=1)
 
 
-def pad_paths(paths: tf.Tensor, log_probs: tf.Tensor, size: int):
-  """paths int32 [B, M, L], log_probs [B, M] -> padded to [B, size, L] and [B, size].
-
-  New slots hold -1 labels and a -inf log-probability (M <= size).
-  """
-  extra = size - paths.shape[1]
-  if extra <= 0:
-    return paths, log_probs
-  batch = tf.shape(paths)[0]
-  paths = tf.concat([paths, tf.fill([batch, extra, tf.shape(paths)[2]],
-                                    tf.constant(vocab_lib.PAD_ID, paths.dtype))], axis=1)
-  log_probs = tf.concat([log_probs, tf.fill([batch, extra],
-                                            tf.constant(-float("inf"), log_probs.dtype))],
-                        axis=1)
-  return paths, log_probs
-
-
 def check_lengths(num_labels: int, max_length: int, min_length: int) -> int:
   """Validates the lengths; returns the effective max length min(max_length, K)."""
   if num_labels < 1:

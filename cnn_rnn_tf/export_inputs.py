@@ -12,10 +12,14 @@ InvalidArgumentError naming the input and what was expected, since neither TF Se
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
+
+WARMUP_FILE = "tf_serving_warmup_requests"  # TF Serving reads it from assets.extra/
 
 
 def check_shape(x, shape, name: str, expected: str) -> tf.Tensor:
@@ -100,3 +104,16 @@ def write_warmup_requests(path: str, size: int) -> int:
           predict_log=prediction_log_pb2.PredictLog(request=request))
       writer.write(log.SerializeToString())
   return len(batches)
+
+
+def read_warmup_requests(export_dir: str) -> list:
+  """The PredictRequests of an export's `assets.extra/tf_serving_warmup_requests`."""
+  path = os.path.join(export_dir, "assets.extra", WARMUP_FILE)
+  requests = []
+  for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+    log = prediction_log_pb2.PredictionLog.FromString(record)
+    if log.WhichOneof("log_type") != "predict_log":
+      raise ValueError(f"Warmup record {len(requests)} in {path!r} is a "
+                       f"{log.WhichOneof('log_type')}, expected a predict_log.")
+    requests.append(log.predict_log.request)
+  return requests

@@ -19,32 +19,34 @@ Signatures (one `tf.function` per input kind, explicit `TensorSpec`s; beam searc
   predict_images    images       float32 [batch, H, W, 3] RGB in 0..255, any H and W
   predict_features  features     float32 [batch, D]       backbone features (cached ones)
 
-  outputs of all three:
+  outputs of all three (`output_keys(config)`):
     labels          int32   [batch, L]   label ids in path order, -1 padded
     label_names     string  [batch, L]   their names, '' padded
     num_labels      int32   [batch]      length of the path
-    path_log_prob   float32 [batch]      log-probability of the path (END included)
     label_scores    float32 [batch, K]   per-label ranking score (see `inference`)
+  cnn_rnn only (a bce head has no path, `PATH_OUTPUT_KEYS`):
+    path_log_prob   float32 [batch]      log-probability of the path (END included)
     paths           int32   [batch, N, L] the N best label sets of the beam, best first,
                                          -1 padded (paths[:, 0] == labels)
     paths_label_names string [batch, N, L] their names, '' padded
     paths_log_prob  float32 [batch, N]   their log-probabilities, descending
                                          (paths_log_prob[:, 0] == path_log_prob); -inf
                                          marks an empty slot
+  and of either head:
     labels_<decoder>      int32  [batch, L]  per exported named decoder (`exported_decoders`:
     label_names_<decoder> string [batch, L]  cnn_rnn path, marginals, expected_f1; bce
                                          threshold, expected_f1): its set, by decreasing
                                          label_scores (the head's own decoder: `labels`)
 
-with L = min(max_length, K) and N = the beam size (BCE: the one set, then N - 1 empty
-slots). Beam size and lengths are fixed at export time. `labels` / `label_names` /
+with L = min(max_length, K) and N = the beam size. Beam size and lengths are fixed at
+export time. `labels` / `label_names` /
 `num_labels` are the set of `decode.decoder` (default: the head's own, the path or the
 thresholded set).
 
 Calibrated thresholds (either head): when the workdir has thresholds.json
 (`workdir.load_trained` reads it, fitted by the trainer on the held-out part of the training
 split), they are a constant inside the exported functions, so TF Serving needs nothing else:
-the bce label set (labels, label_names, num_labels, path_log_prob, paths...) keeps every
+the bce label set (labels, label_names, num_labels, labels_threshold) keeps every
 label with p >= its class's threshold instead of 0.5; the cnn_rnn's `labels_marginals`
 keeps every label whose marginal probability passes it. `label_scores` are the same either
 way. They are also written to `assets.extra/thresholds.json`. Signatures and inputs are the
@@ -97,7 +99,6 @@ from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import prediction_log_pb2
 
 from cnn_rnn_tf import backbones
 from cnn_rnn_tf import config_checks
@@ -116,13 +117,14 @@ INPUT_KEYS = {
     "predict_images": "images",
     "predict_features": "features",
 }
-OUTPUT_KEYS = ("labels", "label_names", "num_labels", "path_log_prob", "label_scores",
-               "paths", "paths_label_names", "paths_log_prob")
+OUTPUT_KEYS = ("labels", "label_names", "num_labels", "label_scores")  # every head's
+# A head with a path (cnn_rnn) also returns these; an older bce export has them too.
+PATH_OUTPUT_KEYS = ("path_log_prob", "paths", "paths_label_names", "paths_log_prob")
 LABELS_ASSET = "labels.txt"
 CONFIG_FILE = "config.json"
 THRESHOLDS_FILE = "thresholds.json"
 COMPUTE_FILE = "compute.json"
-WARMUP_FILE = "tf_serving_warmup_requests"
+WARMUP_FILE = export_inputs.WARMUP_FILE
 TMP_PREFIX = "tmp-"
 
 
@@ -272,7 +274,7 @@ def _label_table(folder: str, label_names) -> tf.lookup.StaticHashTable:
 
 def _signatures(config, backbone, head, table, thresholds) -> dict:
   """{signature name: (function of its one input, the input's dtype)}; all three share the
-  decoding of `decode_features` and return OUTPUT_KEYS."""
+  decoding of `decode_features` and return `output_keys(config)`."""
   decode = config.decode
   max_pixels = int(config.data.get("max_image_pixels", None) or images_lib.DEFAULT_MAX_PIXELS)
   size = _image_size(config)
@@ -286,7 +288,8 @@ def _signatures(config, backbone, head, table, thresholds) -> dict:
         thresholds=None if thresholds is None else tf.constant(thresholds, tf.float32))
     out.update(decoder_outputs(config.model.head, decode, out))
     out["label_names"] = table.lookup(tf.cast(out["labels"], tf.int64))  # [B, L]
-    out["paths_label_names"] = table.lookup(tf.cast(out["paths"], tf.int64))  # [B, N, L]
+    if "paths" in out:
+      out["paths_label_names"] = table.lookup(tf.cast(out["paths"], tf.int64))  # [B, N, L]
     for name in exported_decoders(config):
       labels_key, names_key = decoders_lib.output_names(name)
       out[names_key] = table.lookup(tf.cast(out[labels_key], tf.int64))
@@ -335,9 +338,13 @@ def exported_decoders(config) -> tuple[str, ...]:
 
 
 def output_keys(config) -> tuple[str, ...]:
-  """OUTPUT_KEYS and `labels_<decoder>`, `label_names_<decoder>` of each exported decoder."""
-  return OUTPUT_KEYS + tuple(key for name in exported_decoders(config)
-                             for key in decoders_lib.output_names(name))
+  """The export's outputs: OUTPUT_KEYS, PATH_OUTPUT_KEYS when the head has a path
+  (`inference.head_outputs`), and `labels_<decoder>`, `label_names_<decoder>` of each
+  exported decoder."""
+  paths = "paths" in inference.head_outputs(config.model.head)
+  return (OUTPUT_KEYS + PATH_OUTPUT_KEYS * paths
+          + tuple(key for name in exported_decoders(config)
+                  for key in decoders_lib.output_names(name)))
 
 
 def decoder_outputs(head: str, decode, out: dict) -> dict:
@@ -367,19 +374,6 @@ def decoder_outputs(head: str, decode, out: dict) -> dict:
   return result
 
 
-def read_warmup_requests(export_dir: str) -> list:
-  """The PredictRequests of `assets.extra/tf_serving_warmup_requests`."""
-  path = os.path.join(export_dir, "assets.extra", WARMUP_FILE)
-  requests = []
-  for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-    log = prediction_log_pb2.PredictionLog.FromString(record)
-    if log.WhichOneof("log_type") != "predict_log":
-      raise ValueError(f"Warmup record {len(requests)} in {path!r} is a "
-                       f"{log.WhichOneof('log_type')}, expected a predict_log.")
-    requests.append(log.predict_log.request)
-  return requests
-
-
 def validate(export_dir: str) -> None:
   """Loads the export back and runs its warmup requests; raises if anything is off."""
   labels = os.path.join(export_dir, "assets", LABELS_ASSET)
@@ -390,7 +384,7 @@ def validate(export_dir: str) -> None:
   if missing:
     raise ValueError(f"The export {export_dir!r} lacks signatures {missing}; "
                      f"it has {sorted(loaded.signatures)}.")
-  for i, request in enumerate(read_warmup_requests(export_dir)):
+  for i, request in enumerate(export_inputs.read_warmup_requests(export_dir)):
     fn = loaded.signatures[request.model_spec.signature_name or "serving_default"]
     inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
     out = fn(**inputs)

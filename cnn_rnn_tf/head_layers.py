@@ -46,6 +46,7 @@ class TiedLabelEmbedding(layers.Layer):
   Call arguments:
     inputs: int ids [B, T] (reverse=False) or joint-space vectors [..., d] (reverse=True).
     reverse: False embeds ids -> [B, T, d]; True scores -> [..., K + 1].
+    labels_only: with reverse, scores the K labels only (not END) -> [..., K].
 
   Example:
 
@@ -71,7 +72,10 @@ class TiedLabelEmbedding(layers.Layer):
         shape=(self.num_labels + 2, self.embedding_dim), name="embeddings",
         initializer=self.embeddings_initializer, regularizer=self.embeddings_regularizer)
 
-  def call(self, inputs, reverse=False):
+  def call(self, inputs, reverse=False, labels_only=False):
+    if reverse and labels_only:  # the K labels' rows only (the joint space's marginals)
+      table = ops.cast(self.embeddings[: self.num_labels], self.compute_dtype)
+      return tf.matmul(inputs, table, transpose_b=True)  # [..., K]
     if reverse:
       table = ops.cast(self.embeddings[: self.num_labels + 1], self.compute_dtype)
       return ops.matmul(inputs, ops.transpose(table))  # [..., K + 1]
@@ -81,7 +85,7 @@ class TiedLabelEmbedding(layers.Layer):
     valid = ops.cast(ops.expand_dims(ids >= 0, -1), self.compute_dtype)
     return ops.take(table, ops.maximum(ids, 0), axis=0) * valid  # [B, T, d]
 
-  def compute_mask(self, inputs, mask=None, reverse=False):
+  def compute_mask(self, inputs, mask=None, reverse=False, labels_only=False):
     if reverse:
       return mask
     return ops.greater_equal(inputs, 0)
@@ -143,8 +147,7 @@ class CNNRNNStep:
   def __init__(self, label_embedding: TiedLabelEmbedding, lstm: ReLULSTM,
                output_projection: layers.Dense, image_projection: layers.Dense,
                joint_space: JointSpace, image_dropout: layers.Dropout | None = None,
-               rnn_dropout: layers.Dropout | None = None,
-               marginal_head: layers.Dense | None = None):
+               rnn_dropout: layers.Dropout | None = None):
     self.label_embedding = label_embedding
     self.lstm = lstm
     self.output_projection = output_projection
@@ -152,7 +155,6 @@ class CNNRNNStep:
     self.joint_space = joint_space
     self.image_dropout = image_dropout
     self.rnn_dropout = rnn_dropout
-    self.marginal_head = marginal_head
     self.num_labels = label_embedding.num_labels
     self.start_id = vocab_lib.start_id_of(self.num_labels)
     self.end_id = vocab_lib.end_id_of(self.num_labels)
@@ -163,21 +165,6 @@ class CNNRNNStep:
     if training and self.image_dropout is not None:
       features = self.image_dropout(features, training=True)
     return tf.cast(self.image_projection(features), tf.float32)
-
-  def marginal_logits(self, features, training=False):
-    """float32 [B, K]: one logit per label from the image alone (`model.marginals`).
-
-    side_head: the head's Dense(K) on dropout(I) (a full-rank BCE classifier);
-    joint_space: U_I dropout(I) . U_l[:K]^T, the image side of the joint space scored by the
-    tied label embedding's label rows (rank d). Either draws its own dropout in training.
-    """
-    features = tf.convert_to_tensor(features)
-    if self.marginal_head is None:
-      table = tf.cast(self.label_embedding.embeddings[: self.num_labels], tf.float32)  # [K, d]
-      return tf.matmul(self.image(features, training=training), table, transpose_b=True)
-    if training and self.image_dropout is not None:
-      features = self.image_dropout(features, training=True)
-    return tf.cast(self.marginal_head(features), tf.float32)  # [B, K]
 
   def initial_state(self, features, training=False):
     features = tf.convert_to_tensor(features)

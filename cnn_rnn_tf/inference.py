@@ -7,12 +7,13 @@ One function serves evaluation and the exported SavedModel, so both decode ident
     out = predict_from_features(head, features, beam_size=3, max_length=10)   # or by field
     out["labels"]          # int32 [B, L], label ids (training order), -1 padded
     out["num_labels"]      # int32 [B]
-    out["path_log_prob"]   # float32 [B]
     out["label_scores"]    # float32 [B, K], the per-label ranking score (decode.ranking)
+    out["set_<decoder>"]   # bool [B, K], each named decoder of the head (`decoders.DECODERS`)
+    # CNN-RNN only (`head_outputs`: a head returns only what it has):
+    out["path_log_prob"]   # float32 [B], the path's log-probability (END included)
     out["paths"]           # int32 [B, N, L], the N = beam_size best label sets, best first
     out["paths_log_prob"]  # float32 [B, N], descending; -inf marks an empty slot
-    out["set_<decoder>"]   # bool [B, K], each named decoder of the head (`decoders.DECODERS`)
-    out["marginal_scores"] # float32 [B, K], CNN-RNN: the marginal probabilities
+    out["marginal_scores"] # float32 [B, K], the marginal probabilities
 
     masks = rule_masks("bce", numpy_out, K, thresholds=None)
     # {rule: bool [B, K]} for every rule of `metrics.RULES` the head's decoders give
@@ -30,9 +31,7 @@ labels of the path; "all" = the whole path.
 BCE: the predicted set is every label with sigmoid probability >= 0.5 (or, with
 `thresholds` float [K], >= its calibrated threshold: `calibration.py`), listed by decreasing
 probability (at most `max_length`, at least `min_length`: the most probable labels fill up);
-`label_scores` is the sigmoid probability; `path_log_prob` is the log-probability of the
-returned set under the independent-labels model, sum_k log P(y_k = predicted_k); `paths`
-holds that one set, then N - 1 empty slots (-1 labels, -inf log-probability).
+`label_scores` is the sigmoid probability. It has no path: no `path_log_prob`, no `paths`.
 Masks: "top3" = the 3 highest probabilities among those >= 0.5; "all" = every label with
 probability >= 0.5; "top3_paper" = the 3 highest probabilities, no threshold; with
 thresholds, "top3_calibrated" / "all_calibrated" = "top3" / "all" with each label's
@@ -52,8 +51,7 @@ from cnn_rnn_tf import metrics as metrics_lib
 from cnn_rnn_tf import model as model_lib
 from cnn_rnn_tf import rule_masks as rule_masks_lib
 
-OUTPUT_KEYS = ("labels", "num_labels", "path_log_prob", "label_scores", "paths",
-               "paths_log_prob")
+OUTPUT_KEYS = model_lib.OUTPUTS  # every head's: labels, num_labels, label_scores
 
 
 class DecodeOptions(NamedTuple):
@@ -80,12 +78,17 @@ def predict_from_features(head: keras.Model, features, options: DecodeOptions | 
   if options.beam_size < 1:
     raise ValueError(f"beam_size must be >= 1, got {options.beam_size}.")
   features = tf.convert_to_tensor(features, tf.float32)
-  out = model_lib.head_spec(head).predict(head, features, options)
-  result = {k: out[k] for k in OUTPUT_KEYS}
+  spec = model_lib.head_spec(head)
+  out = spec.predict(head, features, options)
+  result = {k: out[k] for k in spec.outputs}
   result.update({f"set_{name}": chosen for name, chosen in out["sets"].items()})
-  if "marginal_scores" in out:
-    result["marginal_scores"] = out["marginal_scores"]
   return result
+
+
+def head_outputs(head: str) -> tuple[str, ...]:
+  """The outputs of head `head` (a `model.HEADS` name) but the sets: OUTPUT_KEYS, and the
+  cnn_rnn's path_log_prob, paths, paths_log_prob and marginal_scores."""
+  return model_lib.head_spec(head).outputs
 
 
 def decode_options(config) -> DecodeOptions:

@@ -18,8 +18,8 @@ The training loss of either head (per example, [B]), with the options of a confi
                            options=losses.loss_options(config), step=optimizer.iterations)
 
 CNN-RNN: `sequence_loss` (softmax cross-entropy over the target sequence; its order from
-`train.label_order`, `label_order.py`) + side_loss_weight x the per-label loss of the side
-head's logits (`model.marginal_logits`). BCE: the per-label loss of its logits.
+`train.label_order`, `label_order.py`) + side_loss_weight x the per-label loss of the head's
+`marginal_logits` output (`model.marginal_logits`). BCE: the per-label loss of its logits.
 See docs/method.md.
 """
 
@@ -114,10 +114,11 @@ def cnn_rnn_loss(logits, target_ids):
   return tf.reduce_sum(tf.where(valid, ce, 0.0), axis=1)
 
 
-def sequence_loss(head, step, features, multi_hot, *, training, max_labels,
+def sequence_loss(logits_model, step, features, multi_hot, *, training, max_labels,
                   options: LossOptions, iteration):
-  """The CNN-RNN's sequence loss [B]: its targets in `options.label_order`; `step` is the
-  head's `CNNRNNStep` (the orderless orders' free-running pass), `iteration` draws the
+  """The CNN-RNN's sequence loss [B]: its targets in `options.label_order`. `logits_model` is
+  the head's view {"image_features", "input_ids"} -> logits [B, T, K + 1] (teacher forcing),
+  `step` its `CNNRNNStep` (the orderless orders' free-running pass); `iteration` draws the
   random order."""
   order = options.label_order
   label_order_lib.check_order(order)
@@ -140,5 +141,6 @@ def sequence_loss(head, step, features, multi_hot, *, training, max_labels,
       raise ValueError(f"Unknown align_inputs {options.align_inputs!r}; expected one of "
                        f"{label_order_lib.ALIGN_INPUTS}.")
   input_ids = vocab_lib.teacher_forcing_inputs(target_ids, start_id)  # [B, T]
-  logits = head({"image_features": features, "input_ids": input_ids}, training=training)
+  logits = logits_model({"image_features": features, "input_ids": input_ids},
+                        training=training)
   return cnn_rnn_loss(logits, target_ids)

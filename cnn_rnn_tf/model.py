@@ -12,7 +12,16 @@ CNN-RNN (paper section 3.2, docs/method.md):
     s(t)  = x_t @ U_l[:K + 1]^T                          # [B, T, K+1] tied scores: labels + END
 
     head = build_head(config.model, feature_dim=4096, num_labels=K)
-    logits = head({"image_features": feats, "input_ids": input_ids})   # [B, T, K+1]
+    out = head({"image_features": feats, "input_ids": input_ids})
+    out["logits"]                                        # [B, T, K+1]
+    out["marginal_logits"]                               # [B, K]: the labels from the image
+                                                         # alone (model.marginals)
+    sequence_logits(head, feats, input_ids)              # one output alone, as training reads
+    marginal_logits(head, feats)                         # them (each its own dropout draw)
+
+The marginal logits are the side head's, a Dense(K) on the dropped features (layer
+"marginal_head", `model.marginals = "side_head"`), or the image side of the joint space
+scored by the label rows of U_l (`"joint_space"`).
 
 BCE: one sigmoid per label on the same features: `head(feats)` -> logits [B, K].
 
@@ -57,6 +66,7 @@ from cnn_rnn_tf.relu_lstm import ReLULSTM
 # Attributes `build_head` sets on a built head: its registry name, and (CNN-RNN) its step view.
 _KIND_ATTR = "cnn_rnn_tf_head"
 _STEP_ATTR = "cnn_rnn_tf_step"
+_VIEWS_ATTR = "cnn_rnn_tf_views"
 
 
 def build_head(model_config, feature_dim: int, num_labels: int) -> keras.Model:
@@ -88,11 +98,16 @@ def head_kind(head: keras.Model) -> str:
 
 def head_step(head: keras.Model) -> "CNNRNNStep":
   """The CNN-RNN head's one-step view (made by `build_head` from the head's own layers)."""
-  step = getattr(head, _STEP_ATTR, None)
-  if step is None:
+  return _cnn_rnn_part(head, _STEP_ATTR, "step function")
+
+
+def _cnn_rnn_part(head: keras.Model, attr: str, what: str):
+  """What `build_cnn_rnn_head` set as `attr` on the head; ValueError naming `what` if absent."""
+  part = getattr(head, attr, None)
+  if part is None:
     raise ValueError(f"Head {head.name!r} ({getattr(head, _KIND_ATTR, 'unknown kind')}) has "
-                     "no step function: only a cnn_rnn head built by build_head has one.")
-  return step
+                     f"no {what}: only a cnn_rnn head built by build_head has one.")
+  return part
 
 
 def _l2(model_config):
@@ -109,9 +124,11 @@ def build_bce_head(model_config, feature_dim: int, num_labels: int) -> keras.Mod
 
 
 def build_cnn_rnn_head(model_config, feature_dim: int, num_labels: int) -> keras.Model:
-  """{"image_features" [B, D], "input_ids" int32 [B, T]} -> logits [B, T, K + 1].
+  """{"image_features" [B, D], "input_ids" int32 [B, T]} -> {"logits" [B, T, K + 1],
+  "marginal_logits" [B, K]}.
 
-  The built model carries its `CNNRNNStep` (see `head_step`), made from the same layers.
+  The built model carries its `CNNRNNStep` (see `head_step`), made from the same layers, and
+  one-output views of its graph (`sequence_logits`, `marginal_logits`).
   """
   l2 = _l2(model_config)
   d = model_config.embedding_dim
@@ -135,22 +152,40 @@ def build_cnn_rnn_head(model_config, feature_dim: int, num_labels: int) -> keras
   i_proj = image_projection(dropped)  # [B, d]
   joint = joint_space([o_proj, i_proj])  # [B, T, d]
   logits = label_embedding(joint, reverse=True)  # [B, T, K + 1]
-  head = keras.Model({"image_features": features, "input_ids": input_ids}, logits,
-                     name="cnn_rnn_head")
-  marginal_head = None
+  # The marginal logits [B, K] (model.marginals) read the features through their own draw of
+  # the image dropout: side_head, a Dense(K) (the BCE head inside the CNN-RNN); joint_space,
+  # U_I dropout(I) . U_l[:K]^T. Built last, so the layers above keep their checkpoint keys.
+  redropped = image_dropout(features)  # [B, D]
   if _marginals(model_config) == "side_head":
-    # Dense(K) on the dropped features, the BCE head inside the CNN-RNN: an attribute of the
-    # head, so its weights are the head's (checkpoints, optimizer) though the logits above
-    # do not read it.
-    marginal_head = layers.Dense(num_labels, kernel_regularizer=l2, dtype="float32",
-                                 name="marginal_head")
-    marginal_head.build((None, feature_dim))
-    head.marginal_head = marginal_head
+    marginals = layers.Dense(num_labels, kernel_regularizer=l2, dtype="float32",
+                             name="marginal_head")(redropped)  # [B, K]
+  else:
+    marginals = label_embedding(image_projection(redropped), reverse=True,
+                                labels_only=True)  # [B, K]
+  inputs = {"image_features": features, "input_ids": input_ids}
+  head = keras.Model(inputs, {"logits": logits, "marginal_logits": marginals},
+                     name="cnn_rnn_head")
+  # Two views of the same graph (same layers): training and decoding read one output each,
+  # so neither draws the other's dropout.
+  setattr(head, _VIEWS_ATTR, _Views(
+      keras.Model(inputs, logits, name="cnn_rnn_head_logits"),
+      keras.Model(features, marginals, name="cnn_rnn_head_marginals")))
   setattr(head, _STEP_ATTR, CNNRNNStep(label_embedding, lstm, output_projection,
                                        image_projection, joint_space,
-                                       image_dropout=image_dropout, rnn_dropout=rnn_dropout,
-                                       marginal_head=marginal_head))
+                                       image_dropout=image_dropout, rnn_dropout=rnn_dropout))
   return head
+
+
+class _Views:
+  """The CNN-RNN head's one-output views (a plain object: not tracked, not checkpointed)."""
+
+  def __init__(self, logits: keras.Model, marginals: keras.Model):
+    self.logits = logits
+    self.marginals = marginals
+
+
+def _views(head: keras.Model) -> _Views:
+  return _cnn_rnn_part(head, _VIEWS_ATTR, "marginal logits output")
 
 
 MARGINALS = ("side_head", "joint_space")  # model.marginals
@@ -164,7 +199,8 @@ def _marginals(model_config) -> str:
 
 
 def attach_backbone(backbone: keras.Model, head: keras.Model) -> keras.Model:
-  """One model from images: {"images", ["input_ids"]} -> the head's logits.
+  """One model from images: {"images", ["input_ids"]} -> the head's outputs (bce: logits;
+  cnn_rnn: {"logits", "marginal_logits"}).
 
   The backbone and the head keep their own weights (shared, not copied).
   """
@@ -174,21 +210,30 @@ def attach_backbone(backbone: keras.Model, head: keras.Model) -> keras.Model:
   if len(head.inputs) == 1:  # features only (bce)
     return keras.Model(images, head(features), name=name)
   input_ids = keras.Input((None,), dtype="int32", name="input_ids")
-  logits = head({"image_features": features, "input_ids": input_ids})
-  return keras.Model({"images": images, "input_ids": input_ids}, logits, name=name)
+  outputs = head({"image_features": features, "input_ids": input_ids})
+  return keras.Model({"images": images, "input_ids": input_ids}, outputs, name=name)
+
+
+def sequence_logits(head: keras.Model, features, input_ids, *, training: bool = False):
+  """[B, T, K + 1]: the CNN-RNN head's "logits" output alone (its marginal branch not run)."""
+  return _views(head).logits({"image_features": features, "input_ids": input_ids},
+                             training=training)
 
 
 def marginal_logits(head: keras.Model, features, *, training: bool = False):
-  """float32 [B, K]: the CNN-RNN's per-label logits from the image alone (`model.marginals`:
-  the side head's Dense(K), or the joint space's image side; `CNNRNNStep.marginal_logits`)."""
-  return head_step(head).marginal_logits(features, training=training)
+  """float32 [B, K]: the CNN-RNN head's "marginal_logits" output alone, the per-label logits
+  from the image (`model.marginals`: the side head's Dense(K) `head.get_layer("marginal_head")`,
+  or the joint space's image side); in training with its own dropout draw."""
+  return tf.cast(_views(head).marginals(tf.convert_to_tensor(features), training=training),
+                 tf.float32)
 
 
 # Losses: per example, float32 [B] (the terms are in `losses.py`).
 
 def _cnn_rnn_head_loss(head, features, multi_hot, *, training, max_labels, options, step):
-  loss = losses.sequence_loss(head, head_step(head), features, multi_hot, training=training,
-                              max_labels=max_labels, options=options, iteration=step)  # [B]
+  loss = losses.sequence_loss(_views(head).logits, head_step(head), features, multi_hot,
+                              training=training, max_labels=max_labels, options=options,
+                              iteration=step)  # [B]
   if options.side_loss_weight:
     loss += options.side_loss_weight * losses.label_loss(
         marginal_logits(head, features, training=training), multi_hot, options)
@@ -299,7 +344,7 @@ def _bce_predict(head, features, options):
   num_labels = logits.shape[-1]
   min_length = options.min_length
   length = decoding.check_lengths(num_labels, options.max_length, min_length)
-  probs = tf.sigmoid(logits)
+  probs = tf.sigmoid(logits)  # [B, K]
   above = _above(probs, options.thresholds)  # [B, K]
   # Labels above their threshold first (by p, exact), then the rest (by p): a prefix of the
   # ranking is the set.
@@ -309,18 +354,12 @@ def _bce_predict(head, features, options):
   rank = tf.range(length)[tf.newaxis, :]
   chosen = tf.logical_or(top_above, rank < min_length)  # [B, L], a prefix of each row
   labels = tf.cast(tf.where(chosen, top_ids, vocab_lib.PAD_ID), tf.int32)  # [B, L]
-  picked = tf.reduce_any(tf.one_hot(tf.where(chosen, top_ids, num_labels), num_labels) > 0,
-                         axis=1)  # [B, K]
-  path_log_prob = tf.reduce_sum(
-      tf.where(picked, tf.math.log_sigmoid(logits), tf.math.log_sigmoid(-logits)), axis=1)
-  # The N best sets: the one set, then N - 1 empty slots (-1 labels, -inf log-probability).
-  paths, paths_log_prob = decoding.pad_paths(labels[:, tf.newaxis], path_log_prob[:, tf.newaxis],
-                                             options.beam_size)
   out = {"labels": labels, "num_labels": tf.reduce_sum(tf.cast(chosen, tf.int32), axis=1),
-         "path_log_prob": path_log_prob, "label_scores": probs,
-         "paths": paths,  # int32 [B, N, L]
-         "paths_log_prob": paths_log_prob}  # float32 [B, N]
+         "label_scores": probs}  # no path: no path_log_prob, no paths
   return _add_sets("bce", out, features, options)
+
+
+OUTPUTS = ("labels", "num_labels", "label_scores")  # every head's predictions
 
 
 class HeadSpec(NamedTuple):
@@ -330,12 +369,17 @@ class HeadSpec(NamedTuple):
   # (head, features [B, D], multi_hot [B, K], *, training, max_labels,
   #  options: losses.LossOptions, step) -> float32 [B]
   loss: Callable
-  # (head, features [B, D], options: inference.DecodeOptions) -> dict of outputs
-  #  (`inference.OUTPUT_KEYS`), with "sets": {decoder name: bool [B, K]} (`_add_sets`)
+  # (head, features [B, D], options: inference.DecodeOptions) -> dict of `outputs`, with
+  #  "sets": {decoder name: bool [B, K]} (`_add_sets`)
   predict: Callable
+  # The keys of `predict`'s outputs (`inference.predict_from_features` documents them): only
+  # what the head has (a head without a path has no path_log_prob, no paths).
+  outputs: tuple[str, ...] = OUTPUTS
 
 
 HEADS: dict[str, HeadSpec] = {
-    "cnn_rnn": HeadSpec(build_cnn_rnn_head, _cnn_rnn_head_loss, _cnn_rnn_predict),
+    "cnn_rnn": HeadSpec(build_cnn_rnn_head, _cnn_rnn_head_loss, _cnn_rnn_predict,
+                        OUTPUTS + ("path_log_prob", "paths", "paths_log_prob",
+                                   "marginal_scores")),
     "bce": HeadSpec(build_bce_head, _bce_head_loss, _bce_predict),
 }

@@ -24,10 +24,9 @@ The parts, in the order `train` runs them:
   run_loop              steps until an action is due, NaN-loss check, progress bar
   train_end             teardown of the data stream; finish: backbone.weights.h5,
                         data_report.json; calibrate_and_save: thresholds.json
-The chief first removes `_temp/` folders of failed saves (`workdir.remove_temp_checkpoints`).
-config.json is written only after the restore succeeded (a resume's accepted changes first go
-to config_history.jsonl, `workdir.record_changes`); the chief holds workdir.lock(w)
-throughout (a second trainer on the same workdir fails at once).
+The chief removes `_temp/` folders of failed saves, writes config.json only after the restore
+succeeded (a resume's accepted changes go to config_history.jsonl first) and holds the
+workdir lock throughout (a second trainer on the same workdir fails at once).
 
 Which start wins (first that exists): 1. a checkpoint in `<workdir>/checkpoints` (resume:
 step, weights, optimizer with the EMA, dropout RNG state, data position = the step);
@@ -44,9 +43,8 @@ best/ (+ best.json), train/ (TensorBoard and log.jsonl: the interval's mean loss
 regularization and gradient norm, examples/s, learning rate; eval/* metrics), data_report.json,
 backbone.weights.h5 (a trained backbone, reusable as frozen `model.backbone_weights`), and
 thresholds.json (calibrated on the held-out part, calibration.py).
-
-Training data: the "fit" part of `data.train_split` (`data.dataset_for`), for both heads:
-a fraction `data.calibration_fraction` of it (by key hash) is held out for calibration.
+Training data: the "fit" part of `data.train_split` (`data.dataset_for`); a fraction
+`data.calibration_fraction` of it (by key hash) is held out for calibration.
 """
 
 from __future__ import annotations
@@ -145,7 +143,7 @@ def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager)
   fallback = config.train.fallback_on_corrupt_checkpoint
   for i, path in enumerate(candidates):
     try:
-      models.checkpoint.restore(path).assert_existing_objects_matched()
+      workdir_lib.restore_checkpoint(models.checkpoint, path).assert_existing_objects_matched()
     except (tf.errors.OpError, IndexError, ValueError) as e:
       if not fallback or i + 1 == len(candidates):
         raise RuntimeError(f"Checkpoint {path} cannot be read ({type(e).__name__}: {e}). "
@@ -157,8 +155,8 @@ def restore_or_init(config, models: Models, manager: tf.train.CheckpointManager)
     logging.info("Resumed from %s at step %d.", path, int(models.step.numpy()))
     return int(models.step.numpy())
   if config_lib.optional_path(config.train.init_checkpoint):
-    workdir_lib.make_checkpoint(config, models.backbone, models.head).restore(
-        config.train.init_checkpoint).expect_partial()  # weights only, documented partial
+    workdir_lib.restore_checkpoint(workdir_lib.make_checkpoint(  # weights only: partial
+        config, models.backbone, models.head), config.train.init_checkpoint).expect_partial()
     logging.info("Initialized the model from %s.", config.train.init_checkpoint)
   else:
     logging.info("Starting from scratch (backbone weights: %s).", config.model.backbone_weights)

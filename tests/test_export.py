@@ -22,6 +22,7 @@ import tensorflow as tf
 from tensorflow.python.framework import op_def_registry
 
 from cnn_rnn_tf import backbones
+from cnn_rnn_tf import export_inputs
 from cnn_rnn_tf import export_lib
 from cnn_rnn_tf import images as images_lib
 from cnn_rnn_tf import inference
@@ -80,8 +81,10 @@ def assert_same(got, want):
   np.testing.assert_array_equal(got["num_labels"], want["num_labels"])
   np.testing.assert_array_equal(np.asarray(got["label_names"]).astype(str),
                                 np.asarray(want["label_names"]).astype(str))
-  np.testing.assert_allclose(got["path_log_prob"], want["path_log_prob"], rtol=1e-4,
-                             atol=1e-5)
+  assert ("path_log_prob" in got) == ("path_log_prob" in want)
+  if "path_log_prob" in want:  # a head with a path (cnn_rnn)
+    np.testing.assert_allclose(got["path_log_prob"], want["path_log_prob"], rtol=1e-4,
+                               atol=1e-5)
   np.testing.assert_allclose(got["label_scores"], want["label_scores"], rtol=1e-4, atol=1e-6)
 
 
@@ -253,7 +256,7 @@ def test_one_pixel_and_very_large_images(loaded, workdir):
 
 
 def test_warmup_records_parse_and_succeed(export_dir, loaded):
-  requests = export_lib.read_warmup_requests(export_dir)
+  requests = export_inputs.read_warmup_requests(export_dir)
   assert len(requests) >= 2
   for request in requests:
     assert request.model_spec.signature_name == "serving_default"
@@ -326,6 +329,11 @@ def test_bce_head_exports_and_matches(tmp_path):
   images = list(export_fixtures.encoded_images().values())
   got = numpy_outputs(loaded.signatures["serving_default"](image_bytes=tf.constant(images)))
   assert_same(got, from_features(features_of(decoded(images))))
+  # Only what the head has: no path, so no path_log_prob and no paths.
+  assert sorted(got) == sorted(export_lib.output_keys(workdir_lib.load_config(workdir)))
+  assert not set(export_lib.PATH_OUTPUT_KEYS) & set(got)
+  assert set(export_lib.PATH_OUTPUT_KEYS) <= set(export_lib.output_keys(
+      export_fixtures.demo_config(head="cnn_rnn")))
 
 
 def test_export_and_serving_do_not_import_the_trainer():
@@ -619,7 +627,8 @@ def test_calibrated_thresholds_are_applied_by_the_export_loaded_without_the_pack
     n = int(out["num_labels"][i])
     assert out["labels"][i, :n].tolist() == expected, (i, probs[i], thresholds)
     assert out["label_names"][i, :n].tolist() == [vocab.names[j] for j in expected]
-    assert out["paths"][i, 0, :n].tolist() == expected
+    assert out["labels_threshold"][i, :n].tolist() == expected
+  assert "paths" not in out.files  # a bce export has no path
 
 
 def test_export_without_thresholds_keeps_one_half(tmp_path):

@@ -47,8 +47,11 @@ def test_cnn_rnn_outputs_and_n_best(beam):
   head = tiny_head(num_labels=K, seed=4)
   feats = np.random.default_rng(0).normal(size=(3, 6)).astype("float32")
   out = inference.predict_from_features(head, feats, beam_size=beam, max_length=3)
-  assert sorted(out) == sorted(inference.OUTPUT_KEYS + ("set_path", "set_marginals",
-                                                        "marginal_scores"))
+  assert sorted(out) == sorted(inference.OUTPUT_KEYS + (
+      "path_log_prob", "paths", "paths_log_prob", "marginal_scores", "set_path",
+      "set_marginals"))
+  assert sorted(inference.head_outputs("cnn_rnn")) == sorted(k for k in out
+                                                             if not k.startswith("set_"))
   assert out["labels"].shape == (3, 3) and out["paths"].shape == (3, beam, 3)
   assert out["paths"].dtype == tf.int32 and out["paths_log_prob"].shape == (3, beam)
   np.testing.assert_array_equal(out["paths"][:, 0], out["labels"])
@@ -56,7 +59,7 @@ def test_cnn_rnn_outputs_and_n_best(beam):
   assert np.all(np.diff(out["paths_log_prob"].numpy(), axis=1) <= 0)
 
 
-def test_bce_outputs_and_padded_n_best():
+def test_bce_outputs_have_no_path():
   head = tiny_head(num_labels=K, seed=2, head="bce")
   feats = np.random.default_rng(1).normal(size=(4, 6)).astype("float32")
   out = inference.predict_from_features(head, feats, beam_size=3, max_length=4, min_length=1)
@@ -67,10 +70,10 @@ def test_bce_outputs_and_padded_n_best():
     want = [int(j) for j in np.argsort(-probs[i]) if probs[i, j] >= 0.5][:4]
     want = want or [int(np.argmax(probs[i]))]  # min_length 1 fills up with the most probable
     assert out["labels"][i, :n].numpy().tolist() == want
-  np.testing.assert_array_equal(out["paths"][:, 0], out["labels"])
-  np.testing.assert_array_equal(out["paths_log_prob"][:, 0], out["path_log_prob"])
-  assert np.all(out["paths"][:, 1:].numpy() == -1)
-  assert np.all(np.isneginf(out["paths_log_prob"][:, 1:].numpy()))
+  # Only what the head has: no path_log_prob, no paths.
+  assert sorted(k for k in out if not k.startswith("set_")) == sorted(inference.OUTPUT_KEYS)
+  assert inference.head_outputs("bce") == inference.OUTPUT_KEYS
+  assert sorted(k for k in out if k.startswith("set_")) == ["set_expected_f1", "set_threshold"]
 
 
 def test_a_new_head_is_one_registration(monkeypatch):

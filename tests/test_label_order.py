@@ -136,7 +136,7 @@ def test_free_running_pass_feeds_back_its_own_predictions_without_repeats():
     assert sorted(row) == list(range(K))  # every label once, END never
   # The same logits as the teacher-forced head on START + its own predictions.
   inputs = np.concatenate([np.full((3, 1), K + 1), predicted[:, :-1]], axis=1)
-  logits = head({"image_features": feats, "input_ids": inputs.astype("int32")}, training=False)
+  logits = head({"image_features": feats, "input_ids": inputs.astype("int32")}, training=False)["logits"]
   np.testing.assert_allclose(log_probs, tf.nn.log_softmax(logits), rtol=1e-4, atol=1e-5)
   # Each step's choice is the most probable label not yet chosen.
   for b in range(3):
@@ -166,7 +166,7 @@ def test_aligned_loss_is_the_cross_entropy_of_the_aligned_targets():
         options=losses.LossOptions(label_order=mode, align_inputs="targets",
                                    side_loss_weight=0.0))
     inputs = vocab_lib.teacher_forcing_inputs(tf.constant(targets), K + 1)
-    logits = head({"image_features": tf.constant(feats), "input_ids": inputs}, training=False)
+    logits = head({"image_features": tf.constant(feats), "input_ids": inputs}, training=False)["logits"]
     np.testing.assert_allclose(forced, losses.cnn_rnn_loss(logits, targets), rtol=1e-5)
 
 

@@ -24,8 +24,10 @@ def side_loss(head, feats, multi_hot, *, training):
 def test_cnn_rnn_head_shapes_and_tied_scores():
   head = model_lib.build_head(tiny_model_config(), feature_dim=6, num_labels=K)
   ids = np.array([[K + 1, 0, 3], [K + 1, 2, -1]], np.int32)
-  logits = head({"image_features": np.ones((2, 6), np.float32), "input_ids": ids})
-  assert logits.shape == (2, 3, K + 1)
+  out = head({"image_features": np.ones((2, 6), np.float32), "input_ids": ids})
+  assert sorted(out) == ["logits", "marginal_logits"]
+  logits = out["logits"]
+  assert logits.shape == (2, 3, K + 1) and out["marginal_logits"].shape == (2, K)
   emb = head.get_layer("label_embedding")
   assert tuple(emb.embeddings.shape) == (K + 2, 8)
   # The scores are the joint vector against the label embedding rows (tied weights).
@@ -38,7 +40,8 @@ def test_sequence_logits_equal_step_by_step_decoding():
   head = tiny_head(num_labels=K, seed=3)
   feats = np.random.default_rng(1).normal(size=(2, 6)).astype("float32")
   ids = np.array([[K + 1, 1, 4, 0], [K + 1, 3, 2, K]], np.int32)
-  logits = head({"image_features": feats, "input_ids": ids}, training=False)
+  logits = head({"image_features": feats, "input_ids": ids}, training=False)["logits"]
+  np.testing.assert_array_equal(logits, model_lib.sequence_logits(head, feats, ids))
   step = model_lib.head_step(head)
   state = step.initial_state(feats)
   for t in range(4):
@@ -84,14 +87,17 @@ def test_weight_decay_adds_regularization_losses():
   assert len(head.losses) >= 5  # embedding, lstm kernel + recurrent, two projections
 
 
-def test_head_save_and_load_round_trip(tmp_path):
-  head = tiny_head(num_labels=K, seed=2)
+@pytest.mark.parametrize("marginals", ["side_head", "joint_space"])
+def test_head_save_and_load_round_trip(tmp_path, marginals):
+  head = tiny_head(num_labels=K, seed=2, marginals=marginals)
   path = tmp_path / "head.keras"
   head.save(path)
   loaded = keras.models.load_model(path)
   inputs = {"image_features": np.ones((2, 6), np.float32),
             "input_ids": np.array([[K + 1, 0], [K + 1, -1]], np.int32)}
-  np.testing.assert_allclose(head(inputs), loaded(inputs), rtol=1e-6)
+  want, got = head(inputs), loaded(inputs)
+  for key in ("logits", "marginal_logits"):
+    np.testing.assert_allclose(want[key], got[key], rtol=1e-6)
   # A deserialized model has no registry record: a clear error, not a guess by name.
   with pytest.raises(ValueError, match="build_head"):
     model_lib.head_kind(loaded)
@@ -131,9 +137,10 @@ def test_attach_backbone_shares_weights():
   full = model_lib.attach_backbone(backbone, head)
   images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
   ids = np.array([[K + 1, 0], [K + 1, 2]], np.int32)
-  np.testing.assert_allclose(
-      full({"images": images, "input_ids": ids}),
-      head({"image_features": backbone(images), "input_ids": tf.constant(ids)}), rtol=1e-5)
+  got = full({"images": images, "input_ids": ids})
+  want = head({"image_features": backbone(images), "input_ids": tf.constant(ids)})
+  for key in ("logits", "marginal_logits"):
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-5)
   assert len(full.trainable_weights) == len(backbone.trainable_weights) + len(
       head.trainable_weights)
 
@@ -228,16 +235,30 @@ def test_losses_of_every_order_run_inside_a_distributed_step():
         rtol=1e-4)
 
 
+@pytest.mark.parametrize("marginals", ["side_head", "joint_space"])
+def test_marginal_logits_are_the_heads_graph_output(marginals):
+  head = tiny_head(num_labels=K, seed=4, marginals=marginals, dropout=0.5)
+  feats = np.random.default_rng(2).normal(size=(3, 6)).astype("float32")
+  ids = np.array([[K + 1, 0]] * 3, np.int32)
+  out = head({"image_features": feats, "input_ids": ids})
+  np.testing.assert_array_equal(model_lib.marginal_logits(head, feats), out["marginal_logits"])
+  # In training the branch draws its own dropout: two calls differ, and neither is the output
+  # without dropout.
+  first, second = (model_lib.marginal_logits(head, feats, training=True) for _ in range(2))
+  assert not np.allclose(first, second) and not np.allclose(first, out["marginal_logits"])
+  assert ("marginal_head" in [layer.name for layer in head.layers]) == (marginals == "side_head")
+
+
 def test_side_head_is_a_full_rank_bce_classifier_on_the_features():
   head = tiny_head(num_labels=K, seed=8)  # model.marginals = "side_head" (the default)
-  step = model_lib.head_step(head)
-  assert step.marginal_head is not None
-  assert {v.path for v in step.marginal_head.trainable_variables} <= {
+  side_head = head.get_layer("marginal_head")  # a layer of the head's graph, its last
+  assert head.layers[-1] is side_head and not hasattr(head, "marginal_head")
+  assert {v.path for v in side_head.trainable_variables} <= {
       v.path for v in head.trainable_variables}  # the head's weights: checkpointed, trained
   rng = np.random.default_rng(6)
   feats = rng.normal(size=(3, 6)).astype("float32")
   multi_hot = (rng.random((3, K)) < 0.5).astype("float32")
-  kernel, bias = (np.float64(w.numpy()) for w in step.marginal_head.weights)
+  kernel, bias = (np.float64(w.numpy()) for w in side_head.weights)
   logits = feats @ kernel + bias  # [3, K]
   want = (np.maximum(logits, 0) - logits * multi_hot + np.log1p(np.exp(-np.abs(logits)))).sum(1)
   np.testing.assert_allclose(side_loss(head, feats, multi_hot, training=False), want, rtol=1e-4)

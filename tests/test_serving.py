@@ -23,6 +23,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from cnn_rnn_tf import export_inputs
 from cnn_rnn_tf import export_lib
 from cnn_rnn_tf.serving import client_lib as client
 from cnn_rnn_tf.serving import format as format_lib
@@ -52,6 +53,24 @@ def fake_outputs():
                                      [[b"", b"", b""], [b"", b"", b""]]], object),
       "paths_log_prob": np.array([[-0.5, -1.5], [-0.25, -np.inf]], np.float32),
   }
+
+
+def test_outputs_without_a_path_read_as_a_bce_export_gives_them(tmp_path):
+  """A bce export has no path_log_prob and no paths: optional, like the n-best outputs."""
+  outputs = {k: v for k, v in fake_outputs().items()
+             if k not in format_lib.PATH_KEYS + format_lib.NBEST_KEYS}
+  records = format_lib.results(["a.jpg", "b.png"], outputs)
+  assert format_lib.to_text(records, n_best=2).splitlines() == [
+      "a.jpg: car 0.800, person 0.900", "b.png: (no labels)"]
+  assert all("path_log_prob" not in r and "n_best" not in r for r in records)
+  run = format_lib.Run(records, [], 0)
+  format_lib.write_output(str(tmp_path / "out.csv"), run)
+  with open(tmp_path / "out.csv", newline="") as f:
+    table = list(csv.DictReader(f))
+  assert [row["path_log_prob"] for row in table] == ["", ""]
+  assert table[0]["labels"] == "car;person"
+  with pytest.raises(ValueError, match="lack.*label_scores"):
+    format_lib.results(["a.jpg"], {k: v for k, v in outputs.items() if k != "label_scores"})
 
 
 def test_format_text_and_json():
@@ -286,7 +305,7 @@ def test_bad_requests_get_grpc_errors_and_the_server_keeps_serving(server):
 
 @pytest.mark.slow
 def test_warmup_requests_succeed_on_the_server(server, model_base):
-  requests = export_lib.read_warmup_requests(str(model_base / "1"))
+  requests = export_inputs.read_warmup_requests(str(model_base / "1"))
   with grpc.insecure_channel(server) as channel:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     for request in requests:

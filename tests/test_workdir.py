@@ -222,6 +222,52 @@ def test_training_checkpoint_with_optimizer_restores(tmp_path):
   assert _same_weights(trained.head, head) and _same_weights(trained.backbone, backbone)
 
 
+def _attribute_side_head(head):
+  """The CNN-RNN head laid out as before its side head joined the graph: the logits-only
+  functional model, with the side head as a (tracked) attribute `marginal_head`."""
+  old = tf.keras.Model(head.input, head.output["logits"], name="cnn_rnn_head")
+  old.marginal_head = head.get_layer("marginal_head")
+  return old
+
+
+def test_a_checkpoint_with_the_side_head_as_attribute_restores_bit_for_bit(tmp_path):
+  w = str(tmp_path)
+  config = _config(train_backbone=True)
+  workdir_lib.save_config(config, w)
+  vocab_lib.LabelVocab(LABELS).save(workdir_lib.labels_path(w))
+  tf.keras.utils.set_random_seed(0)
+  backbone, head = workdir_lib.build_backbone_and_head(config, len(LABELS))
+  optimizer = tf.keras.optimizers.Adam(1e-3)
+  variables = head.trainable_variables + backbone.trainable_variables
+  optimizer.build(variables)
+  optimizer.apply_gradients([(tf.random.normal(v.shape), v) for v in variables])
+  step = tf.Variable(3, dtype=tf.int64)
+  old = tf.train.Checkpoint(head=_attribute_side_head(head), backbone=backbone,
+                            optimizer=optimizer, step=step)
+  path = tf.train.CheckpointManager(old, workdir_lib.checkpoints_dir(w), 1).save(3)
+  keys = [k for k, _ in tf.train.list_variables(path)]
+  assert "head/marginal_head/_kernel/.ATTRIBUTES/VARIABLE_VALUE" in keys, keys  # as then
+  with pytest.raises(AssertionError):  # the head's graph alone does not find it there
+    tf.train.Checkpoint(head=head).restore(path).assert_existing_objects_matched()
+
+  trained = workdir_lib.load_trained(w)  # evaluate, export: another seed, then restored
+  assert _same_weights(trained.head, head) and _same_weights(trained.backbone, backbone)
+  assert not np.array_equal(trained.head.get_layer("marginal_head").kernel.numpy(),
+                            _save_checkpoint(config, str(tmp_path / "other"), 1, seed=5)
+                            .get_layer("marginal_head").kernel.numpy())
+  # Resuming training: the optimizer's slots and the step come back too.
+  tf.keras.utils.set_random_seed(1)
+  backbone2, head2 = workdir_lib.build_backbone_and_head(config, len(LABELS))
+  optimizer2 = tf.keras.optimizers.Adam(1e-3)
+  optimizer2.build(head2.trainable_variables + backbone2.trainable_variables)
+  step2 = tf.Variable(0, dtype=tf.int64)
+  workdir_lib.restore_checkpoint(workdir_lib.make_checkpoint(
+      config, backbone2, head2, optimizer2, step2), path).assert_existing_objects_matched()
+  assert _same_weights(head2, head) and int(step2.numpy()) == 3
+  assert all(np.array_equal(a.numpy(), b.numpy())
+             for a, b in zip(optimizer2.variables, optimizer.variables))
+
+
 # ------------------------------------------------------------------------ resume check
 
 

@@ -176,7 +176,7 @@ def _grad_cam(act_model: keras.Model, head: keras.Model, inputs: tf.Tensor,
       conv, features = act_model(tf.gather(inputs, image_idx), training=False)  # [R, h, w, C]
       logits = head({"image_features": tf.cast(features, tf.float32),
                      "input_ids": tf.convert_to_tensor(input_ids)},
-                    training=False)  # [R, T, K + 1]
+                    training=False)["logits"]  # [R, T, K + 1]
       logits = tf.cast(logits, tf.float32)
       index = np.stack([np.arange(len(chunk)), steps, targets], axis=1)  # [R, 3]
       step_log_probs = tf.gather_nd(tf.nn.log_softmax(logits, axis=-1), index)  # [R]
@@ -219,7 +219,7 @@ def _occlusion(act_model: keras.Model, head: keras.Model, inputs: tf.Tensor,
     _, features = conv_and_features(act_model, tf.constant(np.stack(batch)))  # [1 + hw, D]
     input_ids = np.array([[num_labels + 1] + path[:-1]] * len(batch), np.int32)  # [1 + hw, L]
     logits = head({"image_features": features, "input_ids": tf.constant(input_ids)},
-                  training=False)  # [1 + hw, L, K + 1]
+                  training=False)["logits"]  # [1 + hw, L, K + 1]
     step_lp = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1).numpy()
     target = step_lp[:, np.arange(len(path)), path]  # [1 + hw, L]
     drop = np.maximum(target[0] - target[1:], 0.0).T.reshape(len(path), h, w)  # [L, h, w]

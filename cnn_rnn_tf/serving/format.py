@@ -23,12 +23,15 @@ and with n_best > 0 the N best label sets of the beam (`paths`, `paths_log_prob`
       2. person  (log-prob -1.204)
     b.png: (no labels)  (path log-prob -0.105)
 
+A bce export has no path: its lines lack "(path log-prob ...)" and the n-best list (an
+output a head lacks is optional, `PATH_KEYS`, `NBEST_KEYS`).
+
 JSON (`to_json`) / JSON Lines (`--output=X.jsonl`): one object per image: image, labels
-(names in path order), label_ids, scores (of the path's labels), path_log_prob,
+(names in path order), label_ids, scores (of the path's labels), path_log_prob (cnn_rnn),
 label_scores (all K, in id order), and with n_best > 0 `n_best`: [{labels, label_ids,
 log_prob}] best first. A failed image: {image, error}. CSV (`--output=X.csv`): columns
-image, labels, scores (both ';'-joined), path_log_prob, n_best (JSON of the n-best list,
-when asked for), error.
+image, labels, scores (both ';'-joined), path_log_prob (empty without a path), n_best (JSON
+of the n-best list, when asked for), error.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ from cnn_rnn_tf import image_files
 from cnn_rnn_tf import images
 from cnn_rnn_tf import progress
 
-OUTPUT_KEYS = ("labels", "label_names", "num_labels", "path_log_prob", "label_scores")
+OUTPUT_KEYS = ("labels", "label_names", "num_labels", "label_scores")  # every export's
+PATH_KEYS = ("path_log_prob",)  # a head with a path (cnn_rnn; older bce exports too)
 NBEST_KEYS = ("paths", "paths_log_prob", "paths_label_names")  # exports since the n-best
 IMAGE_EXTENSIONS = images.EXTENSIONS  # the formats `images` reads
 OUTPUT_FORMATS = (".csv", ".jsonl")
@@ -211,9 +215,10 @@ def results(names: Sequence[str], outputs: dict) -> list[dict]:
         "labels": [_text(s) for s in outputs["label_names"][b][:n]],
         "label_ids": ids,
         "scores": [round(float(scores[i]), _DIGITS) for i in ids],
-        "path_log_prob": round(float(outputs["path_log_prob"][b]), _DIGITS),
         "label_scores": [round(float(s), _DIGITS) for s in scores],
     }
+    if all(k in outputs for k in PATH_KEYS):
+      record["path_log_prob"] = round(float(outputs["path_log_prob"][b]), _DIGITS)
     if all(k in outputs for k in NBEST_KEYS):
       record["n_best"] = [
           {"labels": [_text(s) for s, i in zip(names_j, ids_j) if i >= 0],
@@ -239,8 +244,9 @@ def to_text(records: Sequence[dict], n_best: int = 0) -> str:
   lines = []
   for r in records:
     path = ", ".join(f"{label} {score:.3f}" for label, score in zip(r["labels"], r["scores"]))
-    lines.append(f"{r['image']}: {path or '(no labels)'}  "
-                 f"(path log-prob {r['path_log_prob']:.3f})")
+    log_prob = (f"  (path log-prob {r['path_log_prob']:.3f})" if "path_log_prob" in r
+                else "")
+    lines.append(f"{r['image']}: {path or '(no labels)'}{log_prob}")
     for j, alt in enumerate(_with_n_best(r, n_best).get("n_best", ()), 1):
       lines.append(f"  {j}. {' '.join(alt['labels']) or '(no labels)'}  "
                    f"(log-prob {alt['log_prob']:.3f})")
@@ -280,7 +286,7 @@ def write_output(path: str, run: Run) -> None:
       if "error" not in row:
         out.update(labels=";".join(row["labels"]),
                    scores=";".join(f"{s:.6g}" for s in row["scores"]),
-                   path_log_prob=row["path_log_prob"])
+                   path_log_prob=row.get("path_log_prob", ""))
         if run.n_best > 0:
           out["n_best"] = json.dumps(row.get("n_best", []))
       writer.writerow(out)

@@ -71,6 +71,7 @@ from cnn_rnn_tf.workdir.checkpoints import load_trained
 from cnn_rnn_tf.workdir.checkpoints import make_checkpoint
 from cnn_rnn_tf.workdir.checkpoints import remove_temp_checkpoints
 from cnn_rnn_tf.workdir.checkpoints import resolve_checkpoint
+from cnn_rnn_tf.workdir.checkpoints import restore_checkpoint
 from cnn_rnn_tf.workdir.checkpoints import restore_model
 from cnn_rnn_tf.workdir.checkpoints import restore_weights
 from cnn_rnn_tf.workdir.checkpoints import rng_state

@@ -122,6 +122,38 @@ def rng_state(*models) -> dict:
   return states
 
 
+# What a checkpoint's root may hold (make_checkpoint's items; training adds its dropout state).
+_ITEMS = ("head", "backbone", "optimizer", "step", "rng")
+
+
+def restore_checkpoint(checkpoint: tf.train.Checkpoint, path: str):
+  """`checkpoint.restore(path)` (its load status), also for the checkpoints written while the
+  CNN-RNN's side head was an attribute of the head: their object path `head/marginal_head`
+  restores into the head's graph layer "marginal_head" (the head's other paths, by position
+  in the graph, are unchanged)."""
+  if not _side_head_attribute(path):
+    return checkpoint.restore(path)
+  items = {name: getattr(checkpoint, name) for name in _ITEMS if hasattr(checkpoint, name)}
+  head = items["head"]
+  as_then = tf.Module(name="head_as_saved")  # the head's object graph as it was then
+  as_then._operations = list(head._operations)  # pylint: disable=protected-access
+  as_then.marginal_head = head.get_layer("marginal_head")
+  items["head"] = as_then
+  return tf.train.Checkpoint(**items).restore(path)
+
+
+def _side_head_attribute(path: str) -> bool:
+  """Whether the checkpoint's head has a child `marginal_head` (the side head as attribute)."""
+  try:
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(tf.train.load_checkpoint(path).get_tensor(
+        "_CHECKPOINTABLE_OBJECT_GRAPH"))
+  except _READ_ERRORS:
+    return False  # unreadable: the restore itself reports it
+  heads = [c.node_id for c in graph.nodes[0].children if c.local_name == "head"]
+  return any(c.local_name == "marginal_head" for h in heads for c in graph.nodes[h].children)
+
+
 def resolve_checkpoint(workdir: str, checkpoint: str = "auto") -> str:
   """The checkpoint prefix that `checkpoint` (auto | latest | best | <path>) names.
 
@@ -237,7 +269,7 @@ def restore_model(config, path: str, backbone, head, weights: str = "auto") -> N
     optimizer = optim.make_optimizer(config)
     optimizer.build(variables)
   try:
-    status = make_checkpoint(config, backbone, head, optimizer).restore(path)
+    status = restore_checkpoint(make_checkpoint(config, backbone, head, optimizer), path)
   except _READ_ERRORS as e:
     raise CorruptCheckpointError(f"Cannot read checkpoint {path!r} ({type(e).__name__}: "
                                  f"{str(e).splitlines()[0][:200]})") from e
