@@ -48,11 +48,7 @@ _WEIGHTS = flags.DEFINE_enum(
     "(train.ema_decay > 0), else the trained ones; raw: the trained weights, for comparison "
     "(written to <workdir>/eval/[validation/]raw/).")
 _PROGRESS = runtime.define_progress_flag()
-_PRECISION = flags.DEFINE_enum(
-    "precision", None, ["on", "off"], "The backbone in mixed bfloat16 (on) or float32 (off), "
-    "instead of the workdir's compute.json (what training used); named in the output.")
-_JIT = flags.DEFINE_enum("jit", None, ["on", "off"],
-                         "The backbone under XLA or not, instead of the workdir's compute.json.")
+_PRECISION, _JIT = runtime.define_compute_flags()
 _CONFIG = config_cli.define_overrides_flag(
     "config", _decode_overrides(),
     "Overrides of the workdir's decode.* settings, e.g. --config.decode.beam_size=5.",

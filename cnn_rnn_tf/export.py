@@ -31,11 +31,7 @@ _MIN_LENGTH = flags.DEFINE_integer("min_length", None,
                                    "Fewest labels per image (default: config.decode.min_length).")
 _CHECKPOINT = runtime.define_checkpoint_flag()
 _PROGRESS = runtime.define_progress_flag()
-_PRECISION = flags.DEFINE_enum(
-    "precision", None, ["on", "off"], "The backbone in mixed bfloat16 (on) or float32 (off), "
-    "instead of the workdir's compute.json (what training used); named in the output.")
-_JIT = flags.DEFINE_enum("jit", None, ["on", "off"],
-                         "The backbone under XLA or not, instead of the workdir's compute.json.")
+_PRECISION, _JIT = runtime.define_compute_flags()
 flags.mark_flags_as_required(["workdir", "export_base"])
 
 

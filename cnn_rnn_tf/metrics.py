@@ -62,6 +62,9 @@ import numpy as np
 
 from cnn_rnn_tf import decoders as decoders_lib
 from cnn_rnn_tf import multilabel
+# The set metrics of `multilabel.py`, under the names the package has always used.
+from cnn_rnn_tf.multilabel import (  # pylint: disable=unused-import
+    exact_match, example_prf, hamming_loss, per_class_prf, prf)
 from cnn_rnn_tf import ranking
 
 PRF_KEYS = ("CP", "CR", "CF1", "OP", "OR", "OF1")
@@ -72,14 +75,6 @@ average_precision = ranking.average_precision
 mean_ap = ranking.mean_ap
 map_at_k = ranking.map_at_k
 top_k_mask = ranking.top_k_mask
-# The set metrics of `multilabel.py`, under the same names.
-_true_pred = multilabel.true_pred
-per_class_prf = multilabel.per_class_prf
-prf = multilabel.prf
-exact_match = multilabel.exact_match
-example_prf = multilabel.example_prf
-hamming_loss = multilabel.hamming_loss
-
 
 
 # ----------------------------------------------------------------------------- the tables
@@ -234,7 +229,7 @@ def _json_float(x) -> float | None:
 def rule_metrics(y_true, y_pred, ignore=None) -> dict[str, float | None]:
   """Every set metric of `METRICS` of one prediction: {'CP': .., ..., 'hamming_loss': ..}
   (a rule's entry of `compute_all`; NaN -> None); `ignore`: entries left out."""
-  y_true, y_pred = _true_pred(y_true, y_pred)
+  y_true, y_pred = multilabel.true_pred(y_true, y_pred)
   return {k: _value(k, y_true, y_pred, ignore) for k in set_metrics()}
 
 

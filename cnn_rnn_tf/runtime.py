@@ -187,3 +187,13 @@ def define_checkpoint_flag() -> flags.FlagHolder:
       "checkpoint", "auto", "auto (best/ when the run kept one, else the latest) | latest | "
       "best | a checkpoint path.")
 
+
+def define_compute_flags() -> tuple[flags.FlagHolder, flags.FlagHolder]:
+  """`--precision` and `--jit` (evaluate, export): overrides of the workdir's compute.json,
+  named in the output (metrics.json's "compute", the export's assets.extra/compute.json)."""
+  precision = flags.DEFINE_enum(
+      "precision", None, ["on", "off"], "The backbone in mixed bfloat16 (on) or float32 (off), "
+      "instead of the workdir's compute.json (what training used); named in the output.")
+  jit = flags.DEFINE_enum("jit", None, ["on", "off"],
+                          "The backbone under XLA or not, instead of the workdir's compute.json.")
+  return precision, jit

@@ -344,10 +344,8 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
                                                str(strategy.cluster_resolver.task_id))
   if chief:  # a save that failed (e.g. disk full) left <prefix>_temp/ folders behind
     workdir_lib.remove_temp_checkpoints(workdir)
-  manager = tf.train.CheckpointManager(
-      models.checkpoint,
-      workdir_lib.checkpoints_dir(worker_dir or workdir),
-      max_to_keep=config.train.max_checkpoints)
+  manager = tf.train.CheckpointManager(models.checkpoint, workdir_lib.checkpoints_dir(
+      worker_dir or workdir), max_to_keep=config.train.max_checkpoints)
   start_step = restore_or_init(config, models, manager)
   if chief:  # only now: a run that cannot restore leaves config.json as it was
     workdir_lib.record_changes(config, workdir, step=start_step)  # config_history.jsonl
@@ -366,9 +364,7 @@ def _train_locked(config, workdir: str, strategy, chief: bool) -> dict:
   dataset = data_lib.dataset_for(
       inference_config, config.data.train_split, vocab, training=True, source=source,
       cache_dir=workdir_lib.feature_cache_dir(workdir, config.data.cache_dir),
-      start_step=start_step,
-      part=data_lib.FIT).take(
-          max(num_steps - start_step, 0))
+      start_step=start_step, part=data_lib.FIT).take(max(num_steps - start_step, 0))
   data_lib.options.without_autotune_on_devices()  # else releasing the iterator may stall
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
   writer = MetricWriter(workdir_lib.train_dir(workdir), enabled=chief)

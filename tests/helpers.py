@@ -1,6 +1,9 @@
-"""Small builders shared by the tests (tiny configs, tiny heads)."""
+"""Small builders shared by the tests (tiny configs, tiny heads, a killed training run)."""
 
+import os
+import signal
 import struct
+import time
 import zlib
 
 import ml_collections
@@ -57,3 +60,16 @@ def big_gray_png(width, height):
   ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
   return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", data)
           + png_chunk(b"IEND", b""))
+
+
+def kill_after_first_checkpoint(process, workdir: str, timeout: float) -> None:
+  """SIGKILLs a training subprocess once `<workdir>/checkpoints/checkpoint` exists (asserts
+  the run was still going: it must be killed mid-run, not after it ended)."""
+  index = os.path.join(workdir, "checkpoints", "checkpoint")
+  deadline = time.time() + timeout
+  while not os.path.exists(index) and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert process.poll() is None, "the first run ended before it could be killed:\n" + \
+      process.stdout.read()
+  process.send_signal(signal.SIGKILL)
+  process.wait()

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from cnn_rnn_tf import optim
 from cnn_rnn_tf import train_end
 from cnn_rnn_tf import train_lib
 from cnn_rnn_tf import workdir as workdir_lib
-from helpers import load_config_file
+from helpers import kill_after_first_checkpoint, load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "configs", "demo.py")
@@ -333,14 +332,7 @@ def test_killed_ema_run_resumes_to_the_same_fingerprints(tmp_path, tfds_dir):
   assert whole.returncode == 0, out
   workdir = str(tmp_path / "killed")
   first = _run_train(workdir, tfds_dir, *flags)
-  index = os.path.join(workdir, "checkpoints", "checkpoint")
-  deadline = time.time() + 600
-  while not os.path.exists(index) and first.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
-  assert first.poll() is None, "the first run ended before it could be killed:\n" + \
-      first.stdout.read()
-  first.send_signal(signal.SIGKILL)
-  first.wait()
+  kill_after_first_checkpoint(first, workdir, timeout=600)
   second = _run_train(workdir, tfds_dir, *flags)
   out2, _ = second.communicate(timeout=900)
   assert second.returncode == 0, out2

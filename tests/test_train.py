@@ -8,11 +8,9 @@ MultiWorkerMirroredStrategy run on localhost.
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ from cnn_rnn_tf import calibration
 from cnn_rnn_tf import evaluate_lib
 from cnn_rnn_tf import train_lib
 from cnn_rnn_tf import workdir as workdir_lib
-from helpers import load_config_file
+from helpers import kill_after_first_checkpoint, load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "configs", "demo.py")
@@ -280,14 +278,8 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, tfds_dir):
   flags = ["--config.train.num_steps=100", "--config.train.checkpoint_every=10",
            "--config.train.log_every=10"]
   first = _run_train(workdir, tfds_dir, *flags)
+  kill_after_first_checkpoint(first, workdir, timeout=240)
   index = os.path.join(workdir, "checkpoints", "checkpoint")
-  deadline = time.time() + 240
-  while not os.path.exists(index) and first.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
-  assert first.poll() is None, "the first run ended before it could be killed:\n" + \
-      first.stdout.read()
-  first.send_signal(signal.SIGKILL)
-  first.wait()
   killed_at = int(tf.train.latest_checkpoint(os.path.dirname(index)).rsplit("-", 1)[1])
   assert 10 <= killed_at < 100
   second = _run_train(workdir, tfds_dir, *flags)
