@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import os
 from typing import Callable, Sequence
@@ -128,11 +129,23 @@ def _application(constructor):
     if entry.grad_cam_layer not in names:
       kinds = [type(layer).__name__ for layer in app.layers]
       app.layers[kinds.index("GlobalAveragePooling2D") - 1].name = entry.grad_cam_layer
-    if weights is not None:
-      weights_files.load(app, weights, what="model.backbone_weights",
-                         fields="model.backbone (the file is of another architecture)")
-    if entry.speedup is not None:
-      app = entry.speedup(app)
+    load = functools.partial(weights_files.load, path=weights, what="model.backbone_weights",
+                             fields="model.backbone (the file is of another architecture)")
+    if entry.speedup is None:
+      if weights is not None:
+        load(app)
+      return app(x)  # [B, D]
+    # A file of the stock model (the ImageNet ones) loads before the speedup; a .weights.h5
+    # that a run saved from the faster model (keyed by its layers' classes) loads after it.
+    loaded = True
+    try:
+      if weights is not None:
+        load(app)
+    except weights_files.WeightsFileError:
+      loaded = False
+    app = entry.speedup(app)
+    if not loaded:
+      load(app)
     return app(x)  # [B, D]
 
   build.__name__ = f"build_{constructor.__name__}"

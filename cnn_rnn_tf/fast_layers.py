@@ -119,8 +119,8 @@ def _gelu_inputs(model: keras.Model) -> dict[str, str]:
 def convnext(model: keras.Model) -> keras.Model:
   """A keras.applications ConvNeXt with the layers above, and its weights (module docstring).
 
-  Layers that are not replaced are shared with `model` (the nested stem and downsampling
-  models too); the replaced ones take copies of their weights. Load a weights file into
+  Layers that are not replaced are copied (the nested stem and downsampling models too);
+  every layer takes a copy of the weights of the one it stands for. Load a weights file into
   `model` first: every format the stock model reads then works.
   """
   fused = _gelu_inputs(model)
@@ -149,18 +149,22 @@ def fused_batch_norm(model: keras.Model) -> keras.Model:
 
 
 def _rebuild(model: keras.Model, replace) -> keras.Model:
-  """`model` with `replace(layer)` (a new layer, or None: keep it) for each of its layers;
-  the new layers take copies of the weights of those they replace."""
-  replaced = {}  # new layer -> the layer it replaces
+  """`model` with `replace(layer)` (a new layer, or None: a copy of it) for each of its
+  layers; every new layer takes a copy of the weights of the one it stands for. No layer is
+  shared with `model`: a shared layer would have a node in both graphs, and a model cut out
+  of the new one (Grad-CAM's `analysis.attention.activation_model`) would then reach the old
+  graph's layers too, under the same names."""
+  replaced = {}  # new layer -> the layer it stands for
 
   def clone(layer):
     new = replace(layer)
     if new is None:
-      return layer
+      new = layer.__class__.from_config(layer.get_config())
     replaced[new] = layer
     return new
 
   fast = keras.models.clone_model(model, clone_function=clone)
   for new, old in replaced.items():
-    new.set_weights(old.get_weights())
+    if getattr(old, "weights", None):  # layers with weights (not ops such as Add)
+      new.set_weights(old.get_weights())
   return fast
